@@ -1,0 +1,8 @@
+/* mdlmap-agent subcommands. agent_main.c dispatches argv[1] to these. */
+#pragma once
+
+int cmd_echo(int argc, char **argv);     /* agent_vsock.c */
+int cmd_listen(int argc, char **argv);   /* agent_vsock.c */
+int cmd_map(int argc, char **argv);      /* agent_mdl.c */
+int cmd_selftest(int argc, char **argv); /* agent_mdl.c */
+int cmd_daemon(int argc, char **argv);   /* agent_mdl.c */

@@ -1,0 +1,2 @@
+#include "hostd.h"
+int main(void) { return 0; }

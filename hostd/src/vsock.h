@@ -1,0 +1,61 @@
+/* virtio-vsock device for one VM: connection table, credit flow control both
+ * ways, host services on CID 2, and routing between sibling VMs. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hostd.h"
+#include "vsock_pkt.h"
+
+/* ---- device side (called by the vhost-user layer) ---- */
+int vsock_dev_create(struct vm *vm);            /* allocate vm->vsock */
+void vsock_dev_destroy(struct vm *vm);          /* reset + free */
+/* The queue was kicked, enabled or (re)mapped: process what it holds. */
+void vsock_dev_queue_event(struct vm *vm, unsigned qidx);
+/* The VM's device went away (QEMU exit, RESET_OWNER/RESET_DEVICE, rings stopped,
+ * guest reboot): RST sibling peers, close every connection (services see closed()),
+ * free all state. The device can start again afterwards. */
+void vsock_dev_reset(struct vm *vm, const char *why);
+/* Counters for tests and diagnostics. */
+struct vsock_stats {
+    uint64_t rx_pkts, tx_pkts, rx_bytes, tx_bytes;
+    uint64_t dropped_pkts, bad_pkts, rst_sent;
+    unsigned conns;
+};
+void vsock_dev_stats(const struct vm *vm, struct vsock_stats *out);
+
+/* ---- services on the host CID (echo, MDL RPC, ...) ---- */
+struct vsock_conn;
+
+struct vsock_service {
+    const char *name;
+    uint32_t port;
+    bool stream, seqpacket;   /* which socket types it accepts */
+    /* A guest connects. Return 0 to accept (set *priv), negative to refuse (RST). */
+    int (*accept)(struct vsock_conn *c, void *ctx, void **priv);
+    /* Bytes from the guest, in order. Return how many were consumed (0..len);
+     * the rest stays buffered (counted against our credit) and is offered again
+     * after writable(). eom: the last byte is the end of a SEQPACKET message. */
+    size_t (*recv)(struct vsock_conn *c, void *priv, const uint8_t *data, size_t len, bool eom);
+    /* Outbound space was freed (optional). */
+    void (*writable)(struct vsock_conn *c, void *priv);
+    /* The connection is gone (peer closed, reset, VM died). Free priv here. */
+    void (*closed)(struct vsock_conn *c, void *priv, const char *why);
+    void *ctx;
+};
+
+/* Register for every VM of this hostd. The struct must outlive hostd. */
+int vsock_register_service(struct hostd *h, const struct vsock_service *svc);
+/* Queue bytes to the guest. All or nothing: -EAGAIN when vsock_conn_send_space() < len,
+ * -ENOTCONN after close. For SEQPACKET, eom marks the message end. */
+int vsock_conn_send(struct vsock_conn *c, const void *data, size_t len, bool eom);
+size_t vsock_conn_send_space(const struct vsock_conn *c);
+/* Graceful close from the service side: flush, SHUTDOWN, then RST. closed() follows. */
+void vsock_conn_close(struct vsock_conn *c);
+struct vm *vsock_conn_vm(const struct vsock_conn *c);
+uint32_t vsock_conn_peer_port(const struct vsock_conn *c);
+uint64_t vsock_conn_id(const struct vsock_conn *c);   /* unique for hostd's lifetime */
+
+/* Built-in echo service (port MDLMAP_PORT_ECHO). */
+int echo_service_register(struct hostd *h);
