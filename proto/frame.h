@@ -1,4 +1,50 @@
-/* Length-prefixed framing of protobuf messages over a byte stream. */
+/* Framing of mdlmap Envelopes over a byte stream: 4-byte little-endian length,
+ * then that many bytes of protobuf. Shared by hostd, the guest library and
+ * host clients. The reader is incremental and bounded: a declared length of 0
+ * or above the maximum is an error after which the stream must be closed. */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+
+#include "mdlmap.pb-c.h"
+
+#define MDLMAP_PROTO_VERSION 1u
+#define MDLMAP_FRAME_HDR 4u
+#define MDLMAP_MAX_FRAME (1u << 20)
+#define MDLMAP_MAX_IO_CHUNK (512u * 1024u) /* read/write request payload limit */
+
+typedef Mdlmap__V1__Envelope mdl_envelope;
+
+struct frame_reader {
+    uint8_t *buf;
+    size_t len;       /* bytes held */
+    size_t cap;
+    size_t consumed;  /* bytes of buf already returned as frames */
+    size_t max_frame;
+};
+
+void frame_reader_init(struct frame_reader *r, size_t max_frame);
+void frame_reader_free(struct frame_reader *r);
+/* Bytes the reader can take now without holding more than one maximal frame
+ * plus its header (callers use this for flow control). */
+size_t frame_reader_room(const struct frame_reader *r);
+/* Append stream bytes. 0, -ENOMEM, or -ENOBUFS when len > frame_reader_room(). */
+int frame_reader_feed(struct frame_reader *r, const void *data, size_t len);
+/* 1: *payload and *plen point at the next complete frame (valid until the next
+ * feed/next call); 0: need more bytes; -EMSGSIZE: bad length (close the stream). */
+int frame_reader_next(struct frame_reader *r, const uint8_t **payload, size_t *plen);
+
+/* Serialize env as one frame into a new buffer (free() it). 0, -ENOMEM, -EMSGSIZE. */
+int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len);
+/* Unpack and validate one frame payload: -EBADMSG when protobuf-c rejects it,
+ * -EPROTO when the envelope has no body. Free with frame_envelope_free(). */
+int frame_decode(const uint8_t *payload, size_t len, mdl_envelope **out);
+void frame_envelope_free(mdl_envelope *env);
+
+/* Blocking helpers for stream fds (sockets): whole frame or error.
+ * frame_read_fd returns 0, -ECONNRESET on EOF, -EMSGSIZE, -EBADMSG, -errno. */
+int frame_write_fd(int fd, const mdl_envelope *env);
+int frame_read_fd(int fd, mdl_envelope **out);
+
+/* Name of an NTSTATUS value ("STATUS_INVALID_PARAMETER"), or "STATUS_0x%08x". */
+const char *ntstatus_name(int32_t status);
