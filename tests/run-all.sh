@@ -85,7 +85,7 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 
 echo "== stage 3: libFuzzer smoke runs"
 secs=${MDLMAP_FUZZ_SECONDS:-10}
-if CC=clang setup_build build-fuzz -Dfuzz=true -Dguest_static=false; then
+if CC=clang setup_build build-fuzz -Dfuzz=true -Dguest_static=false -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
     nf=0
     for f in build-fuzz/tests/fuzz/fuzz-*; do
         case "$f" in *-replay|*.p) continue ;; esac

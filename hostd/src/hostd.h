@@ -18,6 +18,7 @@
 #define MDLMAP_PORT_RPC 1100
 
 struct vsock_dev;
+struct vu_conn;
 struct map_engine;
 struct host_api;
 struct rpc_service;
@@ -33,6 +34,7 @@ struct vm {
     struct ev_handler listen_h;
     int conn_fd;
     struct ev_handler conn_h;
+    struct vu_conn *vu;          /* message reassembly state, owned by vhost_user.c */
     uint64_t features;           /* acked by SET_FEATURES */
     uint64_t protocol_features;  /* acked by SET_PROTOCOL_FEATURES */
     bool owner_set;
