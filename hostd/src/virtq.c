@@ -60,7 +60,14 @@ void virtq_reset(struct virtq *vq)
         close(vq->call_fd);
     if (vq->err_fd >= 0)
         close(vq->err_fd);
+    const char *owner = vq->owner;
     virtq_init(vq, vq->index, vq->mem);
+    vq->owner = owner;
+}
+
+static const char *owner(const struct virtq *vq)
+{
+    return vq->owner ? vq->owner : "?";
 }
 
 /* Ring sizes in bytes for a queue of num entries (event fields included
@@ -77,15 +84,15 @@ int virtq_map_rings(struct virtq *vq)
         return -EFAULT;
     /* alignment required by the spec (2.7): desc 16, avail 2, used 4 */
     if ((vq->desc_uva & 15) || (vq->avail_uva & 1) || (vq->used_uva & 3)) {
-        log_warn("virtq %u: misaligned ring addresses", vq->index);
+        log_warn("vm %s: vq %u: misaligned ring addresses", owner(vq), vq->index);
         return -EFAULT;
     }
     void *d = memtable_uva_to_hva(vq->mem, vq->desc_uva, 16 * (uint64_t)vq->num);
     void *a = memtable_uva_to_hva(vq->mem, vq->avail_uva, avail_size(vq));
     void *u = memtable_uva_to_hva(vq->mem, vq->used_uva, used_size(vq));
     if (!d || !a || !u) {
-        log_warn("virtq %u: ring addresses not in guest memory (desc 0x%llx avail 0x%llx used 0x%llx num %u)",
-                 vq->index, (unsigned long long)vq->desc_uva, (unsigned long long)vq->avail_uva,
+        log_warn("vm %s: vq %u: ring addresses not in guest memory (desc 0x%llx avail 0x%llx used 0x%llx num %u)",
+                 owner(vq), vq->index, (unsigned long long)vq->desc_uva, (unsigned long long)vq->avail_uva,
                  (unsigned long long)vq->used_uva, vq->num);
         return -EFAULT;
     }
@@ -113,8 +120,13 @@ bool virtq_ready(const struct virtq *vq)
 
 static void mark_broken(struct virtq *vq, const char *why)
 {
-    if (!vq->broken)
-        log_warn("virtq %u: ring broken by driver: %s", vq->index, why);
+    if (!vq->broken) {
+        log_warn("vm %s: vq %u: ring broken by driver: %s", owner(vq), vq->index, why);
+        /* tell the front-end (QEMU reports "vhost vring error") */
+        uint64_t one = 1;
+        if (vq->err_fd >= 0 && write(vq->err_fd, &one, sizeof(one)) < 0)
+            log_debug("vm %s: vq %u: err eventfd write: %m", owner(vq), vq->index);
+    }
     vq->broken = true;
 }
 
@@ -309,7 +321,7 @@ void virtq_notify(struct virtq *vq)
         return;
     uint64_t one = 1;
     if (write(vq->call_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        log_debug("virtq %u: call eventfd write: %m", vq->index);
+        log_debug("vm %s: vq %u: call eventfd write: %m", owner(vq), vq->index);
 }
 
 bool virtq_has_avail(const struct virtq *vq)
@@ -346,7 +358,7 @@ void virtq_drain_kick(struct virtq *vq)
     uint64_t v;
     /* the fd is non-blocking (set when received); one read empties an eventfd */
     if (read(vq->kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN && errno != EINTR)
-        log_debug("virtq %u: kick eventfd read: %m", vq->index);
+        log_debug("vm %s: vq %u: kick eventfd read: %m", owner(vq), vq->index);
 }
 
 /* ---- iovec helpers ---- */

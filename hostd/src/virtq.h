@@ -44,6 +44,7 @@ struct virtq {
     int kick_fd, call_fd, err_fd; /* -1 when absent */
     const struct memtable *mem;
     uint64_t pops, pushes;     /* statistics */
+    const char *owner;         /* for log messages (VM name); may be NULL; kept by virtq_reset */
 };
 
 /* One descriptor chain, translated to hostd iovecs: out (device-readable) first, then in. */

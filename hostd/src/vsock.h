@@ -18,6 +18,7 @@ void vsock_dev_queue_event(struct vm *vm, unsigned qidx);
  * free all state. The device can start again afterwards. */
 void vsock_dev_reset(struct vm *vm, const char *why);
 /* Counters for tests and diagnostics. */
+/* rx_*: packets/payload bytes from the guest (its tx queue); tx_*: to the guest. */
 struct vsock_stats {
     uint64_t rx_pkts, tx_pkts, rx_bytes, tx_bytes;
     uint64_t dropped_pkts, bad_pkts, rst_sent;
@@ -50,6 +51,9 @@ int vsock_register_service(struct hostd *h, const struct vsock_service *svc);
 /* Queue bytes to the guest. All or nothing: -EAGAIN when vsock_conn_send_space() < len,
  * -ENOTCONN after close. For SEQPACKET, eom marks the message end. */
 int vsock_conn_send(struct vsock_conn *c, const void *data, size_t len, bool eom);
+/* Same with SEQPACKET flags: VSOCK_SEQ_EOM ends a message, VSOCK_SEQ_EOR (with EOM)
+ * also sets MSG_EOR for the guest. (Addition by the vsock engineer.) */
+int vsock_conn_send_flags(struct vsock_conn *c, const void *data, size_t len, uint32_t seq_flags);
 size_t vsock_conn_send_space(const struct vsock_conn *c);
 /* Graceful close from the service side: flush, SHUTDOWN, then RST. closed() follows. */
 void vsock_conn_close(struct vsock_conn *c);

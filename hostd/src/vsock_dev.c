@@ -1,1 +1,424 @@
+/* virtio-vsock device for one VM: the tx queue (guest -> host) is parsed and
+ * dispatched, the rx queue (host -> guest) is filled from connectionless RSTs,
+ * sibling-forwarded packets and our connections, round robin. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "log.h"
+#include "vsock_internal.h"
+
+int64_t vsock_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* At most 10 per-packet warnings per 5 s per device. */
+bool vsock_ratelimit(struct vsock_dev *dev)
+{
+    struct ratelimit *rl = &dev->rl;
+    int64_t now = vsock_now_ms();
+    if (now - rl->start_ms >= 5000) {
+        if (rl->suppressed)
+            log_warn("vm %s: vsock: %llu warnings suppressed", dev->vm->name,
+                     (unsigned long long)rl->suppressed);
+        rl->start_ms = now;
+        rl->n = 0;
+        rl->suppressed = 0;
+    }
+    if (rl->n < 10) {
+        rl->n++;
+        return true;
+    }
+    rl->suppressed++;
+    return false;
+}
+
+void vsock_rstq_push(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, uint32_t dst_port, uint16_t type)
+{
+    if (dev->rst_n >= VSOCK_RSTQ_MAX) {
+        dev->st.dropped_pkts++;
+        return;
+    }
+    struct rst_ent *e = &dev->rstq[(dev->rst_head + dev->rst_n) % VSOCK_RSTQ_MAX];
+    e->src_cid = src_cid;
+    e->src_port = src_port;
+    e->dst_port = dst_port;
+    e->type = type;
+    dev->rst_n++;
+}
+
+static uint32_t rst_build(struct vsock_dev *dev, const struct virtq_elem *elem)
+{
+    struct rst_ent *e = &dev->rstq[dev->rst_head];
+    struct vsock_hdr h = {
+        .src_cid = e->src_cid, .dst_cid = dev->vm->cid,
+        .src_port = e->src_port, .dst_port = e->dst_port,
+        .type = e->type, .op = VSOCK_OP_RST,
+    };
+    uint8_t wire[VSOCK_HDR_SIZE];
+    vsock_hdr_encode(&h, wire);
+    iov_from_buf(elem->iov + elem->n_out, elem->n_in, 0, wire, sizeof(wire));
+    dev->rst_head = (dev->rst_head + 1) % VSOCK_RSTQ_MAX;
+    dev->rst_n--;
+    dev->st.rst_sent++;
+    return VSOCK_HDR_SIZE;
+}
+
+static bool have_output(const struct vsock_dev *dev)
+{
+    return dev->rst_n || dev->fwd_head || !vlist_empty(&dev->pend);
+}
+
+/* One packet into one rx chain. RSTs first (they end connections and are
+ * what a blocked guest connect() waits for), then alternate between sibling
+ * traffic and our own connections. */
+static uint32_t rx_build(struct vsock_dev *dev, const struct virtq_elem *elem)
+{
+    if (dev->rst_n)
+        return rst_build(dev, elem);
+    bool use_fwd = dev->fwd_head && (dev->fwd_turn || vlist_empty(&dev->pend));
+    dev->fwd_turn = !dev->fwd_turn;
+    if (use_fwd)
+        return vsock_fwd_build(dev, elem);
+    /* Round robin; a connection that cannot use this buffer (no room for
+     * its payload) must not block the others: try each at most once. */
+    unsigned tries = 0;
+    for (struct vlist *l = dev->pend.next; l != &dev->pend; l = l->next)
+        tries++;
+    while (tries-- && !vlist_empty(&dev->pend)) {
+        struct vsock_conn *c = vlist_entry(dev->pend.next, struct vsock_conn, pend);
+        vlist_del(&c->pend);
+        vlist_add_tail(&dev->pend, &c->pend);
+        uint32_t w = vsock_conn_build(c, elem);
+        vsock_conn_update_pend(c);
+        if (w)
+            return w;
+    }
+    return dev->fwd_head ? vsock_fwd_build(dev, elem) : 0;
+}
+
+static bool rx_fill(struct vsock_dev *dev)
+{
+    struct vm *vm = dev->vm;
+    struct virtq *vq = &vm->vq[VSOCK_VQ_RX];
+    bool pushed = false;
+    if (dev->rx_broken || !virtq_ready(vq) || !have_output(dev))
+        return false;
+    virtq_set_notify(vq, false);  /* kicks are only useful once we run dry */
+    while (have_output(dev)) {
+        struct virtq_elem elem;
+        int r = virtq_pop(vq, &elem);
+        if (r < 0) {
+            dev->rx_broken = true;
+            log_err("vm %s: vsock rx queue broken (%d): stopped until reset", vm->name, r);
+            break;
+        }
+        if (r == 0) {
+            /* out of buffers: ask for a kick, re-check to close the race */
+            virtq_set_notify(vq, true);
+            if (virtq_has_avail(vq))
+                continue;
+            break;
+        }
+        if (elem.n_out || elem.in_len < VSOCK_HDR_SIZE) {
+            dev->st.bad_pkts++;
+            if (vsock_ratelimit(dev))
+                log_warn("vm %s: vsock rx buffer unusable (out %u, in %llu bytes)", vm->name,
+                         elem.n_out, (unsigned long long)elem.in_len);
+            virtq_push(vq, &elem, 0);
+            pushed = true;
+            continue;
+        }
+        uint32_t w = rx_build(dev, &elem);
+        if (!w) {
+            virtq_unpop(vq);
+            break;
+        }
+        virtq_push(vq, &elem, w);
+        pushed = true;
+        dev->st.tx_pkts++;
+        dev->st.tx_bytes += w - VSOCK_HDR_SIZE;
+    }
+    if (pushed)
+        virtq_notify(vq);
+    return pushed;
+}
+
+static void tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
+{
+    struct vm *vm = dev->vm;
+    uint8_t wire[VSOCK_HDR_SIZE];
+    struct vsock_hdr h;
+    if (elem->n_in || elem->out_len < VSOCK_HDR_SIZE) {
+        dev->st.bad_pkts++;
+        if (vsock_ratelimit(dev))
+            log_warn("vm %s: vsock tx chain malformed (out %llu bytes, %u in-buffers): dropped", vm->name,
+                     (unsigned long long)elem->out_len, elem->n_in);
+        return;
+    }
+    iov_to_buf(elem->iov, elem->n_out, 0, wire, sizeof(wire));
+    vsock_hdr_decode(wire, sizeof(wire), &h);
+    int r = vsock_hdr_check(&h, vm->cid, elem->out_len - VSOCK_HDR_SIZE, VSOCK_MAX_PKT);
+    if (r < 0) {
+        dev->st.bad_pkts++;
+        if (vsock_ratelimit(dev))
+            log_warn("vm %s: vsock bad packet (%s): src %llu:%u dst %llu:%u type %u op %u len %u: dropped",
+                     vm->name, strerror(-r), (unsigned long long)h.src_cid, h.src_port,
+                     (unsigned long long)h.dst_cid, h.dst_port, h.type, h.op, h.len);
+        return;
+    }
+    dev->st.rx_pkts++;
+    dev->st.rx_bytes += h.len;
+    if (h.dst_cid == VSOCK_HOST_CID)
+        vsock_host_rx(dev, &h, elem);
+    else
+        vsock_route_rx(dev, &h, elem);
+}
+
+static void tx_process(struct vsock_dev *dev)
+{
+    struct vm *vm = dev->vm;
+    struct virtq *vq = &vm->vq[VSOCK_VQ_TX];
+    unsigned budget = VSOCK_TX_BATCH;
+    bool pushed = false;
+    dev->tx_more = false;
+    dev->tx_blocked = false;
+    if (dev->tx_broken || !virtq_ready(vq))
+        return;
+    virtq_set_notify(vq, false);
+    for (;;) {
+        /* Replies we cannot place are the guest's backpressure: leave its
+         * packets in the ring until rx buffers drain the RST queue. */
+        if (dev->rst_n >= VSOCK_RSTQ_MAX - 1) {
+            dev->tx_blocked = true;
+            virtq_set_notify(vq, true);
+            break;
+        }
+        if (!budget) {
+            dev->tx_more = true;  /* the timer resumes us: other VMs get a turn */
+            if (dev->timer_fd < 0)
+                virtq_set_notify(vq, true);  /* no timer: the next kick resumes */
+            break;
+        }
+        struct virtq_elem elem;
+        int r = virtq_pop(vq, &elem);
+        if (r < 0) {
+            dev->tx_broken = true;
+            log_err("vm %s: vsock tx queue broken (%d): stopped until reset", vm->name, r);
+            break;
+        }
+        if (r == 0) {
+            virtq_set_notify(vq, true);
+            if (!virtq_has_avail(vq))
+                break;
+            virtq_set_notify(vq, false);
+            continue;
+        }
+        budget--;
+        tx_handle(dev, &elem);
+        virtq_push(vq, &elem, 0);
+        pushed = true;
+    }
+    if (pushed)
+        virtq_notify(vq);
+    if (dev->tx_more)
+        vsock_dev_arm_timer(dev);
+}
+
+static void free_dead(struct vsock_dev *dev)
+{
+    struct vlist *l = dev->conns.next;
+    while (l != &dev->conns) {
+        struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
+        l = l->next;
+        if (c->state == CONN_DEAD) {
+            vlist_del(&c->all);
+            vsock_conn_free(c);
+        }
+    }
+}
+
+/* Move output to the guest until nothing moves: sending frees outbound space,
+ * services then produce more (writable / re-offered input). Bounded rounds;
+ * whatever is left waits for the next rx kick. */
+static void pump(struct vsock_dev *dev)
+{
+    for (int round = 0; round < 64; round++) {
+        bool moved = rx_fill(dev);
+        bool woke = false;
+        for (struct vlist *l = dev->conns.next; l != &dev->conns; l = l->next) {
+            struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
+            if (c->out_freed && c->state != CONN_DEAD) {
+                c->out_freed = false;
+                vsock_conn_after_output(c);
+                woke = true;
+            }
+        }
+        if (dev->tx_blocked && dev->rst_n < VSOCK_RSTQ_MAX / 2) {
+            tx_process(dev);
+            woke = true;
+        }
+        if (!moved && !woke)
+            break;
+    }
+}
+
+void vsock_dev_enter(struct vsock_dev *dev)
+{
+    dev->depth++;
+}
+
+void vsock_dev_leave(struct vsock_dev *dev)
+{
+    if (dev->depth > 1) {
+        dev->depth--;
+        return;
+    }
+    pump(dev);
+    dev->depth = 0;
+    free_dead(dev);
+}
+
+void vsock_dev_arm_timer(struct vsock_dev *dev)
+{
+    if (dev->timer_fd < 0)
+        return;
+    int64_t next = vsock_conns_next_deadline(dev);
+    struct itimerspec its = { 0 };
+    if (dev->tx_more) {
+        its.it_value.tv_nsec = 1;  /* as soon as the loop comes round */
+    } else if (next) {
+        int64_t d = next - vsock_now_ms();
+        if (d < 1)
+            d = 1;
+        its.it_value.tv_sec = d / 1000;
+        its.it_value.tv_nsec = (d % 1000) * 1000000;
+    }
+    if (timerfd_settime(dev->timer_fd, 0, &its, NULL) < 0)
+        log_err("vm %s: vsock timerfd_settime: %s", dev->vm->name, strerror(errno));
+}
+
+void vsock_dev_timer_tick(struct vsock_dev *dev)
+{
+    vsock_dev_enter(dev);
+    vsock_conns_expire(dev, vsock_now_ms());
+    if (dev->tx_more)
+        tx_process(dev);
+    vsock_dev_leave(dev);
+    vsock_dev_arm_timer(dev);
+}
+
+static void timer_cb(void *opaque, uint32_t events)
+{
+    struct vsock_dev *dev = opaque;
+    uint64_t ticks;
+    if (read(dev->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+        log_warn("vm %s: vsock timerfd read: %s", dev->vm->name, strerror(errno));
+    vsock_dev_timer_tick(dev);
+}
+
+int vsock_dev_create(struct vm *vm)
+{
+    if (vm->vsock)
+        return 0;
+    struct vsock_dev *dev = calloc(1, sizeof(*dev));
+    if (!dev)
+        return -ENOMEM;
+    dev->vm = vm;
+    vlist_init(&dev->conns);
+    vlist_init(&dev->pend);
+    dev->timer_fd = -1;
+    if (vm->hostd && vm->hostd->loop) {
+        dev->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (dev->timer_fd < 0) {
+            int e = errno;
+            log_err("vm %s: vsock timerfd_create: %s", vm->name, strerror(e));
+            free(dev);
+            return -e;
+        }
+        int r = evloop_add(vm->hostd->loop, &dev->timer_h, dev->timer_fd, EPOLLIN, timer_cb, dev);
+        if (r < 0) {
+            log_err("vm %s: vsock timer registration: %s", vm->name, strerror(-r));
+            close(dev->timer_fd);
+            free(dev);
+            return r;
+        }
+    }
+    vm->vsock = dev;
+    return 0;
+}
+
+void vsock_dev_reset(struct vm *vm, const char *why)
+{
+    struct vsock_dev *dev = vm->vsock;
+    if (!dev)
+        return;
+    if (!why)
+        why = "device reset";
+    vsock_dev_enter(dev);
+    vsock_route_reset(dev);
+    for (struct vlist *l = dev->conns.next; l != &dev->conns; l = l->next) {
+        struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
+        vsock_conn_terminate(c, why, false);
+    }
+    dev->rst_n = 0;
+    dev->rst_head = 0;
+    dev->tx_broken = dev->rx_broken = false;
+    dev->tx_blocked = dev->tx_more = false;
+    if (dev->depth > 1) {  /* called from inside processing: frees happen on the way out */
+        dev->depth--;
+        return;
+    }
+    dev->depth = 0;
+    free_dead(dev);
+    if (dev->timer_fd >= 0) {
+        struct itimerspec its = { 0 };
+        timerfd_settime(dev->timer_fd, 0, &its, NULL);
+    }
+}
+
+void vsock_dev_destroy(struct vm *vm)
+{
+    struct vsock_dev *dev = vm->vsock;
+    if (!dev)
+        return;
+    vsock_dev_reset(vm, "device destroyed");
+    if (dev->timer_fd >= 0) {
+        if (vm->hostd && vm->hostd->loop)
+            evloop_del(vm->hostd->loop, &dev->timer_h);
+        close(dev->timer_fd);
+    }
+    vm->vsock = NULL;
+    /* a timer event may already be fetched in the current batch */
+    if (!(vm->hostd && vm->hostd->loop && evloop_defer_free(vm->hostd->loop, free, dev) == 0))
+        free(dev);
+}
+
+void vsock_dev_queue_event(struct vm *vm, unsigned qidx)
+{
+    struct vsock_dev *dev = vm->vsock;
+    if (!dev)
+        return;
+    vsock_dev_enter(dev);
+    vsock_conns_expire(dev, vsock_now_ms());
+    if (qidx == VSOCK_VQ_TX)
+        tx_process(dev);
+    /* rx: buffers arrived; pump() in leave fills them either way */
+    vsock_dev_leave(dev);
+}
+
+void vsock_dev_stats(const struct vm *vm, struct vsock_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!vm->vsock)
+        return;
+    *out = vm->vsock->st;
+    out->conns = vm->vsock->nconns;
+}

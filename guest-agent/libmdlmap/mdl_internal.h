@@ -1,0 +1,63 @@
+/* Hidden MDL bookkeeping and library-internal helpers. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "mdlmap.h"
+
+#define MDL_MAGIC 0x4d444c31u   /* "MDL1" */
+#define MDL_MAGIC_FREED 0x4d444c30u
+#define MDL_MAX_USER_MAPS 8
+
+/* In front of the public struct mdl, so (struct mdl + 1) is the PFN array. */
+struct mdl_priv {
+    uint32_t magic;
+    bool locked_ever;            /* was locked at least once (unlock checks) */
+    enum mdl_lock_op op;
+    struct mdl_session *session; /* set while locked */
+    uint64_t lock_handle;        /* hostd mdl_handle */
+    struct mdl_pin pin;
+    struct mdl_pinner *pinner;
+    bool has_sys;
+    struct mdl_map_info sys;     /* the KernelMode ("system") mapping */
+    unsigned nuser;
+    struct mdl_map_info user[MDL_MAX_USER_MAPS];
+    struct mdl_priv *live_next, *live_prev;   /* session's locked MDLs */
+    size_t npages_max;           /* PFN slots allocated */
+    struct mdl mdl;              /* must be last: the PFN array follows */
+};
+_Static_assert(sizeof(struct mdl) % 8 == 0, "PFN array must follow struct mdl unpadded");
+
+static inline struct mdl_priv *mdl_priv_of(const struct mdl *m)
+{
+    return (struct mdl_priv *)((char *)m - __builtin_offsetof(struct mdl_priv, mdl));
+}
+/* NULL if m is not a live libmdlmap MDL. */
+struct mdl_priv *mdl_priv_checked(const struct mdl *m);
+
+/* Session internals used by mdl_ops.c. */
+struct mdl_pinner *mdl_session_pinner(struct mdl_session *s);
+void mdl_session_track(struct mdl_session *s, struct mdl_priv *p);
+void mdl_session_untrack(struct mdl_session *s, struct mdl_priv *p);
+
+/* Probe each page of [va, va+len) for read (and write-fault it for write
+ * access) without crashing: 0 or -EFAULT. */
+int mdl_probe_range(uintptr_t va, size_t len, bool write);
+/* Frame numbers from /proc/self/pagemap: 0, -EPERM (PFNs hidden), -EFAULT (not present). */
+int mdl_pagemap_read(uintptr_t va, size_t npages, uint64_t *pfns);
+
+/* Envelope builders (mdl_envelope.c): fill a zeroed request envelope whose
+ * body struct is supplied by the caller (nothing is heap-allocated). */
+void mdl_env_init(Mdlmap__V1__Envelope *e);
+void mdl_env_hello(Mdlmap__V1__Envelope *e, Mdlmap__V1__HelloRequest *b, const char *client);
+void mdl_env_lock(Mdlmap__V1__Envelope *e, Mdlmap__V1__LockRequest *b, const struct mdl *m,
+                  enum mdl_lock_op op, uint64_t *pfns, size_t npages);
+int mdl_env_map(Mdlmap__V1__Envelope *e, Mdlmap__V1__MapRequest *b, uint64_t lock_handle,
+                const struct mdl_map_params *p, const char *consumer);
+void mdl_env_unmap(Mdlmap__V1__Envelope *e, Mdlmap__V1__UnmapRequest *b, uint64_t map_handle,
+                   uint64_t address, uint64_t lock_handle);
+void mdl_env_unlock(Mdlmap__V1__Envelope *e, Mdlmap__V1__UnlockRequest *b, uint64_t lock_handle);
+
+/* Test hooks (selftest): corrupt the hostd handle of a locked MDL. */
+void mdl_test_set_lock_handle(struct mdl *m, uint64_t handle);

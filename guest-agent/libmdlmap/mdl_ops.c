@@ -1,0 +1,217 @@
+/* The plain MDL operations: probe+pin+register, map, unmap, unlock. They
+ * return an NTSTATUS (and set the thread's last status); the Windows
+ * semantics of failures (bug check, exception, NULL) live in wdm_compat.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "frame.h"
+#include "mdl_internal.h"
+
+static mdl_status fail(mdl_status st, const char *detail)
+{
+    mdl_set_last_status(st, detail);
+    return st;
+}
+
+static mdl_status errno_status(int err)
+{
+    switch (err) {
+    case -EFAULT: return MDL_STATUS_ACCESS_VIOLATION;
+    case -EPERM: case -EACCES: return MDL_STATUS_ACCESS_DENIED;
+    case -ENOMEM: case -EAGAIN: case -ENOSPC: case -EMFILE: case -ENFILE:
+        return MDL_STATUS_INSUFFICIENT_RESOURCES;
+    case -ENOSYS: case -EOPNOTSUPP: return MDL_STATUS_NOT_SUPPORTED;
+    default: return MDL_STATUS_UNSUCCESSFUL;
+    }
+}
+
+/* The response must carry the expected body. */
+static mdl_status expect(mdl_status st, Mdlmap__V1__Envelope *r, int body)
+{
+    if (MDL_SUCCESS(st) && (!r || (int)r->body_case != body))
+        return fail(MDL_STATUS_REVISION_MISMATCH, "unexpected response body");
+    return st;
+}
+
+mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_lock_op op)
+{
+    struct mdl_priv *p = mdl_priv_checked(m);
+    char why[128];
+    if (!p || (unsigned)op > MDL_IO_MODIFY)
+        return fail(MDL_STATUS_INVALID_PARAMETER, "not an MDL or bad operation");
+    if (m->flags & MDL_F_PAGES_LOCKED)
+        return fail(MDL_STATUS_INVALID_DEVICE_REQUEST, "MDL already locked");
+    if (!s)
+        return fail(MDL_STATUS_DEVICE_NOT_READY, "no session with hostd");
+    uintptr_t va = (uintptr_t)m->start_va + m->byte_offset;
+    if (mdl_probe_range(va, m->byte_count, op != MDL_IO_READ) < 0) {
+        snprintf(why, sizeof(why), "buffer %#lx+%u not %s", (unsigned long)va, m->byte_count,
+                 op == MDL_IO_READ ? "readable" : "writable");
+        return fail(MDL_STATUS_ACCESS_VIOLATION, why);
+    }
+    size_t npages = mdl_page_count(m);
+    struct mdl_pinner *pin = mdl_session_pinner(s);
+    struct mdl_pin pn = { .pass_fd = -1 };
+    int rc = pin->pin(pin, (uintptr_t)m->start_va, npages, mdl_pfns(m), &pn);
+    if (rc < 0) {
+        snprintf(why, sizeof(why), "pinning %zu pages: %s", npages, strerror(-rc));
+        return fail(errno_status(rc), why);
+    }
+    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__LockRequest b;
+    mdl_env_lock(&e, &b, m, op, mdl_pfns(m), pn.pfns_from_peer ? 0 : npages);
+    if (pn.pass_fd >= 0)
+        b.memfd_offset = pn.fd_offset;
+    mdl_status st = mdl_session_call(s, &e, pn.pass_fd, &r);
+    st = expect(st, r, MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY);
+    if (MDL_SUCCESS(st) && pn.pfns_from_peer) {
+        if (r->lock_reply->n_pfns != npages)
+            st = fail(MDL_STATUS_REVISION_MISMATCH, "agent returned a wrong frame count");
+        else
+            memcpy(mdl_pfns(m), r->lock_reply->pfns, npages * sizeof(uint64_t));
+    }
+    if (!MDL_SUCCESS(st)) {
+        if (r)
+            frame_envelope_free(r);
+        pin->unpin(pin, &pn);
+        return st;
+    }
+    p->lock_handle = r->lock_reply->mdl_handle;
+    frame_envelope_free(r);
+    p->pin = pn;
+    p->pinner = pin;
+    p->session = s;
+    p->op = op;
+    p->locked_ever = true;
+    m->flags |= MDL_F_PAGES_LOCKED;
+    if (op != MDL_IO_READ)
+        m->flags |= MDL_F_WRITE_OPERATION;
+    mdl_session_track(s, p);
+    return MDL_STATUS_SUCCESS;
+}
+
+static void drop_mapping(struct mdl_priv *p, uint64_t address)
+{
+    if (p->has_sys && p->sys.address == address) {
+        p->has_sys = false;
+        p->mdl.flags &= (int16_t)~MDL_F_MAPPED_TO_SYSTEM_VA;
+        p->mdl.mapped_system_va = NULL;
+        return;
+    }
+    for (unsigned i = 0; i < p->nuser; i++)
+        if (p->user[i].address == address) {
+            p->user[i] = p->user[--p->nuser];
+            return;
+        }
+}
+
+bool mdl_find_mapping(const struct mdl *m, uint64_t address, struct mdl_map_info *out)
+{
+    struct mdl_priv *p = mdl_priv_checked(m);
+    if (!p)
+        return false;
+    if (p->has_sys && (address == 0 || address == p->sys.address)) {
+        if (out)
+            *out = p->sys;
+        return true;
+    }
+    for (unsigned i = 0; i < p->nuser; i++)
+        if (p->user[i].address == address) {
+            if (out)
+                *out = p->user[i];
+            return true;
+        }
+    return false;
+}
+
+mdl_status mdl_map(struct mdl *m, const struct mdl_map_params *prm, struct mdl_map_info *out)
+{
+    struct mdl_priv *p = mdl_priv_checked(m);
+    if (!p)
+        return fail(MDL_STATUS_INVALID_PARAMETER, "not an MDL");
+    if (!(m->flags & MDL_F_PAGES_LOCKED) || !p->session)
+        return fail(MDL_STATUS_NOT_LOCKED, "MDL pages are not locked");
+    if (prm->mode == MDL_KERNEL_MODE && p->has_sys)
+        return fail(MDL_STATUS_CONFLICTING_ADDRESSES, "MDL already has a system mapping");
+    if (prm->mode == MDL_USER_MODE && p->nuser >= MDL_MAX_USER_MAPS)
+        return fail(MDL_STATUS_INSUFFICIENT_RESOURCES, "too many UserMode mappings of one MDL");
+    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__MapRequest b;
+    if (mdl_env_map(&e, &b, p->lock_handle, prm, mdl_session_consumer(p->session)) < 0)
+        return fail(MDL_STATUS_INVALID_PARAMETER, "invalid cache type or access mode");
+    mdl_status st = mdl_session_call(p->session, &e, -1, &r);
+    st = expect(st, r, MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY);
+    if (!MDL_SUCCESS(st)) {
+        if (r)
+            frame_envelope_free(r);
+        return st;
+    }
+    Mdlmap__V1__MapResponse *mr = r->map_reply;
+    struct mdl_map_info mi = {
+        .address = mr->address, .base_address = mr->base_address, .map_handle = mr->map_handle,
+        .page_count = mr->page_count, .vma_count = mr->vma_count, .read_only = mr->read_only,
+        .cache = (int)mr->cache_type, .mode = prm->mode,
+    };
+    frame_envelope_free(r);
+    if (prm->mode == MDL_KERNEL_MODE) {
+        p->sys = mi;
+        p->has_sys = true;
+        m->mapped_system_va = (void *)(uintptr_t)mi.address;
+        m->flags |= MDL_F_MAPPED_TO_SYSTEM_VA;
+    } else {
+        p->user[p->nuser++] = mi;
+    }
+    if (out)
+        *out = mi;
+    return MDL_STATUS_SUCCESS;
+}
+
+mdl_status mdl_unmap(struct mdl *m, uint64_t address)
+{
+    struct mdl_priv *p = mdl_priv_checked(m);
+    struct mdl_map_info mi;
+    if (!p)
+        return fail(MDL_STATUS_INVALID_PARAMETER, "not an MDL");
+    if (!address || !mdl_find_mapping(m, address, &mi))
+        return fail(MDL_STATUS_NOT_MAPPED_VIEW, "no mapping of this MDL at that address");
+    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__UnmapRequest b;
+    mdl_env_unmap(&e, &b, mi.map_handle, mi.address, p->lock_handle);
+    mdl_status st = mdl_session_call(p->session, &e, -1, &r);
+    if (r)
+        frame_envelope_free(r);
+    /* hostd no longer knows it (or the link is gone and hostd drops it): forget it too. */
+    if (MDL_SUCCESS(st) || st == MDL_STATUS_NOT_FOUND || st == MDL_STATUS_INVALID_HANDLE ||
+        st == MDL_STATUS_DEVICE_NOT_READY)
+        drop_mapping(p, address);
+    return st;
+}
+
+mdl_status mdl_unlock(struct mdl *m)
+{
+    struct mdl_priv *p = mdl_priv_checked(m);
+    if (!p)
+        return fail(MDL_STATUS_INVALID_PARAMETER, "not an MDL");
+    if (!(m->flags & MDL_F_PAGES_LOCKED) || !p->session)
+        return fail(MDL_STATUS_NOT_LOCKED, "MDL pages are not locked");
+    while (p->nuser)   /* UserMode mappings first; hostd's unlock drops the system one (R10) */
+        if (!MDL_SUCCESS(mdl_unmap(m, p->user[p->nuser - 1].address)))
+            p->nuser--;
+    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__UnlockRequest b;
+    mdl_env_unlock(&e, &b, p->lock_handle);
+    mdl_status st = mdl_session_call(p->session, &e, -1, &r);
+    if (r)
+        frame_envelope_free(r);
+    /* Windows' MmUnlockPages cannot fail: release our side whatever hostd said. */
+    mdl_session_untrack(p->session, p);
+    p->pinner->unpin(p->pinner, &p->pin);
+    p->pinner = NULL;
+    p->session = NULL;
+    p->lock_handle = 0;
+    p->has_sys = false;
+    m->mapped_system_va = NULL;
+    m->flags &= (int16_t)~(MDL_F_PAGES_LOCKED | MDL_F_MAPPED_TO_SYSTEM_VA | MDL_F_WRITE_OPERATION);
+    return st;
+}

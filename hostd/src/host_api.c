@@ -1,0 +1,261 @@
+/* Host API socket server: accepts clients, frames requests, answers through
+ * host_api_handlers.c. A malformed frame gets an error status, then the
+ * client is closed once the answer is out. */
+#include "host_api.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "host_api_handlers.h"
+#include "log.h"
+#include "rpc_outq.h"
+#include "rpc_reply.h"
+
+#define API_MAX_CLIENTS 64
+#define API_OUTQ_HIGH (2u * 1024u * 1024u)
+
+struct api_client {
+    struct host_api *api;
+    int fd;
+    struct ev_handler h;
+    struct frame_reader rd;
+    struct rpc_outq out;
+    bool closing;
+    struct api_client *prev, *next;
+};
+
+struct host_api {
+    struct hostd *hostd;
+    char path[108];
+    int fd;
+    struct ev_handler h;
+    struct api_client *clients;
+    unsigned nclients;
+};
+
+static void client_free(void *ptr)
+{
+    struct api_client *c = ptr;
+    frame_reader_free(&c->rd);
+    rpc_outq_free(&c->out);
+    free(c);
+}
+
+static void client_close(struct api_client *c, const char *why)
+{
+    struct host_api *api = c->api;
+    log_debug("api: client fd %d closed: %s", c->fd, why);
+    evloop_del(api->hostd->loop, &c->h);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        api->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    api->nclients--;
+    if (evloop_defer_free(api->hostd->loop, client_free, c) < 0)
+        client_free(c);
+}
+
+static long sock_send(void *ctx, const uint8_t *p, size_t n)
+{
+    struct api_client *c = ctx;
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    return (long)w;
+}
+
+static void queue(struct api_client *c, uint8_t *f, size_t n)
+{
+    if (rpc_outq_push(&c->out, f, n) < 0)
+        c->closing = true;
+    free(f);
+}
+
+static void process(struct api_client *c)
+{
+    struct map_engine *e = c->api->hostd->maps;
+    while (!c->closing && c->out.bytes < API_OUTQ_HIGH) {
+        const uint8_t *p;
+        size_t plen;
+        uint8_t *f;
+        size_t n;
+        int r = frame_reader_next(&c->rd, &p, &plen);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            if (rpc_reply_error(0, -EINVAL, "frame length is 0 or exceeds the 1 MiB limit", &f, &n) == 0)
+                queue(c, f, n);
+            c->closing = true;
+            break;
+        }
+        mdl_envelope *req;
+        if (frame_decode(p, plen, &req) < 0) {
+            if (rpc_reply_error(0, -EINVAL, "undecodable envelope", &f, &n) == 0)
+                queue(c, f, n);
+            c->closing = true;
+            break;
+        }
+        r = host_api_handle(e, req, &f, &n);
+        frame_envelope_free(req);
+        if (r < 0) {
+            if (rpc_reply_error(0, -EINVAL, "response could not be encoded", &f, &n) == 0)
+                queue(c, f, n);
+            c->closing = true;
+            break;
+        }
+        queue(c, f, n);
+    }
+}
+
+/* Flush and re-arm; returns false if the client was closed. */
+static bool settle(struct api_client *c)
+{
+    int rc = rpc_outq_flush(&c->out, sock_send, c);
+    if (rc < 0) {
+        client_close(c, "send failed");
+        return false;
+    }
+    if (c->closing && rpc_outq_empty(&c->out)) {
+        client_close(c, "protocol error");
+        return false;
+    }
+    uint32_t ev = 0;
+    if (!c->closing && c->out.bytes < API_OUTQ_HIGH && frame_reader_room(&c->rd))
+        ev |= EPOLLIN;
+    if (!rpc_outq_empty(&c->out))
+        ev |= EPOLLOUT;
+    evloop_mod(c->api->hostd->loop, &c->h, ev);
+    return true;
+}
+
+static void client_event(void *opaque, uint32_t events)
+{
+    struct api_client *c = opaque;
+    if (events & EPOLLOUT) {
+        process(c); /* frames held back while output was full */
+        if (!settle(c))
+            return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        size_t room = frame_reader_room(&c->rd);
+        if (room > 65536)
+            room = 65536;
+        uint8_t buf[65536];
+        ssize_t r = room ? recv(c->fd, buf, room, MSG_DONTWAIT) : 0;
+        if (room && r == 0) {
+            client_close(c, "peer closed");
+            return;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EINTR) {
+            client_close(c, "recv failed");
+            return;
+        }
+        if (r > 0 && frame_reader_feed(&c->rd, buf, (size_t)r) < 0) {
+            client_close(c, "out of memory");
+            return;
+        }
+        process(c);
+        settle(c);
+    }
+}
+
+static void listen_event(void *opaque, uint32_t events)
+{
+    struct host_api *api = opaque;
+    for (;;) {
+        int fd = accept4(api->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                log_warn("api: accept: %m");
+            return;
+        }
+        if (api->nclients >= API_MAX_CLIENTS) {
+            log_warn("api: too many clients (%u); refusing one", api->nclients);
+            close(fd);
+            continue;
+        }
+        struct api_client *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->api = api;
+        c->fd = fd;
+        frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
+        rpc_outq_init(&c->out);
+        if (evloop_add(api->hostd->loop, &c->h, fd, EPOLLIN, client_event, c) < 0) {
+            close(fd);
+            client_free(c);
+            continue;
+        }
+        c->next = api->clients;
+        if (c->next)
+            c->next->prev = c;
+        api->clients = c;
+        api->nclients++;
+        log_debug("api: client fd %d connected", fd);
+    }
+}
+
+struct host_api *host_api_start(struct hostd *h, const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (!h->maps || !h->loop || !path || strlen(path) >= sizeof(sa.sun_path)) {
+        log_err("api: bad socket path or no engine");
+        return NULL;
+    }
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path); /* stale socket of an earlier hostd */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_err("api: socket: %m");
+        return NULL;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0660) < 0 || listen(fd, 16) < 0) {
+        log_err("api: %s: %m", path);
+        close(fd);
+        return NULL;
+    }
+    struct host_api *api = calloc(1, sizeof(*api));
+    if (!api) {
+        close(fd);
+        unlink(path);
+        return NULL;
+    }
+    api->hostd = h;
+    api->fd = fd;
+    snprintf(api->path, sizeof(api->path), "%s", path);
+    if (evloop_add(h->loop, &api->h, fd, EPOLLIN, listen_event, api) < 0) {
+        close(fd);
+        unlink(path);
+        free(api);
+        return NULL;
+    }
+    log_info("api: listening on %s", path);
+    return api;
+}
+
+void host_api_stop(struct host_api *api)
+{
+    if (!api)
+        return;
+    while (api->clients)
+        client_close(api->clients, "hostd stopping");
+    evloop_del(api->hostd->loop, &api->h);
+    close(api->fd);
+    unlink(api->path);
+    free(api);
+}

@@ -1,0 +1,552 @@
+/* MDL mapping engine: object lifetime, accounting and the host mappings. */
+#include "map_engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "log.h"
+#include "map_budget.h"
+#include "map_handle.h"
+#include "map_table.h"
+
+/* Bounds on what one VM may keep locked (the pfn arrays live in hostd). */
+#define MAP_MAX_MDLS_PER_VM 8192u
+#define MAP_MAX_LOCKED_PAGES_PER_VM (4ull << 20)
+
+struct vm_acct {
+    const struct vm *vm;
+    uint64_t pages, maps, mdls, locked_pages;
+};
+
+struct map_engine {
+    struct map_limits lim;
+    struct map_handle_gen gen;
+    struct map_table mdls, maps;
+    struct mdl_obj *mdl_head;
+    struct map_obj *map_head;
+    uint64_t nmaps, pages, vmas, nmdls;
+    struct vm_acct *acct;
+    size_t nacct, capacct;
+    struct map_leaks leaks;
+};
+
+static bool owner_eq(const struct map_owner *a, const struct map_owner *b)
+{
+    return a->vm == b->vm && a->conn_id == b->conn_id;
+}
+
+static struct vm_acct *acct_of(struct map_engine *e, const struct vm *vm, bool create)
+{
+    for (size_t i = 0; i < e->nacct; i++)
+        if (e->acct[i].vm == vm)
+            return &e->acct[i];
+    if (!create)
+        return NULL;
+    if (e->nacct == e->capacct) {
+        size_t cap = e->capacct ? e->capacct * 2 : 8;
+        struct vm_acct *a = realloc(e->acct, cap * sizeof(*a));
+        if (!a)
+            return NULL;
+        e->acct = a;
+        e->capacct = cap;
+    }
+    e->acct[e->nacct] = (struct vm_acct){ .vm = vm };
+    return &e->acct[e->nacct++];
+}
+
+struct map_engine *map_engine_new(const struct map_limits *lim)
+{
+    struct map_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    if (lim)
+        e->lim = *lim;
+    if (!e->lim.vm_page_quota)
+        e->lim.vm_page_quota = MAP_DEFAULT_VM_PAGES;
+    if (!e->lim.global_page_quota)
+        e->lim.global_page_quota = MAP_DEFAULT_GLOBAL_PAGES;
+    if (!e->lim.max_vmas)
+        e->lim.max_vmas = map_budget_default_vmas();
+    map_handle_gen_init(&e->gen);
+    map_table_init(&e->mdls);
+    map_table_init(&e->maps);
+    return e;
+}
+
+enum map_prio map_prio_of(uint32_t priority)
+{
+    uint32_t v = priority & MAP_PRIO_VALUE_MASK;
+    return v < 16 ? MAP_PRIO_LOW : v < 32 ? MAP_PRIO_NORMAL : MAP_PRIO_HIGH;
+}
+
+bool map_prio_allows(enum map_prio p, uint64_t used, uint64_t want, uint64_t limit)
+{
+    static const unsigned pct[] = { 75, 90, 100 };
+    unsigned __int128 after = (unsigned __int128)used + want;
+    return after * 100 <= (unsigned __int128)limit * pct[p];
+}
+
+static const char *prio_name(enum map_prio p)
+{
+    return p == MAP_PRIO_LOW ? "Low" : p == MAP_PRIO_NORMAL ? "Normal" : "High";
+}
+
+/* ---- MDLs ---- */
+
+static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
+{
+    map_table_del(&e->mdls, m->handle);
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        e->mdl_head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    struct vm_acct *a = acct_of(e, m->owner.vm, false);
+    if (a) {
+        a->mdls--;
+        a->locked_pages -= m->npages;
+    }
+    e->nmdls--;
+    free(m->pfns);
+    free(m);
+}
+
+int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                    uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
+                    uint64_t *mdl_handle, char *detail, size_t dlen)
+{
+    if (!o->vm) {
+        snprintf(detail, dlen, "no VM");
+        return -EINVAL;
+    }
+    if (operation > 2) {
+        snprintf(detail, dlen, "unknown lock operation %u", operation);
+        return -EINVAL;
+    }
+    int rc = map_layout_check_geometry(byte_offset, byte_count, npfns, MAP_MAX_MDL_PAGES, detail, dlen);
+    if (rc < 0)
+        return rc;
+    rc = map_layout_check_frames(&o->vm->mem, pfns, npfns, detail, dlen);
+    if (rc < 0)
+        return rc;
+    struct vm_acct *a = acct_of(e, o->vm, true);
+    if (!a) {
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (a->mdls >= MAP_MAX_MDLS_PER_VM || a->locked_pages + npfns > MAP_MAX_LOCKED_PAGES_PER_VM) {
+        snprintf(detail, dlen, "VM holds %llu locked MDLs / %llu pages (limits %u / %llu)",
+                 (unsigned long long)a->mdls, (unsigned long long)a->locked_pages,
+                 MAP_MAX_MDLS_PER_VM, (unsigned long long)MAP_MAX_LOCKED_PAGES_PER_VM);
+        return -ENOSPC;
+    }
+    struct mdl_obj *m = calloc(1, sizeof(*m));
+    uint64_t *copy = malloc(npfns * sizeof(*copy));
+    if (!m || !copy) {
+        free(m);
+        free(copy);
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(copy, pfns, npfns * sizeof(*copy));
+    m->handle = map_handle_next(&e->gen);
+    m->owner = *o;
+    snprintf(m->vm_name, sizeof(m->vm_name), "%s", o->vm->name);
+    m->cid = o->vm->cid;
+    m->byte_offset = byte_offset;
+    m->byte_count = byte_count;
+    m->npages = (uint32_t)npfns;
+    m->operation = operation;
+    m->pfns = copy;
+    if (map_table_put(&e->mdls, m->handle, m) < 0) {
+        free(copy);
+        free(m);
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    m->next = e->mdl_head;
+    if (m->next)
+        m->next->prev = m;
+    e->mdl_head = m;
+    a->mdls++;
+    a->locked_pages += npfns;
+    e->nmdls++;
+    *mdl_handle = m->handle;
+    log_debug("mdl: vm %s conn %llu locked mdl 0x%llx: %u pages, offset %u, %u bytes", m->vm_name,
+              (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->npages, byte_offset,
+              byte_count);
+    return 0;
+}
+
+static struct mdl_obj *mdl_get(struct map_engine *e, const struct map_owner *o, uint64_t h)
+{
+    struct mdl_obj *m = map_table_get(&e->mdls, h);
+    return m && owner_eq(&m->owner, o) ? m : NULL;
+}
+
+/* ---- mappings ---- */
+
+static void map_destroy(struct map_engine *e, struct map_obj *m)
+{
+    if (m->mode == MAP_MODE_KERNEL && m->base && munmap(m->base, m->reserve_len) < 0)
+        log_err("mdl: munmap map 0x%llx at %p len %zu: %m", (unsigned long long)m->handle,
+                (void *)m->base, m->reserve_len);
+    map_table_del(&e->maps, m->handle);
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        e->map_head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    struct vm_acct *a = acct_of(e, m->owner.vm, false);
+    if (a) {
+        a->pages -= m->page_count;
+        a->maps--;
+    }
+    e->pages -= m->page_count;
+    e->vmas -= m->vmas_accounted;
+    e->nmaps--;
+    if (m->mdl) {
+        m->mdl->nmaps--;
+        if (m->mdl->system_map == m)
+            m->mdl->system_map = NULL;
+    }
+    free(m);
+}
+
+static int check_params(const struct map_params *p, char *detail, size_t dlen)
+{
+    if (p->access_mode > MAP_MODE_USER) {
+        snprintf(detail, dlen, "unknown access mode %u", p->access_mode);
+        return -EINVAL;
+    }
+    if (p->cache_type > MAP_CACHE_MAX) {
+        snprintf(detail, dlen, "unknown cache type %u", p->cache_type);
+        return -EINVAL;
+    }
+    uint32_t known = MAP_PRIO_VALUE_MASK | MAP_FLAG_NOWRITE | MAP_FLAG_NOEXEC | MAP_FLAG_GUARDPTES;
+    if (p->priority & ~known) {
+        snprintf(detail, dlen, "unknown priority bits 0x%08x", p->priority & ~known);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages,
+                        uint64_t vmas, char *detail, size_t dlen)
+{
+    if (!map_prio_allows(pr, a->pages, pages, e->lim.vm_page_quota)) {
+        snprintf(detail, dlen, "VM page quota: %llu mapped + %llu > %s share of %llu",
+                 (unsigned long long)a->pages, (unsigned long long)pages, prio_name(pr),
+                 (unsigned long long)e->lim.vm_page_quota);
+        return -ENOSPC;
+    }
+    if (!map_prio_allows(pr, e->pages, pages, e->lim.global_page_quota)) {
+        snprintf(detail, dlen, "global page quota: %llu mapped + %llu > %s share of %llu",
+                 (unsigned long long)e->pages, (unsigned long long)pages, prio_name(pr),
+                 (unsigned long long)e->lim.global_page_quota);
+        return -ENOSPC;
+    }
+    if (!map_prio_allows(pr, e->vmas, vmas, e->lim.max_vmas)) {
+        snprintf(detail, dlen, "VMA budget: %llu used + %llu > %s share of %llu",
+                 (unsigned long long)e->vmas, (unsigned long long)vmas, prio_name(pr),
+                 (unsigned long long)e->lim.max_vmas);
+        return -ENOSPC;
+    }
+    return 0;
+}
+
+/* Reserve [pages + guard] and map every run over it. */
+static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, bool ro,
+                    uint8_t **base_out, size_t *len_out, char *detail, size_t dlen)
+{
+    size_t len = ((size_t)pages + 1) * MAP_PAGE_SIZE;
+    void *base = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        int err = errno;
+        snprintf(detail, dlen, "reserving %zu bytes of address space: %s", len, strerror(err));
+        return -ENOMEM;
+    }
+    int prot = ro ? PROT_READ : PROT_READ | PROT_WRITE;
+    for (uint32_t i = 0; i < nruns; i++) {
+        uint8_t *at = (uint8_t *)base + (size_t)runs[i].first * MAP_PAGE_SIZE;
+        size_t rlen = (size_t)runs[i].npages * MAP_PAGE_SIZE;
+        void *p = mmap(at, rlen, prot, MAP_SHARED | MAP_FIXED, runs[i].fd, (off_t)runs[i].fd_off);
+        if (p == MAP_FAILED) {
+            int err = errno;
+            snprintf(detail, dlen, "mapping run %u (%u pages at fd offset 0x%llx): %s", i,
+                     runs[i].npages, (unsigned long long)runs[i].fd_off, strerror(err));
+            munmap(base, len);
+            return -ENOMEM;
+        }
+    }
+    madvise(base, len, MADV_DONTDUMP);
+    *base_out = base;
+    *len_out = len;
+    return 0;
+}
+
+int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
+                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
+{
+    *out = NULL;
+    struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
+    if (!mdl) {
+        snprintf(detail, dlen, "unknown MDL handle 0x%llx", (unsigned long long)mdl_handle);
+        return -EBADF;
+    }
+    int rc = check_params(p, detail, dlen);
+    if (rc < 0)
+        return rc;
+    if (p->access_mode == MAP_MODE_USER) {
+        snprintf(detail, dlen, "UserMode mappings are not supported by this hostd");
+        return -EOPNOTSUPP;
+    }
+    if (mdl->system_map) {
+        snprintf(detail, dlen, "MDL 0x%llx is already mapped to system VA (map 0x%llx)",
+                 (unsigned long long)mdl->handle, (unsigned long long)mdl->system_map->handle);
+        return -EBUSY;
+    }
+    struct vm_acct *a = acct_of(e, o->vm, true);
+    if (!a) {
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    struct map_run *runs;
+    uint32_t nruns;
+    rc = map_layout_runs(&o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail, dlen);
+    if (rc < 0)
+        return rc;
+    enum map_prio pr = map_prio_of(p->priority);
+    rc = check_budget(e, a, pr, mdl->npages, (uint64_t)nruns + 1, detail, dlen);
+    struct map_obj *m = NULL;
+    if (rc == 0) {
+        m = calloc(1, sizeof(*m));
+        if (!m) {
+            snprintf(detail, dlen, "out of memory");
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        m->read_only = (p->priority & MAP_FLAG_NOWRITE) != 0;
+        rc = map_runs(runs, nruns, mdl->npages, m->read_only, &m->base, &m->reserve_len, detail, dlen);
+    }
+    free(runs);
+    if (rc < 0) {
+        free(m);
+        log_warn("mdl: vm %s conn %llu map mdl 0x%llx (%u pages, %s): %s", mdl->vm_name,
+                 (unsigned long long)o->conn_id, (unsigned long long)mdl->handle, mdl->npages,
+                 prio_name(pr), detail);
+        return rc;
+    }
+    m->handle = map_handle_next(&e->gen);
+    if (map_table_put(&e->maps, m->handle, m) < 0) {
+        munmap(m->base, m->reserve_len);
+        free(m);
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    m->mdl = mdl;
+    m->owner = *o;
+    m->address = (uint64_t)(uintptr_t)m->base + mdl->byte_offset;
+    m->page_count = mdl->npages;
+    m->runs = nruns;
+    m->vmas_accounted = nruns + 1;
+    m->mode = MAP_MODE_KERNEL;
+    m->cache_type = p->cache_type;
+    m->priority = p->priority;
+    m->next = e->map_head;
+    if (m->next)
+        m->next->prev = m;
+    e->map_head = m;
+    mdl->nmaps++;
+    mdl->system_map = m;
+    a->pages += m->page_count;
+    a->maps++;
+    e->pages += m->page_count;
+    e->vmas += m->vmas_accounted;
+    e->nmaps++;
+    log_info("mdl: vm %s conn %llu mapped mdl 0x%llx -> map 0x%llx at %p: %u pages, %u runs, %s%s, cache %u",
+             mdl->vm_name, (unsigned long long)o->conn_id, (unsigned long long)mdl->handle,
+             (unsigned long long)m->handle, (void *)(uintptr_t)m->address, m->page_count, nruns,
+             prio_name(pr), m->read_only ? ", read-only" : "", m->cache_type);
+    *out = m;
+    return 0;
+}
+
+int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t map_handle,
+                     uint64_t address, uint64_t mdl_handle, char *detail, size_t dlen)
+{
+    struct map_obj *m = NULL;
+    if (map_handle) {
+        m = map_table_get(&e->maps, map_handle);
+        if (!m || !owner_eq(&m->owner, o)) {
+            snprintf(detail, dlen, "unknown map handle 0x%llx", (unsigned long long)map_handle);
+            return -EBADF;
+        }
+        if (m->address != address) {
+            snprintf(detail, dlen, "address 0x%llx is not the address of map 0x%llx",
+                     (unsigned long long)address, (unsigned long long)map_handle);
+            return -ENXIO;
+        }
+    } else {
+        for (struct map_obj *it = e->map_head; it; it = it->next)
+            if (owner_eq(&it->owner, o) && it->address == address) {
+                m = it;
+                break;
+            }
+        if (!m) {
+            snprintf(detail, dlen, "no mapping at address 0x%llx", (unsigned long long)address);
+            return -ENXIO;
+        }
+    }
+    if (!m->mdl || m->mdl->handle != mdl_handle) {
+        snprintf(detail, dlen, "map 0x%llx was not made from MDL 0x%llx", (unsigned long long)m->handle,
+                 (unsigned long long)mdl_handle);
+        return -EINVAL;
+    }
+    log_info("mdl: vm %s conn %llu unmapped map 0x%llx (%u pages)", m->mdl->vm_name,
+             (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->page_count);
+    map_destroy(e, m);
+    return 0;
+}
+
+static unsigned release_maps_of(struct map_engine *e, struct mdl_obj *mdl)
+{
+    unsigned n = 0;
+    struct map_obj *it = e->map_head;
+    while (it && mdl->nmaps) {
+        struct map_obj *next = it->next;
+        if (it->mdl == mdl) {
+            map_destroy(e, it);
+            n++;
+        }
+        it = next;
+    }
+    return n;
+}
+
+int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
+                      unsigned *released, char *detail, size_t dlen)
+{
+    *released = 0;
+    struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
+    if (!mdl) {
+        snprintf(detail, dlen, "MDL 0x%llx is not locked", (unsigned long long)mdl_handle);
+        return -ENOLCK;
+    }
+    *released = release_maps_of(e, mdl);
+    log_debug("mdl: vm %s conn %llu unlocked mdl 0x%llx (%u mappings released)", mdl->vm_name,
+              (unsigned long long)o->conn_id, (unsigned long long)mdl_handle, *released);
+    mdl_destroy(e, mdl);
+    return 0;
+}
+
+static bool owned(const struct map_owner *mine, const struct map_owner *o, bool vm_only)
+{
+    return vm_only ? mine->vm == o->vm : owner_eq(mine, o);
+}
+
+unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
+                            const char *reason)
+{
+    unsigned nmaps = 0, nmdls = 0;
+    uint64_t pages = 0;
+    for (struct map_obj *it = e->map_head, *next; it; it = next) {
+        next = it->next;
+        if (!owned(&it->owner, o, vm_only))
+            continue;
+        struct map_leak rec = { .conn_id = it->owner.conn_id,
+                                .mdl_handle = it->mdl ? it->mdl->handle : 0,
+                                .map_handle = it->handle,
+                                .page_count = it->page_count,
+                                .was_mapped = true };
+        snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->mdl ? it->mdl->vm_name : "?");
+        snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
+        map_leaks_add(&e->leaks, &rec);
+        log_warn("mdl: leak (0xCB-style, mapped): vm %s conn %llu mdl 0x%llx map 0x%llx, %u pages: %s",
+                 rec.vm_name, (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle,
+                 (unsigned long long)rec.map_handle, rec.page_count, reason);
+        pages += it->page_count;
+        nmaps++;
+        map_destroy(e, it);
+    }
+    for (struct mdl_obj *it = e->mdl_head, *next; it; it = next) {
+        next = it->next;
+        if (!owned(&it->owner, o, vm_only))
+            continue;
+        struct map_leak rec = { .conn_id = it->owner.conn_id,
+                                .mdl_handle = it->handle,
+                                .page_count = it->npages,
+                                .was_mapped = false };
+        snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->vm_name);
+        snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
+        map_leaks_add(&e->leaks, &rec);
+        log_warn("mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages: %s", rec.vm_name,
+                 (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
+                 reason);
+        nmdls++;
+        mdl_destroy(e, it);
+    }
+    if (nmaps || nmdls)
+        log_warn("mdl: %s conn %llu went away (%s): released %u mappings (%llu pages) and %u MDLs",
+                 vm_only ? "VM" : "connection", (unsigned long long)o->conn_id, reason, nmaps,
+                 (unsigned long long)pages, nmdls);
+    return nmaps + nmdls;
+}
+
+void map_engine_free(struct map_engine *e)
+{
+    if (!e)
+        return;
+    while (e->map_head)
+        map_destroy(e, e->map_head);
+    while (e->mdl_head)
+        mdl_destroy(e, e->mdl_head);
+    map_table_free(&e->mdls);
+    map_table_free(&e->maps);
+    free(e->acct);
+    free(e);
+}
+
+const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle)
+{
+    return map_table_get(&e->maps, map_handle);
+}
+
+const struct map_obj *map_engine_first_map(const struct map_engine *e)
+{
+    return e->map_head;
+}
+
+void map_engine_stats(const struct map_engine *e, struct map_stats *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->mappings = e->nmaps;
+    s->mapped_pages = e->pages;
+    s->vmas = e->vmas;
+    s->locked_mdls = e->nmdls;
+    s->leaks_reported = e->leaks.total;
+    s->vma_budget = e->lim.max_vmas;
+    s->global_page_quota = e->lim.global_page_quota;
+    s->vm_page_quota = e->lim.vm_page_quota;
+}
+
+const struct map_leaks *map_engine_leaks(const struct map_engine *e)
+{
+    return &e->leaks;
+}
+
+void map_engine_vm_usage(const struct map_engine *e, const struct vm *vm, uint64_t *pages, uint64_t *maps)
+{
+    *pages = *maps = 0;
+    for (size_t i = 0; i < e->nacct; i++)
+        if (e->acct[i].vm == vm) {
+            *pages = e->acct[i].pages;
+            *maps = e->acct[i].maps;
+        }
+}

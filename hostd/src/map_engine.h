@@ -1,0 +1,121 @@
+/* MDL mapping engine: registered (locked) MDLs and their host mappings.
+ * A KernelMode mapping reserves one contiguous host VA range (plus a trailing
+ * PROT_NONE guard page) and maps every run of contiguous guest frames over it
+ * from the region's memfd: zero copy, the bytes are the guest's pages.
+ * Objects belong to an owner (VM + connection id); handles of another owner
+ * are reported as unknown. Functions return 0 or a negative errno; the RPC
+ * layer turns errnos into NTSTATUS (rpc_status.c). */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hostd.h"
+#include "map_layout.h"
+#include "map_leaks.h"
+
+#define MAP_DEFAULT_VM_PAGES (1ull << 18)     /* 1 GiB of 4 KiB pages */
+#define MAP_DEFAULT_GLOBAL_PAGES (1ull << 20) /* 4 GiB */
+
+/* Priority flag bits (MapRequest.priority). */
+#define MAP_FLAG_NOWRITE 0x80000000u
+#define MAP_FLAG_NOEXEC 0x40000000u
+#define MAP_FLAG_GUARDPTES 0x20000000u /* accepted; we always keep a guard page */
+#define MAP_PRIO_VALUE_MASK 0x0000ffffu
+
+enum map_prio { MAP_PRIO_LOW, MAP_PRIO_NORMAL, MAP_PRIO_HIGH };
+enum map_mode { MAP_MODE_KERNEL = 0, MAP_MODE_USER = 1 };
+#define MAP_CACHE_MAX 5 /* MmNonCached .. MmUSWCCached */
+
+struct map_limits {
+    uint64_t vm_page_quota;      /* 0: default */
+    uint64_t global_page_quota;  /* 0: default */
+    uint64_t max_vmas;           /* 0: derived from vm.max_map_count */
+};
+
+struct map_owner {
+    struct vm *vm;               /* compared only; never dereferenced after release */
+    uint64_t conn_id;
+};
+
+struct map_obj;
+
+struct mdl_obj {
+    uint64_t handle;
+    struct map_owner owner;
+    char vm_name[64];
+    uint64_t cid;
+    uint32_t byte_offset, byte_count, npages;
+    uint32_t operation;
+    uint64_t *pfns;
+    unsigned nmaps;
+    struct map_obj *system_map;  /* the KernelMode mapping, if any (MDL_MAPPED_TO_SYSTEM_VA) */
+    struct mdl_obj *prev, *next;
+};
+
+struct map_obj {
+    uint64_t handle;
+    struct mdl_obj *mdl;
+    struct map_owner owner;
+    uint8_t *base;               /* page-aligned start (hostd VA for KernelMode) */
+    size_t reserve_len;          /* bytes reserved incl. guard page */
+    uint64_t address;            /* base + byte_offset, as returned to the guest */
+    uint32_t page_count, runs, vmas_accounted;
+    enum map_mode mode;
+    uint32_t cache_type, priority;
+    bool read_only;
+    char consumer[64];
+    struct map_obj *prev, *next;
+};
+
+struct map_params {
+    uint32_t access_mode;        /* enum map_mode */
+    uint32_t cache_type;
+    uint32_t priority;           /* PagePriority | flags */
+    uint64_t requested_address;  /* UserMode only */
+    const char *consumer;        /* UserMode only */
+};
+
+struct map_stats {
+    uint64_t mappings, mapped_pages, vmas, locked_mdls, leaks_reported;
+    uint64_t vma_budget, global_page_quota, vm_page_quota;
+};
+
+struct map_engine;
+
+struct map_engine *map_engine_new(const struct map_limits *lim);
+void map_engine_free(struct map_engine *e);  /* unmaps and frees everything (no leak report) */
+
+/* MmProbeAndLockPages: validate geometry and frames against owner->vm->mem, store. */
+int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                    uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
+                    uint64_t *mdl_handle, char *detail, size_t dlen);
+/* Map a locked MDL. KernelMode only here (UserMode: -EOPNOTSUPP).
+ * -EBADF unknown handle, -EINVAL bad parameters, -EFAULT frames no longer RAM,
+ * -EBUSY already mapped to system VA, -ENOSPC quota/VMA budget (priority), -ENOMEM. */
+int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
+                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen);
+/* MmUnmapLockedPages. map_handle 0: find by address + mdl. -EBADF unknown map
+ * handle, -ENXIO address does not match, -EINVAL mdl does not match. */
+int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t map_handle,
+                     uint64_t address, uint64_t mdl_handle, char *detail, size_t dlen);
+/* MmUnlockPages: also unmaps the MDL's mappings. -ENOLCK never locked / unknown. */
+int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
+                      unsigned *released, char *detail, size_t dlen);
+
+/* Owner gone: unmap + free everything it held; add leak records with reason.
+ * vm_only: release every owner of o->vm regardless of conn_id. Returns objects released. */
+unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
+                            const char *reason);
+
+/* Host API access (no owner scoping: the host sees everything). */
+const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle);
+const struct map_obj *map_engine_first_map(const struct map_engine *e);
+void map_engine_stats(const struct map_engine *e, struct map_stats *s);
+const struct map_leaks *map_engine_leaks(const struct map_engine *e);
+/* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
+void map_engine_vm_usage(const struct map_engine *e, const struct vm *vm, uint64_t *pages, uint64_t *maps);
+
+enum map_prio map_prio_of(uint32_t priority);
+/* Allowed if usage after the request stays within the priority's share of limit. */
+bool map_prio_allows(enum map_prio p, uint64_t used, uint64_t want, uint64_t limit);

@@ -1,0 +1,126 @@
+/* Guest RPC stream handling. */
+#include "rpc_conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "rpc_reply.h"
+
+void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
+                   rpc_send_fn send, void *send_ctx)
+{
+    c->sess.eng = eng;
+    c->sess.owner.vm = vm;
+    c->sess.owner.conn_id = conn_id;
+    c->sess.version = 0;
+    frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
+    rpc_outq_init(&c->out);
+    c->send = send;
+    c->send_ctx = send_ctx;
+    c->closing = false;
+    c->requests = 0;
+}
+
+static void flush(struct rpc_conn *c)
+{
+    int rc = rpc_outq_flush(&c->out, c->send, c->send_ctx);
+    if (rc < 0 && !c->closing) {
+        log_warn("rpc: conn %llu: send failed: %s", (unsigned long long)c->sess.owner.conn_id,
+                 strerror(-rc));
+        c->closing = true;
+    }
+}
+
+static void queue(struct rpc_conn *c, uint8_t *frame, size_t len)
+{
+    if (rpc_outq_push(&c->out, frame, len) < 0) {
+        log_err("rpc: conn %llu: out of memory queueing a response", (unsigned long long)c->sess.owner.conn_id);
+        c->closing = true;
+    }
+    free(frame);
+}
+
+/* Answer a frame that cannot be handled, then stop reading. */
+static void protocol_error(struct rpc_conn *c, const char *what)
+{
+    uint8_t *f;
+    size_t n;
+    log_warn("rpc: conn %llu: %s; closing", (unsigned long long)c->sess.owner.conn_id, what);
+    if (rpc_reply_error(0, -EINVAL, what, &f, &n) == 0)
+        queue(c, f, n);
+    c->closing = true;
+}
+
+static void process(struct rpc_conn *c)
+{
+    while (!c->closing && c->out.bytes < RPC_OUTQ_HIGH) {
+        const uint8_t *p;
+        size_t plen;
+        int r = frame_reader_next(&c->rd, &p, &plen);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            protocol_error(c, "frame length is 0 or exceeds the 1 MiB limit");
+            break;
+        }
+        mdl_envelope *req;
+        int rc = frame_decode(p, plen, &req);
+        if (rc < 0) {
+            protocol_error(c, rc == -EPROTO ? "envelope has no body" : "undecodable envelope");
+            break;
+        }
+        uint8_t *f;
+        size_t n;
+        c->requests++;
+        rc = rpc_handle_request(&c->sess, req, &f, &n);
+        frame_envelope_free(req);
+        if (rc < 0) {
+            protocol_error(c, "response could not be encoded");
+            break;
+        }
+        queue(c, f, n);
+        flush(c);
+    }
+    flush(c);
+}
+
+size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len)
+{
+    if (c->closing)
+        return len; /* discard: the connection is being closed */
+    process(c);
+    if (c->closing || c->out.bytes >= RPC_OUTQ_HIGH)
+        return c->closing ? len : 0;
+    size_t n = frame_reader_room(&c->rd);
+    if (n > len)
+        n = len;
+    if (n && frame_reader_feed(&c->rd, data, n) < 0) {
+        log_err("rpc: conn %llu: out of memory buffering input", (unsigned long long)c->sess.owner.conn_id);
+        c->closing = true;
+        return len;
+    }
+    process(c);
+    return n;
+}
+
+void rpc_conn_pump(struct rpc_conn *c)
+{
+    flush(c);
+    process(c);
+}
+
+bool rpc_conn_done(const struct rpc_conn *c)
+{
+    return c->closing && rpc_outq_empty(&c->out);
+}
+
+void rpc_conn_fini(struct rpc_conn *c, const char *why)
+{
+    if (c->sess.eng)
+        map_engine_release(c->sess.eng, &c->sess.owner, false, why ? why : "connection closed");
+    frame_reader_free(&c->rd);
+    rpc_outq_free(&c->out);
+}

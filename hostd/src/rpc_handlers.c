@@ -1,0 +1,131 @@
+/* Guest request handlers: translate envelopes to engine calls and back. */
+#include "rpc_handlers.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "rpc_reply.h"
+
+#define DETAIL_LEN 200
+
+static int do_hello(struct rpc_session *s, const Mdlmap__V1__HelloRequest *rq, mdl_envelope *env,
+                    Mdlmap__V1__HelloResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_HELLO_REPLY;
+    env->hello_reply = rp;
+    uint32_t lo = rq->min_version, hi = rq->max_version ? rq->max_version : rq->min_version;
+    if (lo > hi || hi < RPC_MIN_VERSION || lo > RPC_MAX_VERSION) {
+        snprintf(detail, DETAIL_LEN, "client speaks versions %u..%u, hostd %u..%u", lo, hi,
+                 RPC_MIN_VERSION, RPC_MAX_VERSION);
+        return -EPROTO;
+    }
+    s->version = hi < RPC_MAX_VERSION ? hi : RPC_MAX_VERSION;
+    rp->version = s->version;
+    rp->guest_cid = s->owner.vm ? s->owner.vm->cid : 0;
+    rp->page_size = MAP_PAGE_SIZE;
+    rp->max_frame = MDLMAP_MAX_FRAME;
+    rp->max_mdl_pages = MAP_MAX_MDL_PAGES;
+    return 0;
+}
+
+static int do_lock(struct rpc_session *s, const Mdlmap__V1__LockRequest *rq, mdl_envelope *env,
+                   Mdlmap__V1__LockResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY;
+    env->lock_reply = rp;
+    int rc = map_engine_lock(s->eng, &s->owner, rq->byte_offset, rq->byte_count, rq->pfns, rq->n_pfns,
+                             (uint32_t)rq->operation, &rp->mdl_handle, detail, DETAIL_LEN);
+    /* invalid frames: -EFAULT (STATUS_ACCESS_VIOLATION, as MmProbeAndLockPages raises);
+     * malformed geometry: -EINVAL (STATUS_INVALID_PARAMETER) */
+    return rc;
+}
+
+static int do_map(struct rpc_session *s, const Mdlmap__V1__MapRequest *rq, mdl_envelope *env,
+                  Mdlmap__V1__MapResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY;
+    env->map_reply = rp;
+    struct map_params p = {
+        .access_mode = (uint32_t)rq->access_mode,
+        .cache_type = (uint32_t)rq->cache_type,
+        .priority = rq->priority,
+        .requested_address = rq->requested_address,
+        .consumer = rq->consumer,
+    };
+    const struct map_obj *m;
+    int rc = map_engine_map(s->eng, &s->owner, rq->mdl_handle, &p, &m, detail, DETAIL_LEN);
+    if (rc < 0)
+        return rc;
+    rp->address = m->address;
+    rp->map_handle = m->handle;
+    rp->base_address = (uint64_t)(uintptr_t)m->base;
+    rp->page_count = m->page_count;
+    rp->vma_count = m->runs;
+    rp->read_only = m->read_only;
+    rp->cache_type = (Mdlmap__V1__CacheType)m->cache_type;
+    return 0;
+}
+
+static int do_unmap(struct rpc_session *s, const Mdlmap__V1__UnmapRequest *rq, mdl_envelope *env,
+                    Mdlmap__V1__UnmapResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP_REPLY;
+    env->unmap_reply = rp;
+    return map_engine_unmap(s->eng, &s->owner, rq->map_handle, rq->address, rq->mdl_handle, detail,
+                            DETAIL_LEN);
+}
+
+static int do_unlock(struct rpc_session *s, const Mdlmap__V1__UnlockRequest *rq, mdl_envelope *env,
+                     Mdlmap__V1__UnlockResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK_REPLY;
+    env->unlock_reply = rp;
+    unsigned released = 0;
+    int rc = map_engine_unlock(s->eng, &s->owner, rq->mdl_handle, &released, detail, DETAIL_LEN);
+    rp->mappings_released = released;
+    return rc;
+}
+
+int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t **out, size_t *out_len)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__HelloResponse hello = MDLMAP__V1__HELLO_RESPONSE__INIT;
+    Mdlmap__V1__LockResponse lock = MDLMAP__V1__LOCK_RESPONSE__INIT;
+    Mdlmap__V1__MapResponse map = MDLMAP__V1__MAP_RESPONSE__INIT;
+    Mdlmap__V1__UnmapResponse unmap = MDLMAP__V1__UNMAP_RESPONSE__INIT;
+    Mdlmap__V1__UnlockResponse unlock = MDLMAP__V1__UNLOCK_RESPONSE__INIT;
+    Mdlmap__V1__ErrorResponse error = MDLMAP__V1__ERROR_RESPONSE__INIT;
+    char detail[DETAIL_LEN] = "";
+    int rc;
+
+    switch (req->body_case) {
+    case MDLMAP__V1__ENVELOPE__BODY_HELLO:
+        rc = do_hello(s, req->hello, &env, &hello, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_LOCK:
+        rc = do_lock(s, req->lock, &env, &lock, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_MAP:
+        rc = do_map(s, req->map, &env, &map, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_UNMAP:
+        rc = do_unmap(s, req->unmap, &env, &unmap, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_UNLOCK:
+        rc = do_unlock(s, req->unlock, &env, &unlock, detail);
+        break;
+    default:
+        env.body_case = MDLMAP__V1__ENVELOPE__BODY_ERROR_REPLY;
+        env.error_reply = &error;
+        snprintf(detail, sizeof(detail), "request type %d is not served on the guest RPC port",
+                 (int)req->body_case);
+        rc = -ENOSYS;
+        break;
+    }
+    if (rc < 0)
+        log_debug("rpc: conn %llu request %llu (type %d) failed: %s",
+                  (unsigned long long)s->owner.conn_id, (unsigned long long)req->request_id,
+                  (int)req->body_case, detail);
+    return rpc_reply_encode(&env, req->request_id, rc, detail, out, out_len);
+}

@@ -1,0 +1,164 @@
+/* Private state shared by vsock_dev.c (queues), vsock_conn.c (connections,
+ * credit, services) and vsock_route.c (sibling VMs). Not an agreed interface. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "evloop.h"
+#include "hostd.h"
+#include "virtq.h"
+#include "vsock.h"
+#include "vsock_pkt.h"
+
+#define VSOCK_BUF_ALLOC (256u * 1024)   /* our receive window per connection */
+#define VSOCK_OUT_MAX (256u * 1024)     /* outbound queue per connection (power of 2) */
+#define VSOCK_MAX_PKT (64u * 1024)      /* largest payload per packet (Linux's limit too) */
+#define VSOCK_MAX_CONNS 256             /* host connections per VM */
+#define VSOCK_MAX_SIBS 1024             /* tracked sibling connections per VM */
+#define VSOCK_MAX_MSGS 4096             /* queued SEQPACKET message ends per direction */
+#define VSOCK_RSTQ_MAX 256              /* connectionless RSTs waiting for rx buffers */
+#define VSOCK_FWD_MAX (4u << 20)        /* bytes of sibling packets queued per target */
+#define VSOCK_TX_BATCH 256              /* tx chains per event before yielding */
+#define VSOCK_CLOSE_TIMEOUT_MS 2000     /* wait for the guest's RST after our SHUTDOWN */
+#define VSOCK_FLUSH_TIMEOUT_MS 30000    /* bound on flushing before our SHUTDOWN */
+#define VSOCK_CONN_HASH 256
+#define VSOCK_SIB_HASH 256
+
+struct vlist { struct vlist *prev, *next; };
+
+static inline void vlist_init(struct vlist *l) { l->prev = l->next = l; }
+static inline bool vlist_empty(const struct vlist *l) { return l->next == l; }
+static inline void vlist_add_tail(struct vlist *head, struct vlist *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+static inline void vlist_del(struct vlist *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+#define vlist_entry(ptr, type, member) ((type *)((char *)(ptr) - __builtin_offsetof(type, member)))
+
+/* Byte FIFO with free-running u32 counters (so head/tail are directly the
+ * fwd_cnt/rx_cnt or tx_cnt of the credit protocol). Storage is allocated on
+ * first use and dropped when a connection dies. */
+struct byte_ring {
+    uint8_t *buf;
+    uint32_t head, tail;
+};
+
+/* SEQPACKET message ends: ring position where a message ends, plus flags. */
+struct msg_end { uint32_t end; uint32_t flags; };
+struct msg_fifo {
+    struct msg_end *v;
+    uint32_t head, n, cap;
+};
+
+enum conn_state {
+    CONN_OPEN,
+    CONN_PEER_SENT_ALL,  /* guest SHUTDOWN(SEND): flush ours, then RST */
+    CONN_CLOSING,        /* service closed: flush, SHUTDOWN, wait for RST */
+    CONN_DEAD,           /* terminated; freed when the device is idle */
+};
+
+#define PEND_RESPONSE 1u
+#define PEND_CREDIT_UPDATE 2u
+#define PEND_SHUTDOWN 4u
+
+struct vsock_conn {
+    struct vsock_dev *dev;
+    uint64_t id;
+    struct vsock_conn *hnext;    /* hash chain */
+    struct vlist all;            /* dev->conns (kept until freed) */
+    struct vlist pend;           /* dev->pend when it has something to send */
+    bool in_pend;
+    uint32_t local_port, peer_port;
+    uint16_t type;
+    enum conn_state state;
+    bool accepted;
+    bool credit_req_sent;        /* CREDIT_REQUEST out, waiting for credit */
+    bool shutdown_sent;
+    bool out_freed;              /* outbound space freed: writable() + re-offer */
+    unsigned pending;            /* PEND_* control packets */
+    const struct vsock_service *svc;
+    void *priv;
+    struct byte_ring in, out;    /* in.tail = rx_cnt, in.head = fwd_cnt, out.head = tx_cnt */
+    struct msg_fifo in_msgs, out_msgs;
+    uint32_t peer_buf_alloc, peer_fwd_cnt;
+    uint32_t fwd_cnt_sent;       /* fwd_cnt carried by our last packet */
+    int64_t deadline_ms;         /* 0: none */
+};
+
+struct rst_ent { uint64_t src_cid; uint32_t src_port, dst_port; uint16_t type; };
+
+struct fwd_pkt {
+    struct fwd_pkt *next;
+    struct vsock_hdr h;
+    uint32_t off;                /* payload bytes already delivered (split over rx buffers) */
+    uint8_t data[];
+};
+
+struct vsock_sib {
+    struct vsock_sib *next;
+    uint64_t peer_cid;
+    uint32_t local_port, peer_port;
+    uint16_t type;
+};
+
+struct ratelimit { int64_t start_ms; unsigned n; uint64_t suppressed; };
+
+struct vsock_dev {
+    struct vm *vm;
+    struct vsock_conn *hash[VSOCK_CONN_HASH];
+    struct vlist conns;
+    unsigned nconns;             /* live (not dead) */
+    struct vlist pend;           /* round robin of conns with output */
+    struct vsock_sib *sibs[VSOCK_SIB_HASH];
+    unsigned nsibs;
+    struct rst_ent rstq[VSOCK_RSTQ_MAX];
+    unsigned rst_head, rst_n;
+    struct fwd_pkt *fwd_head, *fwd_tail;
+    size_t fwd_bytes;
+    bool fwd_turn;               /* alternate sibling traffic with our conns */
+    int depth;                   /* >0 while processing: defer frees and pumps */
+    bool tx_broken, rx_broken;
+    bool tx_blocked;             /* RST queue full: resume tx after rx drains */
+    bool tx_more;                /* batch limit hit: resume from the timer */
+    int timer_fd;
+    struct ev_handler timer_h;
+    struct vsock_stats st;
+    struct ratelimit rl;
+};
+
+/* vsock_dev.c */
+int64_t vsock_now_ms(void);
+bool vsock_ratelimit(struct vsock_dev *dev);
+void vsock_dev_enter(struct vsock_dev *dev);
+void vsock_dev_leave(struct vsock_dev *dev);   /* outermost: pump output, free dead */
+void vsock_rstq_push(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, uint32_t dst_port, uint16_t type);
+void vsock_dev_arm_timer(struct vsock_dev *dev);
+/* Expire close deadlines and resume tx (the timerfd callback; tests call it). */
+void vsock_dev_timer_tick(struct vsock_dev *dev);
+
+/* vsock_conn.c */
+const struct vsock_service *vsock_service_find(struct hostd *h, uint32_t port);
+struct vsock_conn *vsock_conn_lookup(struct vsock_dev *dev, uint32_t peer_port, uint32_t local_port, uint16_t type);
+void vsock_host_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem);
+void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst);
+void vsock_conn_update_pend(struct vsock_conn *c);
+/* Write the connection's next packet into an rx chain; bytes written or 0. */
+uint32_t vsock_conn_build(struct vsock_conn *c, const struct virtq_elem *elem);
+/* After output: writable() and re-offer buffered input; finish half-closed conns. */
+void vsock_conn_after_output(struct vsock_conn *c);
+void vsock_conn_free(struct vsock_conn *c);
+void vsock_conns_expire(struct vsock_dev *dev, int64_t now);
+int64_t vsock_conns_next_deadline(struct vsock_dev *dev);
+
+/* vsock_route.c */
+void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem);
+uint32_t vsock_fwd_build(struct vsock_dev *dev, const struct virtq_elem *elem);
+void vsock_route_reset(struct vsock_dev *dev);

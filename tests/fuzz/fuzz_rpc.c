@@ -1,0 +1,247 @@
+/* Fuzz target: the guest RPC decoder and handlers, plus the host API
+ * handlers, against a small memfd-backed VM. Input byte 0 picks the mode:
+ *  even: the rest is a raw guest byte stream fed in fuzzed chunk sizes;
+ *  odd:  the rest is a program of structured operations (lock/map/unmap/
+ *        unlock/read/write/raw) that reuse the handles hostd returned, so the
+ *        handlers are reached past the handle checks. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../mdl_host/mdl_test.h"
+#include "host_api_handlers.h"
+#include "log.h"
+#include "rpc_conn.h"
+
+static struct fake_vm vm;
+static struct map_engine *eng;
+static uint64_t conn_ids;
+
+struct sink {
+    struct frame_reader rd;
+    size_t budget;
+    uint64_t mdl, map, addr;
+};
+
+static long sink_send(void *ctx, const uint8_t *p, size_t n)
+{
+    struct sink *s = ctx;
+    if (!s->budget)
+        return -11; /* -EAGAIN */
+    if (n > s->budget)
+        n = s->budget;
+    s->budget -= n;
+    if (frame_reader_room(&s->rd) < n) { /* keep only the recent responses */
+        frame_reader_free(&s->rd);
+        frame_reader_init(&s->rd, MDLMAP_MAX_FRAME);
+    }
+    if (n <= frame_reader_room(&s->rd))
+        frame_reader_feed(&s->rd, p, n);
+    return (long)n;
+}
+
+/* learn handles from responses */
+static void drain(struct sink *s)
+{
+    const uint8_t *p;
+    size_t n;
+    int r;
+    while ((r = frame_reader_next(&s->rd, &p, &n)) == 1) {
+        mdl_envelope *e;
+        if (frame_decode(p, n, &e) < 0)
+            continue;
+        if (e->status == 0 && e->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY)
+            s->mdl = e->lock_reply->mdl_handle;
+        if (e->status == 0 && e->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY) {
+            s->map = e->map_reply->map_handle;
+            s->addr = e->map_reply->address;
+        }
+        frame_envelope_free(e);
+    }
+    if (r < 0) {
+        frame_reader_free(&s->rd);
+        frame_reader_init(&s->rd, MDLMAP_MAX_FRAME);
+    }
+}
+
+struct in {
+    const uint8_t *p;
+    size_t n;
+};
+
+static uint64_t take(struct in *in, unsigned bytes)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < bytes && in->n; i++, in->p++, in->n--)
+        v |= (uint64_t)in->p[0] << (8 * i);
+    return v;
+}
+
+static void feed(struct rpc_conn *c, const uint8_t *p, size_t n)
+{
+    for (int guard = 0; n && guard < 64; guard++) {
+        size_t k = rpc_conn_input(c, p, n);
+        p += k;
+        n -= k;
+        if (!k)
+            rpc_conn_pump(c);
+    }
+}
+
+static void send_env(struct rpc_conn *c, mdl_envelope *env, uint64_t id)
+{
+    uint8_t *f;
+    size_t n;
+    env->version = 1;
+    env->request_id = id;
+    if (frame_encode(env, &f, &n) == 0) {
+        feed(c, f, n);
+        free(f);
+    }
+}
+
+static void api(mdl_envelope *env)
+{
+    uint8_t *f;
+    size_t n;
+    if (host_api_handle(eng, env, &f, &n) == 0)
+        free(f);
+}
+
+static void program(struct rpc_conn *c, struct sink *s, struct in *in)
+{
+    uint64_t pfns[64];
+    uint64_t id = 1;
+    while (in->n) {
+        unsigned op = (unsigned)take(in, 1) % 7;
+        mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+        switch (op) {
+        case 0: {
+            Mdlmap__V1__LockRequest rq = MDLMAP__V1__LOCK_REQUEST__INIT;
+            rq.byte_offset = (uint32_t)take(in, 2) % 4200;
+            rq.byte_count = (uint32_t)take(in, 3);
+            size_t np = (size_t)take(in, 1) % 64;
+            for (size_t i = 0; i < np; i++) {
+                uint64_t v = take(in, 2);
+                /* mostly RAM frames; sometimes the hole, the end, or wild values */
+                pfns[i] = (v & 0xC000) == 0xC000 ? v << 40 : v % 0x3400;
+            }
+            rq.pfns = pfns;
+            rq.n_pfns = np;
+            rq.operation = (Mdlmap__V1__LockOperation)(take(in, 1) % 4);
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
+            env.lock = &rq;
+            send_env(c, &env, id++);
+            break;
+        }
+        case 1: {
+            Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
+            uint8_t sel = (uint8_t)take(in, 1);
+            rq.mdl_handle = sel & 1 ? s->mdl : s->mdl ^ sel;
+            rq.access_mode = (Mdlmap__V1__AccessMode)(sel >> 6);
+            rq.cache_type = (Mdlmap__V1__CacheType)(take(in, 1) % 8);
+            rq.priority = (uint32_t)take(in, 4);
+            if (sel & 2)
+                rq.priority &= 0xC000003F;
+            rq.consumer = "fuzz";
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
+            env.map = &rq;
+            send_env(c, &env, id++);
+            break;
+        }
+        case 2: {
+            Mdlmap__V1__UnmapRequest rq = MDLMAP__V1__UNMAP_REQUEST__INIT;
+            uint8_t sel = (uint8_t)take(in, 1);
+            rq.map_handle = sel & 1 ? s->map : 0;
+            rq.address = sel & 2 ? s->addr : s->addr + sel;
+            rq.mdl_handle = sel & 4 ? s->mdl : sel;
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP;
+            env.unmap = &rq;
+            send_env(c, &env, id++);
+            break;
+        }
+        case 3: {
+            Mdlmap__V1__UnlockRequest rq = MDLMAP__V1__UNLOCK_REQUEST__INIT;
+            rq.mdl_handle = take(in, 1) & 1 ? s->mdl : 7;
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK;
+            env.unlock = &rq;
+            send_env(c, &env, id++);
+            break;
+        }
+        case 4: {
+            Mdlmap__V1__ReadRequest rq = MDLMAP__V1__READ_REQUEST__INIT;
+            rq.map_handle = s->map;
+            rq.offset = take(in, 3);
+            rq.length = (uint32_t)take(in, 3);
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_READ;
+            env.read = &rq;
+            api(&env);
+            break;
+        }
+        case 5: {
+            Mdlmap__V1__WriteRequest rq = MDLMAP__V1__WRITE_REQUEST__INIT;
+            uint8_t buf[64] = { 0 };
+            rq.map_handle = s->map;
+            rq.offset = take(in, 3);
+            rq.data.len = (size_t)take(in, 1) % sizeof(buf);
+            rq.data.data = buf;
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_WRITE;
+            env.write = &rq;
+            api(&env);
+            Mdlmap__V1__ListMappingsRequest lr = MDLMAP__V1__LIST_MAPPINGS_REQUEST__INIT;
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_LIST;
+            env.list = &lr;
+            api(&env);
+            break;
+        }
+        default: {
+            size_t n = (size_t)take(in, 1);
+            if (n > in->n)
+                n = in->n;
+            feed(c, in->p, n);
+            in->p += n;
+            in->n -= n;
+            break;
+        }
+        }
+        drain(s);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!eng) {
+        log_threshold = -1; /* quiet */
+        if (fake_vm_init(&vm, "fuzz", 3) < 0)
+            abort(); /* test setup, not guest input */
+        struct map_limits lim = { .vm_page_quota = 4096, .global_page_quota = 8192, .max_vmas = 512 };
+        eng = map_engine_new(&lim);
+        if (!eng)
+            abort();
+    }
+    if (size < 1)
+        return 0;
+    struct sink s = { .budget = data[0] & 0x80 ? 64 + data[0] * 16u : SIZE_MAX };
+    frame_reader_init(&s.rd, MDLMAP_MAX_FRAME);
+    struct rpc_conn c;
+    rpc_conn_init(&c, eng, &vm.vm, ++conn_ids, sink_send, &s);
+    struct in in = { data + 1, size - 1 };
+    if (data[0] & 1) {
+        program(&c, &s, &in);
+    } else {
+        while (in.n) {
+            size_t n = 1 + (size_t)(in.p[0] % 97);
+            if (n > in.n)
+                n = in.n;
+            feed(&c, in.p, n);
+            in.p += n;
+            in.n -= n;
+        }
+    }
+    s.budget = SIZE_MAX;
+    rpc_conn_pump(&c);
+    rpc_conn_fini(&c, "fuzz input done");
+    frame_reader_free(&s.rd);
+    return 0;
+}

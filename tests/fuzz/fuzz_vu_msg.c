@@ -1,0 +1,309 @@
+/* Fuzz the vhost-user server: vu_msg_validate on raw bytes, then a sequence
+ * of structure-aware messages (request, flags, size, payload, fds) through
+ * the real message handler of one VM. fds are memfds or eventfds made here,
+ * so memory-table and ring setup paths run for real. */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hostd.h"
+#include "log.h"
+#include "vsock.h"
+#include "vu_internal.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static struct hostd h;
+static struct vm *vm;
+static int peer = -1;
+
+static int reconnect(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
+        return -1;
+    if (peer >= 0)
+        close(peer);
+    vm->conn_fd = sv[0];
+    peer = sv[1];
+    return 0;
+}
+
+static int setup_once(void)
+{
+    if (vm)
+        return 0;
+    log_threshold = getenv("FUZZ_LOG") ? LOG_DEBUG : -1;
+    h.loop = evloop_new();
+    vm = calloc(1, sizeof(*vm));
+    if (!h.loop || !vm)
+        return -1;
+    vm->hostd = &h;
+    snprintf(vm->name, sizeof(vm->name), "fuzz");
+    vm->cid = 3;
+    vm->listen_fd = -1;
+    vm->conn_fd = -1;
+    memtable_init(&vm->mem);
+    for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
+        virtq_init(&vm->vq[q], q, &vm->mem);
+    h.vms[0] = vm;
+    h.nvms = 1;
+    if (vsock_dev_create(vm) < 0)
+        return -1;
+    return 0;
+}
+
+struct in {
+    const uint8_t *p;
+    size_t n;
+};
+
+static uint8_t take8(struct in *in)
+{
+    if (!in->n)
+        return 0;
+    in->n--;
+    return *in->p++;
+}
+
+static void take(struct in *in, void *dst, size_t len)
+{
+    size_t k = len < in->n ? len : in->n;
+    memcpy(dst, in->p, k);
+    memset((uint8_t *)dst + k, 0, len - k);
+    in->p += k;
+    in->n -= k;
+}
+
+/* The size a well-formed request of this type has (for steering). */
+static uint32_t natural_size(uint32_t req, unsigned nreg)
+{
+    switch (req) {
+    case VHOST_USER_SET_FEATURES:
+    case VHOST_USER_SET_PROTOCOL_FEATURES:
+    case VHOST_USER_SET_VRING_KICK:
+    case VHOST_USER_SET_VRING_CALL:
+    case VHOST_USER_SET_VRING_ERR:
+    case VHOST_USER_SET_VRING_NUM:
+    case VHOST_USER_SET_VRING_BASE:
+    case VHOST_USER_GET_VRING_BASE:
+    case VHOST_USER_SET_VRING_ENABLE:
+        return 8;
+    case VHOST_USER_SET_VRING_ADDR:
+        return sizeof(struct vu_vring_addr);
+    case VHOST_USER_SET_MEM_TABLE:
+        return 8 + nreg * (uint32_t)sizeof(struct vu_region);
+    case VHOST_USER_ADD_MEM_REG:
+    case VHOST_USER_REM_MEM_REG:
+        return sizeof(struct vu_mem_reg);
+    case VHOST_USER_GET_CONFIG:
+    case VHOST_USER_SET_CONFIG:
+        return sizeof(struct vu_config) + 8;
+    case VHOST_USER_SET_LOG_BASE:
+        return 16;
+    default:
+        return 0;
+    }
+}
+
+#define MEMFD_SIZE 0x20000ull
+#define UVA_OFF 0x7f0000000000ull
+
+static int make_memfd(void)
+{
+    int fd = memfd_create("fuzz_vu", MFD_CLOEXEC);
+    if (fd >= 0 && ftruncate(fd, MEMFD_SIZE) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A region that maps (the fuzzer picks which 128K slot of guest memory). */
+static void sane_region(struct vu_region *r, uint8_t slot)
+{
+    r->gpa = (uint64_t)(slot % 8) * MEMFD_SIZE;
+    r->size = MEMFD_SIZE;
+    r->uva = r->gpa + UVA_OFF;
+    r->mmap_offset = 0;
+}
+
+static void send_msg(uint32_t req, uint32_t flags, const void *p, uint32_t size, int fd)
+{
+    struct vu_msg_hdr hdr = { req, flags, size };
+    int fds[1] = { fd };
+    if (vu_process_msg(vm, &hdr, p, fds, fd >= 0 ? 1 : 0) < 0) {
+        vu_vm_disconnect(vm, "fuzz: setup");
+        reconnect();
+    }
+    uint8_t sink[512];
+    while (read(peer, sink, sizeof(sink)) > 0) {
+    }
+}
+
+/* A well-formed start as QEMU does it, so later random messages and kicks hit
+ * a running device whose rings live in the fuzzer-controlled memfd. */
+static void canned_start(struct in *in)
+{
+    uint64_t f = VU_OFFERED_PROTOCOL_FEATURES;
+    send_msg(VHOST_USER_SET_PROTOCOL_FEATURES, 1, &f, 8, -1);
+    f = VU_OFFERED_FEATURES & ~(take8(in) & 1 ? 0 : (1ull << VIRTIO_RING_F_EVENT_IDX));
+    send_msg(VHOST_USER_SET_FEATURES, 1, &f, 8, -1);
+    int mfd = make_memfd();
+    if (mfd < 0)
+        return;
+    /* ring contents: whatever the input says (first 8K of the region) */
+    uint8_t ring[0x2000];
+    take(in, ring, sizeof(ring));
+    if (pwrite(mfd, ring, sizeof(ring), 0) < 0) { /* ignore */ }
+    struct vu_mem_reg m = { 0, { 0, MEMFD_SIZE, UVA_OFF, 0 } };
+    send_msg(VHOST_USER_ADD_MEM_REG, 1 | VHOST_USER_NEED_REPLY_MASK, &m, sizeof(m), mfd);
+    for (uint32_t q = 0; q < VSOCK_NUM_VQ; q++) {
+        struct vu_vring_state s = { q, 16 };
+        send_msg(VHOST_USER_SET_VRING_NUM, 1, &s, sizeof(s), -1);
+        struct vu_vring_addr a = { q, 0, UVA_OFF + q * 0x1000, UVA_OFF + q * 0x1000 + 0x400,
+                                   UVA_OFF + q * 0x1000 + 0x100, 0 };
+        send_msg(VHOST_USER_SET_VRING_ADDR, 1, &a, sizeof(a), -1);
+        uint64_t v = q;
+        send_msg(VHOST_USER_SET_VRING_KICK, 1, &v, 8, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        send_msg(VHOST_USER_SET_VRING_CALL, 1, &v, 8, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        s.num = 1;
+        send_msg(VHOST_USER_SET_VRING_ENABLE, 1, &s, sizeof(s), -1);
+    }
+}
+
+static void run_one(struct in *in)
+{
+    uint8_t sel = take8(in);
+    struct vu_msg_hdr hdr;
+    hdr.request = take8(in) % 40;
+    hdr.flags = (sel & 1) ? take8(in) : (VHOST_USER_VERSION | ((sel & 2) ? VHOST_USER_NEED_REPLY_MASK : 0));
+    unsigned nreg = take8(in) % 9;
+    if (sel & 0x80)
+        hdr.size = (uint32_t)(take8(in) | (take8(in) << 8)) % (VHOST_USER_MAX_PAYLOAD + 64);
+    else
+        hdr.size = natural_size(hdr.request, nreg);
+    if (hdr.size > VHOST_USER_MAX_PAYLOAD)
+        hdr.size = VHOST_USER_MAX_PAYLOAD; /* the socket layer refuses larger ones before this */
+
+    static uint8_t payload[VHOST_USER_MAX_PAYLOAD];
+    take(in, payload, hdr.size);
+
+    unsigned nfds = 0;
+    bool mem_req = hdr.request == VHOST_USER_SET_MEM_TABLE || hdr.request == VHOST_USER_ADD_MEM_REG ||
+                   hdr.request == VHOST_USER_REM_MEM_REG;
+    if (sel & 0x40)
+        nfds = take8(in) % (VHOST_USER_MAX_FDS + 1);
+    else if (hdr.request == VHOST_USER_SET_MEM_TABLE)
+        nfds = nreg;
+    else if (hdr.request == VHOST_USER_ADD_MEM_REG)
+        nfds = 1;
+    else if (hdr.request >= VHOST_USER_SET_VRING_KICK && hdr.request <= VHOST_USER_SET_VRING_ERR && hdr.size == 8 &&
+             !(payload[1] & 1))
+        nfds = 1;
+
+    /* steer toward well-formed content */
+    if (!(sel & 0x20)) {
+        if (hdr.request == VHOST_USER_SET_MEM_TABLE && hdr.size >= 8) {
+            memcpy(payload, &nreg, 4);
+            for (unsigned i = 0; i < nreg && 8 + (i + 1) * sizeof(struct vu_region) <= hdr.size; i++) {
+                struct vu_region r;
+                sane_region(&r, payload[8 + i * sizeof(r)]);
+                memcpy(payload + 8 + i * sizeof(r), &r, sizeof(r));
+            }
+        } else if ((hdr.request == VHOST_USER_ADD_MEM_REG || hdr.request == VHOST_USER_REM_MEM_REG) &&
+                   hdr.size == sizeof(struct vu_mem_reg)) {
+            struct vu_region r;
+            sane_region(&r, payload[8]);
+            memcpy(payload + 8, &r, sizeof(r));
+        } else if (hdr.request == VHOST_USER_SET_VRING_ADDR && hdr.size == sizeof(struct vu_vring_addr)) {
+            struct vu_vring_addr a;
+            memcpy(&a, payload, sizeof(a));
+            a.index %= 3;
+            a.desc = UVA_OFF + (a.desc % (8 * MEMFD_SIZE)) / 16 * 16;
+            a.avail = UVA_OFF + (a.avail % (8 * MEMFD_SIZE)) / 2 * 2;
+            a.used = UVA_OFF + (a.used % (8 * MEMFD_SIZE)) / 4 * 4;
+            memcpy(payload, &a, sizeof(a));
+        } else if ((hdr.request == VHOST_USER_GET_CONFIG || hdr.request == VHOST_USER_SET_CONFIG) &&
+                   hdr.size >= sizeof(struct vu_config)) {
+            struct vu_config c;
+            memcpy(&c, payload, sizeof(c));
+            c.size = hdr.size - (uint32_t)sizeof(c);
+            c.offset %= 10;
+            memcpy(payload, &c, sizeof(c));
+        } else if (hdr.request == VHOST_USER_SET_FEATURES && hdr.size == 8) {
+            uint64_t f;
+            memcpy(&f, payload, 8);
+            f &= VU_OFFERED_FEATURES;
+            memcpy(payload, &f, 8);
+        } else if (hdr.request == VHOST_USER_SET_PROTOCOL_FEATURES && hdr.size == 8) {
+            uint64_t f;
+            memcpy(&f, payload, 8);
+            f &= VU_OFFERED_PROTOCOL_FEATURES;
+            memcpy(payload, &f, 8);
+        } else if (hdr.size == 8 && hdr.request >= VHOST_USER_SET_VRING_NUM && hdr.request <= VHOST_USER_SET_VRING_ERR) {
+            payload[0] %= 3; /* vring index mostly valid */
+            if (hdr.request == VHOST_USER_SET_VRING_NUM) {
+                uint32_t num = 1u << (payload[4] % 16);
+                memcpy(payload + 4, &num, 4);
+            }
+        }
+    }
+
+    int fds[VHOST_USER_MAX_FDS];
+    for (unsigned i = 0; i < nfds; i++)
+        fds[i] = mem_req ? make_memfd() : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    for (unsigned i = 0; i < nfds; i++)
+        if (fds[i] < 0) { /* out of fds: give up on this message cleanly */
+            for (unsigned j = 0; j < nfds; j++)
+                if (fds[j] >= 0)
+                    close(fds[j]);
+            return;
+        }
+
+    int r = vu_process_msg(vm, &hdr, payload, fds, nfds);
+    /* drain replies */
+    uint8_t sink[8192];
+    while (peer >= 0 && read(peer, sink, sizeof(sink)) > 0) {
+    }
+    if (r < 0) {
+        vu_vm_disconnect(vm, "fuzz: protocol violation");
+        reconnect();
+    }
+    /* a guest kick on each ring now and then */
+    if (sel & 0x10)
+        for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
+            if (virtq_ready(&vm->vq[q]))
+                vsock_dev_queue_event(vm, q);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (setup_once() < 0)
+        return 0;
+    /* raw bytes straight into the validator */
+    if (size >= sizeof(struct vu_msg_hdr)) {
+        struct vu_msg_hdr hdr;
+        memcpy(&hdr, data, sizeof(hdr));
+        size_t avail = size - sizeof(hdr);
+        if (hdr.size <= avail)
+            (void)vu_msg_validate(&hdr, data + sizeof(hdr), (unsigned)(data[0] % 10));
+    }
+    if (reconnect() < 0)
+        return 0;
+    struct in in = { data, size };
+    if (take8(&in) & 1)
+        canned_start(&in);
+    for (int i = 0; i < 64 && in.n; i++)
+        run_one(&in);
+    vu_vm_disconnect(vm, "fuzz: end of input");
+    close(peer);
+    peer = -1;
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* Tiny test helpers and a memfd-backed fake VM for the MDL engine tests. */
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "hostd.h"
+
+extern int mdl_test_failures;
+
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
+            mdl_test_failures++;                                                        \
+        }                                                                               \
+    } while (0)
+#define CHECK_EQ(a, b)                                                                  \
+    do {                                                                                \
+        long long _a = (long long)(a), _b = (long long)(b);                             \
+        if (_a != _b) {                                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s == %lld, expected %s == %lld\n", __FILE__,  \
+                    __LINE__, #a, _a, #b, _b);                                          \
+            mdl_test_failures++;                                                        \
+        }                                                                               \
+    } while (0)
+
+/* Fake VM: one memfd of 64 MiB. Region A: gpa 0..16 MiB = file 0..16 MiB;
+ * MMIO hole 16..32 MiB; region B: gpa 32..48 MiB = file 16..32 MiB.
+ * The test keeps its own mapping of the whole file in fake_vm.file. */
+#define FAKE_FILE_SIZE (64ull << 20)
+#define FAKE_B_GPA (32ull << 20)
+#define FAKE_HOLE_GPA (16ull << 20)
+
+struct fake_vm {
+    struct vm vm;
+    int fd;
+    uint8_t *file;
+};
+
+int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid);
+void fake_vm_fini(struct fake_vm *f);
+/* file offset of gpa (region A or B) */
+uint64_t fake_gpa_to_file(uint64_t gpa);

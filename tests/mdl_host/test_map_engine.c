@@ -1,0 +1,347 @@
+/* Mapping engine unit tests against a memfd-backed memtable. */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "map_engine.h"
+#include "mdl_test.h"
+
+#define PG 4096u
+#define DL 200
+
+static char detail[DL];
+
+static struct map_engine *engine(uint64_t vmq, uint64_t gq, uint64_t vmas)
+{
+    struct map_limits lim = { .vm_page_quota = vmq, .global_page_quota = gq, .max_vmas = vmas };
+    return map_engine_new(&lim);
+}
+
+/* lock pages [pfns] with a buffer of n pages (offset 0, full pages) */
+static int lock_pages(struct map_engine *e, struct map_owner *o, const uint64_t *pfns, uint32_t n, uint64_t *h)
+{
+    return map_engine_lock(e, o, 0, n * PG, pfns, n, 1, h, detail, DL);
+}
+
+static int map_k(struct map_engine *e, struct map_owner *o, uint64_t h, uint32_t prio, const struct map_obj **m)
+{
+    struct map_params p = { .access_mode = MAP_MODE_KERNEL, .cache_type = 1, .priority = prio };
+    return map_engine_map(e, o, h, &p, m, detail, DL);
+}
+
+static void test_coalescing(struct fake_vm *f)
+{
+    struct map_engine *e = engine(0, 0, 1000);
+    struct map_owner o = { &f->vm, 1 };
+    uint64_t pfns[16], h;
+    const struct map_obj *m;
+    struct map_stats st;
+
+    for (int i = 0; i < 16; i++)
+        pfns[i] = 100 + (uint64_t)i; /* contiguous */
+    CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(m->runs, 1);
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.vmas, 2); /* run + guard */
+    CHECK_EQ(st.mapped_pages, 16);
+
+    for (int i = 0; i < 16; i++)
+        pfns[i] = 1000 + 2 * (uint64_t)i; /* scattered */
+    CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(m->runs, 16);
+
+    for (int i = 0; i < 16; i++)
+        pfns[i] = 3000 - (uint64_t)i; /* descending: not contiguous in the file order */
+    CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(m->runs, 16);
+
+    /* last page of region A + first page of region B: different regions, same
+     * file, adjacent file offsets -> one run */
+    uint64_t cross[2] = { (FAKE_HOLE_GPA >> 12) - 1, FAKE_B_GPA >> 12 };
+    CHECK_EQ(lock_pages(e, &o, cross, 2, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(m->runs, 1);
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.vmas, 2 + 17 + 17 + 2);
+    CHECK_EQ(st.mappings, 4);
+    map_engine_free(e);
+}
+
+static void test_bounds(struct fake_vm *f)
+{
+    struct map_engine *e = engine(0, 0, 1000);
+    struct map_owner o = { &f->vm, 1 };
+    uint64_t h, p1[1], p2[2];
+
+    p1[0] = FAKE_HOLE_GPA >> 12; /* MMIO hole */
+    CHECK_EQ(lock_pages(e, &o, p1, 1, &h), -EFAULT);
+    p1[0] = (48ull << 20) >> 12; /* just past region B */
+    CHECK_EQ(lock_pages(e, &o, p1, 1, &h), -EFAULT);
+    p1[0] = (1ull << 40); /* far out of range */
+    CHECK_EQ(lock_pages(e, &o, p1, 1, &h), -EFAULT);
+    p1[0] = (1ull << 60); /* pfn << 12 overflows */
+    CHECK_EQ(lock_pages(e, &o, p1, 1, &h), -EINVAL);
+    p1[0] = UINT64_MAX;
+    CHECK_EQ(lock_pages(e, &o, p1, 1, &h), -EINVAL);
+    p1[0] = 5;
+    CHECK_EQ(map_engine_lock(e, &o, 4096, 1, p1, 1, 0, &h, detail, DL), -EINVAL);   /* offset >= page */
+    CHECK_EQ(map_engine_lock(e, &o, 0, 0, p1, 1, 0, &h, detail, DL), -EINVAL);      /* count 0 */
+    CHECK_EQ(map_engine_lock(e, &o, 100, UINT32_MAX, p1, 1, 0, &h, detail, DL), -EINVAL); /* overflow */
+    CHECK_EQ(map_engine_lock(e, &o, 4095, 2, p1, 1, 0, &h, detail, DL), -EINVAL);   /* spans 2, 1 pfn */
+    p2[0] = 5;
+    p2[1] = 9;
+    CHECK_EQ(map_engine_lock(e, &o, 4095, 2, p2, 2, 0, &h, detail, DL), 0);         /* 3 bytes over the edge */
+    CHECK_EQ(map_engine_lock(e, &o, 0, 10, p2, 2, 0, &h, detail, DL), -EINVAL);     /* too many pfns */
+    CHECK_EQ(map_engine_lock(e, &o, 0, 10, p2, 1, 7, &h, detail, DL), -EINVAL);     /* bad operation */
+    /* too many pages for one MDL */
+    uint64_t *big = calloc(MAP_MAX_MDL_PAGES + 1, sizeof(*big));
+    CHECK_EQ(map_engine_lock(e, &o, 0, (MAP_MAX_MDL_PAGES + 1) * PG - 1, big, MAP_MAX_MDL_PAGES + 1, 0, &h,
+                             detail, DL), -EINVAL);
+    free(big);
+    /* bad map parameters */
+    const struct map_obj *m;
+    p1[0] = 5;
+    CHECK_EQ(lock_pages(e, &o, p1, 1, &h), 0);
+    struct map_params bad = { .access_mode = 0, .cache_type = 6, .priority = 16 };
+    CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), -EINVAL);
+    bad.cache_type = 0;
+    bad.priority = 0x10000;
+    CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), -EINVAL);
+    bad.priority = 16;
+    bad.access_mode = 2;
+    CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), -EINVAL);
+    bad.access_mode = MAP_MODE_KERNEL;
+    CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), 0);
+    CHECK_EQ(m->cache_type, 0); /* MmNonCached recorded */
+    CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), -EBUSY); /* mapped twice */
+    map_engine_free(e);
+}
+
+/* permissions of the /proc/self/maps line containing addr, e.g. "r--s" */
+static void perms_of(uint64_t addr, char out[5])
+{
+    FILE *fp = fopen("/proc/self/maps", "r");
+    char line[512];
+    strcpy(out, "????");
+    while (fp && fgets(line, sizeof(line), fp)) {
+        unsigned long lo, hi;
+        char perm[5];
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perm) == 3 && addr >= lo && addr < hi) {
+            memcpy(out, perm, 5);
+            break;
+        }
+    }
+    if (fp)
+        fclose(fp);
+}
+
+static bool write_faults(volatile uint8_t *p)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL); /* sanitizers would report instead of dying */
+        *p = 1;
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    /* the child reaches _exit(0) only if the write went through */
+    return !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_nowrite(struct fake_vm *f)
+{
+    struct map_engine *e = engine(0, 0, 1000);
+    struct map_owner o = { &f->vm, 1 };
+    uint64_t pfns[2] = { 50, 51 }, h;
+    const struct map_obj *m;
+    char perm[5];
+    CHECK_EQ(lock_pages(e, &o, pfns, 2, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16 | MAP_FLAG_NOWRITE | MAP_FLAG_NOEXEC, &m), 0);
+    CHECK(m->read_only);
+    perms_of(m->address, perm);
+    CHECK(strcmp(perm, "r--s") == 0);
+    perms_of((uint64_t)(uintptr_t)m->base + 2 * PG, perm); /* guard page */
+    CHECK(strcmp(perm, "---p") == 0);
+    CHECK(write_faults((volatile uint8_t *)(uintptr_t)m->address));
+    uint64_t h2;
+    CHECK_EQ(lock_pages(e, &o, pfns, 2, &h2), 0);
+    CHECK_EQ(map_k(e, &o, h2, 16, &m), 0);
+    perms_of(m->address, perm);
+    CHECK(strcmp(perm, "rw-s") == 0);
+    CHECK(!write_faults((volatile uint8_t *)(uintptr_t)m->address));
+    map_engine_free(e);
+}
+
+static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
+{
+    /* 100 pages per VM, 150 global */
+    struct map_engine *e = engine(100, 150, 1000);
+    struct map_owner o = { &f->vm, 1 }, o2 = { &g->vm, 2 };
+    uint64_t pfns[80], h, h2, h3;
+    const struct map_obj *m;
+    for (int i = 0; i < 80; i++)
+        pfns[i] = 200 + (uint64_t)i;
+    CHECK_EQ(lock_pages(e, &o, pfns, 80, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 0, &m), -ENOSPC);  /* Low: 80 > 75% of 100 */
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);       /* Normal: 80 <= 90 */
+    CHECK_EQ(lock_pages(e, &o, pfns, 15, &h2), 0);
+    CHECK_EQ(map_k(e, &o, h2, 16, &m), -ENOSPC); /* Normal: 95 > 90 */
+    CHECK_EQ(map_k(e, &o, h2, 32, &m), 0);       /* High: 95 <= 100 */
+    CHECK_EQ(lock_pages(e, &o, pfns, 6, &h3), 0);
+    CHECK_EQ(map_k(e, &o, h3, 32, &m), -ENOSPC); /* High: 101 > 100 */
+    uint64_t pages, maps;
+    map_engine_vm_usage(e, &f->vm, &pages, &maps);
+    CHECK_EQ(pages, 95);
+    CHECK_EQ(maps, 2);
+    /* global: 95 used of 150; other VM maps 40 Normal: 135 <= 135 ok, then Low 1 fails */
+    uint64_t k1, k2;
+    CHECK_EQ(lock_pages(e, &o2, pfns, 40, &k1), 0);
+    CHECK_EQ(map_k(e, &o2, k1, 16, &m), 0);
+    CHECK_EQ(lock_pages(e, &o2, pfns, 1, &k2), 0);
+    CHECK_EQ(map_k(e, &o2, k2, 0, &m), -ENOSPC);
+    CHECK_EQ(map_k(e, &o2, k2, 32, &m), 0);
+    map_engine_free(e);
+
+    /* VMA budget: 10 VMAs; a fully scattered 8-page MDL needs 9 */
+    e = engine(0, 0, 10);
+    for (int i = 0; i < 8; i++)
+        pfns[i] = 400 + 2 * (uint64_t)i;
+    CHECK_EQ(lock_pages(e, &o, pfns, 8, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);     /* 9 <= 9 */
+    CHECK_EQ(map_engine_unlock(e, &o, h, &(unsigned){ 0 }, detail, DL), 0);
+    CHECK_EQ(lock_pages(e, &o, pfns, 8, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 0, &m), -ENOSPC); /* Low: 9 > 7.5 */
+    map_engine_free(e);
+}
+
+static void test_zero_copy(struct fake_vm *f)
+{
+    struct map_engine *e = engine(0, 0, 1000);
+    struct map_owner o = { &f->vm, 1 };
+    /* 3 pages, scattered across both regions, buffer at offset 100 */
+    uint64_t pfns[3] = { 700, (FAKE_B_GPA >> 12) + 10, 3 }, h;
+    const struct map_obj *m;
+    CHECK_EQ(map_engine_lock(e, &o, 100, 3 * PG - 200, pfns, 3, 2, &h, detail, DL), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    uint8_t *buf = (uint8_t *)(uintptr_t)m->address;
+    CHECK_EQ((uintptr_t)buf & (PG - 1), 100);
+    /* guest side writes (through the memfd) are visible through the mapping */
+    for (int pg = 0; pg < 3; pg++) {
+        uint8_t *gp = f->file + fake_gpa_to_file(pfns[pg] << 12);
+        memset(gp, 0xA0 + pg, PG);
+    }
+    CHECK_EQ(buf[0], 0xA0);
+    CHECK_EQ(buf[PG - 100], 0xA1);
+    CHECK_EQ(buf[2 * PG - 100], 0xA2);
+    /* host writes through the mapping land in the guest's pages */
+    memcpy(buf + PG - 102, "xyzw", 4); /* across the page boundary */
+    uint8_t *g0 = f->file + fake_gpa_to_file(pfns[0] << 12);
+    uint8_t *g1 = f->file + fake_gpa_to_file(pfns[1] << 12);
+    CHECK(memcmp(g0 + PG - 2, "xy", 2) == 0);
+    CHECK(memcmp(g1, "zw", 2) == 0);
+    map_engine_free(e);
+}
+
+static void test_scoping(struct fake_vm *f, struct fake_vm *g)
+{
+    struct map_engine *e = engine(0, 0, 1000);
+    struct map_owner a = { &f->vm, 7 }, b = { &g->vm, 7 }, a2 = { &f->vm, 8 };
+    uint64_t pfns[1] = { 10 }, h;
+    const struct map_obj *m;
+    unsigned rel;
+    CHECK_EQ(lock_pages(e, &a, pfns, 1, &h), 0);
+    CHECK_EQ(map_k(e, &b, h, 16, &m), -EBADF);   /* other VM */
+    CHECK_EQ(map_k(e, &a2, h, 16, &m), -EBADF);  /* other connection */
+    CHECK_EQ(map_engine_unlock(e, &b, h, &rel, detail, DL), -ENOLCK);
+    CHECK_EQ(map_k(e, &a, h, 16, &m), 0);
+    uint64_t mh = m->handle, addr = m->address;
+    CHECK(mh != h);
+    CHECK_EQ(map_engine_unmap(e, &b, mh, addr, h, detail, DL), -EBADF);
+    CHECK_EQ(map_engine_unmap(e, &a2, mh, addr, h, detail, DL), -EBADF);
+    CHECK_EQ(map_engine_unmap(e, &a, mh, addr + 1, h, detail, DL), -ENXIO);
+    CHECK_EQ(map_engine_unmap(e, &a, mh, addr, h + 1, detail, DL), -EINVAL);
+    CHECK_EQ(map_engine_unmap(e, &a, 0, addr + 1, h, detail, DL), -ENXIO);
+    CHECK_EQ(map_engine_unmap(e, &a, 0, addr, h, detail, DL), 0);  /* by address + MDL */
+    CHECK_EQ(map_engine_unmap(e, &a, mh, addr, h, detail, DL), -EBADF);
+    /* unlock releases the mapping (R10); unlocking twice: not locked */
+    CHECK_EQ(map_k(e, &a, h, 16, &m), 0);
+    CHECK_EQ(map_engine_unlock(e, &a, h, &rel, detail, DL), 0);
+    CHECK_EQ(rel, 1);
+    CHECK_EQ(map_engine_unlock(e, &a, h, &rel, detail, DL), -ENOLCK);
+    CHECK(map_engine_first_map(e) == NULL);
+    /* connection teardown: leaks recorded, everything released */
+    uint64_t h2;
+    CHECK_EQ(lock_pages(e, &a, pfns, 1, &h), 0);
+    CHECK_EQ(lock_pages(e, &a, pfns, 1, &h2), 0);
+    CHECK_EQ(map_k(e, &a, h, 16, &m), 0);
+    CHECK_EQ(lock_pages(e, &b, pfns, 1, &h2), 0);
+    CHECK_EQ(map_engine_release(e, &a, false, "connection closed"), 3);
+    struct map_stats st;
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.mappings, 0);
+    CHECK_EQ(st.locked_mdls, 1); /* the other VM's */
+    CHECK_EQ(st.leaks_reported, 3);
+    const struct map_leaks *lk = map_engine_leaks(e);
+    CHECK_EQ(map_leaks_count(lk), 3);
+    CHECK(map_leaks_get(lk, 0)->was_mapped);
+    CHECK(!map_leaks_get(lk, 1)->was_mapped);
+    /* VM reset releases every connection of the VM */
+    CHECK_EQ(map_engine_release(e, &b, true, "device reset"), 1);
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.locked_mdls, 0);
+    CHECK_EQ(st.vmas, 0);
+    map_engine_free(e);
+}
+
+static void test_memtable_change(struct fake_vm *f)
+{
+    /* a mapping survives the region being removed from the memtable */
+    struct map_engine *e = engine(0, 0, 1000);
+    struct fake_vm t;
+    CHECK_EQ(fake_vm_init(&t, "tmp", 9), 0);
+    struct map_owner o = { &t.vm, 1 };
+    uint64_t pfns[1] = { 20 }, h;
+    const struct map_obj *m;
+    CHECK_EQ(lock_pages(e, &o, pfns, 1, &h), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    t.file[20 * PG] = 0x5a;
+    memtable_clear(&t.vm.mem);
+    CHECK_EQ(((uint8_t *)(uintptr_t)m->address)[0], 0x5a);
+    /* a new map of the locked MDL now fails: frames are no longer RAM */
+    uint64_t h2;
+    CHECK_EQ(lock_pages(e, &o, pfns, 1, &h2), -EFAULT);
+    map_engine_free(e);
+    fake_vm_fini(&t);
+    (void)f;
+}
+
+int main(void)
+{
+    struct fake_vm f, g;
+    if (fake_vm_init(&f, "vm-a", 3) < 0 || fake_vm_init(&g, "vm-b", 4) < 0) {
+        perror("fake_vm_init");
+        return 1;
+    }
+    test_coalescing(&f);
+    test_bounds(&f);
+    test_nowrite(&f);
+    test_quota_priority(&f, &g);
+    test_zero_copy(&f);
+    test_scoping(&f, &g);
+    test_memtable_change(&f);
+    fake_vm_fini(&f);
+    fake_vm_fini(&g);
+    if (mdl_test_failures) {
+        fprintf(stderr, "%d check(s) failed\n", mdl_test_failures);
+        return 1;
+    }
+    printf("map engine: all checks passed\n");
+    return 0;
+}
