@@ -1,7 +1,8 @@
 #!/bin/bash
 # bench/vsock_vs_serial.sh - echo throughput of a TCG guest, side by side:
 #   vsock          guest -> mdlmap-hostd echo service (CID 2, port 7), vhost-user
-#   virtio-serial  guest -> QEMU virtserialport -> Unix socket -> socat echo (PIPE)
+#   virtio-serial  guest -> QEMU virtserialport -> Unix socket -> mdlmap-serial-echo
+#                  (bench/serial_echo.c: a non-blocking echo on the host)
 # One guest boot runs `mdlmap-agent bench` for each transport and size.
 # What is measured (see guest-agent/agent_bench.c): one full-duplex echo stream;
 #   g2h  = bytes written / time until the last write completed (guest -> host)
@@ -12,6 +13,8 @@
 #
 # usage: bench/vsock_vs_serial.sh HOSTD AGENT [SIZES...]   (default sizes: 1M 16M)
 #   MDLMAP_ACCEL=kvm to use KVM where available.
+#   MDLMAP_SERIAL_ECHO: the host echo program (default: bench/mdlmap-serial-echo
+#   in the build dir of HOSTD).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
@@ -24,7 +27,8 @@ if [ ! -x "$HOSTD" ] || [ ! -f "$AGENT" ]; then
   echo "usage: $0 PATH/TO/mdlmap-hostd PATH/TO/mdlmap-agent [SIZES...]" >&2
   exit 2
 fi
-command -v socat >/dev/null || { echo "bench: socat missing (deploy/setup.sh)" >&2; exit 2; }
+SERIAL_ECHO=${MDLMAP_SERIAL_ECHO:-$(dirname "$(dirname "$HOSTD")")/bench/mdlmap-serial-echo}
+[ -x "$SERIAL_ECHO" ] || { echo "bench: $SERIAL_ECHO not built (set MDLMAP_SERIAL_ECHO)" >&2; exit 2; }
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/mdlmap-bench.XXXXXX")
 HPID="" SPID=""
@@ -41,8 +45,8 @@ trap 'exit 130' INT TERM
 HPID=$!
 for _ in $(seq 50); do grep -q ready "$T/hostd.log" 2>/dev/null && break; sleep 0.1; done
 grep -q ready "$T/hostd.log" || { cat "$T/hostd.log" >&2; echo "bench: hostd not ready" >&2; exit 1; }
-# Host side of the virtio-serial port: echo everything back (unnamed pipe).
-socat -b 65536 "UNIX-LISTEN:$T/serial.sock" PIPE 2>"$T/socat.log" &
+# Host side of the virtio-serial port: echo everything back.
+"$SERIAL_ECHO" "$T/serial.sock" 2>"$T/serial-echo.log" &
 SPID=$!
 for _ in $(seq 50); do [ -S "$T/serial.sock" ] && break; sleep 0.1; done
 

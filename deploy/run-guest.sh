@@ -117,7 +117,8 @@ agent_args=()
   --add "$TMP/cmd:/mdlmap/cmd" || die "initramfs build failed"
 
 case "$ACCEL" in
-  kvm) accel_args=(-accel kvm -cpu host) ;;
+  kvm) [ -w /dev/kvm ] || die "--accel kvm: /dev/kvm is not usable here (use tcg)"
+       accel_args=(-accel kvm -cpu host) ;;
   tcg) accel_args=(-accel tcg) ;;
   *) die "--accel must be tcg or kvm" ;;
 esac

@@ -14,6 +14,7 @@ struct command {
     const char *help;
 };
 
+int cmd_mapbench(int argc, char **argv); /* agent_mdl_bench.c */
 static const struct command commands[] = {
     { "echo", cmd_echo,
       "[--cid 2] [--port 7] [--bytes 1M] [--type stream|seqpacket] [--conns 1] [--msg-size 64K]\n"
@@ -25,6 +26,7 @@ static const struct command commands[] = {
     { "map", cmd_map, "...   MDL mapping (see agent_mdl.c)" },
     { "selftest", cmd_selftest, "...   MDL self test" },
     { "daemon", cmd_daemon, "...   MDL daemon" },
+    { "mapbench", cmd_mapbench, "[--bytes N]... [--iterations K]   MDL map/unmap vs echo round trips" },
 };
 
 static void usage(FILE *f)

@@ -273,6 +273,30 @@ int cmd_map(int argc, char **argv)
     return rc;
 }
 
+/* Through the agent daemon, buffers must be memfd pages and a second
+ * session is another daemon connection. */
+static void *memfd_pages(size_t npages, void *ctx)
+{
+    (void)ctx;
+    return mdl_buffer_alloc(npages * MDL_PAGE_SIZE);
+}
+
+static void memfd_pages_free(void *p, size_t npages, void *ctx)
+{
+    (void)npages;
+    (void)ctx;
+    mdl_buffer_free(p);
+}
+
+static struct mdl_session *agent_session(void *ctx)
+{
+    struct mdl_transport *t;
+    struct mdl_session *s = NULL;
+    if (mdl_transport_agent(ctx, &t) == 0 && mdl_session_open(t, mdl_pinner_agent(), &s) == 0)
+        return s;
+    return NULL;
+}
+
 int cmd_selftest(int argc, char **argv)
 {
     const char *filter = NULL;
@@ -285,6 +309,13 @@ int cmd_selftest(int argc, char **argv)
         }
     }
     struct mdl_selftest_env env = { .session = mdl_default_session(), .filter = filter };
+    char *agent = getenv("MDLMAP_AGENT_SOCKET");
+    if (agent) {
+        env.alloc_pages = memfd_pages;
+        env.free_pages = memfd_pages_free;
+        env.alloc_ctx = agent;
+        env.open_session = agent_session;
+    }
     if (!env.session) {
         report_failure("CONNECT");
         return 1;

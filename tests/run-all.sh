@@ -5,7 +5,8 @@
 #   3. libFuzzer smoke runs of every fuzz target (clang), a few seconds each
 #   4. end-to-end tests in real QEMU TCG guests (suite e2e)
 # and prints one closing line "N passed, M failed".
-# Environment: MDLMAP_SKIP_E2E=1 skips stage 4; MDLMAP_FUZZ_SECONDS (default 10).
+# Environment: MDLMAP_SKIP_E2E=1 skips stage 4; MDLMAP_FUZZ_SECONDS (default 10);
+# MDLMAP_FUZZ_BUILD (default build-fuzz) is stage 3's build dir.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -84,24 +85,47 @@ fi
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 echo "== stage 3: libFuzzer smoke runs"
+# The whole tree is built with clang (catches clang-only warnings under -Werror)
+# and instrumented for coverage (-fsanitize=fuzzer-no-link), so the fuzzers
+# are guided by the hostd library code, not only by their own file. Each
+# fuzz-* target runs MDLMAP_FUZZ_SECONDS from seeds (tests/fuzz/gen_corpus.py);
+# new inputs go to a scratch dir, crash reproducers to build-fuzz/artifacts/.
+# Any sanitizer report (UBSan included), crash, leak or hang (>10 s on one
+# input) fails the stage. MDLMAP_FUZZ_BUILD overrides the build dir.
 secs=${MDLMAP_FUZZ_SECONDS:-10}
-if CC=clang setup_build build-fuzz -Dfuzz=true -Dguest_static=false -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
+fuzz_dir=${MDLMAP_FUZZ_BUILD:-build-fuzz}
+# an old build dir configured with another compiler cannot switch to clang
+if [ -d "$fuzz_dir" ] && ! grep -A1 '^rule c_COMPILER$' "$fuzz_dir/build.ninja" 2>/dev/null | grep -q 'command = .*clang'; then
+    rm -rf "$fuzz_dir"
+fi
+if CC=clang setup_build "$fuzz_dir" -Dfuzz=true -Dguest_static=false -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    seeds="$fuzz_dir/fuzz-seeds"
+    rm -rf "$seeds"
+    python3 tests/fuzz/gen_corpus.py "$seeds" || stage_fail "fuzz: seed generation"
+    mkdir -p "$fuzz_dir/artifacts"
     nf=0
-    for f in build-fuzz/tests/fuzz/fuzz-*; do
+    for f in "$fuzz_dir"/tests/fuzz/fuzz-*; do
         case "$f" in *-replay|*.p) continue ;; esac
         [ -x "$f" ] || continue
         nf=$((nf + 1))
-        name=$(basename "$f")
+        name=${f##*/fuzz-}
         corpus=$(mktemp -d)
-        if "$f" -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=0 "$corpus" >"build-fuzz/$name.log" 2>&1; then
-            passed=$((passed + 1)); echo "ok - $name (${secs}s)"
+        mkdir -p "$seeds/$name"
+        if timeout $((secs + 120)) "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+                -max_len=8192 -print_final_stats=1 -artifact_prefix="$fuzz_dir/artifacts/$name-" \
+                "$corpus" "$seeds/$name" >"$fuzz_dir/fuzz-$name.log" 2>&1; then
+            passed=$((passed + 1))
+            echo "ok - fuzz-$name (${secs}s, $(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$fuzz_dir/fuzz-$name.log" | tail -1))"
         else
-            tail -40 "build-fuzz/$name.log"
-            stage_fail "fuzz $name"
+            tail -40 "$fuzz_dir/fuzz-$name.log"
+            stage_fail "fuzz $name (log: $fuzz_dir/fuzz-$name.log)"
         fi
         rm -rf "$corpus"
     done
     [ "$nf" -gt 0 ] || stage_fail "fuzz: no targets built"
+    unset ASAN_OPTIONS UBSAN_OPTIONS
 else
     stage_fail "build-fuzz"
 fi

@@ -3,6 +3,7 @@
  *   mdlmapctl [--api PATH] read [--raw] HANDLE [OFFSET LEN]
  *   mdlmapctl [--api PATH] write [--hex] HANDLE OFFSET DATA
  *   mdlmapctl [--api PATH] stats
+ *   mdlmapctl [--api PATH] consume [--write STR] [--exit-after N] NAME
  * Exit: 0 ok, 1 request failed (NTSTATUS name and detail printed), 2 usage. */
 #include <ctype.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "mdlmap_client.h"
+#include "mdlmap_consumer.h"
 
 static int usage(void)
 {
@@ -23,6 +25,11 @@ static int usage(void)
             "                                 (default: all of it)\n"
             "  write [--hex] HANDLE OFFSET DATA  write a string (or hex bytes) into the buffer\n"
             "  stats                          counters, quotas and recent leak records\n"
+            "  consume [--write STR] [--exit-after N] NAME\n"
+            "                                 be the UserMode consumer NAME: map what guests ask\n"
+            "                                 for into this process and print it (--write: put STR\n"
+            "                                 at the start of each buffer; --exit-after: stop after\n"
+            "                                 N mappings were unmapped again)\n"
             "socket: --api, else $MDLMAP_API, else " MDLMAP_DEFAULT_API "\n");
     return 2;
 }
@@ -65,14 +72,14 @@ static int cmd_list(struct mdlmap_client *c, int argc, char **argv)
         return fail(c, rc, "list");
     }
     const Mdlmap__V1__ListMappingsResponse *l = r->list_reply;
-    printf("%-18s %-12s %5s %-18s %10s %6s %5s %-6s %-12s %s\n", "HANDLE", "VM", "CID", "ADDRESS", "BYTES",
-           "PAGES", "VMAS", "MODE", "CACHE", "RO");
+    printf("%-18s %-12s %5s %-18s %10s %6s %5s %-6s %-12s %-3s %s\n", "HANDLE", "VM", "CID", "ADDRESS", "BYTES",
+           "PAGES", "VMAS", "MODE", "CACHE", "RO", "CONSUMER");
     for (size_t i = 0; i < l->n_mappings; i++) {
         const Mdlmap__V1__MappingInfo *m = l->mappings[i];
-        printf("0x%016" PRIx64 " %-12s %5" PRIu64 " 0x%016" PRIx64 " %10u %6u %5u %-6s %-12s %s\n", m->map_handle,
-               m->vm_name, m->guest_cid, m->address, m->byte_count, m->page_count, m->vma_count,
+        printf("0x%016" PRIx64 " %-12s %5" PRIu64 " 0x%016" PRIx64 " %10u %6u %5u %-6s %-12s %-3s %s\n",
+               m->map_handle, m->vm_name, m->guest_cid, m->address, m->byte_count, m->page_count, m->vma_count,
                m->access_mode == MDLMAP__V1__ACCESS_MODE__USER_MODE ? "user" : "kernel",
-               cache_name(m->cache_type), m->read_only ? "yes" : "no");
+               cache_name(m->cache_type), m->read_only ? "yes" : "no", *m->consumer ? m->consumer : "-");
     }
     printf("%zu mapping%s\n", l->n_mappings, l->n_mappings == 1 ? "" : "s");
     frame_envelope_free(r);
@@ -233,6 +240,72 @@ static int cmd_stats(struct mdlmap_client *c)
     return 0;
 }
 
+struct consume_opts {
+    const char *write;
+    unsigned unmapped;
+};
+
+static void on_consumer_event(void *ctx, const struct mdlmap_consumer_map *m, bool mapped)
+{
+    struct consume_opts *o = ctx;
+    if (!mapped) {
+        printf("CONSUMER UNMAPPED handle=0x%" PRIx64 "\n", m->map_handle);
+        o->unmapped++;
+        fflush(stdout);
+        return;
+    }
+    printf("CONSUMER MAPPED handle=0x%" PRIx64 " address=0x%" PRIxPTR " bytes=%u vm=%s cid=%" PRIu64
+           " runs=%u ro=%s\n", m->map_handle, (uintptr_t)m->buffer, m->byte_count, m->vm_name, m->guest_cid, m->runs,
+           m->read_only ? "yes" : "no");
+    char seen[65];
+    size_t n = m->byte_count < 64 ? m->byte_count : 64;
+    for (size_t i = 0; i < n; i++)
+        seen[i] = isprint(m->buffer[i]) ? (char)m->buffer[i] : '.';
+    seen[n] = 0;
+    printf("CONSUMER SAW: \"%s\"\n", seen);
+    if (o->write && !m->read_only) {
+        size_t w = strlen(o->write);
+        if (w > m->byte_count)
+            w = m->byte_count;
+        memcpy(m->buffer, o->write, w);
+        printf("CONSUMER WROTE: \"%.*s\"\n", (int)w, o->write);
+    }
+    fflush(stdout);
+}
+
+static int cmd_consume(struct mdlmap_client *c, int argc, char **argv)
+{
+    struct consume_opts o = { 0 };
+    long exit_after = 0;
+    int i = 0;
+    for (; i < argc - 1 && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--write") == 0 && i + 1 < argc - 1)
+            o.write = argv[++i];
+        else if (strcmp(argv[i], "--exit-after") == 0 && i + 1 < argc - 1)
+            exit_after = strtol(argv[++i], NULL, 0);
+        else
+            return usage();
+    }
+    if (i != argc - 1)
+        return usage();
+    struct mdlmap_consumer co;
+    int rc = mdlmap_consumer_register(&co, c, argv[i], on_consumer_event, &o);
+    if (rc < 0)
+        return fail(c, rc, "register consumer");
+    printf("CONSUMER REGISTERED name=%s id=%" PRIu64 "\n", argv[i], co.id);
+    fflush(stdout);
+    while (exit_after <= 0 || o.unmapped < (unsigned long)exit_after) {
+        rc = mdlmap_consumer_serve(&co, -1);
+        if (rc < 0 && rc != -ETIMEDOUT) {
+            fprintf(stderr, "mdlmapctl: consume: %s\n", rc == -ECONNRESET ? "hostd closed the connection" : strerror(-rc));
+            mdlmap_consumer_fini(&co);
+            return 1;
+        }
+    }
+    mdlmap_consumer_fini(&co);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *api = NULL;
@@ -250,7 +323,8 @@ int main(int argc, char **argv)
     if (i >= argc)
         return usage();
     const char *cmd = argv[i++];
-    if (strcmp(cmd, "list") && strcmp(cmd, "read") && strcmp(cmd, "write") && strcmp(cmd, "stats"))
+    if (strcmp(cmd, "list") && strcmp(cmd, "read") && strcmp(cmd, "write") && strcmp(cmd, "stats") &&
+        strcmp(cmd, "consume"))
         return usage();
     struct mdlmap_client c;
     int rc = mdlmap_client_open(&c, api);
@@ -266,6 +340,8 @@ int main(int argc, char **argv)
         ret = cmd_read(&c, argc - i, argv + i);
     else if (strcmp(cmd, "write") == 0)
         ret = cmd_write(&c, argc - i, argv + i);
+    else if (strcmp(cmd, "consume") == 0)
+        ret = cmd_consume(&c, argc - i, argv + i);
     else
         ret = argc - i ? usage() : cmd_stats(&c);
     mdlmap_client_close(&c);

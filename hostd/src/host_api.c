@@ -15,31 +15,10 @@
 
 #include "frame.h"
 #include "host_api_handlers.h"
+#include "host_api_int.h"
 #include "log.h"
 #include "rpc_outq.h"
 #include "rpc_reply.h"
-
-#define API_MAX_CLIENTS 64
-#define API_OUTQ_HIGH (2u * 1024u * 1024u)
-
-struct api_client {
-    struct host_api *api;
-    int fd;
-    struct ev_handler h;
-    struct frame_reader rd;
-    struct rpc_outq out;
-    bool closing;
-    struct api_client *prev, *next;
-};
-
-struct host_api {
-    struct hostd *hostd;
-    char path[108];
-    int fd;
-    struct ev_handler h;
-    struct api_client *clients;
-    unsigned nclients;
-};
 
 static void client_free(void *ptr)
 {
@@ -53,6 +32,9 @@ static void client_close(struct api_client *c, const char *why)
 {
     struct host_api *api = c->api;
     log_debug("api: client fd %d closed: %s", c->fd, why);
+    c->dead = true;
+    if (c->consumer_id)
+        map_engine_consumer_remove(api->hostd->maps, c->consumer_id);
     evloop_del(api->hostd->loop, &c->h);
     close(c->fd);
     if (c->prev)
@@ -66,16 +48,32 @@ static void client_close(struct api_client *c, const char *why)
         client_free(c);
 }
 
-static long sock_send(void *ctx, const uint8_t *p, size_t n)
+static long sock_send(void *ctx, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
 {
     struct api_client *c = ctx;
-    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * RPC_OUTQ_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (nfds) {
+        memset(&u, 0, sizeof(u));
+        msg.msg_control = u.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    }
+    ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
     return (long)w;
 }
 
-static void queue(struct api_client *c, uint8_t *f, size_t n)
+void api_client_queue(struct api_client *c, uint8_t *f, size_t n)
 {
     if (rpc_outq_push(&c->out, f, n) < 0)
         c->closing = true;
@@ -95,33 +93,49 @@ static void process(struct api_client *c)
             break;
         if (r < 0) {
             if (rpc_reply_error(0, -EINVAL, "frame length is 0 or exceeds the 1 MiB limit", &f, &n) == 0)
-                queue(c, f, n);
+                api_client_queue(c, f, n);
             c->closing = true;
             break;
         }
         mdl_envelope *req;
         if (frame_decode(p, plen, &req) < 0) {
             if (rpc_reply_error(0, -EINVAL, "undecodable envelope", &f, &n) == 0)
-                queue(c, f, n);
+                api_client_queue(c, f, n);
             c->closing = true;
             break;
+        }
+        if (api_consumer_message(c, req)) { /* consumer registration and answers */
+            frame_envelope_free(req);
+            continue;
         }
         r = host_api_handle(e, req, &f, &n);
         frame_envelope_free(req);
         if (r < 0) {
             if (rpc_reply_error(0, -EINVAL, "response could not be encoded", &f, &n) == 0)
-                queue(c, f, n);
+                api_client_queue(c, f, n);
             c->closing = true;
             break;
         }
-        queue(c, f, n);
+        api_client_queue(c, f, n);
     }
 }
 
 /* Flush and re-arm; returns false if the client was closed. */
-static bool settle(struct api_client *c)
+void api_client_arm(struct api_client *c)
 {
-    int rc = rpc_outq_flush(&c->out, sock_send, c);
+    if (c->dead)
+        return;
+    uint32_t ev = 0;
+    if (!c->closing && c->out.bytes < API_OUTQ_HIGH && frame_reader_room(&c->rd))
+        ev |= EPOLLIN;
+    if (!rpc_outq_empty(&c->out) || c->closing)
+        ev |= EPOLLOUT;
+    evloop_mod(c->api->hostd->loop, &c->h, ev);
+}
+
+bool api_client_settle(struct api_client *c)
+{
+    int rc = rpc_outq_flush_fds(&c->out, sock_send, c);
     if (rc < 0) {
         client_close(c, "send failed");
         return false;
@@ -130,12 +144,7 @@ static bool settle(struct api_client *c)
         client_close(c, "protocol error");
         return false;
     }
-    uint32_t ev = 0;
-    if (!c->closing && c->out.bytes < API_OUTQ_HIGH && frame_reader_room(&c->rd))
-        ev |= EPOLLIN;
-    if (!rpc_outq_empty(&c->out))
-        ev |= EPOLLOUT;
-    evloop_mod(c->api->hostd->loop, &c->h, ev);
+    api_client_arm(c);
     return true;
 }
 
@@ -144,7 +153,7 @@ static void client_event(void *opaque, uint32_t events)
     struct api_client *c = opaque;
     if (events & EPOLLOUT) {
         process(c); /* frames held back while output was full */
-        if (!settle(c))
+        if (!api_client_settle(c))
             return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -166,7 +175,7 @@ static void client_event(void *opaque, uint32_t events)
             return;
         }
         process(c);
-        settle(c);
+        api_client_settle(c);
     }
 }
 

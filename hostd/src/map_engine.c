@@ -11,34 +11,14 @@
 #include "map_budget.h"
 #include "map_handle.h"
 #include "map_table.h"
+#include "map_engine_int.h"
 
-/* Bounds on what one VM may keep locked (the pfn arrays live in hostd). */
-#define MAP_MAX_MDLS_PER_VM 8192u
-#define MAP_MAX_LOCKED_PAGES_PER_VM (4ull << 20)
-
-struct vm_acct {
-    const struct vm *vm;
-    uint64_t pages, maps, mdls, locked_pages;
-};
-
-struct map_engine {
-    struct map_limits lim;
-    struct map_handle_gen gen;
-    struct map_table mdls, maps;
-    struct mdl_obj *mdl_head;
-    struct map_obj *map_head;
-    uint64_t nmaps, pages, vmas, nmdls;
-    struct vm_acct *acct;
-    size_t nacct, capacct;
-    struct map_leaks leaks;
-};
-
-static bool owner_eq(const struct map_owner *a, const struct map_owner *b)
+bool map_owner_eq(const struct map_owner *a, const struct map_owner *b)
 {
     return a->vm == b->vm && a->conn_id == b->conn_id;
 }
 
-static struct vm_acct *acct_of(struct map_engine *e, const struct vm *vm, bool create)
+struct vm_acct *map_acct_of(struct map_engine *e, const struct vm *vm, bool create)
 {
     for (size_t i = 0; i < e->nacct; i++)
         if (e->acct[i].vm == vm)
@@ -89,7 +69,7 @@ bool map_prio_allows(enum map_prio p, uint64_t used, uint64_t want, uint64_t lim
     return after * 100 <= (unsigned __int128)limit * pct[p];
 }
 
-static const char *prio_name(enum map_prio p)
+const char *map_prio_name(enum map_prio p)
 {
     return p == MAP_PRIO_LOW ? "Low" : p == MAP_PRIO_NORMAL ? "Normal" : "High";
 }
@@ -105,7 +85,7 @@ static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
         e->mdl_head = m->next;
     if (m->next)
         m->next->prev = m->prev;
-    struct vm_acct *a = acct_of(e, m->owner.vm, false);
+    struct vm_acct *a = map_acct_of(e, m->owner.vm, false);
     if (a) {
         a->mdls--;
         a->locked_pages -= m->npages;
@@ -133,7 +113,7 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
     rc = map_layout_check_frames(&o->vm->mem, pfns, npfns, detail, dlen);
     if (rc < 0)
         return rc;
-    struct vm_acct *a = acct_of(e, o->vm, true);
+    struct vm_acct *a = map_acct_of(e, o->vm, true);
     if (!a) {
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
@@ -185,16 +165,18 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
 static struct mdl_obj *mdl_get(struct map_engine *e, const struct map_owner *o, uint64_t h)
 {
     struct mdl_obj *m = map_table_get(&e->mdls, h);
-    return m && owner_eq(&m->owner, o) ? m : NULL;
+    return m && map_owner_eq(&m->owner, o) ? m : NULL;
 }
 
 /* ---- mappings ---- */
 
-static void map_destroy(struct map_engine *e, struct map_obj *m)
+void map_destroy(struct map_engine *e, struct map_obj *m)
 {
     if (m->mode == MAP_MODE_KERNEL && m->base && munmap(m->base, m->reserve_len) < 0)
         log_err("mdl: munmap map 0x%llx at %p len %zu: %m", (unsigned long long)m->handle,
                 (void *)m->base, m->reserve_len);
+    if (m->mode == MAP_MODE_USER && !m->pending && m->consumer_id)
+        map_user_unmap_from(e, m);
     map_table_del(&e->maps, m->handle);
     if (m->prev)
         m->prev->next = m->next;
@@ -202,7 +184,7 @@ static void map_destroy(struct map_engine *e, struct map_obj *m)
         e->map_head = m->next;
     if (m->next)
         m->next->prev = m->prev;
-    struct vm_acct *a = acct_of(e, m->owner.vm, false);
+    struct vm_acct *a = map_acct_of(e, m->owner.vm, false);
     if (a) {
         a->pages -= m->page_count;
         a->maps--;
@@ -218,7 +200,7 @@ static void map_destroy(struct map_engine *e, struct map_obj *m)
     free(m);
 }
 
-static int check_params(const struct map_params *p, char *detail, size_t dlen)
+int map_check_params(const struct map_params *p, char *detail, size_t dlen)
 {
     if (p->access_mode > MAP_MODE_USER) {
         snprintf(detail, dlen, "unknown access mode %u", p->access_mode);
@@ -236,24 +218,24 @@ static int check_params(const struct map_params *p, char *detail, size_t dlen)
     return 0;
 }
 
-static int check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages,
+int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages,
                         uint64_t vmas, char *detail, size_t dlen)
 {
     if (!map_prio_allows(pr, a->pages, pages, e->lim.vm_page_quota)) {
         snprintf(detail, dlen, "VM page quota: %llu mapped + %llu > %s share of %llu",
-                 (unsigned long long)a->pages, (unsigned long long)pages, prio_name(pr),
+                 (unsigned long long)a->pages, (unsigned long long)pages, map_prio_name(pr),
                  (unsigned long long)e->lim.vm_page_quota);
         return -ENOSPC;
     }
     if (!map_prio_allows(pr, e->pages, pages, e->lim.global_page_quota)) {
         snprintf(detail, dlen, "global page quota: %llu mapped + %llu > %s share of %llu",
-                 (unsigned long long)e->pages, (unsigned long long)pages, prio_name(pr),
+                 (unsigned long long)e->pages, (unsigned long long)pages, map_prio_name(pr),
                  (unsigned long long)e->lim.global_page_quota);
         return -ENOSPC;
     }
     if (!map_prio_allows(pr, e->vmas, vmas, e->lim.max_vmas)) {
         snprintf(detail, dlen, "VMA budget: %llu used + %llu > %s share of %llu",
-                 (unsigned long long)e->vmas, (unsigned long long)vmas, prio_name(pr),
+                 (unsigned long long)e->vmas, (unsigned long long)vmas, map_prio_name(pr),
                  (unsigned long long)e->lim.max_vmas);
         return -ENOSPC;
     }
@@ -261,6 +243,20 @@ static int check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio p
 }
 
 /* Reserve [pages + guard] and map every run over it. */
+void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a)
+{
+    m->next = e->map_head;
+    if (m->next)
+        m->next->prev = m;
+    e->map_head = m;
+    m->mdl->nmaps++;
+    a->pages += m->page_count;
+    a->maps++;
+    e->pages += m->page_count;
+    e->vmas += m->vmas_accounted;
+    e->nmaps++;
+}
+
 static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, bool ro,
                     uint8_t **base_out, size_t *len_out, char *detail, size_t dlen)
 {
@@ -299,19 +295,17 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
         snprintf(detail, dlen, "unknown MDL handle 0x%llx", (unsigned long long)mdl_handle);
         return -EBADF;
     }
-    int rc = check_params(p, detail, dlen);
+    int rc = map_check_params(p, detail, dlen);
     if (rc < 0)
         return rc;
-    if (p->access_mode == MAP_MODE_USER) {
-        snprintf(detail, dlen, "UserMode mappings are not supported by this hostd");
-        return -EOPNOTSUPP;
-    }
+    if (p->access_mode == MAP_MODE_USER)
+        return map_user_start(e, o, mdl, p, out, detail, dlen);
     if (mdl->system_map) {
         snprintf(detail, dlen, "MDL 0x%llx is already mapped to system VA (map 0x%llx)",
                  (unsigned long long)mdl->handle, (unsigned long long)mdl->system_map->handle);
         return -EBUSY;
     }
-    struct vm_acct *a = acct_of(e, o->vm, true);
+    struct vm_acct *a = map_acct_of(e, o->vm, true);
     if (!a) {
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
@@ -322,7 +316,7 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);
-    rc = check_budget(e, a, pr, mdl->npages, (uint64_t)nruns + 1, detail, dlen);
+    rc = map_check_budget(e, a, pr, mdl->npages, (uint64_t)nruns + 1, detail, dlen);
     struct map_obj *m = NULL;
     if (rc == 0) {
         m = calloc(1, sizeof(*m));
@@ -340,17 +334,17 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
         free(m);
         log_warn("mdl: vm %s conn %llu map mdl 0x%llx (%u pages, %s): %s", mdl->vm_name,
                  (unsigned long long)o->conn_id, (unsigned long long)mdl->handle, mdl->npages,
-                 prio_name(pr), detail);
+                 map_prio_name(pr), detail);
         return rc;
     }
     m->handle = map_handle_next(&e->gen);
+    m->mdl = mdl;
     if (map_table_put(&e->maps, m->handle, m) < 0) {
         munmap(m->base, m->reserve_len);
         free(m);
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
     }
-    m->mdl = mdl;
     m->owner = *o;
     m->address = (uint64_t)(uintptr_t)m->base + mdl->byte_offset;
     m->page_count = mdl->npages;
@@ -359,21 +353,12 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     m->mode = MAP_MODE_KERNEL;
     m->cache_type = p->cache_type;
     m->priority = p->priority;
-    m->next = e->map_head;
-    if (m->next)
-        m->next->prev = m;
-    e->map_head = m;
-    mdl->nmaps++;
+    map_link(e, m, a);
     mdl->system_map = m;
-    a->pages += m->page_count;
-    a->maps++;
-    e->pages += m->page_count;
-    e->vmas += m->vmas_accounted;
-    e->nmaps++;
     log_info("mdl: vm %s conn %llu mapped mdl 0x%llx -> map 0x%llx at %p: %u pages, %u runs, %s%s, cache %u",
              mdl->vm_name, (unsigned long long)o->conn_id, (unsigned long long)mdl->handle,
              (unsigned long long)m->handle, (void *)(uintptr_t)m->address, m->page_count, nruns,
-             prio_name(pr), m->read_only ? ", read-only" : "", m->cache_type);
+             map_prio_name(pr), m->read_only ? ", read-only" : "", m->cache_type);
     *out = m;
     return 0;
 }
@@ -384,7 +369,7 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
     struct map_obj *m = NULL;
     if (map_handle) {
         m = map_table_get(&e->maps, map_handle);
-        if (!m || !owner_eq(&m->owner, o)) {
+        if (!m || !map_owner_eq(&m->owner, o)) {
             snprintf(detail, dlen, "unknown map handle 0x%llx", (unsigned long long)map_handle);
             return -EBADF;
         }
@@ -395,7 +380,7 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
         }
     } else {
         for (struct map_obj *it = e->map_head; it; it = it->next)
-            if (owner_eq(&it->owner, o) && it->address == address) {
+            if (map_owner_eq(&it->owner, o) && it->address == address) {
                 m = it;
                 break;
             }
@@ -448,7 +433,7 @@ int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t 
 
 static bool owned(const struct map_owner *mine, const struct map_owner *o, bool vm_only)
 {
-    return vm_only ? mine->vm == o->vm : owner_eq(mine, o);
+    return vm_only ? mine->vm == o->vm : map_owner_eq(mine, o);
 }
 
 unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
@@ -503,6 +488,7 @@ void map_engine_free(struct map_engine *e)
 {
     if (!e)
         return;
+    e->nconsumers = 0; /* hostd is stopping: nobody to tell */
     while (e->map_head)
         map_destroy(e, e->map_head);
     while (e->mdl_head)
@@ -510,6 +496,7 @@ void map_engine_free(struct map_engine *e)
     map_table_free(&e->mdls);
     map_table_free(&e->maps);
     free(e->acct);
+    free(e->consumers);
     free(e);
 }
 

@@ -53,6 +53,8 @@ struct mdl_obj {
     struct mdl_obj *prev, *next;
 };
 
+typedef void (*map_done_fn)(void *ctx, int err, const struct map_obj *m, const char *detail);
+
 struct map_obj {
     uint64_t handle;
     struct mdl_obj *mdl;
@@ -65,7 +67,20 @@ struct map_obj {
     uint32_t cache_type, priority;
     bool read_only;
     char consumer[64];
+    uint64_t consumer_id;        /* UserMode: 0 once the consumer went away (orphan) */
+    bool pending;                /* UserMode: waiting for the consumer's answer */
+    map_done_fn done;            /* UserMode: called once when the consumer answers */
+    void *done_ctx;
     struct map_obj *prev, *next;
+};
+
+/* A host consumer process (UserMode target), served by the host API. */
+struct map_consumer_ops {
+    /* Ask the consumer to map m (runs of region fds). 0 if the request was
+     * queued; the answer comes through map_engine_user_complete(). */
+    int (*map_into)(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns);
+    /* Tell the consumer to drop the mapping (no answer awaited). */
+    void (*unmap_from)(void *ctx, uint64_t map_handle, uint64_t base, uint64_t len);
 };
 
 struct map_params {
@@ -74,6 +89,8 @@ struct map_params {
     uint32_t priority;           /* PagePriority | flags */
     uint64_t requested_address;  /* UserMode only */
     const char *consumer;        /* UserMode only */
+    map_done_fn done;            /* UserMode: completion (see map_engine_map) */
+    void *done_ctx;
 };
 
 struct map_stats {
@@ -90,9 +107,11 @@ void map_engine_free(struct map_engine *e);  /* unmaps and frees everything (no 
 int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
                     uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
                     uint64_t *mdl_handle, char *detail, size_t dlen);
-/* Map a locked MDL. KernelMode only here (UserMode: -EOPNOTSUPP).
- * -EBADF unknown handle, -EINVAL bad parameters, -EFAULT frames no longer RAM,
- * -EBUSY already mapped to system VA, -ENOSPC quota/VMA budget (priority), -ENOMEM. */
+/* Map a locked MDL. -EBADF unknown handle, -EINVAL bad parameters, -EFAULT
+ * frames no longer RAM, -EBUSY already mapped to system VA, -ENOSPC quota/VMA
+ * budget (priority), -ENOMEM. UserMode: -ENOENT no such consumer; otherwise
+ * -EINPROGRESS with *out set: p->done runs when the consumer answers (unless
+ * the mapping is released first, e.g. by map_engine_release). */
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen);
 /* MmUnmapLockedPages. map_handle 0: find by address + mdl. -EBADF unknown map
@@ -107,6 +126,18 @@ int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t 
  * vm_only: release every owner of o->vm regardless of conn_id. Returns objects released. */
 unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
                             const char *reason);
+
+/* UserMode consumers. Names: 1..63 of [A-Za-z0-9._-]; -EINVAL, -EBUSY (taken), -ENOMEM. */
+int map_engine_consumer_add(struct map_engine *e, const char *name, const struct map_consumer_ops *ops,
+                            void *ctx, uint64_t *id);
+/* Consumer gone: pending maps fail (-ENOTCONN), established ones become orphans
+ * (kept until the guest unmaps them; nothing left to tell). */
+void map_engine_consumer_remove(struct map_engine *e, uint64_t id);
+/* The consumer answered MapInto for map_handle: err 0 with its base address.
+ * Returns -ENOENT if no such pending mapping of this consumer (the caller then
+ * tells the consumer to unmap). */
+int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_t map_handle, int err,
+                             uint64_t base, const char *detail);
 
 /* Host API access (no owner scoping: the host sees everything). */
 const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle);

@@ -9,13 +9,18 @@
 #include "log.h"
 #include "rpc_reply.h"
 
+static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
+
 void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
                    rpc_send_fn send, void *send_ctx)
 {
+    memset(c, 0, sizeof(*c));
     c->sess.eng = eng;
     c->sess.owner.vm = vm;
     c->sess.owner.conn_id = conn_id;
     c->sess.version = 0;
+    c->sess.done = map_done;
+    c->sess.done_ctx = c;
     frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
     rpc_outq_init(&c->out);
     c->send = send;
@@ -26,7 +31,11 @@ void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, ui
 
 static void flush(struct rpc_conn *c)
 {
+    if (c->flushing)
+        return; /* the transport called back from inside our send */
+    c->flushing = true;
     int rc = rpc_outq_flush(&c->out, c->send, c->send_ctx);
+    c->flushing = false;
     if (rc < 0 && !c->closing) {
         log_warn("rpc: conn %llu: send failed: %s", (unsigned long long)c->sess.owner.conn_id,
                  strerror(-rc));
@@ -56,7 +65,10 @@ static void protocol_error(struct rpc_conn *c, const char *what)
 
 static void process(struct rpc_conn *c)
 {
-    while (!c->closing && c->out.bytes < RPC_OUTQ_HIGH) {
+    if (c->processing)
+        return;
+    c->processing = true;
+    while (!c->closing && !c->sess.pending && c->out.bytes < RPC_OUTQ_HIGH) {
         const uint8_t *p;
         size_t plen;
         int r = frame_reader_next(&c->rd, &p, &plen);
@@ -81,10 +93,31 @@ static void process(struct rpc_conn *c)
             protocol_error(c, "response could not be encoded");
             break;
         }
-        queue(c, f, n);
-        flush(c);
+        if (rc == 0) {
+            queue(c, f, n);
+            flush(c);
+        }
     }
+    c->processing = false;
     flush(c);
+}
+
+/* A UserMode Map was answered by its consumer: send the response, go on. */
+static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail)
+{
+    struct rpc_conn *c = ctx;
+    uint8_t *f;
+    size_t n;
+    if (!c->sess.pending)
+        return;
+    c->sess.pending = false;
+    if (rpc_encode_map_reply(c->sess.pending_id, err, detail, m, &f, &n) == 0)
+        queue(c, f, n);
+    else
+        protocol_error(c, "response could not be encoded");
+    process(c);
+    if (c->kick)
+        c->kick(c->kick_ctx);
 }
 
 size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len)

@@ -21,7 +21,12 @@ struct rpc_conn {
     rpc_send_fn send;
     void *send_ctx;
     bool closing;        /* protocol error: no more input; close once output drained */
+    bool flushing, processing; /* re-entrancy guards: send may call writable() */
     uint64_t requests;
+    /* called after an asynchronous completion was queued (the transport may
+     * need to close or re-arm); optional */
+    void (*kick)(void *kick_ctx);
+    void *kick_ctx;
 };
 
 void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,

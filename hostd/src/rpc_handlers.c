@@ -41,6 +41,29 @@ static int do_lock(struct rpc_session *s, const Mdlmap__V1__LockRequest *rq, mdl
     return rc;
 }
 
+static void fill_map_reply(Mdlmap__V1__MapResponse *rp, const struct map_obj *m)
+{
+    rp->address = m->address;
+    rp->map_handle = m->handle;
+    rp->base_address = (uint64_t)(uintptr_t)m->base;
+    rp->page_count = m->page_count;
+    rp->vma_count = m->runs;
+    rp->read_only = m->read_only;
+    rp->cache_type = (Mdlmap__V1__CacheType)m->cache_type;
+}
+
+int rpc_encode_map_reply(uint64_t request_id, int err, const char *detail, const struct map_obj *m,
+                         uint8_t **out, size_t *out_len)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__MapResponse rp = MDLMAP__V1__MAP_RESPONSE__INIT;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY;
+    env.map_reply = &rp;
+    if (err == 0 && m)
+        fill_map_reply(&rp, m);
+    return rpc_reply_encode(&env, request_id, err, detail, out, out_len);
+}
+
 static int do_map(struct rpc_session *s, const Mdlmap__V1__MapRequest *rq, mdl_envelope *env,
                   Mdlmap__V1__MapResponse *rp, char *detail)
 {
@@ -52,18 +75,18 @@ static int do_map(struct rpc_session *s, const Mdlmap__V1__MapRequest *rq, mdl_e
         .priority = rq->priority,
         .requested_address = rq->requested_address,
         .consumer = rq->consumer,
+        .done = s->done,
+        .done_ctx = s->done_ctx,
     };
     const struct map_obj *m;
+    if (p.access_mode == MAP_MODE_USER && !s->done) {
+        snprintf(detail, DETAIL_LEN, "UserMode is not available on this connection");
+        return -EOPNOTSUPP;
+    }
     int rc = map_engine_map(s->eng, &s->owner, rq->mdl_handle, &p, &m, detail, DETAIL_LEN);
     if (rc < 0)
         return rc;
-    rp->address = m->address;
-    rp->map_handle = m->handle;
-    rp->base_address = (uint64_t)(uintptr_t)m->base;
-    rp->page_count = m->page_count;
-    rp->vma_count = m->runs;
-    rp->read_only = m->read_only;
-    rp->cache_type = (Mdlmap__V1__CacheType)m->cache_type;
+    fill_map_reply(rp, m);
     return 0;
 }
 
@@ -122,6 +145,13 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
                  (int)req->body_case);
         rc = -ENOSYS;
         break;
+    }
+    if (rc == -EINPROGRESS) {
+        s->pending = true;
+        s->pending_id = req->request_id;
+        *out = NULL;
+        *out_len = 0;
+        return 1;
     }
     if (rc < 0)
         log_debug("rpc: conn %llu request %llu (type %d) failed: %s",

@@ -15,8 +15,18 @@ struct rpc_session {
     struct map_engine *eng;
     struct map_owner owner;   /* VM + connection id */
     uint32_t version;         /* negotiated by Hello; 0 before */
+    /* UserMode maps complete later: the engine calls done(done_ctx, ...) */
+    map_done_fn done;
+    void *done_ctx;
+    bool pending;             /* a UserMode Map awaits its consumer */
+    uint64_t pending_id;      /* its request_id */
 };
 
 /* Handle one request; *out gets the encoded response frame (free()).
- * Returns 0, or a negative errno when no response could be encoded. */
+ * Returns 0; 1 when the answer comes later (UserMode Map: *out is NULL, the
+ * session is pending until s->done runs); or a negative errno when no
+ * response could be encoded. */
 int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+/* The MapResponse (or failure) for request_id; m may be NULL on failure. */
+int rpc_encode_map_reply(uint64_t request_id, int err, const char *detail, const struct map_obj *m,
+                         uint8_t **out, size_t *out_len);

@@ -31,6 +31,8 @@ static long vsend(void *ctx, const uint8_t *p, size_t n)
     return (long)n;
 }
 
+static void kick(void *ctx);
+
 static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
 {
     struct hostd *h = ctx;
@@ -42,6 +44,8 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
         return -ENOMEM;
     p->vc = vc;
     rpc_conn_init(&p->rc, h->maps, vm, vsock_conn_id(vc), vsend, vc);
+    p->rc.kick = kick;
+    p->rc.kick_ctx = p;
     *priv = p;
     log_info("rpc: vm %s (cid %llu) conn %llu opened from port %u", vm->name, (unsigned long long)vm->cid,
              (unsigned long long)vsock_conn_id(vc), vsock_conn_peer_port(vc));
@@ -55,6 +59,12 @@ static void maybe_close(struct rpc_vconn *p)
         p->close_requested = true;
         vsock_conn_close(p->vc);
     }
+}
+
+/* an asynchronous (UserMode) answer was queued */
+static void kick(void *ctx)
+{
+    maybe_close(ctx);
 }
 
 static size_t rpc_recv(struct vsock_conn *vc, void *priv, const uint8_t *data, size_t len, bool eom)

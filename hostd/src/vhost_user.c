@@ -121,7 +121,7 @@ static void on_conn(void *opaque, uint32_t events)
         if (r == 0)
             break;
         if (r < 0) {
-            vu_vm_disconnect(vm, r == -ECONNRESET ? "QEMU closed the connection" : "receive error");
+            vu_vm_disconnect(vm, r == -ECONNRESET ? "front-end closed the connection" : "receive error");
             return;
         }
         struct vu_msg_hdr h;
@@ -176,12 +176,13 @@ static int remove_stale(const char *path)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
         return -EEXIST;
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0)
         return -errno;
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     memcpy(a.sun_path, path, strnlen(path, sizeof(a.sun_path) - 1));
-    int live = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0;
+    /* EAGAIN: a live listener with a full backlog */
+    int live = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EAGAIN;
     close(s);
     if (live)
         return -EADDRINUSE;

@@ -91,9 +91,18 @@ static void on_poll(void *opaque, uint32_t events)
     if (read(vm->vu->poll_fd, &ticks, sizeof(ticks)) < 0) {
         /* spurious wakeup: nothing to drain */
     }
-    for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
-        if (vm->vq[q].kick_fd < 0 && virtq_has_avail(&vm->vq[q]))
+    /* Act like a kick when the driver published new buffers since the last tick. */
+    for (unsigned q = 0; q < VSOCK_NUM_VQ; q++) {
+        struct virtq *vq = &vm->vq[q];
+        if (vq->kick_fd >= 0 || !virtq_ready(vq))
+            continue;
+        uint16_t idx;
+        memcpy(&idx, (const uint8_t *)vq->avail + 2, sizeof(idx));
+        if (idx != vm->vu->polled_avail[q]) {
+            vm->vu->polled_avail[q] = idx;
             vsock_dev_queue_event(vm, q);
+        }
+    }
 }
 
 /* Run the poll timer exactly while some started ring has no kick fd. */

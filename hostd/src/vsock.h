@@ -23,6 +23,9 @@ struct vsock_stats {
     uint64_t rx_pkts, tx_pkts, rx_bytes, tx_bytes;
     uint64_t dropped_pkts, bad_pkts, rst_sent;
     unsigned conns;
+    /* Sibling packets refused for not fitting a connection hostd tracks
+     * (answered with RST unless they were RSTs). */
+    uint64_t sib_refused;
 };
 void vsock_dev_stats(const struct vm *vm, struct vsock_stats *out);
 
@@ -55,6 +58,10 @@ int vsock_conn_send(struct vsock_conn *c, const void *data, size_t len, bool eom
  * also sets MSG_EOR for the guest. (Addition by the vsock engineer.) */
 int vsock_conn_send_flags(struct vsock_conn *c, const void *data, size_t len, uint32_t seq_flags);
 size_t vsock_conn_send_space(const struct vsock_conn *c);
+/* Valid inside recv(): the guest's SEQPACKET flags for the message this call
+ * ends (VSOCK_SEQ_EOM, plus VSOCK_SEQ_EOR when the guest sent MSG_EOR); 0 when
+ * eom is false or for STREAM. (Addition by the vsock engineer.) */
+uint32_t vsock_conn_last_flags(const struct vsock_conn *c);
 /* Graceful close from the service side: flush, SHUTDOWN, then RST. closed() follows. */
 void vsock_conn_close(struct vsock_conn *c);
 struct vm *vsock_conn_vm(const struct vsock_conn *c);

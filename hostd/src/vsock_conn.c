@@ -73,11 +73,20 @@ const struct vsock_service *vsock_service_find(struct hostd *h, uint32_t port)
 
 /* ---- rings ---- */
 
-static int ring_alloc(struct byte_ring *r)
+/* A ring gets storage on its first bytes; the trim sweep takes it back. */
+static int ring_alloc(struct vsock_dev *dev, struct byte_ring *r)
 {
+    if (r->buf)
+        return 0;
+    r->buf = malloc(RING_CAP);
     if (!r->buf)
-        r->buf = malloc(RING_CAP);
-    return r->buf ? 0 : -ENOMEM;
+        return -ENOMEM;
+    r->trim_seen = r->tail - 1;   /* not idle before the next sweep */
+    if (!dev->trim_at_ms) {
+        dev->trim_at_ms = vsock_now_ms() + VSOCK_TRIM_MS;
+        vsock_dev_timer_by(dev, dev->trim_at_ms);
+    }
+    return 0;
 }
 
 static uint32_t ring_used(const struct byte_ring *r)
@@ -217,10 +226,49 @@ static void maybe_credit_update(struct vsock_conn *c)
     uint32_t freed = c->in.head - c->fwd_cnt_sent;
     if (!freed)
         return;
-    uint32_t seen_used = c->in.tail - c->fwd_cnt_sent;
-    uint32_t seen_free = seen_used >= VSOCK_BUF_ALLOC ? 0 : VSOCK_BUF_ALLOC - seen_used;
+    uint32_t seen_free = c->in_limit - c->in.tail;   /* what the guest may still send */
     if (freed >= VSOCK_BUF_ALLOC / 4 || seen_free < VSOCK_MAX_PKT)
         c->pending |= PEND_CREDIT_UPDATE;
+}
+
+/* ---- receive window: a per-VM budget shared by the connections ---- */
+
+/* The window to advertise now, recorded as the new in_limit. It is what is
+ * left of the VM's budget, at most VSOCK_BUF_ALLOC, and never less than the
+ * credit already given (a Linux sender computes credit in u32 and would
+ * underflow if its bytes in flight exceeded buf_alloc). */
+static uint32_t conn_window(struct vsock_conn *c)
+{
+    struct vsock_dev *dev = c->dev;
+    uint32_t committed = c->in_limit - c->in.head;
+    uint64_t others = dev->in_committed - committed;
+    uint64_t room = dev->in_budget > others ? dev->in_budget - others : 0;
+    uint32_t w = room < VSOCK_BUF_ALLOC ? (uint32_t)room : VSOCK_BUF_ALLOC;
+    if (w < committed)
+        w = committed;
+    bool shrt = w < VSOCK_BUF_ALLOC;
+    if (shrt && !c->window_short)
+        dev->nshort++;
+    else if (!shrt && c->window_short)
+        dev->nshort--;
+    c->window_short = shrt;
+    dev->in_committed += w - committed;
+    c->in_limit = c->in.head + w;
+    return w;
+}
+
+/* Budget freed: connections that got a short window hear about the rest. */
+static void wake_short(struct vsock_dev *dev)
+{
+    if (!dev->nshort || dev->in_committed + VSOCK_MAX_PKT > dev->in_budget)
+        return;
+    for (struct vlist *l = dev->conns.next; l != &dev->conns; l = l->next) {
+        struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
+        if (c->state != CONN_DEAD && c->window_short && !(c->pending & PEND_CREDIT_UPDATE)) {
+            c->pending |= PEND_CREDIT_UPDATE;
+            vsock_conn_update_pend(c);
+        }
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -239,6 +287,10 @@ void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst)
     }
     c->state = CONN_DEAD;
     dev->nconns--;
+    dev->in_committed -= c->in_limit - c->in.head;
+    if (c->window_short)
+        dev->nshort--;
+    c->window_short = false;
     conn_free_buffers(c);
     log_debug("vm %s: vsock conn %llu (guest port %u -> %u) closed: %s", dev->vm->name,
               (unsigned long long)c->id, c->peer_port, c->local_port, why);
@@ -273,18 +325,22 @@ static void deliver(struct vsock_conn *c)
         uint32_t chunk = upto < RING_CAP - pos ? upto : RING_CAP - pos;
         bool chunk_eom = eom && chunk == upto;
         const uint8_t *data = c->in.buf ? c->in.buf + pos : &empty;
+        c->recv_flags = chunk_eom ? m->flags : 0;
         size_t n = c->svc->recv ? c->svc->recv(c, c->priv, data, chunk, chunk_eom) : chunk;
+        c->recv_flags = 0;
         if (c->state == CONN_DEAD)
             return;
         if (n > chunk)
             n = chunk;
         c->in.head += (uint32_t)n;
+        c->dev->in_committed -= n;
         if (n < chunk)
             break;
         if (chunk_eom)
             msgq_pop(&c->in_msgs);  /* an empty message counts as consumed */
     }
     maybe_credit_update(c);
+    wake_short(c->dev);
     check_finish(c);
 }
 
@@ -348,17 +404,20 @@ static void conn_rx_data(struct vsock_conn *c, const struct vsock_hdr *h, const 
     if (!len && !eom)
         return;
     /* Bounded memory whatever the guest does: data beyond the window we
-     * advertised is a protocol violation. */
-    if (ring_used(&c->in) + (uint64_t)len > VSOCK_BUF_ALLOC) {
+     * advertised (per connection, within the VM's budget) is a protocol
+     * violation. */
+    uint32_t window = c->in_limit - c->in.head;
+    if (ring_used(&c->in) + (uint64_t)len > window) {
         dev->st.bad_pkts++;
         if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock guest port %u -> %u sent %u bytes beyond credit: reset", dev->vm->name,
-                     c->peer_port, c->local_port, ring_used(&c->in) + len - VSOCK_BUF_ALLOC);
+            log_warn("vm %s: vsock guest port %u -> %u sent %llu bytes beyond credit: reset", dev->vm->name,
+                     c->peer_port, c->local_port,
+                     (unsigned long long)(ring_used(&c->in) + (uint64_t)len - window));
         vsock_conn_terminate(c, "credit exceeded", true);
         return;
     }
     if (len) {
-        if (ring_alloc(&c->in) < 0) {
+        if (ring_alloc(dev, &c->in) < 0) {
             vsock_conn_terminate(c, "out of memory", true);
             return;
         }
@@ -416,8 +475,11 @@ void vsock_host_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struc
             vsock_conn_terminate(c, "peer shutdown", true);
             return;
         }
-        if (h->flags & VSOCK_SHUTDOWN_SEND) {
+        if ((h->flags & VSOCK_SHUTDOWN_SEND) && c->state == CONN_OPEN) {
+            /* the service must finish (consume, flush) in bounded time */
             c->state = CONN_PEER_SENT_ALL;
+            c->deadline_ms = vsock_now_ms() + dev->halfclose_ms;
+            vsock_dev_timer_by(dev, c->deadline_ms);
             deliver(c);
         }
         break;
@@ -446,7 +508,7 @@ uint32_t vsock_conn_build(struct vsock_conn *c, const struct virtq_elem *elem)
     struct vsock_hdr h = {
         .src_cid = VSOCK_HOST_CID, .dst_cid = dev->vm->cid,
         .src_port = c->local_port, .dst_port = c->peer_port,
-        .type = c->type, .buf_alloc = VSOCK_BUF_ALLOC,
+        .type = c->type,
     };
     uint32_t credit = peer_credit(c);
     bool zero_msg = zero_msg_next(c);
@@ -490,11 +552,12 @@ uint32_t vsock_conn_build(struct vsock_conn *c, const struct virtq_elem *elem)
         c->pending &= ~PEND_SHUTDOWN;
         c->shutdown_sent = true;
         c->deadline_ms = vsock_now_ms() + VSOCK_CLOSE_TIMEOUT_MS;
-        vsock_dev_arm_timer(dev);
+        vsock_dev_timer_by(dev, c->deadline_ms);
     } else {
         return 0;
     }
     /* every packet carries our credit, so it also serves as a credit update */
+    h.buf_alloc = conn_window(c);
     h.fwd_cnt = c->in.head;
     c->fwd_cnt_sent = c->in.head;
     c->pending &= ~PEND_CREDIT_UPDATE;
@@ -522,8 +585,40 @@ void vsock_conns_expire(struct vsock_dev *dev, int64_t now)
     for (struct vlist *l = dev->conns.next; l != &dev->conns; l = l->next) {
         struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
         if (c->state != CONN_DEAD && c->deadline_ms && now >= c->deadline_ms)
-            vsock_conn_terminate(c, c->shutdown_sent ? "no RST from guest after SHUTDOWN" : "flush timeout", true);
+            vsock_conn_terminate(c,
+                                 c->shutdown_sent                  ? "no RST from guest after SHUTDOWN"
+                                 : c->state == CONN_PEER_SENT_ALL ? "service did not finish after guest shutdown"
+                                                                   : "flush timeout",
+                                 true);
     }
+}
+
+static bool ring_trim(struct byte_ring *r, struct msg_fifo *q)
+{
+    if (!r->buf)
+        return false;
+    if (r->tail == r->head && r->tail == r->trim_seen && !q->n) {
+        free(r->buf);
+        r->buf = NULL;
+        free(q->v);
+        memset(q, 0, sizeof(*q));
+        return false;
+    }
+    r->trim_seen = r->tail;
+    return true;
+}
+
+bool vsock_conns_trim(struct vsock_dev *dev)
+{
+    bool left = false;
+    for (struct vlist *l = dev->conns.next; l != &dev->conns; l = l->next) {
+        struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
+        if (c->state == CONN_DEAD)
+            continue;
+        left |= ring_trim(&c->in, &c->in_msgs);
+        left |= ring_trim(&c->out, &c->out_msgs);
+    }
+    return left;
 }
 
 int64_t vsock_conns_next_deadline(struct vsock_dev *dev)
@@ -572,7 +667,7 @@ int vsock_conn_send_flags(struct vsock_conn *c, const void *data, size_t len, ui
     if (len > VSOCK_OUT_MAX - ring_used(&c->out) || (seq && eom && c->out_msgs.n >= VSOCK_MAX_MSGS))
         return -EAGAIN;
     if (len) {
-        if (ring_alloc(&c->out) < 0)
+        if (ring_alloc(c->dev, &c->out) < 0)
             return -ENOMEM;
         uint32_t pos = c->out.tail & RING_MASK;
         uint32_t n = (uint32_t)len;
@@ -599,7 +694,7 @@ void vsock_conn_close(struct vsock_conn *c)
     c->state = CONN_CLOSING;
     c->pending |= PEND_SHUTDOWN;
     c->deadline_ms = vsock_now_ms() + VSOCK_FLUSH_TIMEOUT_MS;
-    vsock_dev_arm_timer(c->dev);
+    vsock_dev_timer_by(c->dev, c->deadline_ms);
     vsock_conn_update_pend(c);
     kick(c->dev);
 }
@@ -617,4 +712,9 @@ uint32_t vsock_conn_peer_port(const struct vsock_conn *c)
 uint64_t vsock_conn_id(const struct vsock_conn *c)
 {
     return c->id;
+}
+
+uint32_t vsock_conn_last_flags(const struct vsock_conn *c)
+{
+    return c ? c->recv_flags : 0;
 }

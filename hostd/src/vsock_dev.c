@@ -291,24 +291,39 @@ void vsock_dev_arm_timer(struct vsock_dev *dev)
     if (dev->timer_fd < 0)
         return;
     int64_t next = vsock_conns_next_deadline(dev);
+    if (dev->trim_at_ms && (!next || dev->trim_at_ms < next))
+        next = dev->trim_at_ms;
+    int64_t now = vsock_now_ms();
     struct itimerspec its = { 0 };
+    dev->armed_ms = 0;
     if (dev->tx_more) {
         its.it_value.tv_nsec = 1;  /* as soon as the loop comes round */
+        dev->armed_ms = now;
     } else if (next) {
-        int64_t d = next - vsock_now_ms();
+        int64_t d = next - now;
         if (d < 1)
             d = 1;
         its.it_value.tv_sec = d / 1000;
         its.it_value.tv_nsec = (d % 1000) * 1000000;
+        dev->armed_ms = now + d;
     }
     if (timerfd_settime(dev->timer_fd, 0, &its, NULL) < 0)
         log_err("vm %s: vsock timerfd_settime: %s", dev->vm->name, strerror(errno));
 }
 
+void vsock_dev_timer_by(struct vsock_dev *dev, int64_t when)
+{
+    if (dev->timer_fd >= 0 && (!dev->armed_ms || when < dev->armed_ms))
+        vsock_dev_arm_timer(dev);
+}
+
 void vsock_dev_timer_tick(struct vsock_dev *dev)
 {
+    int64_t now = vsock_now_ms();
     vsock_dev_enter(dev);
-    vsock_conns_expire(dev, vsock_now_ms());
+    vsock_conns_expire(dev, now);
+    if (dev->trim_at_ms && now >= dev->trim_at_ms)
+        dev->trim_at_ms = vsock_conns_trim(dev) ? now + VSOCK_TRIM_MS : 0;
     if (dev->tx_more)
         tx_process(dev);
     vsock_dev_leave(dev);
@@ -335,6 +350,8 @@ int vsock_dev_create(struct vm *vm)
     vlist_init(&dev->conns);
     vlist_init(&dev->pend);
     dev->timer_fd = -1;
+    dev->in_budget = VSOCK_IN_BUDGET;
+    dev->halfclose_ms = VSOCK_HALFCLOSE_TIMEOUT_MS;
     if (vm->hostd && vm->hostd->loop) {
         dev->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (dev->timer_fd < 0) {
@@ -372,6 +389,7 @@ void vsock_dev_reset(struct vm *vm, const char *why)
     dev->rst_head = 0;
     dev->tx_broken = dev->rx_broken = false;
     dev->tx_blocked = dev->tx_more = false;
+    dev->trim_at_ms = 0;
     if (dev->depth > 1) {  /* called from inside processing: frees happen on the way out */
         dev->depth--;
         return;
@@ -381,6 +399,7 @@ void vsock_dev_reset(struct vm *vm, const char *why)
     if (dev->timer_fd >= 0) {
         struct itimerspec its = { 0 };
         timerfd_settime(dev->timer_fd, 0, &its, NULL);
+        dev->armed_ms = 0;
     }
 }
 

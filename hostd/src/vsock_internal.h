@@ -14,12 +14,16 @@
 #define VSOCK_OUT_MAX (256u * 1024)     /* outbound queue per connection (power of 2) */
 #define VSOCK_MAX_PKT (64u * 1024)      /* largest payload per packet (Linux's limit too) */
 #define VSOCK_MAX_CONNS 256             /* host connections per VM */
-#define VSOCK_MAX_SIBS 1024             /* tracked sibling connections per VM */
+#define VSOCK_MAX_SIBS 1024             /* tracked sibling connections a VM initiated */
+#define VSOCK_MAX_SIBS_ALL 4096         /* tracked sibling connections a VM is part of */
 #define VSOCK_MAX_MSGS 4096             /* queued SEQPACKET message ends per direction */
 #define VSOCK_RSTQ_MAX 256              /* connectionless RSTs waiting for rx buffers */
 #define VSOCK_FWD_MAX (4u << 20)        /* bytes of sibling packets queued per target */
 #define VSOCK_TX_BATCH 256              /* tx chains per event before yielding */
+#define VSOCK_IN_BUDGET (32u << 20)     /* receive window committed across a VM's conns */
 #define VSOCK_CLOSE_TIMEOUT_MS 2000     /* wait for the guest's RST after our SHUTDOWN */
+#define VSOCK_HALFCLOSE_TIMEOUT_MS 10000 /* guest SHUTDOWN(SEND): service must finish by then */
+#define VSOCK_TRIM_MS 5000              /* free rings idle (empty, unused) for one period */
 #define VSOCK_FLUSH_TIMEOUT_MS 30000    /* bound on flushing before our SHUTDOWN */
 #define VSOCK_CONN_HASH 256
 #define VSOCK_SIB_HASH 256
@@ -45,10 +49,23 @@ static inline void vlist_del(struct vlist *n)
 
 /* Byte FIFO with free-running u32 counters (so head/tail are directly the
  * fwd_cnt/rx_cnt or tx_cnt of the credit protocol). Storage is allocated on
- * first use and dropped when a connection dies. */
+ * first data in that direction, freed when it stayed empty and unused for a
+ * trim period, and dropped when a connection dies.
+ *
+ * Per-VM memory worst case (hostile guest, every limit reached):
+ *   inbound rings   VSOCK_IN_BUDGET                          32 MiB
+ *     (the receive windows we advertise never sum above it; data beyond a
+ *     window is a credit violation and resets the connection)
+ *   outbound rings  VSOCK_MAX_CONNS * VSOCK_OUT_MAX          64 MiB
+ *   message ends    VSOCK_MAX_CONNS * 2 * VSOCK_MAX_MSGS * 8 16 MiB
+ *   forward queue   VSOCK_FWD_MAX (+ per-packet overhead)    ~5 MiB
+ *   sibling table   VSOCK_MAX_SIBS_ALL * ~48 B               ~0.2 MiB
+ *   connections     VSOCK_MAX_CONNS * ~200 B                 ~0.05 MiB
+ * about 117 MiB; an idle VM holds only the device struct. */
 struct byte_ring {
     uint8_t *buf;
     uint32_t head, tail;
+    uint32_t trim_seen;          /* tail at the last trim sweep */
 };
 
 /* SEQPACKET message ends: ring position where a message ends, plus flags. */
@@ -90,6 +107,10 @@ struct vsock_conn {
     struct msg_fifo in_msgs, out_msgs;
     uint32_t peer_buf_alloc, peer_fwd_cnt;
     uint32_t fwd_cnt_sent;       /* fwd_cnt carried by our last packet */
+    uint32_t in_limit;           /* highest fwd_cnt + buf_alloc advertised: the guest
+                                  * may send up to here (never lowered) */
+    bool window_short;           /* advertised less than VSOCK_BUF_ALLOC (budget) */
+    uint32_t recv_flags;         /* SEQPACKET flags of the message recv() ends */
     int64_t deadline_ms;         /* 0: none */
 };
 
@@ -102,11 +123,16 @@ struct fwd_pkt {
     uint8_t data[];
 };
 
+/* A sibling connection as seen from one VM; the peer VM holds the mirror
+ * entry (local/peer swapped, initiator inverted). */
 struct vsock_sib {
     struct vsock_sib *next;
     uint64_t peer_cid;
     uint32_t local_port, peer_port;
     uint16_t type;
+    bool initiator;              /* this VM sent the REQUEST */
+    bool established;            /* the RESPONSE went through */
+    uint8_t shut_local, shut_peer;  /* SHUTDOWN flags sent by this VM / by the peer */
 };
 
 struct ratelimit { int64_t start_ms; unsigned n; uint64_t suppressed; };
@@ -118,7 +144,7 @@ struct vsock_dev {
     unsigned nconns;             /* live (not dead) */
     struct vlist pend;           /* round robin of conns with output */
     struct vsock_sib *sibs[VSOCK_SIB_HASH];
-    unsigned nsibs;
+    unsigned nsibs, nsibs_out;   /* entries / entries this VM initiated */
     struct rst_ent rstq[VSOCK_RSTQ_MAX];
     unsigned rst_head, rst_n;
     struct fwd_pkt *fwd_head, *fwd_tail;
@@ -128,6 +154,12 @@ struct vsock_dev {
     bool tx_broken, rx_broken;
     bool tx_blocked;             /* RST queue full: resume tx after rx drains */
     bool tx_more;                /* batch limit hit: resume from the timer */
+    uint32_t in_budget;          /* VSOCK_IN_BUDGET (tests lower it) */
+    uint64_t in_committed;       /* sum over live conns of in_limit - in.head */
+    unsigned nshort;             /* conns with window_short */
+    int64_t halfclose_ms;        /* VSOCK_HALFCLOSE_TIMEOUT_MS (tests lower it) */
+    int64_t trim_at_ms;          /* next ring trim sweep; 0: none scheduled */
+    int64_t armed_ms;            /* timerfd expiry set; 0: disarmed */
     int timer_fd;
     struct ev_handler timer_h;
     struct vsock_stats st;
@@ -157,6 +189,10 @@ void vsock_conn_after_output(struct vsock_conn *c);
 void vsock_conn_free(struct vsock_conn *c);
 void vsock_conns_expire(struct vsock_dev *dev, int64_t now);
 int64_t vsock_conns_next_deadline(struct vsock_dev *dev);
+/* Free rings that stayed empty and unused since the previous sweep. */
+bool vsock_conns_trim(struct vsock_dev *dev);   /* true: rings remain */
+/* Make sure the timer fires by `when` (cheap when it already does). */
+void vsock_dev_timer_by(struct vsock_dev *dev, int64_t when);
 
 /* vsock_route.c */
 void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem);

@@ -1,6 +1,11 @@
 /* Guest-to-guest routing between sibling VMs of this hostd. Packets are
- * forwarded unchanged (credit is end to end between the guests); we only
- * track REQUEST..RST so that a VM reset can RST the other side. */
+ * forwarded unchanged (credit is end to end between the guests), but only
+ * for connections hostd saw being set up: a REQUEST creates a tracked
+ * connection (an entry in each VM's table), the side that received it may
+ * answer once with RESPONSE, and only then do RW, CREDIT_* and SHUTDOWN
+ * pass. Anything else is refused with an RST to the sender (never for an
+ * RST) and counted. Entries go on RST from either side, once both sides
+ * sent SHUTDOWN(RCV|SEND), and on a VM reset (the peer gets an RST). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,41 +31,65 @@ static struct vsock_sib **sib_find(struct vsock_dev *dev, uint64_t peer_cid, uin
     return pp;
 }
 
-static int sib_add(struct vsock_dev *dev, uint64_t peer_cid, uint32_t local_port, uint32_t peer_port, uint16_t type)
+static struct vsock_sib *sib_add(struct vsock_dev *dev, uint64_t peer_cid, uint32_t local_port,
+                                 uint32_t peer_port, uint16_t type, bool initiator)
 {
-    struct vsock_sib **pp = sib_find(dev, peer_cid, local_port, peer_port, type);
-    if (*pp)
-        return 0;
-    if (dev->nsibs >= VSOCK_MAX_SIBS)
-        return -ENOSPC;
     struct vsock_sib *s = calloc(1, sizeof(*s));
     if (!s)
-        return -ENOMEM;
+        return NULL;
     s->peer_cid = peer_cid;
     s->local_port = local_port;
     s->peer_port = peer_port;
     s->type = type;
+    s->initiator = initiator;
     unsigned b = sib_hash(peer_cid, local_port, peer_port, type);
     s->next = dev->sibs[b];
     dev->sibs[b] = s;
     dev->nsibs++;
-    return 0;
+    dev->nsibs_out += initiator;
+    return s;
+}
+
+static void sib_unlink(struct vsock_dev *dev, struct vsock_sib **pp)
+{
+    struct vsock_sib *s = *pp;
+    *pp = s->next;
+    dev->nsibs--;
+    dev->nsibs_out -= s->initiator;
+    free(s);
 }
 
 static void sib_del(struct vsock_dev *dev, uint64_t peer_cid, uint32_t local_port, uint32_t peer_port, uint16_t type)
 {
     struct vsock_sib **pp = sib_find(dev, peer_cid, local_port, peer_port, type);
-    struct vsock_sib *s = *pp;
-    if (!s)
-        return;
-    *pp = s->next;
-    free(s);
-    dev->nsibs--;
+    if (*pp)
+        sib_unlink(dev, pp);
 }
 
 static size_t fwd_cost(const struct fwd_pkt *p)
 {
     return sizeof(*p) + p->h.len;
+}
+
+/* Drop packets from src_cid still waiting in dev's forward queue: all of
+ * them, or (one_conn) those of one connection. */
+static void fwd_purge(struct vsock_dev *dev, uint64_t src_cid, bool one_conn, uint32_t src_port,
+                      uint32_t dst_port, uint16_t type)
+{
+    struct fwd_pkt **pp = &dev->fwd_head;
+    dev->fwd_tail = NULL;
+    while (*pp) {
+        struct fwd_pkt *p = *pp;
+        if (p->h.src_cid == src_cid &&
+            (!one_conn || (p->h.src_port == src_port && p->h.dst_port == dst_port && p->h.type == type))) {
+            *pp = p->next;
+            dev->fwd_bytes -= fwd_cost(p);
+            free(p);
+        } else {
+            dev->fwd_tail = p;
+            pp = &p->next;
+        }
+    }
 }
 
 static void rst_back(struct vsock_dev *dev, const struct vsock_hdr *h)
@@ -69,45 +98,38 @@ static void rst_back(struct vsock_dev *dev, const struct vsock_hdr *h)
         vsock_rstq_push(dev, h->dst_cid, h->dst_port, h->src_port, h->type);
 }
 
-void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem)
+/* End the tracked connection h belongs to: forget both entries, drop what
+ * still waits for the peer and RST it. The sender is answered by the caller. */
+static void sib_abort(struct vsock_dev *dev, struct vsock_dev *td, const struct vsock_hdr *h)
 {
-    struct vm *vm = dev->vm;
-    struct hostd *hd = vm->hostd;
-    struct vm *t = NULL;
-    if (hd && hd->sibling_routing && h->dst_cid != vm->cid && !vsock_cid_reserved(h->dst_cid))
-        t = hostd_vm_by_cid(hd, h->dst_cid);
-    if (!t || t == vm || !t->vsock || t->vsock->rx_broken || !virtq_ready(&t->vq[VSOCK_VQ_RX])) {
-        sib_del(dev, h->dst_cid, h->src_port, h->dst_port, h->type);
-        rst_back(dev, h);
+    uint64_t cid = dev->vm->cid;
+    sib_del(dev, h->dst_cid, h->src_port, h->dst_port, h->type);
+    if (!td)
         return;
-    }
-    struct vsock_dev *td = t->vsock;
-    if (h->op == VSOCK_OP_REQUEST) {
-        if (sib_add(dev, t->cid, h->src_port, h->dst_port, h->type) < 0 ||
-            sib_add(td, vm->cid, h->dst_port, h->src_port, h->type) < 0) {
-            sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
-            if (vsock_ratelimit(dev))
-                log_warn("vm %s: vsock: too many sibling connections, refusing %llu:%u", vm->name,
-                         (unsigned long long)h->dst_cid, h->dst_port);
-            rst_back(dev, h);
-            return;
-        }
-    } else if (h->op == VSOCK_OP_RST) {
-        sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
-        sib_del(td, vm->cid, h->dst_port, h->src_port, h->type);
-    }
+    sib_del(td, cid, h->dst_port, h->src_port, h->type);
+    fwd_purge(td, cid, true, h->src_port, h->dst_port, h->type);
+    vsock_rstq_push(td, cid, h->src_port, h->dst_port, h->type);
+    vsock_dev_enter(td);
+    vsock_dev_leave(td);
+}
+
+static void refuse(struct vsock_dev *dev, const struct vsock_hdr *h, const char *why)
+{
+    dev->st.sib_refused++;
+    if (vsock_ratelimit(dev))
+        log_warn("vm %s: vsock: sibling packet op %u %u -> %llu:%u refused: %s", dev->vm->name, h->op,
+                 h->src_port, (unsigned long long)h->dst_cid, h->dst_port, why);
+    rst_back(dev, h);
+}
+
+static bool sib_queue(struct vsock_dev *td, const struct vsock_hdr *h, const struct virtq_elem *elem)
+{
     size_t cost = sizeof(struct fwd_pkt) + h->len;
-    if (td->fwd_bytes + cost > VSOCK_FWD_MAX) {
-        dev->st.dropped_pkts++;
-        if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock: forward queue to vm %s full, packet dropped", vm->name, t->name);
-        goto refuse;
-    }
+    if (td->fwd_bytes + cost > VSOCK_FWD_MAX)
+        return false;
     struct fwd_pkt *p = malloc(cost);
-    if (!p) {
-        dev->st.dropped_pkts++;
-        goto refuse;
-    }
+    if (!p)
+        return false;
     p->next = NULL;
     p->h = *h;
     p->off = 0;
@@ -119,16 +141,104 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
         td->fwd_head = p;
     td->fwd_tail = p;
     td->fwd_bytes += cost;
-    vsock_dev_enter(td);
-    vsock_dev_leave(td);  /* fill the target's rx queue now */
-    return;
-refuse:
-    /* a dropped REQUEST would leave the guest's connect() hanging: refuse it */
-    if (h->op == VSOCK_OP_REQUEST) {
+    return true;
+}
+
+void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem)
+{
+    struct vm *vm = dev->vm;
+    struct hostd *hd = vm->hostd;
+    struct vm *t = NULL;
+    if (hd && h->dst_cid != vm->cid && !vsock_cid_reserved(h->dst_cid))
+        t = hostd_vm_by_cid(hd, h->dst_cid);
+    struct vsock_dev *td = t && t != vm ? t->vsock : NULL;
+    struct vsock_sib **pp = sib_find(dev, h->dst_cid, h->src_port, h->dst_port, h->type);
+    struct vsock_sib *s = *pp;
+    if (!td || !hd->sibling_routing || td->rx_broken || !virtq_ready(&t->vq[VSOCK_VQ_RX])) {
+        if (s)
+            sib_abort(dev, td, h);
+        rst_back(dev, h);
+        return;
+    }
+    struct vsock_sib *ps = NULL;   /* the peer's mirror entry */
+    if (s) {
+        ps = *sib_find(td, vm->cid, h->dst_port, h->src_port, h->type);
+        if (!ps) {   /* cannot happen: entries come and go in pairs */
+            sib_abort(dev, td, h);
+            refuse(dev, h, "tracking lost");
+            return;
+        }
+    }
+    bool finished = false;
+    switch (h->op) {
+    case VSOCK_OP_REQUEST:
+        if (s) {
+            sib_abort(dev, td, h);
+            refuse(dev, h, "request for a live connection");
+            return;
+        }
+        if (dev->nsibs_out >= VSOCK_MAX_SIBS || dev->nsibs >= VSOCK_MAX_SIBS_ALL ||
+            td->nsibs >= VSOCK_MAX_SIBS_ALL) {
+            refuse(dev, h, "too many sibling connections");
+            return;
+        }
+        s = sib_add(dev, t->cid, h->src_port, h->dst_port, h->type, true);
+        ps = s ? sib_add(td, vm->cid, h->dst_port, h->src_port, h->type, false) : NULL;
+        if (!ps) {
+            if (s)
+                sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
+            refuse(dev, h, "out of memory");
+            return;
+        }
+        break;
+    case VSOCK_OP_RST:
+        if (!s) {
+            dev->st.sib_refused++;   /* nothing to reset; never answer an RST */
+            return;
+        }
+        /* forget the connection and pass the RST ahead of queued data */
+        sib_abort(dev, td, h);
+        return;
+    case VSOCK_OP_RESPONSE:
+        if (!s || s->initiator || s->established) {
+            if (s)
+                sib_abort(dev, td, h);
+            refuse(dev, h, s ? "unexpected response" : "no such connection");
+            return;
+        }
+        s->established = ps->established = true;
+        break;
+    default:   /* RW, CREDIT_UPDATE, CREDIT_REQUEST, SHUTDOWN */
+        if (!s || !s->established) {
+            if (s)
+                sib_abort(dev, td, h);
+            refuse(dev, h, s ? "connection not established" : "no such connection");
+            return;
+        }
+        if (h->op == VSOCK_OP_SHUTDOWN) {
+            uint8_t f = (uint8_t)(h->flags & (VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND));
+            s->shut_local |= f;
+            ps->shut_peer |= f;
+            finished = s->shut_local == 3 && s->shut_peer == 3;
+        }
+        break;
+    }
+    if (!sib_queue(td, h, elem)) {
+        /* Dropping data would corrupt the stream (no retransmission): end it. */
+        dev->st.dropped_pkts++;
+        if (vsock_ratelimit(dev))
+            log_warn("vm %s: vsock: forward queue to vm %s full: connection %u -> %u reset", vm->name,
+                     t->name, h->src_port, h->dst_port);
+        sib_abort(dev, td, h);
+        rst_back(dev, h);
+        return;
+    }
+    if (finished) {   /* both sides said they are done: stop tracking */
         sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
         sib_del(td, vm->cid, h->dst_port, h->src_port, h->type);
-        rst_back(dev, h);
     }
+    vsock_dev_enter(td);
+    vsock_dev_leave(td);  /* fill the target's rx queue now */
 }
 
 /* The head forwarded packet into one rx chain. Payload larger than the
@@ -163,24 +273,6 @@ uint32_t vsock_fwd_build(struct vsock_dev *dev, const struct virtq_elem *elem)
     return VSOCK_HDR_SIZE + n;
 }
 
-/* Drop packets from src_cid still waiting in dev's forward queue. */
-static void fwd_purge_from(struct vsock_dev *dev, uint64_t src_cid)
-{
-    struct fwd_pkt **pp = &dev->fwd_head;
-    dev->fwd_tail = NULL;
-    while (*pp) {
-        struct fwd_pkt *p = *pp;
-        if (p->h.src_cid == src_cid) {
-            *pp = p->next;
-            dev->fwd_bytes -= fwd_cost(p);
-            free(p);
-        } else {
-            dev->fwd_tail = p;
-            pp = &p->next;
-        }
-    }
-}
-
 void vsock_route_reset(struct vsock_dev *dev)
 {
     struct vm *vm = dev->vm;
@@ -192,11 +284,12 @@ void vsock_route_reset(struct vsock_dev *dev)
                 struct vsock_sib *s = dev->sibs[b];
                 dev->sibs[b] = s->next;
                 dev->nsibs--;
+                dev->nsibs_out -= s->initiator;
                 struct vm *t = vm->hostd ? hostd_vm_by_cid(vm->hostd, s->peer_cid) : NULL;
                 if (t && t != vm && t->vsock) {
                     struct vsock_dev *td = t->vsock;
                     sib_del(td, vm->cid, s->peer_port, s->local_port, s->type);
-                    fwd_purge_from(td, vm->cid);
+                    fwd_purge(td, vm->cid, false, 0, 0, 0);
                     vsock_rstq_push(td, vm->cid, s->local_port, s->peer_port, s->type);
                     vsock_dev_enter(td);
                     vsock_dev_leave(td);
@@ -205,13 +298,18 @@ void vsock_route_reset(struct vsock_dev *dev)
             }
         }
     }
-    for (unsigned b = 0; b < VSOCK_SIB_HASH; b++)  /* left after 8 passes: drop silently */
+    for (unsigned b = 0; b < VSOCK_SIB_HASH; b++)  /* left after 8 passes: no more kicks */
         while (dev->sibs[b]) {
             struct vsock_sib *s = dev->sibs[b];
             dev->sibs[b] = s->next;
+            struct vm *t = vm->hostd ? hostd_vm_by_cid(vm->hostd, s->peer_cid) : NULL;
+            if (t && t != vm && t->vsock) {
+                sib_del(t->vsock, vm->cid, s->peer_port, s->local_port, s->type);
+                vsock_rstq_push(t->vsock, vm->cid, s->local_port, s->peer_port, s->type);
+            }
             free(s);
         }
-    dev->nsibs = 0;
+    dev->nsibs = dev->nsibs_out = 0;
     while (dev->fwd_head) {
         struct fwd_pkt *p = dev->fwd_head;
         dev->fwd_head = p->next;

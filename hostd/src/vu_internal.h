@@ -32,6 +32,7 @@ struct vu_conn {
     /* rings started with a NOFD kick are polled by this timerfd */
     int poll_fd;
     struct ev_handler poll_h;
+    uint16_t polled_avail[VSOCK_NUM_VQ]; /* avail idx seen at the last poll tick */
 };
 
 /* vm->vu, allocated on first use (NULL when out of memory). */

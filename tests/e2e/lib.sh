@@ -50,7 +50,7 @@ e2e_cleanup() {
   if [ -n "$HOSTD_PID" ] && kill -0 "$HOSTD_PID" 2>/dev/null; then
     kill -TERM "$HOSTD_PID" 2>/dev/null
     sleep 1
-    kill -KILL "$HOSTD_PID" 2>/dev/null
+    kill -0 "$HOSTD_PID" 2>/dev/null && kill -KILL "$HOSTD_PID" 2>/dev/null
   fi
   if [ "${MDLMAP_E2E_KEEP:-0}" = 1 ]; then
     echo "# logs kept in $T"

@@ -16,6 +16,21 @@
 static struct fake_vm vm;
 static struct map_engine *eng;
 static uint64_t conn_ids;
+static uint64_t consumer_id;
+static uint64_t last_user_map; /* handle the fake consumer was last asked to map */
+
+/* a fake UserMode consumer: remembers the request, answers when the input says so */
+static int fake_map_into(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns)
+{
+    last_user_map = m->handle;
+    return runs && nruns ? 0 : -22;
+}
+
+static void fake_unmap_from(void *ctx, uint64_t map_handle, uint64_t base, uint64_t len)
+{
+}
+
+static const struct map_consumer_ops fake_ops = { .map_into = fake_map_into, .unmap_from = fake_unmap_from };
 
 struct sink {
     struct frame_reader rd;
@@ -113,7 +128,7 @@ static void program(struct rpc_conn *c, struct sink *s, struct in *in)
     uint64_t pfns[64];
     uint64_t id = 1;
     while (in->n) {
-        unsigned op = (unsigned)take(in, 1) % 7;
+        unsigned op = (unsigned)take(in, 1) % 9;
         mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
         switch (op) {
         case 0: {
@@ -194,6 +209,27 @@ static void program(struct rpc_conn *c, struct sink *s, struct in *in)
             api(&env);
             break;
         }
+        case 7: { /* the consumer answers (or answers something else) */
+            uint8_t sel = (uint8_t)take(in, 1);
+            uint64_t base = sel & 1 ? 0x7f0000000000ull + (take(in, 2) << 12) : take(in, 8);
+            map_engine_user_complete(eng, sel & 2 ? consumer_id : consumer_id + 1,
+                                     sel & 4 ? last_user_map : last_user_map ^ sel, sel & 8 ? -16 : 0, base,
+                                     "fuzz");
+            break;
+        }
+        case 8: { /* UserMode map into the fake consumer */
+            Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
+            uint8_t sel = (uint8_t)take(in, 1);
+            rq.mdl_handle = s->mdl;
+            rq.access_mode = MDLMAP__V1__ACCESS_MODE__USER_MODE;
+            rq.consumer = sel & 1 ? "fuzz" : "other";
+            rq.requested_address = sel & 2 ? take(in, 8) : 0;
+            rq.priority = 16;
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
+            env.map = &rq;
+            send_env(c, &env, id++);
+            break;
+        }
         default: {
             size_t n = (size_t)take(in, 1);
             if (n > in->n)
@@ -217,7 +253,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* test setup, not guest input */
         struct map_limits lim = { .vm_page_quota = 4096, .global_page_quota = 8192, .max_vmas = 512 };
         eng = map_engine_new(&lim);
-        if (!eng)
+        if (!eng || map_engine_consumer_add(eng, "fuzz", &fake_ops, NULL, &consumer_id) < 0)
             abort();
     }
     if (size < 1)

@@ -1,7 +1,12 @@
 /* Fuzz the vhost-user server: vu_msg_validate on raw bytes, then a sequence
  * of structure-aware messages (request, flags, size, payload, fds) through
  * the real message handler of one VM. fds are memfds or eventfds made here,
- * so memory-table and ring setup paths run for real. */
+ * so memory-table and ring setup paths run for real. The echo and MDL RPC
+ * services are registered, so guest packets placed in the rings by the input
+ * reach them through the vsock device (seeds: tests/fuzz/gen_corpus.py).
+ * Invariant: no fd outlives the input (every fd hostd received is closed by
+ * the disconnect at the end). */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +19,7 @@
 
 #include "hostd.h"
 #include "log.h"
+#include "mdl_services.h"
 #include "vsock.h"
 #include "vu_internal.h"
 
@@ -56,7 +62,22 @@ static int setup_once(void)
     h.nvms = 1;
     if (vsock_dev_create(vm) < 0)
         return -1;
+    struct mdl_options mo = { .vm_page_quota = 64, .global_page_quota = 128, .max_vmas = 64 };
+    if (echo_service_register(&h) < 0 || mdl_services_init(&h, &mo) < 0)
+        return -1;
     return 0;
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
 }
 
 struct in {
@@ -158,9 +179,20 @@ static void canned_start(struct in *in)
     int mfd = make_memfd();
     if (mfd < 0)
         return;
-    /* ring contents: whatever the input says (first 8K of the region) */
-    uint8_t ring[0x2000];
-    take(in, ring, sizeof(ring));
+    /* Ring contents, from the input as patches (offset, length, bytes) over
+     * the first 8K of the region; the rest stays zero. Each queue q has its
+     * descriptor table at q*0x1000, avail at +0x100, used at +0x400; any other
+     * address inside the 128K region is fine for buffers. */
+    static uint8_t ring[0x2000];
+    memset(ring, 0, sizeof(ring));
+    unsigned npatch = take8(in) % 16;
+    for (unsigned i = 0; i < npatch; i++) {
+        size_t off = (size_t)(take8(in) | (take8(in) << 8)) % sizeof(ring);
+        size_t len = take8(in);
+        if (len > sizeof(ring) - off)
+            len = sizeof(ring) - off;
+        take(in, ring + off, len);
+    }
     if (pwrite(mfd, ring, sizeof(ring), 0) < 0) { /* ignore */ }
     struct vu_mem_reg m = { 0, { 0, MEMFD_SIZE, UVA_OFF, 0 } };
     send_msg(VHOST_USER_ADD_MEM_REG, 1 | VHOST_USER_NEED_REPLY_MASK, &m, sizeof(m), mfd);
@@ -276,6 +308,15 @@ static void run_one(struct in *in)
         vu_vm_disconnect(vm, "fuzz: protocol violation");
         reconnect();
     }
+    /* The guest makes one more avail entry visible (rx: sel bit 2 set, tx:
+     * clear), as the canned start laid the rings out; the ring contents came
+     * with the input. Lets a seed wait for the RESPONSE before sending data. */
+    if (sel & 0x08) {
+        uint64_t gpa = (sel & 0x04 ? VSOCK_VQ_RX : VSOCK_VQ_TX) * 0x1000ull + 0x100 + 2;
+        uint16_t *idx = memtable_gpa_to_hva(&vm->mem, gpa, sizeof(*idx));
+        if (idx)
+            __atomic_store_n(idx, (uint16_t)(*idx + 1), __ATOMIC_RELEASE);
+    }
     /* a guest kick on each ring now and then */
     if (sel & 0x10)
         for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
@@ -285,8 +326,11 @@ static void run_one(struct in *in)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static int base_fds = -1;
     if (setup_once() < 0)
         return 0;
+    if (base_fds < 0)
+        base_fds = count_fds();
     /* raw bytes straight into the validator */
     if (size >= sizeof(struct vu_msg_hdr)) {
         struct vu_msg_hdr hdr;
@@ -305,5 +349,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vu_vm_disconnect(vm, "fuzz: end of input");
     close(peer);
     peer = -1;
+    if (base_fds >= 0 && count_fds() > base_fds) {
+        fprintf(stderr, "fuzz_vu_msg: fd leak: %d open, %d at start\n", count_fds(), base_fds);
+        abort();
+    }
     return 0;
 }

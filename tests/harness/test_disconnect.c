@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,19 +28,25 @@ static void settle(int ms)
         vdev_pump(20);
 }
 
+static int base_memfd;
+
 static void check_baseline(const char *what)
 {
     long long end = now_ms() + 3000;
-    int fds, maps;
+    int fds, maps, memfd;
     do {
         fds = proc_count_fds(P.pid);
         maps = proc_count_maps(P.pid);
-        if (fds == base_fds && maps == base_maps)
+        memfd = proc_count_maps_matching(P.pid, "memfd:");
+        if (fds == base_fds && maps <= base_maps + maps_slack() && memfd == base_memfd)
             break;
         settle(50);
     } while (now_ms() < end);
     tap_check(fds == base_fds, "%s: hostd fds back to baseline (%d, baseline %d)", what, fds, base_fds);
-    tap_check(maps == base_maps, "%s: hostd maps back to baseline (%d, baseline %d)", what, maps, base_maps);
+    tap_check(memfd == base_memfd, "%s: hostd has no guest RAM mapped any more (%d memfd maps, baseline %d)", what,
+              memfd, base_memfd);
+    tap_check(maps <= base_maps + maps_slack(), "%s: hostd maps back to baseline (%d, baseline %d%s)", what, maps,
+              base_maps, maps_slack() ? ", ASan slack" : "");
 }
 
 static void echo_again(const char *what)
@@ -231,6 +238,10 @@ static void case_mem_table(void)
         rc = gm_relayout(&a->g.gm);
         rc = rc ? rc : vu_fe_set_mem_table(&a->g.fe, &a->g.gm);
         tap_check(rc == 0, "mem-table: SET_MEM_TABLE with a new memfd and swapped offsets accepted");
+        int oldm = proc_count_maps_matching(P.pid, "memfd:harness-guest-ram (deleted)");
+        int newm = proc_count_maps_matching(P.pid, "memfd:harness-guest-ram-2");
+        tap_check(oldm == 0 && newm > 0, "mem-table: hostd dropped the old memfd's mappings (%d) and maps the new one (%d)",
+                  oldm, newm);
         rc = echo_with_hook(c, BIG, 0, NULL, 30000);
         tap_check(rc == 0, "mem-table: 8 MiB echo on the new memory (%s)", rc ? strerror(-rc) : "ok");
         long long ms;
@@ -292,6 +303,138 @@ static void case_enable(void)
     check_baseline(name);
 }
 
+static void hook_swap_call(struct vdev *d)
+{
+    /* like QEMU masking/unmasking the vector: new call eventfds while running */
+    for (unsigned i = 0; i < 2; i++) {
+        struct gvq *q = &d->g.q[i];
+        int nfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        int rc = vu_fe_vring_fd(&d->g.fe, VHOST_USER_SET_VRING_CALL, i, nfd);
+        tap_check(rc == 0, "call-fd-swap: SET_VRING_CALL %u with a new eventfd mid-transfer", i);
+        close(q->call_fd);
+        q->call_fd = nfd;
+    }
+}
+
+static void case_call_swap(void)
+{
+    const char *name = "call-fd-swap";
+    struct vdev *a = vdev_alloc();
+    if (!up_or_report(a, &P, 0, NULL, name)) {
+        free(a);
+        return;
+    }
+    int err;
+    struct vc_conn *c = vc_connect(a, VSOCK_TYPE_STREAM, HOST_CID, 7, 3000, &err);
+    if (tap_check(c != NULL, "%s: connect", name)) {
+        unsigned calls0 = a->g.q[0].calls;
+        int rc = echo_with_hook(c, BIG, 1u << 20, hook_swap_call, 30000);
+        tap_check(rc == 0, "%s: 8 MiB echo across the swap (%s)", name, rc ? strerror(-rc) : "ok");
+        tap_check(a->missed_irqs == 0, "%s: hostd signals the new call eventfds (%u waits ended without one)",
+                  name, a->missed_irqs);
+        tap_diag("%s: rx calls %u", name, a->g.q[0].calls - calls0);
+        long long ms;
+        vc_close(c, 2000, &ms);
+    }
+    vdev_down(a);
+    free(a);
+    check_baseline(name);
+}
+
+/* call NOFD: no interrupts at all, the driver polls */
+static void case_call_nofd(void)
+{
+    const char *name = "call-nofd";
+    struct vdev *a = vdev_alloc();
+    vdev_init(a, P.vm[0].cid);
+    struct guest *g = &a->g;
+    int rc = guest_connect(g, P.vm[0].sock, P.vm[0].cid, NULL);
+    if (rc == 0) {
+        /* guest_start, but with SET_VRING_CALL NOFD */
+        struct vu_fe *fe = &g->fe;
+        g->acked_features = fe->features & ((1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES) |
+                                            (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC));
+        rc = vu_fe_set_u64(fe, VHOST_USER_SET_FEATURES, g->acked_features);
+        rc = rc ? rc : vu_fe_set_mem_table(fe, &g->gm);
+        for (unsigned i = 0; i < 2 && !rc; i++) {
+            struct gvq *q = &g->q[i];
+            gvq_reset(q, &g->gm, i, g->ring_gpa[i], true, 0);
+            rc = vu_fe_vring_state(fe, VHOST_USER_SET_VRING_NUM, i, q->num);
+            rc = rc ? rc : vu_fe_vring_state(fe, VHOST_USER_SET_VRING_BASE, i, 0);
+            rc = rc ? rc : vu_fe_vring_addr(fe, i, gm_uva(&g->gm, q->desc_gpa), gm_uva(&g->gm, q->avail_gpa),
+                                            gm_uva(&g->gm, q->used_gpa));
+            rc = rc ? rc : vu_fe_vring_fd(fe, VHOST_USER_SET_VRING_KICK, i, q->kick_fd);
+            rc = rc ? rc : vu_fe_vring_fd(fe, VHOST_USER_SET_VRING_CALL, i, -1);
+        }
+        for (unsigned i = 0; i < 2 && !rc; i++)
+            rc = vu_fe_vring_state(fe, VHOST_USER_SET_VRING_ENABLE, i, 1);
+    }
+    if (!tap_check(rc == 0, "%s: bring-up with SET_VRING_CALL NOFD on both rings%s%s", name, rc ? ": " : "",
+                   rc ? (g->err[0] ? g->err : g->fe.err) : "")) {
+        guest_close(g);
+        free(a);
+        return;
+    }
+    g->running = true;
+    guest_post_rx(g);
+    vdev_register(a);
+    a->strict_irq = false;
+    char why[256] = "";
+    rc = vdev_echo_check(a, 1u << 20, 10000, why, sizeof(why));
+    tap_check(rc == 0, "%s: 1 MiB echo works with a polling driver%s%s", name, rc ? ": " : "", why);
+    vdev_down(a);
+    free(a);
+    check_baseline(name);
+}
+
+/* RESET_DEVICE (offered as a protocol feature): state gone, device usable again */
+static void case_reset_device(void)
+{
+    const char *name = "reset-device";
+    struct vdev *a = vdev_alloc();
+    if (!up_or_report(a, &P, 0, NULL, name)) {
+        free(a);
+        return;
+    }
+    if (!(a->g.fe.proto & (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE))) {
+        tap_diag("%s: RESET_DEVICE not offered; skipped", name);
+        vdev_down(a);
+        free(a);
+        return;
+    }
+    int err;
+    struct vc_conn *c = vc_connect(a, VSOCK_TYPE_STREAM, HOST_CID, 7, 3000, &err);
+    tap_check(c != NULL, "%s: connect", name);
+    /* ack it so that it is negotiated (our default set does not include it) */
+    int rc = vu_fe_req(&a->g.fe, VHOST_USER_RESET_DEVICE, NULL, 0, NULL, 0);
+    tap_diag("%s: RESET_DEVICE without negotiating the feature -> %s", name, rc ? a->g.fe.err : "acked");
+    if (vu_fe_peer_closed(&a->g.fe)) {
+        tap_diag("%s: hostd closed the connection", name);
+    } else {
+        a->g.o.event_idx = false; /* renegotiate different features */
+        rc = guest_restart(&a->g, false);
+        tap_check(rc == 0, "%s: rings restarted with different features%s%s", name, rc ? ": " : "", rc ? a->g.err : "");
+        if (c) {
+            unsigned mark = vdev_log_mark(a);
+            uint32_t lport = c->lport;
+            uint8_t b[10] = { 0 };
+            vc_try_send(c, b, sizeof(b));
+            settle(300);
+            tap_check(vdev_count_pkts(a, mark, OP_RW, 7, lport) == 0, "%s: the old connection is gone", name);
+            vc_forget(c);
+            c = NULL;
+        }
+        char why[256] = "";
+        rc = vdev_echo_check(a, 100000, 5000, why, sizeof(why));
+        tap_check(rc == 0, "%s: echo works afterwards (EVENT_IDX now off)%s%s", name, rc ? ": " : "", why);
+    }
+    if (c)
+        vc_forget(c);
+    vdev_down(a);
+    free(a);
+    check_baseline(name);
+}
+
 int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
@@ -303,6 +446,7 @@ int main(int argc, char **argv)
     settle(200);
     base_fds = proc_count_fds(P.pid);
     base_maps = proc_count_maps(P.pid);
+    base_memfd = proc_count_maps_matching(P.pid, "memfd:");
     tap_diag("baseline: %d fds, %d maps", base_fds, base_maps);
 
     case_close_mid_transfer();
@@ -310,6 +454,9 @@ int main(int argc, char **argv)
     case_reboot();
     case_mem_table();
     case_enable();
+    case_call_swap();
+    case_call_nofd();
+    case_reset_device();
 
     free(out);
     free(in);

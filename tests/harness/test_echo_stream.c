@@ -216,6 +216,16 @@ int main(int argc, char **argv)
     wrap(&p, false, 65530, 2u << 20);
     starved(&p, 1, RXL_ONE);
     starved(&p, 3, RXL_TWO);
+    {
+        struct guest_opts o;
+        guest_default_opts(&o);
+        o.rx_layout = RXL_SMALL;
+        struct vdev *d = session(&p, &o, "rx buffers of 44+256");
+        if (d) {
+            echo_one(d, TXL_MANY, 1u << 20, 51, "rx buffers of 44+256");
+            end_session(d, "rx buffers of 44+256");
+        }
+    }
     tight_credit(&p, 5000);
     tight_credit(&p, 100);
     half_close(&p);

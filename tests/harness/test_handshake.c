@@ -1,5 +1,7 @@
 /* 1. handshake: what QEMU 7.2's vhost-user-vsock needs from the backend. */
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tcommon.h"
 
@@ -69,6 +71,60 @@ static void raw_handshake(const struct hd_proc *p, unsigned vm)
     vu_fe_close(&fe);
 }
 
+/* The vhost-user socket is a byte stream: messages may arrive coalesced or in pieces. */
+static void stream_framing(const struct hd_proc *p)
+{
+    struct vu_fe fe;
+    if (!tap_check(vu_fe_connect(&fe, p->vm[0].sock, 3000) == 0, "framing: connect"))
+        return;
+    /* two requests in one write */
+    struct vu_msg_hdr two[2] = { { VHOST_USER_GET_FEATURES, 1, 0 }, { VHOST_USER_GET_PROTOCOL_FEATURES, 1, 0 } };
+    bool ok = write(fe.fd, two, sizeof(two)) == (ssize_t)sizeof(two);
+    struct vu_msg_hdr h1, h2;
+    uint64_t v1 = 0, v2 = 0;
+    ok = ok && vu_fe_recv(&fe, &h1, &v1, 8, 2000) == 0 && vu_fe_recv(&fe, &h2, &v2, 8, 2000) == 0;
+    tap_check(ok && h1.request == VHOST_USER_GET_FEATURES && h2.request == VHOST_USER_GET_PROTOCOL_FEATURES,
+              "framing: two requests in one write get two replies in order");
+    /* one request dribbled byte by byte */
+    uint8_t b[12];
+    struct vu_msg_hdr h = { VHOST_USER_GET_FEATURES, 1, 0 };
+    memcpy(b, &h, 12);
+    ok = true;
+    for (int i = 0; i < 12 && ok; i++) {
+        ok = write(fe.fd, b + i, 1) == 1;
+        usleep(5000);
+    }
+    ok = ok && vu_fe_recv(&fe, &h1, &v1, 8, 2000) == 0 && h1.request == VHOST_USER_GET_FEATURES;
+    tap_check(ok, "framing: a header written one byte at a time is understood");
+    /* header now, payload 100 ms later (SET_PROTOCOL_FEATURES, then REPLY_ACK on SET_OWNER) */
+    uint64_t pf = v2 & ((1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG));
+    h = (struct vu_msg_hdr){ VHOST_USER_SET_PROTOCOL_FEATURES, 1, 8 };
+    ok = write(fe.fd, &h, 12) == 12;
+    usleep(100000);
+    ok = ok && write(fe.fd, &pf, 8) == 8;
+    fe.need_reply = true;
+    int rc = vu_fe_req(&fe, VHOST_USER_SET_OWNER, NULL, 0, NULL, 0);
+    tap_check(ok && rc == 0, "framing: payload arriving 100 ms after its header%s%s", rc ? ": " : "", rc ? fe.err : "");
+    /* GET_CONFIG header and payload in two writes */
+    uint8_t cfg[12 + 12 + 8];
+    memset(cfg, 0, sizeof(cfg));
+    h = (struct vu_msg_hdr){ VHOST_USER_GET_CONFIG, 1, 20 };
+    memcpy(cfg, &h, 12);
+    struct vu_config c = { 0, 8, 0 };
+    memcpy(cfg + 12, &c, 12);
+    ok = write(fe.fd, cfg, 15) == 15;
+    usleep(50000);
+    ok = ok && write(fe.fd, cfg + 15, sizeof(cfg) - 15) == (ssize_t)(sizeof(cfg) - 15);
+    uint8_t rep[20];
+    ok = ok && vu_fe_recv(&fe, &h1, rep, sizeof(rep), 2000) == 0 && h1.request == VHOST_USER_GET_CONFIG &&
+         h1.size == 20;
+    uint64_t cid = 0;
+    memcpy(&cid, rep + 12, 8);
+    tap_check(ok && cid == p->vm[0].cid, "framing: GET_CONFIG split mid-payload answered (cid %llu)",
+              (unsigned long long)cid);
+    vu_fe_close(&fe);
+}
+
 static void bringup_variant(const struct hd_proc *p, const char *what, bool mem_slots, bool reply_ack,
                             bool event_idx, int rxl)
 {
@@ -91,15 +147,41 @@ static void bringup_variant(const struct hd_proc *p, const char *what, bool mem_
     free(d);
 }
 
+/* hostd must refuse configurations a VM could never use */
+static void cli_refusals(const char *bin)
+{
+    struct { unsigned n; uint64_t cids[2]; const char *what; } c[] = {
+        { 1, { 2, 0 }, "--vm with the host CID 2" },
+        { 1, { 1, 0 }, "--vm with the reserved CID 1" },
+        { 1, { 0xffffffffull, 0 }, "--vm with the reserved CID 0xffffffff" },
+        { 2, { 7, 7 }, "two --vm with the same CID" },
+    };
+    for (unsigned i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct hd_proc p;
+        tap_diag("expecting hostd to refuse %s (a startup failure report follows)", c[i].what);
+        int rc = hd_start(&p, bin, c[i].n, c[i].cids, NULL);
+        if (rc == 0) {
+            hd_kill(&p);
+            tap_check(false, "hostd refuses %s (it started)", c[i].what);
+        } else {
+            char b[64];
+            tap_check(p.reaped && WIFEXITED(p.status) && WEXITSTATUS(p.status) != 0,
+                      "hostd refuses %s (%s)", c[i].what, hd_describe_exit(&p, b, sizeof(b)));
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
+    cli_refusals(bin);
     struct hd_proc p;
     uint64_t cids[2] = { 3, 1234567 };
     start_or_die(&p, bin, 2, cids, NULL);
 
     raw_handshake(&p, 0);
     raw_handshake(&p, 1);
+    stream_framing(&p);
     bringup_variant(&p, "SET_MEM_TABLE + REPLY_ACK + EVENT_IDX", false, true, true, RXL_ONE);
     bringup_variant(&p, "ADD_MEM_REG + REPLY_ACK", true, true, true, RXL_ONE);
     bringup_variant(&p, "no REPLY_ACK, no EVENT_IDX, rx hdr|4K", false, false, false, RXL_TWO);

@@ -105,6 +105,33 @@ int main(int argc, char **argv)
             vdev_pump(50);
         tap_check(vdev_count_pkts(d, mark, OP_RST, 7, lport) == 0, "RST on a busy connection: no RST back");
     }
+    /* half-close, receive side only (guest shutdown(SHUT_RD)): per virtio 5.10.6.4
+     * the RST answers a clean disconnect (no more send AND receive), so the
+     * connection must stay open for guest->host data */
+    d->auto_rst = true;
+    c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, 7, 2000, &err);
+    if (c) {
+        uint32_t lport = c->lport;
+        unsigned mark = vdev_log_mark(d);
+        vc_send_ctrl(c, OP_SHUTDOWN, SHUT_RCV_F);
+        uint8_t b[1000];
+        memset(b, 3, sizeof(b));
+        long long end = now_ms() + 300;
+        while (now_ms() < end)
+            vdev_pump(20);
+        long sent = c->got_rst ? -1 : vc_try_send(c, b, sizeof(b));
+        end = now_ms() + 300;
+        while (now_ms() < end)
+            vdev_pump(20);
+        tap_check(vdev_count_pkts(d, mark, OP_RST, 7, lport) == 0 && sent == (long)sizeof(b),
+                  "SHUTDOWN(RCV only) keeps the connection open for guest data (no RST; sent %ld)", sent);
+        tap_check(vdev_count_pkts(d, mark, OP_RW, 7, lport) == 0,
+                  "SHUTDOWN(RCV only): hostd sends no data to a guest that will not receive");
+        long long ms;
+        int rc = vc_close(c, 2000, &ms);
+        tap_check(rc == 0 || c == NULL, "SHUTDOWN(RCV) then SHUTDOWN(both): RST (%lld ms)", ms);
+    }
+    d->auto_rst = false;
     char why[256] = "";
     tap_check(vdev_echo_check(d, 5000, 5000, why, sizeof(why)) == 0, "echo still works after all that%s%s",
               why[0] ? ": " : "", why);

@@ -35,6 +35,18 @@ int main(int argc, char **argv)
                       "[%s] message of %zu bytes comes back as one message of %ld bytes, same crc32",
                       tx_layout_name(layout), sizes[i], got);
         }
+        /* an empty message between two others */
+        {
+            uint8_t b1[3] = { 1, 2, 3 }, b3[2] = { 9, 9 }, r[16];
+            int rc = vc_send_msg(c, b1, 3, 2000);
+            rc = rc ? rc : vc_send_msg(c, NULL, 0, 2000);
+            rc = rc ? rc : vc_send_msg(c, b3, 2, 2000);
+            long g1 = rc ? rc : vc_recv_msg(c, r, sizeof(r), 3000);
+            long g2 = g1 < 0 ? g1 : vc_recv_msg(c, r, sizeof(r), 3000);
+            long g3 = g2 < 0 ? g2 : vc_recv_msg(c, r, sizeof(r), 3000);
+            tap_check(g1 == 3 && g2 == 0 && g3 == 2, "[%s] messages of 3, 0 and 2 bytes come back as 3, 0, 2 (%ld, %ld, %ld)",
+                      tx_layout_name(layout), g1, g2, g3);
+        }
         /* all five queued back to back, then read: boundaries kept */
         for (int i = 0; i < NS; i++) {
             fill_pattern(out, sizes[i], (uint32_t)i + 200);
@@ -114,6 +126,36 @@ int main(int argc, char **argv)
     tap_check(d->errors == 0, "no protocol violations seen (%u)%s%s", d->errors, d->errors ? ": " : "", d->last_err);
     vdev_down(d);
     free(d);
+    /* messages spread over many small rx buffers: EOM only on the last packet */
+    {
+        struct guest_opts o;
+        guest_default_opts(&o);
+        o.rx_layout = RXL_SMALL;
+        struct vdev *s2 = vdev_alloc();
+        if (up_or_report(s2, &p, 0, &o, "seqpacket, rx buffers of 44+256")) {
+            struct vc_conn *c2 = vc_connect(s2, VSOCK_TYPE_SEQPACKET, HOST_CID, 7, 3000, &err);
+            if (tap_check(c2 != NULL, "small rx buffers: SEQPACKET connect")) {
+                uint8_t *o2 = malloc(65536), *i2 = malloc(65536);
+                bool ok = true;
+                for (int i = 0; i < NS && ok; i++) {
+                    fill_pattern(o2, sizes[i], (uint32_t)i + 300);
+                    ok = vc_send_msg(c2, o2, sizes[i], 5000) == 0 &&
+                         vc_recv_msg(c2, i2, 65536, 5000) == (long)sizes[i] && !memcmp(o2, i2, sizes[i]);
+                    if (!ok)
+                        tap_diag("  message of %zu bytes failed", sizes[i]);
+                }
+                tap_check(ok, "small rx buffers: messages of 1..65536 bytes keep their boundaries");
+                free(o2);
+                free(i2);
+                long long ms;
+                vc_close(c2, 2000, &ms);
+            }
+            tap_check(s2->errors == 0, "small rx buffers: no protocol violations (%u)%s%s", s2->errors,
+                      s2->errors ? ": " : "", s2->last_err);
+        }
+        vdev_down(s2);
+        free(s2);
+    }
     stop_and_check(&p);
     return tap_done();
 }

@@ -56,6 +56,122 @@ static bool both_ways(struct vc_conn *ca, struct vc_conn *cb, size_t n, const ch
     return ok;
 }
 
+/* Isolation between siblings: C misbehaves towards B (floods it beyond B's
+ * credit while B is not reading); A's well-behaved connection to B, which
+ * stays within credit, must not be hurt. Then: several well-behaved
+ * connections whose credits add up to more than hostd's forward queue. */
+static void isolation(const char *bin)
+{
+    struct hd_proc p;
+    uint64_t cids[3] = { 3, 4, 5 };
+    start_or_die(&p, bin, 3, cids, NULL);
+    struct vdev *a = vdev_alloc(), *b = vdev_alloc(), *c = vdev_alloc();
+    if (!up_or_report(a, &p, 0, NULL, "isolation A") || !up_or_report(b, &p, 1, NULL, "isolation B") ||
+        !up_or_report(c, &p, 2, NULL, "isolation C")) {
+        hd_kill(&p);
+        return;
+    }
+    vc_listen(b, 5000);
+    int err;
+    struct vc_conn *ca = vc_connect(a, VSOCK_TYPE_STREAM, 4, 5000, 3000, &err);
+    struct vc_conn *ba = vc_accept(b, 5000, 2000);
+    struct vc_conn *cc = vc_connect(c, VSOCK_TYPE_STREAM, 4, 5000, 3000, &err);
+    struct vc_conn *bc = vc_accept(b, 5000, 2000);
+    if (tap_check(ca && ba && cc && bc, "isolation: A->B and C->B connected")) {
+        b->paused = true; /* B stops reading */
+        b->quiet = true;
+        /* C ignores B's credit: 8 MiB. Credit is end to end (hostd forwards
+         * unchanged), so B will see C's excess: that is C's fault, not counted. */
+        tap_diag("isolation: C floods B beyond credit; B's credit-exceeded reports for C's port are expected");
+        struct vhdr h = { .src_cid = 5, .dst_cid = 4, .src_port = cc->lport, .dst_port = 5000, .len = 65536,
+                          .type = VSOCK_TYPE_STREAM, .op = OP_RW, .buf_alloc = 65536 };
+        static uint8_t junk[65536];
+        unsigned cmark = vdev_log_mark(c);
+        for (int i = 0; i < 128; i++)
+            if (vdev_send_pkt(c, &h, junk, sizeof(junk)))
+                break;
+        /* A stays within credit */
+        uint8_t *msg = malloc(65536);
+        fill_pattern(msg, 65536, 8);
+        unsigned amark = vdev_log_mark(a);
+        long sent = vc_try_send(ca, msg, 65536);
+        for (int i = 0; i < 10; i++)
+            vdev_pump(20);
+        tap_diag("isolation: C got %u RST while flooding", vdev_count_pkts(c, cmark, OP_RST, 5000, cc->lport));
+        b->paused = false;
+        uint8_t *got = malloc(65536);
+        int rc = sent == 65536 ? vc_recv_all(ba, got, 65536, 5000) : -EIO;
+        tap_check(rc == 0 && !memcmp(got, msg, 65536),
+                  "isolation: B receives A's 64 KiB (sent within credit) despite C's flood (%s)", rc ? strerror(-rc) : "ok");
+        tap_check(vdev_count_pkts(a, amark, OP_RST, 5000, ca->lport) == 0 && !ca->got_rst,
+                  "isolation: A's connection was not reset because of C");
+        free(msg);
+        free(got);
+        vc_forget(ca);
+        vc_forget(ba);
+        vc_forget(cc);
+        vc_forget(bc);
+    }
+    vdev_down(c);
+    settle(200);
+
+    /* many well-behaved connections A->B while B is briefly not reading: each
+     * within its credit (Linux default buf_alloc 256 KiB), together more than
+     * hostd's per-VM forward queue */
+    b->errors = 0;
+    b->last_err[0] = 0;
+    b->quiet = false;
+    enum { NCONN = 24 };
+    struct vc_conn *as[NCONN], *bs[NCONN];
+    int n = 0;
+    for (; n < NCONN; n++) {
+        as[n] = vc_connect(a, VSOCK_TYPE_STREAM, 4, 5000, 3000, &err);
+        bs[n] = as[n] ? vc_accept(b, 5000, 2000) : NULL;
+        if (!as[n] || !bs[n])
+            break;
+    }
+    if (tap_check(n == NCONN, "isolation: %d connections A->B", n)) {
+        b->paused = true;
+        uint8_t *buf = malloc(256 * 1024);
+        fill_pattern(buf, 256 * 1024, 9);
+        long total = 0;
+        for (int i = 0; i < NCONN; i++) {
+            long r = vc_try_send(as[i], buf, 256 * 1024); /* each exactly within its credit */
+            total += r > 0 ? r : 0;
+        }
+        for (int i = 0; i < 10; i++)
+            vdev_pump(20);
+        b->paused = false;
+        int intact = 0, reset = 0;
+        uint8_t *in = malloc(256 * 1024);
+        for (int i = 0; i < NCONN; i++) {
+            long want = (long)as[i]->tx_cnt;
+            if (vc_recv_all(bs[i], in, (size_t)want, 3000) == 0 && !memcmp(in, buf, (size_t)want))
+                intact++;
+            reset += as[i]->got_rst;
+        }
+        tap_check(intact == NCONN && reset == 0,
+                  "isolation: %ld bytes in flight within credit on %d connections while B was busy: %d intact, %d reset",
+                  total, NCONN, intact, reset);
+        tap_check(b->errors == 0, "isolation: B saw no protocol violations on well-behaved traffic (%u)%s%s",
+                  b->errors, b->errors ? ": " : "", b->last_err);
+        free(buf);
+        free(in);
+    }
+    for (int i = 0; i < n; i++) {
+        if (as[i])
+            vc_forget(as[i]);
+        if (i < NCONN && bs[i])
+            vc_forget(bs[i]);
+    }
+    vdev_down(a);
+    vdev_down(b);
+    free(a);
+    free(b);
+    free(c);
+    stop_and_check(&p);
+}
+
 int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
@@ -138,6 +254,18 @@ int main(int argc, char **argv)
         vc_forget(cb);
     } else
         vdev_down(a);
+    /* B's device goes away: connecting to it is refused */
+    {
+        struct vdev *a2 = vdev_alloc();
+        vdev_down(b);
+        if (up_or_report(a2, &p, 0, NULL, "sibling A again")) {
+            x = vc_connect(a2, VSOCK_TYPE_STREAM, 4, 5000, 2000, &err);
+            tap_check(!x && err == -ECONNREFUSED, "cid 4 has no frontend: connect 3->4 refused by RST (%s)",
+                      x ? "connected!" : strerror(-err));
+        }
+        vdev_down(a2);
+        free(a2);
+    }
     tap_check(a->errors == 0 && b->errors == 0, "no protocol violations (A %u, B %u)%s%s", a->errors, b->errors,
               a->errors || b->errors ? ": " : "", a->errors ? a->last_err : b->last_err);
     vdev_down(b);
@@ -163,5 +291,6 @@ int main(int argc, char **argv)
     free(a);
     free(b);
     stop_and_check(&p);
+    isolation(bin);
     return tap_done();
 }

@@ -88,6 +88,8 @@ struct vdev {
     unsigned rx_pkts;
     bool dead;               /* vhost-user connection closed by hostd */
     bool registered;
+    bool paused;             /* vdev_pump/poll leave it alone (a guest that stopped reading) */
+    bool quiet;              /* count violations but do not print them (expected ones) */
 };
 
 /* Defaults only (no I/O); then bring d->g up by hand and vdev_register(d). */

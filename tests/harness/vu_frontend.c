@@ -242,6 +242,23 @@ int hd_stop(struct hd_proc *p)
     return rc;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define HARNESS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HARNESS_ASAN 1
+#endif
+#endif
+
+long rss_slack_kb(void)
+{
+#ifdef HARNESS_ASAN
+    return 256 * 1024;
+#else
+    return 0;
+#endif
+}
+
 int proc_count_fds(pid_t pid)
 {
     char path[64];
@@ -271,6 +288,25 @@ int proc_count_maps(pid_t pid)
             n++;
     fclose(f);
     return n;
+}
+
+int proc_count_maps_matching(pid_t pid, const char *needle)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+int maps_slack(void)
+{
+    return rss_slack_kb() ? 16 : 0;
 }
 
 long proc_rss_kb(pid_t pid)

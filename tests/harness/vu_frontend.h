@@ -57,7 +57,15 @@ void hd_log_tail(const struct hd_proc *p, int lines);
 /* /proc counters for leak checks; -1 on error. */
 int proc_count_fds(pid_t pid);
 int proc_count_maps(pid_t pid);
+/* maps lines whose text contains `needle` (e.g. "memfd:" = guest RAM mappings). */
+int proc_count_maps_matching(pid_t pid, const char *needle);
+/* Extra maps lines to tolerate: nonzero under AddressSanitizer, whose allocator
+ * maps new regions on demand and never gives them back. */
+int maps_slack(void);
 long proc_rss_kb(pid_t pid);
+/* Extra RSS growth (KiB) to tolerate in memory-bound checks: large when built with
+ * AddressSanitizer (its free quarantine grows RSS; LeakSanitizer catches real leaks). */
+long rss_slack_kb(void);
 
 /* --------------------------------------------------------------- frontend */
 struct vu_fe {

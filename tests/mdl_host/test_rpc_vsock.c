@@ -192,7 +192,7 @@ int main(int argc, char **argv)
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_ACCESS_VIOLATION, "a frame in the MMIO hole: %s", ntstatus_name(st));
 
     /* the guest program dies holding two mappings and two MDLs */
-    uint64_t l0 = 0, leaks = 0, m0, k0;
+    uint64_t l0 = 0, leaks = 0, m0 = 0, k0 = 0;
     stats(&cl, &m0, &k0, &l0);
     tap_check(m0 == 2 && k0 == 2, "hostd holds 2 mappings, 2 MDLs (%llu, %llu)", (unsigned long long)m0,
               (unsigned long long)k0);

@@ -1,0 +1,172 @@
+/* UserMode consumers on the host API: registration, MapInto/UnmapFrom pushes
+ * (the region fds travel with SCM_RIGHTS), and the consumers' answers. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host_api_int.h"
+#include "log.h"
+#include "map_engine.h"
+#include "rpc_reply.h"
+
+static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigned nfds)
+{
+    uint8_t *f;
+    size_t n;
+    env->version = MDLMAP_PROTO_VERSION;
+    env->detail = "";
+    int rc = frame_encode(env, &f, &n);
+    if (rc < 0) {
+        for (unsigned i = 0; i < nfds; i++)
+            close(fds[i]);
+        return rc;
+    }
+    rc = rpc_outq_push_fds(&c->out, f, n, fds, nfds);
+    free(f);
+    if (rc == 0)
+        api_client_arm(c); /* the event loop flushes: never close from here */
+    return rc;
+}
+
+static int map_into(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns)
+{
+    struct api_client *c = ctx;
+    if (c->dead || c->closing)
+        return -ENOTCONN;
+    Mdlmap__V1__MapIntoRun *rv = calloc(nruns, sizeof(*rv));
+    Mdlmap__V1__MapIntoRun **rp = calloc(nruns, sizeof(*rp));
+    int fds[RPC_OUTQ_MAX_FDS], src[RPC_OUTQ_MAX_FDS];
+    unsigned nfds = 0;
+    int rc = rv && rp ? 0 : -ENOMEM;
+    for (uint32_t i = 0; rc == 0 && i < nruns; i++) {
+        unsigned k = 0;
+        while (k < nfds && src[k] != runs[i].fd)
+            k++;
+        if (k == nfds) {
+            if (nfds == RPC_OUTQ_MAX_FDS) {
+                rc = -E2BIG;
+                break;
+            }
+            fds[nfds] = dup(runs[i].fd); /* the memtable may close its fd before the send */
+            if (fds[nfds] < 0) {
+                rc = -errno;
+                break;
+            }
+            src[nfds++] = runs[i].fd;
+        }
+        mdlmap__v1__map_into_run__init(&rv[i]);
+        rv[i].offset = (uint64_t)runs[i].first * MAP_PAGE_SIZE;
+        rv[i].length = (uint64_t)runs[i].npages * MAP_PAGE_SIZE;
+        rv[i].fd_offset = runs[i].fd_off;
+        rv[i].fd_index = k;
+        rp[i] = &rv[i];
+    }
+    if (rc == 0) {
+        mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+        Mdlmap__V1__MapIntoRequest rq = MDLMAP__V1__MAP_INTO_REQUEST__INIT;
+        rq.map_handle = m->handle;
+        rq.requested_address = (uint64_t)(uintptr_t)m->base;
+        rq.length = m->reserve_len;
+        rq.byte_offset = m->mdl->byte_offset;
+        rq.byte_count = m->mdl->byte_count;
+        rq.read_only = m->read_only;
+        rq.runs = rp;
+        rq.n_runs = nruns;
+        rq.vm_name = m->mdl->vm_name;
+        rq.guest_cid = m->mdl->cid;
+        rq.cache_type = (Mdlmap__V1__CacheType)m->cache_type;
+        env.request_id = m->handle;
+        env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP_INTO;
+        env.map_into = &rq;
+        rc = push(c, &env, fds, nfds); /* takes the fds */
+        nfds = 0;
+    }
+    for (unsigned i = 0; i < nfds; i++)
+        close(fds[i]);
+    free(rv);
+    free(rp);
+    return rc;
+}
+
+static void send_unmap(struct api_client *c, uint64_t map_handle, uint64_t base, uint64_t len)
+{
+    if (c->dead || c->closing)
+        return;
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__UnmapFromRequest rq = MDLMAP__V1__UNMAP_FROM_REQUEST__INIT;
+    rq.map_handle = map_handle;
+    rq.base_address = base;
+    rq.length = len;
+    env.request_id = map_handle;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP_FROM;
+    env.unmap_from = &rq;
+    if (push(c, &env, NULL, 0) < 0)
+        log_warn("api: cannot queue UnmapFrom for map 0x%llx", (unsigned long long)map_handle);
+}
+
+static void unmap_from(void *ctx, uint64_t map_handle, uint64_t base, uint64_t len)
+{
+    send_unmap(ctx, map_handle, base, len);
+}
+
+static const struct map_consumer_ops consumer_ops = { .map_into = map_into, .unmap_from = unmap_from };
+
+static int errno_of(int32_t status)
+{
+    switch (status) {
+    case MDLMAP__V1__NT_STATUS__STATUS_CONFLICTING_ADDRESSES: return -EBUSY;
+    case MDLMAP__V1__NT_STATUS__STATUS_INSUFFICIENT_RESOURCES: return -ENOMEM;
+    case MDLMAP__V1__NT_STATUS__STATUS_ACCESS_DENIED: return -EACCES;
+    default: return -EINVAL;
+    }
+}
+
+bool api_consumer_message(struct api_client *c, const mdl_envelope *req)
+{
+    struct map_engine *e = c->api->hostd->maps;
+    switch (req->body_case) {
+    case MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER: {
+        mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+        Mdlmap__V1__RegisterConsumerResponse rp = MDLMAP__V1__REGISTER_CONSUMER_RESPONSE__INIT;
+        env.body_case = MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER_REPLY;
+        env.register_consumer_reply = &rp;
+        char detail[160] = "";
+        int rc = c->consumer_id ? -EBUSY : 0;
+        if (rc)
+            snprintf(detail, sizeof(detail), "this connection is already a consumer");
+        else if ((rc = map_engine_consumer_add(e, req->register_consumer->name, &consumer_ops, c,
+                                               &c->consumer_id)) < 0)
+            snprintf(detail, sizeof(detail), rc == -EBUSY ? "consumer name taken"
+                                             : rc == -EINVAL ? "bad consumer name (1..63 of A-Za-z0-9._-)"
+                                                             : "too many consumers");
+        rp.consumer_id = c->consumer_id;
+        uint8_t *f;
+        size_t n;
+        if (rpc_reply_encode(&env, req->request_id, rc, detail, &f, &n) == 0)
+            api_client_queue(c, f, n);
+        return true;
+    }
+    case MDLMAP__V1__ENVELOPE__BODY_MAP_INTO_REPLY: {
+        uint64_t h = req->request_id, base = req->map_into_reply->base_address;
+        int err = req->status ? errno_of(req->status) : 0;
+        char detail[300];
+        snprintf(detail, sizeof(detail), "consumer: %s%s%s", ntstatus_name(req->status),
+                 req->detail && *req->detail ? ": " : "", req->detail ? req->detail : "");
+        if (!c->consumer_id ||
+            map_engine_user_complete(e, c->consumer_id, h, err, base, err ? detail : NULL) == -ENOENT) {
+            if (err == 0 && base) { /* nobody waits any more (guest gone): undo */
+                log_info("api: consumer mapped 0x%llx after the guest left; asking it to unmap",
+                         (unsigned long long)h);
+                send_unmap(c, h, base, 0);
+            }
+        }
+        return true;
+    }
+    case MDLMAP__V1__ENVELOPE__BODY_UNMAP_FROM_REPLY:
+        return true; /* informational */
+    default:
+        return false;
+    }
+}

@@ -1,0 +1,41 @@
+/* Internals of the host API server shared with host_api_consumer.c. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "hostd.h"
+#include "rpc_outq.h"
+
+#define API_MAX_CLIENTS 64
+#define API_OUTQ_HIGH (2u * 1024u * 1024u)
+
+struct api_client {
+    struct host_api *api;
+    int fd;
+    struct ev_handler h;
+    struct frame_reader rd;
+    struct rpc_outq out;
+    bool closing;
+    bool dead;              /* closed; memory freed after the event batch */
+    uint64_t consumer_id;   /* registered UserMode consumer, or 0 */
+    uint64_t push_id;       /* request ids of hostd's pushes */
+    struct api_client *prev, *next;
+};
+
+struct host_api {
+    struct hostd *hostd;
+    char path[108];
+    int fd;
+    struct ev_handler h;
+    struct api_client *clients;
+    unsigned nclients;
+};
+
+/* Queue an encoded frame (takes f) / flush and re-arm (false: client closed). */
+void api_client_queue(struct api_client *c, uint8_t *f, size_t n);
+bool api_client_settle(struct api_client *c);
+/* Re-arm epoll only (safe from any context: never closes the client). */
+void api_client_arm(struct api_client *c);
+/* host_api_consumer.c: true if req was a consumer message (handled, maybe answered). */
+bool api_consumer_message(struct api_client *c, const mdl_envelope *req);

@@ -1,0 +1,53 @@
+/* Internals shared by map_engine.c (KernelMode, objects, accounting) and
+ * map_user.c (UserMode consumers). Not for other users. */
+#pragma once
+#include "map_engine.h"
+#include "map_handle.h"
+#include "map_table.h"
+
+/* Bounds on what one VM may keep locked (the pfn arrays live in hostd). */
+#define MAP_MAX_MDLS_PER_VM 8192u
+#define MAP_MAX_LOCKED_PAGES_PER_VM (4ull << 20)
+#define MAP_MAX_CONSUMERS 64u
+
+struct vm_acct {
+    const struct vm *vm;
+    uint64_t pages, maps, mdls, locked_pages;
+};
+
+struct map_consumer {
+    uint64_t id;
+    char name[64];
+    const struct map_consumer_ops *ops;
+    void *ctx;
+};
+
+struct map_engine {
+    struct map_limits lim;
+    struct map_handle_gen gen;
+    struct map_table mdls, maps;
+    struct mdl_obj *mdl_head;
+    struct map_obj *map_head;
+    uint64_t nmaps, pages, vmas, nmdls;
+    struct vm_acct *acct;
+    size_t nacct, capacct;
+    struct map_leaks leaks;
+    struct map_consumer *consumers;
+    unsigned nconsumers;
+    uint64_t next_consumer_id;
+};
+
+bool map_owner_eq(const struct map_owner *a, const struct map_owner *b);
+struct vm_acct *map_acct_of(struct map_engine *e, const struct vm *vm, bool create);
+const char *map_prio_name(enum map_prio p);
+int map_check_params(const struct map_params *p, char *detail, size_t dlen);
+int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages, uint64_t vmas,
+                     char *detail, size_t dlen);
+/* Insert m (handle set, in the table, m->mdl set) into lists and counters. */
+void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a);
+void map_destroy(struct map_engine *e, struct map_obj *m);
+
+/* map_user.c */
+int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl,
+                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen);
+void map_user_unmap_from(struct map_engine *e, const struct map_obj *m);

@@ -1,0 +1,208 @@
+/* UserMode mappings (R2): the pages go into a registered host consumer
+ * process. hostd hands the consumer the region fds and the runs; the consumer
+ * maps them and answers with its address, which completes the guest's Map. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "map_engine_int.h"
+
+static struct map_consumer *consumer_by_name(struct map_engine *e, const char *name)
+{
+    for (unsigned i = 0; i < e->nconsumers; i++)
+        if (strcmp(e->consumers[i].name, name) == 0)
+            return &e->consumers[i];
+    return NULL;
+}
+
+static struct map_consumer *consumer_by_id(struct map_engine *e, uint64_t id)
+{
+    for (unsigned i = 0; id && i < e->nconsumers; i++)
+        if (e->consumers[i].id == id)
+            return &e->consumers[i];
+    return NULL;
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+            return false;
+    return true;
+}
+
+int map_engine_consumer_add(struct map_engine *e, const char *name, const struct map_consumer_ops *ops,
+                            void *ctx, uint64_t *id)
+{
+    if (!valid_name(name))
+        return -EINVAL;
+    if (consumer_by_name(e, name))
+        return -EBUSY;
+    if (e->nconsumers >= MAP_MAX_CONSUMERS)
+        return -ENOSPC;
+    if (!e->consumers) {
+        e->consumers = calloc(MAP_MAX_CONSUMERS, sizeof(*e->consumers));
+        if (!e->consumers)
+            return -ENOMEM;
+    }
+    struct map_consumer *c = &e->consumers[e->nconsumers++];
+    c->id = ++e->next_consumer_id;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->ops = ops;
+    c->ctx = ctx;
+    *id = c->id;
+    log_info("mdl: consumer '%s' registered (id %llu)", name, (unsigned long long)c->id);
+    return 0;
+}
+
+void map_engine_consumer_remove(struct map_engine *e, uint64_t id)
+{
+    struct map_consumer *c = consumer_by_id(e, id);
+    if (!c)
+        return;
+    log_info("mdl: consumer '%s' (id %llu) went away", c->name, (unsigned long long)id);
+    *c = e->consumers[--e->nconsumers];
+    /* pending maps fail; established ones are orphans until the guest unmaps.
+     * done() may run connection teardown that frees other mappings: rescan. */
+    bool again = true;
+    while (again) {
+        again = false;
+        for (struct map_obj *m = e->map_head; m; m = m->next) {
+            if (m->mode != MAP_MODE_USER || m->consumer_id != id)
+                continue;
+            m->consumer_id = 0;
+            if (m->pending) {
+                map_done_fn done = m->done;
+                void *ctx = m->done_ctx;
+                map_destroy(e, m);
+                if (done)
+                    done(ctx, -ENOTCONN, NULL, "the consumer went away before mapping");
+                again = true;
+                break;
+            }
+            log_warn("mdl: map 0x%llx: consumer gone; the mapping is orphaned until the guest unmaps it",
+                     (unsigned long long)m->handle);
+        }
+    }
+}
+
+int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl,
+                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
+{
+    const char *name = p->consumer ? p->consumer : "";
+    struct map_consumer *c = consumer_by_name(e, name);
+    if (!c) {
+        snprintf(detail, dlen, "no host consumer named '%.64s'", name);
+        return -ENOENT;
+    }
+    if (p->requested_address & (MAP_PAGE_SIZE - 1)) {
+        snprintf(detail, dlen, "RequestedAddress 0x%llx is not page aligned",
+                 (unsigned long long)p->requested_address);
+        return -EINVAL;
+    }
+    struct vm_acct *a = map_acct_of(e, o->vm, true);
+    if (!a) {
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    struct map_run *runs;
+    uint32_t nruns;
+    int rc = map_layout_runs(&o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail, dlen);
+    if (rc < 0)
+        return rc;
+    enum map_prio pr = map_prio_of(p->priority);
+    /* the VMAs live in the consumer: only pages count against hostd's quotas */
+    rc = map_check_budget(e, a, pr, mdl->npages, 0, detail, dlen);
+    struct map_obj *m = rc == 0 ? calloc(1, sizeof(*m)) : NULL;
+    if (rc == 0 && !m) {
+        snprintf(detail, dlen, "out of memory");
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        m->handle = map_handle_next(&e->gen);
+        m->mdl = mdl;
+        m->owner = *o;
+        m->page_count = mdl->npages;
+        m->runs = nruns;
+        m->mode = MAP_MODE_USER;
+        m->cache_type = p->cache_type;
+        m->priority = p->priority;
+        m->read_only = (p->priority & MAP_FLAG_NOWRITE) != 0;
+        m->reserve_len = (size_t)mdl->npages * MAP_PAGE_SIZE;
+        m->base = (uint8_t *)(uintptr_t)p->requested_address; /* requested; replaced by the answer */
+        snprintf(m->consumer, sizeof(m->consumer), "%s", c->name);
+        m->consumer_id = c->id;
+        m->pending = true;
+        m->done = p->done;
+        m->done_ctx = p->done_ctx;
+        if (map_table_put(&e->maps, m->handle, m) < 0) {
+            free(m);
+            snprintf(detail, dlen, "out of memory");
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        map_link(e, m, a);
+        rc = c->ops->map_into(c->ctx, m, runs, nruns);
+        if (rc < 0) {
+            snprintf(detail, dlen, "cannot reach consumer '%s': %s", c->name, strerror(-rc));
+            m->pending = false;
+            m->consumer_id = 0;
+            map_destroy(e, m);
+        }
+    }
+    free(runs);
+    if (rc < 0) {
+        log_warn("mdl: vm %s conn %llu UserMode map of mdl 0x%llx into '%s': %s", mdl->vm_name,
+                 (unsigned long long)o->conn_id, (unsigned long long)mdl->handle, name, detail);
+        return rc;
+    }
+    log_info("mdl: vm %s conn %llu map 0x%llx: asked consumer '%s' to map %u pages (%u runs)", mdl->vm_name,
+             (unsigned long long)o->conn_id, (unsigned long long)m->handle, c->name, m->page_count, nruns);
+    *out = m;
+    return -EINPROGRESS;
+}
+
+int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_t map_handle, int err,
+                             uint64_t base, const char *detail)
+{
+    struct map_obj *m = map_table_get(&e->maps, map_handle);
+    if (!m || m->mode != MAP_MODE_USER || !m->pending || m->consumer_id != consumer_id)
+        return -ENOENT;
+    if (err == 0 && (base == 0 || (base & (MAP_PAGE_SIZE - 1)))) {
+        err = -EINVAL;
+        detail = "consumer answered with an unaligned address";
+    }
+    map_done_fn done = m->done;
+    void *ctx = m->done_ctx;
+    m->pending = false;
+    if (err < 0) {
+        log_warn("mdl: map 0x%llx: consumer '%s' could not map: %s", (unsigned long long)map_handle,
+                 m->consumer, detail ? detail : strerror(-err));
+        m->consumer_id = 0; /* nothing mapped there */
+        map_destroy(e, m);
+        if (done)
+            done(ctx, err, NULL, detail ? detail : "consumer could not map");
+        return 0;
+    }
+    m->base = (uint8_t *)(uintptr_t)base;
+    m->address = base + m->mdl->byte_offset;
+    log_info("mdl: map 0x%llx: consumer '%s' mapped %u pages at 0x%llx", (unsigned long long)map_handle,
+             m->consumer, m->page_count, (unsigned long long)base);
+    if (done)
+        done(ctx, 0, m, NULL);
+    return 0;
+}
+
+void map_user_unmap_from(struct map_engine *e, const struct map_obj *m)
+{
+    struct map_consumer *c = consumer_by_id(e, m->consumer_id);
+    if (c)
+        c->ops->unmap_from(c->ctx, m->handle, (uint64_t)(uintptr_t)m->base, m->reserve_len);
+}

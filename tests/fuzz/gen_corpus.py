@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Write small seed inputs for the libFuzzer targets in tests/fuzz.
+
+    gen_corpus.py OUTDIR      -> OUTDIR/<target>/seed-*  (target = rpc, virtq, ...)
+
+Each seed follows the input format of its target (see the comment at the top
+of tests/fuzz/fuzz_<target>.c) and is a well-formed, useful session: a guest
+connecting to the echo and MDL RPC services through real rings, a sibling
+connection, a lock/map/read/write/unmap/unlock program, descriptor chains with
+an indirect table. libFuzzer mutates from there, so a 10 s CI run starts deep
+in the state machines instead of at the header parsers. Seeds are never
+required to pass: a change of input format only makes them less useful.
+"""
+import os
+import struct
+import sys
+
+# ---- virtio-vsock ----------------------------------------------------------
+OP_REQUEST, OP_RESPONSE, OP_RST, OP_SHUTDOWN, OP_RW, OP_CREDIT_UPDATE, OP_CREDIT_REQUEST = range(1, 8)
+STREAM, SEQPACKET = 1, 2
+PORT_ECHO, PORT_RPC = 7, 1100
+
+
+def vsock_hdr(src_cid, dst_cid, src_port, dst_port, op, length=0, typ=STREAM, flags=0,
+              buf_alloc=0x40000, fwd_cnt=0):
+    return struct.pack('<QQIIIHHIII', src_cid, dst_cid, src_port, dst_port, length, typ, op,
+                       flags, buf_alloc, fwd_cnt)
+
+
+# ---- protobuf (hand-encoded; proto/mdlmap.proto) ---------------------------
+def varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7f
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def f_varint(field, v):
+    return varint(field << 3) + varint(v)
+
+
+def f_bytes(field, b):
+    return varint(field << 3 | 2) + varint(len(b)) + b
+
+
+def envelope(req_id, body_field, body):
+    return f_varint(1, 1) + f_varint(2, req_id) + f_bytes(body_field, body)
+
+
+def frame(env):
+    return struct.pack('<I', len(env)) + env
+
+
+def hello(req_id):
+    return frame(envelope(req_id, 10, f_varint(1, 1) + f_varint(2, 1) + f_bytes(3, b'seed')))
+
+
+def lock(req_id, pfns, byte_offset=0, byte_count=None, op=0):
+    if byte_count is None:
+        byte_count = len(pfns) * 4096 - byte_offset
+    packed = b''.join(varint(p) for p in pfns)
+    body = f_varint(2, byte_offset) + f_varint(3, byte_count) + f_bytes(4, packed) + f_varint(5, op)
+    return frame(envelope(req_id, 12, body))
+
+
+def stats(req_id):
+    return frame(envelope(req_id, 36, b''))
+
+
+# ---- fuzz_vu_msg -------------------------------------------------------------
+# byte 0 odd: canned start; then the EVENT_IDX choice, then ring patches
+# (count, then per patch: offset u16, length u8, bytes), then run_one messages.
+def vu_msg_seed(event_idx, tx_pkts, rx_bufs=8):
+    patches = []
+    # rx queue 0: device-writable buffers at 0x8000 + i*0x400
+    desc = b''.join(struct.pack('<QIHH', 0x8000 + i * 0x400, 0x400, 2, 0) for i in range(rx_bufs))
+    patches.append((0x000, desc))
+    patches.append((0x100, struct.pack('<HH', 0, rx_bufs) + b''.join(struct.pack('<H', i) for i in range(rx_bufs))))
+    # tx queue 1: one descriptor per packet, packets from 0x1800 on
+    addr, descs, bufs = 0x1800, b'', []
+    for p in tx_pkts:
+        descs += struct.pack('<QIHH', addr, len(p), 0, 0)
+        bufs.append((addr, p))
+        addr += (len(p) + 15) // 16 * 16
+    patches.append((0x1000, descs))
+    # only the first packet is visible; each "publish" message below shows the
+    # next one (a guest sends data after the RESPONSE came back)
+    patches.append((0x1100, struct.pack('<HH', 0, 1) +
+                    b''.join(struct.pack('<H', i) for i in range(len(tx_pkts)))))
+    patches += bufs
+    chunks = []
+    for off, data in patches:  # patches hold at most 255 bytes
+        for k in range(0, len(data), 255):
+            chunks.append((off + k, data[k:k + 255]))
+    assert len(chunks) < 16
+    out = bytearray([1, 1 if event_idx else 0, len(chunks)])
+    for off, data in chunks:
+        out += struct.pack('<HB', off, len(data)) + data
+    kick = bytes([0x10, 1, 0])      # GET_FEATURES, then kick every ready ring
+    publish = bytes([0x18, 1, 0])   # same, after one more tx avail entry
+    out += kick + publish * (len(tx_pkts) - 1) + kick
+    return bytes(out)
+
+
+def vu_msg_seeds():
+    g = 3
+    req = vsock_hdr(g, 2, 1000, PORT_ECHO, OP_REQUEST)
+    rw = vsock_hdr(g, 2, 1000, PORT_ECHO, OP_RW, 5) + b'hello'
+    shut = vsock_hdr(g, 2, 1000, PORT_ECHO, OP_SHUTDOWN, flags=3)
+    credit = vsock_hdr(g, 2, 1000, PORT_ECHO, OP_CREDIT_REQUEST)
+    rpc_bytes = hello(1) + lock(2, [8, 9, 10]) + stats(3)
+    rpc_req = vsock_hdr(g, 2, 1001, PORT_RPC, OP_REQUEST)
+    rpc_rw = vsock_hdr(g, 2, 1001, PORT_RPC, OP_RW, len(rpc_bytes)) + rpc_bytes
+    seq = vsock_hdr(g, 2, 1002, PORT_ECHO, OP_REQUEST, typ=SEQPACKET)
+    seq_rw = vsock_hdr(g, 2, 1002, PORT_ECHO, OP_RW, 3, typ=SEQPACKET, flags=1) + b'abc'
+    return {
+        'echo': vu_msg_seed(False, [req, rw, credit, shut]),
+        'echo-evidx': vu_msg_seed(True, [req, rw]),
+        'rpc': vu_msg_seed(False, [rpc_req, rpc_rw]),
+        'seqpacket': vu_msg_seed(True, [seq, seq_rw]),
+        # no canned start: SET_PROTOCOL_FEATURES, SET_VRING_NUM, GET_CONFIG
+        # (run_one: sel, request, nreg, then the natural-size payload)
+        'msgs': bytes([0]) + bytes([0, 16, 0]) + b'\xff' * 8 + bytes([0, 8, 0, 0, 0, 0, 0, 4, 0, 0, 0]) +
+                bytes([0, 24, 0]) + bytes(20),
+    }
+
+
+# ---- fuzz_vsock_dev ----------------------------------------------------------
+# cmd byte: bit 7 = guest (0: cid 3, 1: cid 4); low 3 bits 0-4 = send a packet
+# (44 header bytes whose byte 0 steers, then payload), 5 = process tx + drain,
+# 6 = reset/timer, 7 = toggle rx hold.
+def dev_pkt(guest, steer, src_port, dst_port, op_raw, length, payload=b'', typ=0, flags=0):
+    h = vsock_hdr(steer, 0, src_port, dst_port, op_raw, length, typ, flags)
+    return bytes([guest << 7]) + h + payload
+
+
+def vsock_dev_seeds():
+    s = 0x01 | 0x02 | 0x08 | 0x40 | 0x80  # own cid, host, port ECHO, sane type/op
+    echo = (dev_pkt(0, s, 0, 0, OP_REQUEST - 1, 0) + bytes([5]) +
+            dev_pkt(0, s, 0, 0, OP_RW - 1, 4, b'ping') + bytes([5]) +
+            dev_pkt(0, s, 0, 0, OP_CREDIT_REQUEST - 1, 0) + bytes([5]) +
+            dev_pkt(0, s, 0, 0, OP_SHUTDOWN - 1, 0, flags=3) + bytes([5, 6 | 8, 5]))
+    # guest 4 connects to guest 3 port 1234; guest 3 answers and they talk
+    to_sib = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
+    raw_sib = 0x01 | 0x02 | 0x04 | 0x80
+    sib = (dev_pkt(1, to_sib, 0, 0, OP_REQUEST - 1, 0) + bytes([0x85, 0x05]) +
+           dev_pkt(0, raw_sib, 1234, 1000, OP_RESPONSE, 0, typ=STREAM) + bytes([0x05, 0x85]) +
+           dev_pkt(1, to_sib, 0, 0, OP_RW - 1, 3, b'sib') + bytes([0x85, 0x05]) +
+           dev_pkt(0, raw_sib, 1234, 1000, OP_RW, 2, b'ok', typ=STREAM) + bytes([0x05, 0x85]) +
+           bytes([0x06]) + bytes([0x85, 0x05]))
+    hold = (bytes([7]) + dev_pkt(0, s, 0, 0, OP_REQUEST - 1, 0) + bytes([5]) +
+            dev_pkt(0, s, 0, 0, OP_RW - 1, 100, bytes(range(100))) + bytes([5, 7, 5]))
+    return {'echo': echo, 'sibling': sib, 'rx-hold': hold}
+
+
+# ---- fuzz_virtq ----------------------------------------------------------------
+# cfg (num = 1 << cfg%9, 0x10 EVENT_IDX, 0x20 INDIRECT, 0x40 shifted table,
+# 0x80 no steering), last_avail u16, descriptors, avail flags, avail idx delta,
+# avail ring entries (1 byte each), then buffer memory at 0x3000 (indirect tables).
+def virtq_seed(cfg):
+    d = lambda addr, ln, fl, nx: struct.pack('<QIHH', addr, ln, fl, nx)
+    descs = (d(0x4000, 64, 1, 1) + d(0x4100, 64, 2, 0) +       # out + in chain
+             d(0x3000, 32, 4, 0) + d(0x4200, 16, 0, 0))        # indirect, single
+    out = bytes([cfg, 0, 0]) + descs + bytes([0, 3]) + bytes([0, 2, 3, 0, 0])
+    out += d(0x4300, 32, 1, 1) + d(0x4400, 32, 2, 0)          # the indirect table
+    return out
+
+
+def virtq_seeds():
+    return {'chain': virtq_seed(0x22), 'chain-evidx': virtq_seed(0x32)}
+
+
+# ---- fuzz_rpc --------------------------------------------------------------------
+def rpc_seeds():
+    prog = bytes([0x01])  # odd: structured program, unlimited send budget
+    prog += bytes([0, 0x10, 0x00, 0x00, 0x20, 0x00, 3, 0x10, 0, 0x11, 0, 0x12, 0, 0])  # lock
+    prog += bytes([1, 0x01, 0x01, 16, 0, 0, 0])        # map (kernel mode)
+    prog += bytes([4, 0x10, 0, 0, 0x00, 0x01, 0])      # read 256 bytes
+    prog += bytes([5, 0x20, 0, 0, 16])                 # write 16 bytes, list
+    prog += bytes([2, 7])                              # unmap
+    prog += bytes([3, 1])                              # unlock
+    raw = bytes([0x00]) + hello(1) + lock(2, [0x10, 0x11], 0x10, 0x1000) + stats(3)
+    return {'program': prog, 'raw-frames': raw}
+
+
+# ---- fuzz_vsock_hdr ------------------------------------------------------------
+def vsock_hdr_seeds():
+    return {'rw': vsock_hdr(3, 2, 1000, 7, OP_RW, 4) + b'data',
+            'request': vsock_hdr(3, 2, 1000, 1100, OP_REQUEST, typ=SEQPACKET)}
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
+               'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds()}
+    for target, seeds in targets.items():
+        d = os.path.join(sys.argv[1], target)
+        os.makedirs(d, exist_ok=True)
+        for name, data in seeds.items():
+            with open(os.path.join(d, 'seed-' + name), 'wb') as f:
+                f.write(data)
+
+
+if __name__ == '__main__':
+    main()
