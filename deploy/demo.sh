@@ -1,7 +1,8 @@
 #!/bin/bash
 # deploy/demo.sh - the mdlmap demo: a guest program locks and maps a buffer,
 # the host reads the guest's bytes through hostd's zero-copy mapping, writes
-# a reply the guest sees, and the guest unmaps. Run after deploy/setup.sh.
+# a reply the guest sees, and the guest unmaps. Runs deploy/setup.sh first
+# (MDLMAP_SKIP_SETUP=1 skips it).
 #
 #   deploy/demo.sh [BUILD_DIR]      (default: $MDLMAP_BUILD, else ./build; built if missing)
 #
@@ -20,6 +21,11 @@ REPLY="hello from the host"
 say() { printf '\n== %s\n' "$*"; }
 info() { printf '   %s\n' "$*"; }
 die() { printf '\nDEMO FAILED: %s\n' "$*" >&2; show_logs; exit 1; }
+
+# A fresh machine needs the packages and the guest kernel first (idempotent, fast when done).
+if [ "${MDLMAP_SKIP_SETUP:-0}" != 1 ]; then
+  bash "$HERE/setup.sh" || { echo "setup failed" >&2; exit 2; }
+fi
 
 if [ ! -x "$BUILD/hostd/mdlmap-hostd" ] || [ ! -x "$BUILD/hostd/cli/mdlmapctl" ] || [ ! -f "$BUILD/guest-agent/mdlmap-agent" ]; then
   say "Building mdlmap in $BUILD"

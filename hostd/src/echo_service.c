@@ -1,5 +1,5 @@
 /* Echo service on MDLMAP_PORT_ECHO: sends every byte back. SEQPACKET keeps
- * message boundaries. Back-pressure: we consume only what fits in the
+ * message boundaries and the guest's MSG_EOR. Back-pressure: we consume only what fits in the
  * outbound queue; the device re-offers the rest when space frees. */
 #include "log.h"
 #include "vsock.h"
@@ -17,7 +17,8 @@ static size_t echo_recv(struct vsock_conn *c, void *priv, const uint8_t *data, s
     bool end = eom && n == len;
     if (!n && !end)
         return 0;
-    if (vsock_conn_send(c, data, n, end) < 0)
+    uint32_t flags = end ? VSOCK_SEQ_EOM | (vsock_conn_last_flags(c) & VSOCK_SEQ_EOR) : 0;
+    if (vsock_conn_send_flags(c, data, n, flags) < 0)
         return 0;
     return n;
 }

@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -179,6 +180,33 @@ static void client_event(void *opaque, uint32_t events)
     }
 }
 
+static void timer_set(struct host_api *api, bool on)
+{
+    struct itimerspec its = { 0 };
+    if (on) {
+        its.it_value.tv_sec = 1;
+        its.it_interval.tv_sec = 1;
+    }
+    if (api->tfd >= 0 && timerfd_settime(api->tfd, 0, &its, NULL) == 0)
+        api->timer_armed = on;
+}
+
+void api_timer_arm(struct host_api *api)
+{
+    if (!api->timer_armed)
+        timer_set(api, true);
+}
+
+static void timer_event(void *opaque, uint32_t events)
+{
+    struct host_api *api = opaque;
+    uint64_t ticks;
+    if (read(api->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+        log_warn("api: timerfd read: %m");
+    if (map_engine_user_expire(api->hostd->maps, map_now_ms(), API_CONSUMER_TIMEOUT_MS) == 0)
+        timer_set(api, false);
+}
+
 static void listen_event(void *opaque, uint32_t events)
 {
     struct host_api *api = opaque;
@@ -226,8 +254,17 @@ struct host_api *host_api_start(struct hostd *h, const char *path)
     }
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (live) {
+            log_err("api: %s is in use by another process", path);
+            return NULL;
+        }
         unlink(path); /* stale socket of an earlier hostd */
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         log_err("api: socket: %m");
@@ -247,7 +284,13 @@ struct host_api *host_api_start(struct hostd *h, const char *path)
     api->hostd = h;
     api->fd = fd;
     snprintf(api->path, sizeof(api->path), "%s", path);
-    if (evloop_add(h->loop, &api->h, fd, EPOLLIN, listen_event, api) < 0) {
+    api->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (api->tfd < 0 || evloop_add(h->loop, &api->th, api->tfd, EPOLLIN, timer_event, api) < 0 ||
+        evloop_add(h->loop, &api->h, fd, EPOLLIN, listen_event, api) < 0) {
+        log_err("api: event setup failed");
+        evloop_del(h->loop, &api->th);
+        if (api->tfd >= 0)
+            close(api->tfd);
         close(fd);
         unlink(path);
         free(api);
@@ -264,6 +307,8 @@ void host_api_stop(struct host_api *api)
     while (api->clients)
         client_close(api->clients, "hostd stopping");
     evloop_del(api->hostd->loop, &api->h);
+    evloop_del(api->hostd->loop, &api->th);
+    close(api->tfd);
     close(api->fd);
     unlink(api->path);
     free(api);

@@ -82,6 +82,8 @@ static int map_into(void *ctx, const struct map_obj *m, const struct map_run *ru
         env.map_into = &rq;
         rc = push(c, &env, fds, nfds); /* takes the fds */
         nfds = 0;
+        if (rc == 0)
+            api_timer_arm(c->api);
     }
     for (unsigned i = 0; i < nfds; i++)
         close(fds[i]);

@@ -23,11 +23,16 @@ struct api_client {
     struct api_client *prev, *next;
 };
 
+#define API_CONSUMER_TIMEOUT_MS 10000u /* a UserMode consumer must answer MapInto by then */
+
 struct host_api {
     struct hostd *hostd;
     char path[108];
     int fd;
     struct ev_handler h;
+    int tfd;                /* timerfd: expires unanswered MapInto requests */
+    struct ev_handler th;
+    bool timer_armed;
     struct api_client *clients;
     unsigned nclients;
 };
@@ -37,5 +42,7 @@ void api_client_queue(struct api_client *c, uint8_t *f, size_t n);
 bool api_client_settle(struct api_client *c);
 /* Re-arm epoll only (safe from any context: never closes the client). */
 void api_client_arm(struct api_client *c);
+/* Start the 1 s expiry tick (idempotent). */
+void api_timer_arm(struct host_api *api);
 /* host_api_consumer.c: true if req was a consumer message (handled, maybe answered). */
 bool api_consumer_message(struct api_client *c, const mdl_envelope *req);

@@ -355,10 +355,14 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     m->priority = p->priority;
     map_link(e, m, a);
     mdl->system_map = m;
-    log_info("mdl: vm %s conn %llu mapped mdl 0x%llx -> map 0x%llx at %p: %u pages, %u runs, %s%s, cache %u",
+    /* guest RAM mapped by a host process is always cache-coherent with the
+     * guest; the requested type is recorded and reported, not applied */
+    log_info("mdl: vm %s conn %llu mapped mdl 0x%llx -> map 0x%llx at %p: %u pages, %u runs, %s%s, "
+             "cache type %u recorded%s",
              mdl->vm_name, (unsigned long long)o->conn_id, (unsigned long long)mdl->handle,
              (unsigned long long)m->handle, (void *)(uintptr_t)m->address, m->page_count, nruns,
-             map_prio_name(pr), m->read_only ? ", read-only" : "", m->cache_type);
+             map_prio_name(pr), m->read_only ? ", read-only" : "", m->cache_type,
+             m->cache_type == 1 ? "" : " (host mapping stays cache-coherent)");
     *out = m;
     return 0;
 }
@@ -419,6 +423,8 @@ int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t 
                       unsigned *released, char *detail, size_t dlen)
 {
     *released = 0;
+    /* another VM's or connection's MDL is "not locked" from the caller's point
+     * of view (like an unknown handle: its existence is not revealed) */
     struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
     if (!mdl) {
         snprintf(detail, dlen, "MDL 0x%llx is not locked", (unsigned long long)mdl_handle);

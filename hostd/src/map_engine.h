@@ -69,6 +69,7 @@ struct map_obj {
     char consumer[64];
     uint64_t consumer_id;        /* UserMode: 0 once the consumer went away (orphan) */
     bool pending;                /* UserMode: waiting for the consumer's answer */
+    uint64_t pending_since_ms;   /* CLOCK_MONOTONIC when the consumer was asked */
     map_done_fn done;            /* UserMode: called once when the consumer answers */
     void *done_ctx;
     struct map_obj *prev, *next;
@@ -118,7 +119,8 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
  * handle, -ENXIO address does not match, -EINVAL mdl does not match. */
 int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t map_handle,
                      uint64_t address, uint64_t mdl_handle, char *detail, size_t dlen);
-/* MmUnlockPages: also unmaps the MDL's mappings. -ENOLCK never locked / unknown. */
+/* MmUnlockPages: also unmaps the MDL's mappings. -ENOLCK never locked by this
+ * owner (unknown handle, or another VM's / connection's MDL). */
 int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                       unsigned *released, char *detail, size_t dlen);
 
@@ -138,6 +140,11 @@ void map_engine_consumer_remove(struct map_engine *e, uint64_t id);
  * tells the consumer to unmap). */
 int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_t map_handle, int err,
                              uint64_t base, const char *detail);
+
+/* Fail UserMode maps whose consumer has not answered for max_age_ms
+ * (-ETIMEDOUT to the guest). Returns how many are still pending. */
+unsigned map_engine_user_expire(struct map_engine *e, uint64_t now_ms, uint64_t max_age_ms);
+uint64_t map_now_ms(void);
 
 /* Host API access (no owner scoping: the host sees everything). */
 const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle);

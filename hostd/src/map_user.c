@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "map_engine_int.h"
@@ -139,6 +140,7 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
         snprintf(m->consumer, sizeof(m->consumer), "%s", c->name);
         m->consumer_id = c->id;
         m->pending = true;
+        m->pending_since_ms = map_now_ms();
         m->done = p->done;
         m->done_ctx = p->done_ctx;
         if (map_table_put(&e->maps, m->handle, m) < 0) {
@@ -205,4 +207,41 @@ void map_user_unmap_from(struct map_engine *e, const struct map_obj *m)
     struct map_consumer *c = consumer_by_id(e, m->consumer_id);
     if (c)
         c->ops->unmap_from(c->ctx, m->handle, (uint64_t)(uintptr_t)m->base, m->reserve_len);
+}
+
+uint64_t map_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+unsigned map_engine_user_expire(struct map_engine *e, uint64_t now_ms, uint64_t max_age_ms)
+{
+    unsigned left = 0;
+    bool again = true;
+    while (again) { /* done() may free other mappings: rescan after each */
+        again = false;
+        left = 0;
+        for (struct map_obj *m = e->map_head; m; m = m->next) {
+            if (m->mode != MAP_MODE_USER || !m->pending)
+                continue;
+            if (now_ms - m->pending_since_ms < max_age_ms) {
+                left++;
+                continue;
+            }
+            log_warn("mdl: map 0x%llx: consumer '%s' did not answer within %llu ms", (unsigned long long)m->handle,
+                     m->consumer, (unsigned long long)max_age_ms);
+            map_done_fn done = m->done;
+            void *ctx = m->done_ctx;
+            m->pending = false;
+            m->consumer_id = 0; /* a late answer finds nothing and is undone */
+            map_destroy(e, m);
+            if (done)
+                done(ctx, -ETIMEDOUT, NULL, "the consumer did not answer in time");
+            again = true;
+            break;
+        }
+    }
+    return left;
 }

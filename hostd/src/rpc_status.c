@@ -3,7 +3,7 @@
  *   -EFAULT      STATUS_ACCESS_VIOLATION      frame is not guest RAM (MMIO hole, out of range)
  *   -EBADF       STATUS_INVALID_HANDLE        unknown / foreign map or MDL handle
  *   -ENXIO       STATUS_NOT_MAPPED_VIEW       unmap address does not match
- *   -ENOLCK      STATUS_NOT_LOCKED            unlock of a never-locked (or foreign) MDL
+ *   -ENOLCK      STATUS_NOT_LOCKED            unlock of an MDL this connection never locked
  *   -ENOSPC      STATUS_INSUFFICIENT_RESOURCES quota, priority share, VMA budget
  *   -ENOMEM      STATUS_INSUFFICIENT_RESOURCES host out of memory / address space
  *   -EBUSY       STATUS_CONFLICTING_ADDRESSES MDL already mapped to system VA; RequestedAddress taken
@@ -12,7 +12,8 @@
  *   -ENOENT      STATUS_NOT_FOUND             unknown UserMode consumer
  *   -EPROTO      STATUS_REVISION_MISMATCH     Hello version ranges do not meet
  *   -ENOSYS      STATUS_INVALID_DEVICE_REQUEST request type not served on this socket
- *   -ENOTCONN    STATUS_DEVICE_NOT_READY      consumer went away
+ *   -ENOTCONN    STATUS_DEVICE_NOT_READY      consumer went away before answering
+ *   -ETIMEDOUT   STATUS_DEVICE_NOT_READY      consumer did not answer in time
  */
 #include "rpc_status.h"
 
@@ -37,7 +38,8 @@ int32_t rpc_status_from_errno(int err)
     case -ENOENT: return MDLMAP__V1__NT_STATUS__STATUS_NOT_FOUND;
     case -EPROTO: return MDLMAP__V1__NT_STATUS__STATUS_REVISION_MISMATCH;
     case -ENOSYS: return MDLMAP__V1__NT_STATUS__STATUS_INVALID_DEVICE_REQUEST;
-    case -ENOTCONN: return MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY;
+    case -ENOTCONN:
+    case -ETIMEDOUT: return MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY;
     default: return MDLMAP__V1__NT_STATUS__STATUS_UNSUCCESSFUL;
     }
 }

@@ -292,11 +292,20 @@ void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst)
         dev->nshort--;
     c->window_short = false;
     conn_free_buffers(c);
+    wake_short(dev);
     log_debug("vm %s: vsock conn %llu (guest port %u -> %u) closed: %s", dev->vm->name,
               (unsigned long long)c->id, c->peer_port, c->local_port, why);
     if (c->accepted && c->svc->closed)
         c->svc->closed(c, c->priv, why);
     c->priv = NULL;
+}
+
+/* After the guest's SHUTDOWN(SEND) the connection must finish within
+ * halfclose_ms of its last progress (bytes consumed or sent). */
+static void halfclose_progress(struct vsock_conn *c)
+{
+    if (c->state == CONN_PEER_SENT_ALL)
+        c->deadline_ms = vsock_now_ms() + c->dev->halfclose_ms;
 }
 
 static void check_finish(struct vsock_conn *c)
@@ -311,6 +320,7 @@ static void check_finish(struct vsock_conn *c)
 static void deliver(struct vsock_conn *c)
 {
     static uint8_t empty;
+    uint32_t head0 = c->in.head;
     while (c->state == CONN_OPEN || c->state == CONN_PEER_SENT_ALL) {
         uint32_t upto = ring_used(&c->in);
         bool eom = false;
@@ -339,6 +349,8 @@ static void deliver(struct vsock_conn *c)
         if (chunk_eom)
             msgq_pop(&c->in_msgs);  /* an empty message counts as consumed */
     }
+    if (c->in.head != head0)
+        halfclose_progress(c);
     maybe_credit_update(c);
     wake_short(c->dev);
     check_finish(c);
@@ -381,6 +393,7 @@ static void accept_conn(struct vsock_dev *dev, const struct vsock_hdr *h)
     dev->hash[b] = c;
     vlist_add_tail(&dev->conns, &c->all);
     dev->nconns++;
+    conn_window(c);   /* the window the RESPONSE will advertise */
     int r = svc->accept ? svc->accept(c, svc->ctx, &c->priv) : 0;
     if (r < 0) {
         log_debug("vm %s: vsock service %s refused guest port %u: %s", vm->name, svc->name, h->src_port,
@@ -476,9 +489,9 @@ void vsock_host_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struc
             return;
         }
         if ((h->flags & VSOCK_SHUTDOWN_SEND) && c->state == CONN_OPEN) {
-            /* the service must finish (consume, flush) in bounded time */
+            /* the service must finish (consume, flush) without stalling */
             c->state = CONN_PEER_SENT_ALL;
-            c->deadline_ms = vsock_now_ms() + dev->halfclose_ms;
+            halfclose_progress(c);
             vsock_dev_timer_by(dev, c->deadline_ms);
             deliver(c);
         }
@@ -538,6 +551,7 @@ uint32_t vsock_conn_build(struct vsock_conn *c, const struct virtq_elem *elem)
                 iov_from_buf(iov, niov, VSOCK_HDR_SIZE + first, c->out.buf, n - first);
             c->out.head += n;
             c->out_freed = true;
+            halfclose_progress(c);
         }
         h.op = VSOCK_OP_RW;
         h.len = n;

@@ -151,7 +151,8 @@ static bool rx_fill(struct vsock_dev *dev)
     return pushed;
 }
 
-static void tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
+/* false: not consumed (sibling backpressure); the chain goes back to the ring */
+static bool tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
 {
     struct vm *vm = dev->vm;
     uint8_t wire[VSOCK_HDR_SIZE];
@@ -161,7 +162,7 @@ static void tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
         if (vsock_ratelimit(dev))
             log_warn("vm %s: vsock tx chain malformed (out %llu bytes, %u in-buffers): dropped", vm->name,
                      (unsigned long long)elem->out_len, elem->n_in);
-        return;
+        return true;
     }
     iov_to_buf(elem->iov, elem->n_out, 0, wire, sizeof(wire));
     vsock_hdr_decode(wire, sizeof(wire), &h);
@@ -172,14 +173,15 @@ static void tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
             log_warn("vm %s: vsock bad packet (%s): src %llu:%u dst %llu:%u type %u op %u len %u: dropped",
                      vm->name, strerror(-r), (unsigned long long)h.src_cid, h.src_port,
                      (unsigned long long)h.dst_cid, h.dst_port, h.type, h.op, h.len);
-        return;
+        return true;
     }
-    dev->st.rx_pkts++;
-    dev->st.rx_bytes += h.len;
     if (h.dst_cid == VSOCK_HOST_CID)
         vsock_host_rx(dev, &h, elem);
-    else
-        vsock_route_rx(dev, &h, elem);
+    else if (!vsock_route_rx(dev, &h, elem))
+        return false;
+    dev->st.rx_pkts++;
+    dev->st.rx_bytes += h.len;
+    return true;
 }
 
 static void tx_process(struct vsock_dev *dev)
@@ -190,6 +192,7 @@ static void tx_process(struct vsock_dev *dev)
     bool pushed = false;
     dev->tx_more = false;
     dev->tx_blocked = false;
+    dev->fwd_blocked = false;
     if (dev->tx_broken || !virtq_ready(vq))
         return;
     virtq_set_notify(vq, false);
@@ -221,14 +224,18 @@ static void tx_process(struct vsock_dev *dev)
             virtq_set_notify(vq, false);
             continue;
         }
+        if (!tx_handle(dev, &elem)) {
+            virtq_unpop(vq);   /* a sibling's queue is full: retry from the timer or a kick */
+            virtq_set_notify(vq, true);
+            break;
+        }
         budget--;
-        tx_handle(dev, &elem);
         virtq_push(vq, &elem, 0);
         pushed = true;
     }
     if (pushed)
         virtq_notify(vq);
-    if (dev->tx_more)
+    if (dev->tx_more || dev->fwd_blocked)
         vsock_dev_arm_timer(dev);
 }
 
@@ -296,6 +303,8 @@ void vsock_dev_arm_timer(struct vsock_dev *dev)
     int64_t now = vsock_now_ms();
     struct itimerspec its = { 0 };
     dev->armed_ms = 0;
+    if (dev->fwd_blocked && (!next || now + VSOCK_FWD_RETRY_MS < next))
+        next = now + VSOCK_FWD_RETRY_MS;
     if (dev->tx_more) {
         its.it_value.tv_nsec = 1;  /* as soon as the loop comes round */
         dev->armed_ms = now;
@@ -324,7 +333,7 @@ void vsock_dev_timer_tick(struct vsock_dev *dev)
     vsock_conns_expire(dev, now);
     if (dev->trim_at_ms && now >= dev->trim_at_ms)
         dev->trim_at_ms = vsock_conns_trim(dev) ? now + VSOCK_TRIM_MS : 0;
-    if (dev->tx_more)
+    if (dev->tx_more || dev->fwd_blocked)
         tx_process(dev);
     vsock_dev_leave(dev);
     vsock_dev_arm_timer(dev);
@@ -389,6 +398,8 @@ void vsock_dev_reset(struct vm *vm, const char *why)
     dev->rst_head = 0;
     dev->tx_broken = dev->rx_broken = false;
     dev->tx_blocked = dev->tx_more = false;
+    dev->fwd_blocked = false;
+    dev->fwd_stall_since = 0;
     dev->trim_at_ms = 0;
     if (dev->depth > 1) {  /* called from inside processing: frees happen on the way out */
         dev->depth--;

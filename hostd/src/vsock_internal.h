@@ -19,6 +19,8 @@
 #define VSOCK_MAX_MSGS 4096             /* queued SEQPACKET message ends per direction */
 #define VSOCK_RSTQ_MAX 256              /* connectionless RSTs waiting for rx buffers */
 #define VSOCK_FWD_MAX (4u << 20)        /* bytes of sibling packets queued per target */
+#define VSOCK_FWD_RETRY_MS 5            /* target queue full: retry the sender's tx */
+#define VSOCK_FWD_STALL_MS 2000         /* ... and reset what still does not fit after this */
 #define VSOCK_TX_BATCH 256              /* tx chains per event before yielding */
 #define VSOCK_IN_BUDGET (32u << 20)     /* receive window committed across a VM's conns */
 #define VSOCK_CLOSE_TIMEOUT_MS 2000     /* wait for the guest's RST after our SHUTDOWN */
@@ -154,6 +156,8 @@ struct vsock_dev {
     bool tx_broken, rx_broken;
     bool tx_blocked;             /* RST queue full: resume tx after rx drains */
     bool tx_more;                /* batch limit hit: resume from the timer */
+    bool fwd_blocked;            /* a sibling's forward queue is full: tx waits */
+    int64_t fwd_stall_since;     /* first refusal for a full queue; 0: none */
     uint32_t in_budget;          /* VSOCK_IN_BUDGET (tests lower it) */
     uint64_t in_committed;       /* sum over live conns of in_limit - in.head */
     unsigned nshort;             /* conns with window_short */
@@ -195,6 +199,7 @@ bool vsock_conns_trim(struct vsock_dev *dev);   /* true: rings remain */
 void vsock_dev_timer_by(struct vsock_dev *dev, int64_t when);
 
 /* vsock_route.c */
-void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem);
+/* false: the target's forward queue is full; leave the packet in the ring, retry later */
+bool vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem);
 uint32_t vsock_fwd_build(struct vsock_dev *dev, const struct virtq_elem *elem);
 void vsock_route_reset(struct vsock_dev *dev);

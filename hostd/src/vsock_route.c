@@ -80,7 +80,7 @@ static void fwd_purge(struct vsock_dev *dev, uint64_t src_cid, bool one_conn, ui
     dev->fwd_tail = NULL;
     while (*pp) {
         struct fwd_pkt *p = *pp;
-        if (p->h.src_cid == src_cid &&
+        if (p->h.src_cid == src_cid && p->h.op != VSOCK_OP_RST &&
             (!one_conn || (p->h.src_port == src_port && p->h.dst_port == dst_port && p->h.type == type))) {
             *pp = p->next;
             dev->fwd_bytes -= fwd_cost(p);
@@ -90,6 +90,32 @@ static void fwd_purge(struct vsock_dev *dev, uint64_t src_cid, bool one_conn, ui
             pp = &p->next;
         }
     }
+}
+
+/* An RST from sibling src_cid to dev's guest. The RST queue is small (it
+ * also carries our own refusals); past it, RSTs wait in the forward queue
+ * so that a VM reset with many sibling connections ends all of them. */
+static void rst_to(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, uint32_t dst_port, uint16_t type)
+{
+    if (dev->rst_n < VSOCK_RSTQ_MAX / 2) {
+        vsock_rstq_push(dev, src_cid, src_port, dst_port, type);
+        return;
+    }
+    struct fwd_pkt *p = NULL;
+    if (dev->fwd_bytes + sizeof(*p) <= VSOCK_FWD_MAX)
+        p = calloc(1, sizeof(*p));
+    if (!p) {
+        dev->st.dropped_pkts++;
+        return;
+    }
+    p->h = (struct vsock_hdr){ .src_cid = src_cid, .dst_cid = dev->vm->cid, .src_port = src_port,
+                               .dst_port = dst_port, .type = type, .op = VSOCK_OP_RST };
+    if (dev->fwd_tail)
+        dev->fwd_tail->next = p;
+    else
+        dev->fwd_head = p;
+    dev->fwd_tail = p;
+    dev->fwd_bytes += sizeof(*p);
 }
 
 static void rst_back(struct vsock_dev *dev, const struct vsock_hdr *h)
@@ -108,7 +134,7 @@ static void sib_abort(struct vsock_dev *dev, struct vsock_dev *td, const struct 
         return;
     sib_del(td, cid, h->dst_port, h->src_port, h->type);
     fwd_purge(td, cid, true, h->src_port, h->dst_port, h->type);
-    vsock_rstq_push(td, cid, h->src_port, h->dst_port, h->type);
+    rst_to(td, cid, h->src_port, h->dst_port, h->type);
     vsock_dev_enter(td);
     vsock_dev_leave(td);
 }
@@ -144,7 +170,27 @@ static bool sib_queue(struct vsock_dev *td, const struct vsock_hdr *h, const str
     return true;
 }
 
-void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem)
+/* Backpressure: a packet the target's queue cannot take stays in the
+ * sender's tx ring (credit-respecting traffic can exceed the queue when the
+ * target is slow to post rx buffers). After VSOCK_FWD_STALL_MS without room
+ * the target is stuck: the packet's connection is reset instead, so a hung
+ * sibling cannot stall this VM's vsock for good. */
+static bool fwd_wait(struct vsock_dev *dev, const struct vsock_dev *td, const struct vsock_hdr *h)
+{
+    if (td->fwd_bytes + sizeof(struct fwd_pkt) + h->len <= VSOCK_FWD_MAX) {
+        dev->fwd_stall_since = 0;
+        return false;
+    }
+    int64_t now = vsock_now_ms();
+    if (!dev->fwd_stall_since)
+        dev->fwd_stall_since = now;
+    if (now - dev->fwd_stall_since >= VSOCK_FWD_STALL_MS)
+        return false;   /* sib_queue fails below: reset */
+    dev->fwd_blocked = true;
+    return true;
+}
+
+bool vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem)
 {
     struct vm *vm = dev->vm;
     struct hostd *hd = vm->hostd;
@@ -158,7 +204,7 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
         if (s)
             sib_abort(dev, td, h);
         rst_back(dev, h);
-        return;
+        return true;
     }
     struct vsock_sib *ps = NULL;   /* the peer's mirror entry */
     if (s) {
@@ -166,7 +212,7 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
         if (!ps) {   /* cannot happen: entries come and go in pairs */
             sib_abort(dev, td, h);
             refuse(dev, h, "tracking lost");
-            return;
+            return true;
         }
     }
     bool finished = false;
@@ -175,37 +221,41 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
         if (s) {
             sib_abort(dev, td, h);
             refuse(dev, h, "request for a live connection");
-            return;
+            return true;
         }
         if (dev->nsibs_out >= VSOCK_MAX_SIBS || dev->nsibs >= VSOCK_MAX_SIBS_ALL ||
             td->nsibs >= VSOCK_MAX_SIBS_ALL) {
             refuse(dev, h, "too many sibling connections");
-            return;
+            return true;
         }
+        if (fwd_wait(dev, td, h))
+            return false;
         s = sib_add(dev, t->cid, h->src_port, h->dst_port, h->type, true);
         ps = s ? sib_add(td, vm->cid, h->dst_port, h->src_port, h->type, false) : NULL;
         if (!ps) {
             if (s)
                 sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
             refuse(dev, h, "out of memory");
-            return;
+            return true;
         }
         break;
     case VSOCK_OP_RST:
         if (!s) {
             dev->st.sib_refused++;   /* nothing to reset; never answer an RST */
-            return;
+            return true;
         }
         /* forget the connection and pass the RST ahead of queued data */
         sib_abort(dev, td, h);
-        return;
+        return true;
     case VSOCK_OP_RESPONSE:
         if (!s || s->initiator || s->established) {
             if (s)
                 sib_abort(dev, td, h);
             refuse(dev, h, s ? "unexpected response" : "no such connection");
-            return;
+            return true;
         }
+        if (fwd_wait(dev, td, h))
+            return false;
         s->established = ps->established = true;
         break;
     default:   /* RW, CREDIT_UPDATE, CREDIT_REQUEST, SHUTDOWN */
@@ -213,8 +263,10 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
             if (s)
                 sib_abort(dev, td, h);
             refuse(dev, h, s ? "connection not established" : "no such connection");
-            return;
+            return true;
         }
+        if (fwd_wait(dev, td, h))
+            return false;
         if (h->op == VSOCK_OP_SHUTDOWN) {
             uint8_t f = (uint8_t)(h->flags & (VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND));
             s->shut_local |= f;
@@ -231,7 +283,7 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
                      t->name, h->src_port, h->dst_port);
         sib_abort(dev, td, h);
         rst_back(dev, h);
-        return;
+        return true;
     }
     if (finished) {   /* both sides said they are done: stop tracking */
         sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
@@ -239,6 +291,7 @@ void vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
     }
     vsock_dev_enter(td);
     vsock_dev_leave(td);  /* fill the target's rx queue now */
+    return true;
 }
 
 /* The head forwarded packet into one rx chain. Payload larger than the
@@ -290,7 +343,7 @@ void vsock_route_reset(struct vsock_dev *dev)
                     struct vsock_dev *td = t->vsock;
                     sib_del(td, vm->cid, s->peer_port, s->local_port, s->type);
                     fwd_purge(td, vm->cid, false, 0, 0, 0);
-                    vsock_rstq_push(td, vm->cid, s->local_port, s->peer_port, s->type);
+                    rst_to(td, vm->cid, s->local_port, s->peer_port, s->type);
                     vsock_dev_enter(td);
                     vsock_dev_leave(td);
                 }
@@ -305,7 +358,7 @@ void vsock_route_reset(struct vsock_dev *dev)
             struct vm *t = vm->hostd ? hostd_vm_by_cid(vm->hostd, s->peer_cid) : NULL;
             if (t && t != vm && t->vsock) {
                 sib_del(t->vsock, vm->cid, s->peer_port, s->local_port, s->type);
-                vsock_rstq_push(t->vsock, vm->cid, s->local_port, s->peer_port, s->type);
+                rst_to(t->vsock, vm->cid, s->local_port, s->peer_port, s->type);
             }
             free(s);
         }

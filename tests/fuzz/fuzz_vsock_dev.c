@@ -2,8 +2,10 @@
  * guest packets (header fields lightly steered towards valid values so the
  * connection, credit and routing paths are reached), rx drains, resets and
  * rx starvation, for two sibling VMs served by one hostd with the echo
- * service. Invariants: no crash or sanitizer report, bounded connection
- * count, every rx packet well formed and addressed to its guest. */
+ * service (the second VM with a receive budget of little more than one
+ * window). Invariants: no crash or sanitizer report, bounded connection
+ * count, every rx packet well formed and addressed to its guest, receive
+ * windows within the budget, sibling tracking mirrored in both VMs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +109,8 @@ static void guest_restart(struct fguest *g)
     vq_setup(g, VSOCK_VQ_TX, GPA_TXD, GPA_TXA, GPA_TXU);
     for (uint16_t i = 0; i < QN; i++)
         post_rx(g, i);
+    if (g->vm.cid == 4)
+        g->vm.vsock->in_budget = 300000;
 }
 
 static void drain(struct fguest *g)
@@ -182,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     guest_restart(&guests[0]);
     guest_restart(&guests[1]);
-    static const uint32_t ports[] = { MDLMAP_PORT_ECHO, 1234, 5000, 0xffffffffu };
+    static const uint32_t ports[] = { MDLMAP_PORT_ECHO, 1001, 5000, 0xffffffffu };   /* 1001: a steered port too */
     size_t i = 0;
     while (i < size) {
         uint8_t cmd = data[i++];
@@ -224,10 +228,84 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             drain(g);
             break;
         case 6:
-            if ((cmd >> 3) % 4 == 0)
+            switch ((cmd >> 3) % 8) {
+            case 0:
                 vsock_dev_reset(&g->vm, "fuzz");
-            else
+                break;
+            case 1:   /* drain, then two sweeps: idle rings go */
+                vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                drain(g);
+                /* fall through */
+            case 2:
+                vsock_dev_enter(g->vm.vsock);
+                vsock_conns_trim(g->vm.vsock);
+                vsock_conns_trim(g->vm.vsock);
+                vsock_dev_leave(g->vm.vsock);
+                break;
+            case 3:   /* every deadline due now (close, flush, half-close) */
+                vsock_dev_enter(g->vm.vsock);
+                vsock_conns_expire(g->vm.vsock, INT64_MAX);
+                vsock_dev_leave(g->vm.vsock);
+                break;
+            case 7: {   /* scripted sibling handshake on the steered ports */
+                struct fguest *o = &guests[(cmd >> 7) ^ 1];
+                uint8_t k = i < size ? data[i++] : 0;
+                struct vsock_hdr h = { .src_cid = g->vm.cid, .dst_cid = o->vm.cid, .src_port = 1000 + (k & 3u),
+                                       .dst_port = 1000 + (k >> 2 & 3u), .type = (uint16_t)(1 + (k >> 4 & 1)),
+                                       .op = VSOCK_OP_REQUEST, .buf_alloc = 65536 };
+                uint8_t pkt[VSOCK_HDR_SIZE];
+                vsock_hdr_encode(&h, pkt);
+                send_tx(g, pkt, sizeof(pkt), 0);
+                vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                drain(g);
+                if (k & 0x40) {   /* to the host echo instead: REQUEST above went to o; add data */
+                    h.dst_cid = VSOCK_HOST_CID;
+                    h.dst_port = MDLMAP_PORT_ECHO;
+                    vsock_hdr_encode(&h, pkt);
+                    send_tx(g, pkt, sizeof(pkt), 0);
+                    uint8_t dp[VSOCK_HDR_SIZE + 64];
+                    h.op = VSOCK_OP_RW;
+                    h.len = 64;
+                    h.flags = k >> 7 ? VSOCK_SEQ_EOM | VSOCK_SEQ_EOR : VSOCK_SEQ_EOM;
+                    vsock_hdr_encode(&h, dp);
+                    memset(dp + VSOCK_HDR_SIZE, k, 64);
+                    send_tx(g, dp, sizeof(dp), 0);
+                    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                    drain(g);
+                    vsock_dev_enter(g->vm.vsock);   /* echoed and idle: rings freed */
+                    vsock_conns_trim(g->vm.vsock);
+                    vsock_conns_trim(g->vm.vsock);
+                    vsock_dev_leave(g->vm.vsock);
+                    break;
+                }
+                struct vsock_hdr r = h;
+                r.src_cid = o->vm.cid;
+                r.dst_cid = g->vm.cid;
+                r.src_port = h.dst_port;
+                r.dst_port = h.src_port;
+                r.op = k & 0x20 ? VSOCK_OP_RESPONSE : VSOCK_OP_RST;
+                vsock_hdr_encode(&r, pkt);
+                send_tx(o, pkt, sizeof(pkt), 0);
+                vsock_dev_queue_event(&o->vm, VSOCK_VQ_TX);
+                drain(o);
+                if (r.op == VSOCK_OP_RESPONSE && (k & 0x80)) {   /* both close */
+                    h.op = r.op = VSOCK_OP_SHUTDOWN;
+                    h.flags = r.flags = VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND;
+                    vsock_hdr_encode(&h, pkt);
+                    send_tx(g, pkt, sizeof(pkt), 0);
+                    vsock_hdr_encode(&r, pkt);
+                    send_tx(o, pkt, sizeof(pkt), 0);
+                    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                    vsock_dev_queue_event(&o->vm, VSOCK_VQ_TX);
+                    drain(g);
+                    drain(o);
+                }
+                break;
+            }
+            default:
                 vsock_dev_timer_tick(g->vm.vsock);
+                break;
+            }
             break;
         case 7:
             g->hold = !g->hold;
@@ -237,6 +315,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct vsock_stats st;
         vsock_dev_stats(&g->vm, &st);
         if (st.conns > VSOCK_MAX_CONNS)
+            abort();
+        const struct vsock_dev *d0 = guests[0].vm.vsock, *d1 = guests[1].vm.vsock;
+        if (d0->nsibs != d1->nsibs || d0->nsibs_out + d1->nsibs_out != d0->nsibs)
+            abort();
+        if (d0->in_committed > d0->in_budget || d1->in_committed > d1->in_budget)
             abort();
     }
     for (int k = 0; k < 2; k++) {

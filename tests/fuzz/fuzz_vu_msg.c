@@ -68,14 +68,30 @@ static int setup_once(void)
     return 0;
 }
 
-static int count_fds(void)
+/* fds of the kinds hostd gets from the front-end or makes per connection
+ * (memfds and eventfds made here, sockets, timerfds). Others (the sanitizer's
+ * symbolizer pipes, ...) appear lazily and stay; they are not counted. */
+static int count_fds(bool show)
 {
+    static const char *const kinds[] = { "/memfd:fuzz_vu", "anon_inode:[eventfd]", "socket:", "anon_inode:[timerfd]" };
     DIR *d = opendir("/proc/self/fd");
     if (!d)
         return -1;
     int n = 0;
-    while (readdir(d))
-        n++;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[300], target[256];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(path, target, sizeof(target) - 1);
+        if (k <= 0)
+            continue;
+        target[k] = 0;
+        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+            if (!strncmp(target, kinds[i], strlen(kinds[i]))) {
+                n++;
+                if (show)
+                    fprintf(stderr, "  fd %s -> %s\n", e->d_name, target);
+            }
+    }
     closedir(d);
     return n;
 }
@@ -330,7 +346,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (setup_once() < 0)
         return 0;
     if (base_fds < 0)
-        base_fds = count_fds();
+        base_fds = count_fds(false);
     /* raw bytes straight into the validator */
     if (size >= sizeof(struct vu_msg_hdr)) {
         struct vu_msg_hdr hdr;
@@ -349,8 +365,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vu_vm_disconnect(vm, "fuzz: end of input");
     close(peer);
     peer = -1;
-    if (base_fds >= 0 && count_fds() > base_fds) {
-        fprintf(stderr, "fuzz_vu_msg: fd leak: %d open, %d at start\n", count_fds(), base_fds);
+    if (base_fds >= 0 && count_fds(false) > base_fds) {
+        fprintf(stderr, "fuzz_vu_msg: fd leak: %d fds at the start, now:\n", base_fds);
+        count_fds(true);
         abort();
     }
     return 0;

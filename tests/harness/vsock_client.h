@@ -38,7 +38,7 @@ const char *vop_name(unsigned op);
 enum vc_state { VC_FREE = 0, VC_CONNECTING, VC_CONNECTED, VC_CLOSING, VC_CLOSED };
 
 #define VC_MAX_CONNS 32
-#define VC_MAX_MSGS 1024
+#define VC_MAX_MSGS 8192
 #define VC_LOG 512
 
 struct vdev;

@@ -57,5 +57,8 @@ while i < len(p):
     else: break
 print("STATUS=%s CLOSED" % status)
 PY
+check "a second hostd refuses the live API socket" 1 "in use by another process" \
+  timeout 10 "$HOSTD" --vm name=vm1,cid=4,socket="$T/vm1.sock" --api "$T/api.sock"
+check "the first hostd still serves it" 0 "0 mappings" "$CTL" --api "$T/api.sock" list
 check "hostd still running" 0 "" kill -0 $HPID
 exit $fail

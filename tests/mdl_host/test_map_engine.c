@@ -259,7 +259,9 @@ static void test_scoping(struct fake_vm *f, struct fake_vm *g)
     CHECK_EQ(lock_pages(e, &a, pfns, 1, &h), 0);
     CHECK_EQ(map_k(e, &b, h, 16, &m), -EBADF);   /* other VM */
     CHECK_EQ(map_k(e, &a2, h, 16, &m), -EBADF);  /* other connection */
-    CHECK_EQ(map_engine_unlock(e, &b, h, &rel, detail, DL), -ENOLCK);
+    CHECK_EQ(map_engine_unlock(e, &b, h, &rel, detail, DL), -ENOLCK);  /* other VM: not locked by it */
+    CHECK_EQ(map_engine_unlock(e, &a2, h, &rel, detail, DL), -ENOLCK); /* other connection */
+    CHECK_EQ(map_engine_unlock(e, &a, h ^ 1, &rel, detail, DL), -ENOLCK); /* never locked */
     CHECK_EQ(map_k(e, &a, h, 16, &m), 0);
     uint64_t mh = m->handle, addr = m->address;
     CHECK(mh != h);

@@ -6,6 +6,8 @@
  * usage: test_usermode HOSTD MDLMAPCTL */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -29,7 +31,7 @@ static mdl_envelope *rpc(struct vc_conn *c, mdl_envelope *req)
         return NULL;
     int rc = vc_send_all(c, f, n, 5000);
     free(f);
-    if (rc < 0 || vc_recv_all(c, hdr, 4, 10000) < 0)
+    if (rc < 0 || vc_recv_all(c, hdr, 4, 20000) < 0)
         return NULL;
     uint32_t len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
     uint8_t *p = len && len <= MDLMAP_MAX_FRAME ? malloc(len) : NULL;
@@ -102,6 +104,32 @@ static int unmap(struct vc_conn *c, uint64_t mh, uint64_t addr, uint64_t mdl)
     int st = r ? r->status : -1;
     frame_envelope_free(r);
     return st;
+}
+
+/* a consumer that registers and then never answers */
+static int mute_consumer(const char *api)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(api) >= sizeof(sa.sun_path))
+        return -1;
+    memcpy(sa.sun_path, api, strlen(api) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return -1;
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
+    Mdlmap__V1__RegisterConsumerRequest rq = MDLMAP__V1__REGISTER_CONSUMER_REQUEST__INIT;
+    rq.name = "mute";
+    env.version = 1;
+    env.request_id = 1;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER;
+    env.register_consumer = &rq;
+    if (frame_write_fd(fd, &env) < 0 || frame_read_fd(fd, &r) < 0 || r->status != 0) {
+        frame_envelope_free(r);
+        close(fd);
+        return -1;
+    }
+    frame_envelope_free(r);
+    return fd;
 }
 
 static bool file_has(const char *path, const char *s, int ms)
@@ -193,8 +221,26 @@ int main(int argc, char **argv)
         usleep(20000);
     tap_check(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "consumer exits 0 after --exit-after 1");
     /* the consumer is gone: its name is free, maps into it fail */
-    st = map_user(c, mdl, "c1", 0, &x1, &x2, &x3);
+    /* until hostd has seen the consumer's socket close, a map may still reach
+     * it and fail with DEVICE_NOT_READY; then the name is gone */
+    for (int i = 0; i < 50; i++) {
+        st = map_user(c, mdl, "c1", 0, &x1, &x2, &x3);
+        if (st != MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY)
+            break;
+        usleep(20000);
+    }
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_NOT_FOUND, "after the consumer left: %s", ntstatus_name(st));
+    /* a consumer that never answers: the guest gets a status after the timeout */
+    int mute = mute_consumer(api);
+    tap_check(mute >= 0, "a second consumer 'mute' registers");
+    long long t0 = now_ms();
+    st = map_user(c, mdl, "mute", 0, &x1, &x2, &x3);
+    long long waited = now_ms() - t0;
+    tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY && waited >= 9000,
+              "consumer that never answers: %s after %lld ms", ntstatus_name(st), waited);
+    tap_check(lock1(c, BUF_GPA / PG, &x1) == 0, "the connection still works afterwards");
+    if (mute >= 0)
+        close(mute);
     vc_close(c, 3000, NULL);
     vdev_down(d);
     free(d);
