@@ -329,15 +329,18 @@ int main(int argc, char **argv)
     ran = true;
 out:
     /* Orderly teardown: drop QEMU connections (resets devices and mappings),
-     * stop the MDL side, then free the devices. */
+     * free the devices (their services' closed() still reach the engine),
+     * stop the MDL side, then free the VMs (a device reset looks its siblings
+     * up by CID, so no VM goes before every device is gone). */
     for (unsigned i = 0; i < h.nvms; i++)
         if (h.loop)
             vu_vm_close(h.vms[i]);
+    for (unsigned i = 0; i < h.nvms; i++)
+        if (h.vms[i]->vsock)
+            vsock_dev_destroy(h.vms[i]);
     if (mdl_up)
         mdl_services_fini(&h);
     for (unsigned i = 0; i < h.nvms; i++) {
-        if (h.vms[i]->vsock)
-            vsock_dev_destroy(h.vms[i]);
         memtable_clear(&h.vms[i]->mem);
         free(h.vms[i]);
     }

@@ -52,7 +52,8 @@ struct vsock_service {
 /* Register for every VM of this hostd. The struct must outlive hostd. */
 int vsock_register_service(struct hostd *h, const struct vsock_service *svc);
 /* Queue bytes to the guest. All or nothing: -EAGAIN when vsock_conn_send_space() < len,
- * -ENOTCONN after close. For SEQPACKET, eom marks the message end. */
+ * -ENOTCONN after close. For SEQPACKET, eom marks the message end. After the
+ * guest's SHUTDOWN(RCV) bytes are accepted and dropped. */
 int vsock_conn_send(struct vsock_conn *c, const void *data, size_t len, bool eom);
 /* Same with SEQPACKET flags: VSOCK_SEQ_EOM ends a message, VSOCK_SEQ_EOR (with EOM)
  * also sets MSG_EOR for the guest. (Addition by the vsock engineer.) */

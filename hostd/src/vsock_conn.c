@@ -483,10 +483,18 @@ void vsock_host_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struc
         vsock_conn_terminate(c, "peer reset", false);
         return;
     case VSOCK_OP_SHUTDOWN:
+        c->peer_shut |= (uint8_t)(h->flags & (VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND));
         /* Linux waits up to 8 s for our RST after SHUTDOWN(RCV|SEND): answer now. */
-        if (c->state == CONN_CLOSING || (h->flags & VSOCK_SHUTDOWN_RCV)) {
+        if (c->state == CONN_CLOSING || c->peer_shut == (VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND)) {
             vsock_conn_terminate(c, "peer shutdown", true);
             return;
+        }
+        if (h->flags & VSOCK_SHUTDOWN_RCV) {
+            /* the guest reads no more: what we hold or get for it is discarded */
+            c->out.head = c->out.tail;
+            c->out_msgs.n = 0;
+            c->out_msgs.head = 0;
+            c->out_freed = true;
         }
         if ((h->flags & VSOCK_SHUTDOWN_SEND) && c->state == CONN_OPEN) {
             /* the service must finish (consume, flush) without stalling */
@@ -680,6 +688,8 @@ int vsock_conn_send_flags(struct vsock_conn *c, const void *data, size_t len, ui
     bool eom = (seq_flags & (VSOCK_SEQ_EOM | VSOCK_SEQ_EOR)) != 0;
     if (len > VSOCK_OUT_MAX - ring_used(&c->out) || (seq && eom && c->out_msgs.n >= VSOCK_MAX_MSGS))
         return -EAGAIN;
+    if (c->peer_shut & VSOCK_SHUTDOWN_RCV)
+        return 0;   /* the guest shut its receive side: accepted and dropped */
     if (len) {
         if (ring_alloc(c->dev, &c->out) < 0)
             return -ENOMEM;

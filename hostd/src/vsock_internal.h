@@ -102,6 +102,7 @@ struct vsock_conn {
     bool credit_req_sent;        /* CREDIT_REQUEST out, waiting for credit */
     bool shutdown_sent;
     bool out_freed;              /* outbound space freed: writable() + re-offer */
+    uint8_t peer_shut;           /* VSOCK_SHUTDOWN_* flags the guest sent so far */
     unsigned pending;            /* PEND_* control packets */
     const struct vsock_service *svc;
     void *priv;

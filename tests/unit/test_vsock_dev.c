@@ -1286,6 +1286,71 @@ static void test_eor(struct guest *g)
     guest_rx(g, pkts, 512);
 }
 
+/* SHUTDOWN(RCV) alone: the connection stays open for guest data; our
+ * output is dropped; the RST comes once SEND follows. */
+static void test_shutdown_rcv(struct guest *g)
+{
+    struct gconn c;
+    CHECK(gconnect(&c, g, 49500, MDLMAP_PORT_ECHO, VSOCK_TYPE_STREAM, 65536));
+    gsend_ctl(&c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_RCV);
+    struct vsock_hdr h = ghdr(&c, VSOCK_OP_RW, 5, 0);
+    tx_pkt(g, &h, "hello");
+    kick_tx(g);
+    int n = guest_rx(g, pkts, 512);
+    CHECK(sum_ops(n, &c, VSOCK_OP_RST) == 0 && sum_ops(n, &c, VSOCK_OP_RW) == 0);
+    CHECK(conn_of(g, &c) != NULL);
+    gsend_ctl(&c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_SEND);
+    kick_tx(g);
+    n = guest_rx(g, pkts, 512);
+    CHECK(sum_ops(n, &c, VSOCK_OP_RST) == 1 && conn_of(g, &c) == NULL);
+}
+
+/* Sibling traffic within credit but beyond the forward queue while the
+ * target posts no rx buffers: the sender's tx waits, nothing is lost or reset. */
+static void test_sibling_backpressure(struct guest *a, struct guest *b)
+{
+    hd.sibling_routing = true;
+    struct gconn ca, cb;
+    CHECK(sib_establish(a, b, &ca, &cb, 53000, 7100));
+    b->hold_rx = true;
+    static uint8_t buf[65536];
+    enum { NPKT = 72 };
+    uint64_t sent = 0;
+    for (int i = 0; i < NPKT; i++) {
+        for (uint32_t j = 0; j < sizeof(buf); j++)
+            buf[j] = pattern(sent + j);
+        struct vsock_hdr h = ghdr(&ca, VSOCK_OP_RW, sizeof(buf), 0);
+        tx_pkt(a, &h, buf);
+        sent += sizeof(buf);
+        if (i % 32 == 31)
+            kick_tx(a);
+    }
+    kick_tx(a);
+    CHECK(a->vm.vsock->fwd_blocked && a->txu->idx != a->tx_avail);   /* left in a's ring */
+    CHECK(guest_rx(a, pkts, 512) == 0);                              /* no RST */
+    release_rx(b);
+    uint64_t got = 0;
+    bool same = true;
+    for (int idle = 0; got < sent && idle < 100;) {
+        vsock_dev_timer_tick(a->vm.vsock);   /* the retry the timerfd would do */
+        tx_reclaim(a);
+        int n = guest_rx(b, pkts, 512);
+        idle = n ? 0 : idle + 1;
+        for (int i = 0; i < n; i++) {
+            if (pkts[i].h.op != VSOCK_OP_RW || pkts[i].h.src_port != 53000)
+                continue;
+            for (uint32_t j = 0; j < pkts[i].n; j++)
+                same &= pkts[i].data[j] == pattern(got + j);
+            got += pkts[i].n;
+        }
+    }
+    CHECK(got == sent && same);
+    CHECK(!a->vm.vsock->fwd_blocked && guest_rx(a, pkts, 512) == 0);
+    gsend_ctl(&ca, VSOCK_OP_RST, 0);
+    kick_tx(a);
+    CHECK(count_op(guest_rx(b, pkts, 512), VSOCK_OP_RST, a->vm.cid, 53000, 7100) == 1);
+}
+
 static void test_broken_ring(struct guest *g)
 {
     g->txa->idx = (uint16_t)(g->tx_avail + TXN + 5);   /* more than the ring holds */
@@ -1329,10 +1394,12 @@ int main(void)
     test_budget_and_lazy_rings(&g);
     test_halfclose_timeout(&g);
     test_eor(&g);
+    test_shutdown_rcv(&g);
 
     guest_init(&g2, 4, "g4");
     test_siblings(&g, &g2);
     test_sibling_tracking(&g, &g2);
+    test_sibling_backpressure(&g, &g2);
     test_broken_ring(&g);
     guest_fini(&g2);
     guest_fini(&g);
