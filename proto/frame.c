@@ -41,9 +41,14 @@ int frame_reader_feed(struct frame_reader *r, const void *data, size_t len)
         r->consumed = 0;
     }
     if (r->len + len > r->cap) {
+        /* Grow geometrically but never past one maximal frame plus its header:
+         * frame_reader_room() guarantees len + held fits in that. */
+        size_t limit = r->max_frame + MDLMAP_FRAME_HDR;
         size_t cap = r->cap ? r->cap : 4096;
         while (cap < r->len + len)
             cap *= 2;
+        if (cap > limit)
+            cap = limit;
         uint8_t *nb = realloc(r->buf, cap);
         if (!nb)
             return -ENOMEM;

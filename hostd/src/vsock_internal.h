@@ -19,6 +19,7 @@
 #define VSOCK_MAX_MSGS 4096             /* queued SEQPACKET message ends per direction */
 #define VSOCK_RSTQ_MAX 256              /* connectionless RSTs waiting for rx buffers */
 #define VSOCK_FWD_MAX (4u << 20)        /* bytes of sibling packets queued per target */
+#define VSOCK_PURGE_MAX 1024           /* longest forward queue walked per aborted conn */
 #define VSOCK_FWD_RETRY_MS 5            /* target queue full: retry the sender's tx */
 #define VSOCK_FWD_STALL_MS 2000         /* ... and reset what still does not fit after this */
 #define VSOCK_TX_BATCH 256              /* tx chains per event before yielding */
@@ -152,6 +153,7 @@ struct vsock_dev {
     unsigned rst_head, rst_n;
     struct fwd_pkt *fwd_head, *fwd_tail;
     size_t fwd_bytes;
+    unsigned fwd_n;              /* packets in the forward queue */
     bool fwd_turn;               /* alternate sibling traffic with our conns */
     int depth;                   /* >0 while processing: defer frees and pumps */
     bool tx_broken, rx_broken;

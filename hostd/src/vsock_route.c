@@ -84,6 +84,7 @@ static void fwd_purge(struct vsock_dev *dev, uint64_t src_cid, bool one_conn, ui
             (!one_conn || (p->h.src_port == src_port && p->h.dst_port == dst_port && p->h.type == type))) {
             *pp = p->next;
             dev->fwd_bytes -= fwd_cost(p);
+            dev->fwd_n--;
             free(p);
         } else {
             dev->fwd_tail = p;
@@ -116,6 +117,7 @@ static void rst_to(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, u
         dev->fwd_head = p;
     dev->fwd_tail = p;
     dev->fwd_bytes += sizeof(*p);
+    dev->fwd_n++;
 }
 
 static void rst_back(struct vsock_dev *dev, const struct vsock_hdr *h)
@@ -133,7 +135,10 @@ static void sib_abort(struct vsock_dev *dev, struct vsock_dev *td, const struct 
     if (!td)
         return;
     sib_del(td, cid, h->dst_port, h->src_port, h->type);
-    fwd_purge(td, cid, true, h->src_port, h->dst_port, h->type);
+    /* Drop its queued packets, within a bounded walk (a guest can abort
+     * connections at will); left-overs only draw an RST from the peer. */
+    if (td->fwd_n <= VSOCK_PURGE_MAX)
+        fwd_purge(td, cid, true, h->src_port, h->dst_port, h->type);
     rst_to(td, cid, h->src_port, h->dst_port, h->type);
     vsock_dev_enter(td);
     vsock_dev_leave(td);
@@ -167,6 +172,7 @@ static bool sib_queue(struct vsock_dev *td, const struct vsock_hdr *h, const str
         td->fwd_head = p;
     td->fwd_tail = p;
     td->fwd_bytes += cost;
+    td->fwd_n++;
     return true;
 }
 
@@ -321,6 +327,7 @@ uint32_t vsock_fwd_build(struct vsock_dev *dev, const struct virtq_elem *elem)
         if (!dev->fwd_head)
             dev->fwd_tail = NULL;
         dev->fwd_bytes -= fwd_cost(p);
+        dev->fwd_n--;
         free(p);
     }
     return VSOCK_HDR_SIZE + n;
@@ -370,4 +377,5 @@ void vsock_route_reset(struct vsock_dev *dev)
     }
     dev->fwd_tail = NULL;
     dev->fwd_bytes = 0;
+    dev->fwd_n = 0;
 }

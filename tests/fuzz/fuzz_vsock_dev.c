@@ -321,6 +321,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (d0->in_committed > d0->in_budget || d1->in_committed > d1->in_budget)
             abort();
+        for (int k = 0; k < 2; k++) {   /* forward queue accounting */
+            const struct vsock_dev *d = guests[k].vm.vsock;
+            unsigned np = 0;
+            size_t nb = 0;
+            for (const struct fwd_pkt *p = d->fwd_head; p; p = p->next, np++)
+                nb += sizeof(*p) + p->h.len;
+            if (np != d->fwd_n || nb != d->fwd_bytes || nb > VSOCK_FWD_MAX)
+                abort();
+        }
     }
     for (int k = 0; k < 2; k++) {
         guests[k].hold = false;

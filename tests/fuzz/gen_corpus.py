@@ -146,17 +146,21 @@ def vsock_dev_seeds():
             dev_pkt(0, s, 0, 0, OP_RW - 1, 4, b'ping') + bytes([5]) +
             dev_pkt(0, s, 0, 0, OP_CREDIT_REQUEST - 1, 0) + bytes([5]) +
             dev_pkt(0, s, 0, 0, OP_SHUTDOWN - 1, 0, flags=3) + bytes([5, 6 | 8, 5]))
-    # guest 4 connects to guest 3 port 1234; guest 3 answers and they talk
+    # guest 4 connects to guest 3 port 1001 (steered ports[1]); guest 3
+    # answers and they talk
     to_sib = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
     raw_sib = 0x01 | 0x02 | 0x04 | 0x80
     sib = (dev_pkt(1, to_sib, 0, 0, OP_REQUEST - 1, 0) + bytes([0x85, 0x05]) +
-           dev_pkt(0, raw_sib, 1234, 1000, OP_RESPONSE, 0, typ=STREAM) + bytes([0x05, 0x85]) +
+           dev_pkt(0, raw_sib, 1001, 1000, OP_RESPONSE, 0, typ=STREAM) + bytes([0x05, 0x85]) +
            dev_pkt(1, to_sib, 0, 0, OP_RW - 1, 3, b'sib') + bytes([0x85, 0x05]) +
-           dev_pkt(0, raw_sib, 1234, 1000, OP_RW, 2, b'ok', typ=STREAM) + bytes([0x05, 0x85]) +
+           dev_pkt(0, raw_sib, 1001, 1000, OP_RW, 2, b'ok', typ=STREAM) + bytes([0x05, 0x85]) +
            bytes([0x06]) + bytes([0x85, 0x05]))
     hold = (bytes([7]) + dev_pkt(0, s, 0, 0, OP_REQUEST - 1, 0) + bytes([5]) +
             dev_pkt(0, s, 0, 0, OP_RW - 1, 100, bytes(range(100))) + bytes([5, 7, 5]))
-    return {'echo': echo, 'sibling': sib, 'rx-hold': hold}
+    # cmd 6 with (cmd >> 3) % 8 == 7: the target's scripted sibling handshake
+    # (argument byte: ports, type, RESPONSE/RST, both close, or host echo)
+    script = bytes([0x3e, 0x20, 0x3e, 0xa5, 0x3e, 0x40, 0x3e, 0xd0, 0xbe, 0x21, 0x0e, 0x1e, 0x8e])
+    return {'echo': echo, 'sibling': sib, 'rx-hold': hold, 'sib-script': script}
 
 
 # ---- fuzz_virtq ----------------------------------------------------------------
@@ -185,8 +189,13 @@ def rpc_seeds():
     prog += bytes([5, 0x20, 0, 0, 16])                 # write 16 bytes, list
     prog += bytes([2, 7])                              # unmap
     prog += bytes([3, 1])                              # unlock
+    # UserMode: lock, map into the fake consumer "fuzz" (op 8), the consumer
+    # answers with a page-aligned base (op 7), unmap, unlock
+    user = bytes([0x01])
+    user += bytes([0, 0x00, 0x00, 0x00, 0x30, 0x00, 3, 0x20, 0, 0x21, 0, 0x22, 0, 1])
+    user += bytes([8, 0x01]) + bytes([7, 0x07, 0x10, 0x00]) + bytes([2, 7]) + bytes([3, 1])
     raw = bytes([0x00]) + hello(1) + lock(2, [0x10, 0x11], 0x10, 0x1000) + stats(3)
-    return {'program': prog, 'raw-frames': raw}
+    return {'program': prog, 'user-mode': user, 'raw-frames': raw}
 
 
 # ---- fuzz_vsock_hdr ------------------------------------------------------------
