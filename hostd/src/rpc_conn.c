@@ -6,10 +6,79 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hostd.h"
 #include "log.h"
 #include "rpc_reply.h"
 
-static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
+/* Frame reader capacity per VM across its RPC connections (RPC_RX_VM_CAP).
+ * Few VMs: a list; an entry goes away when its VM holds nothing. */
+struct rx_acct {
+    struct rx_acct *next;
+    const struct vm *vm;
+    size_t bytes;
+};
+static struct rx_acct *rx_accts;
+
+static struct rx_acct *rx_acct_of(const struct vm *vm, bool create)
+{
+    for (struct rx_acct *a = rx_accts; a; a = a->next)
+        if (a->vm == vm)
+            return a;
+    if (!create)
+        return NULL;
+    struct rx_acct *a = calloc(1, sizeof(*a));
+    if (a) {
+        a->vm = vm;
+        a->next = rx_accts;
+        rx_accts = a;
+    }
+    return a;
+}
+
+/* Charge this connection `bytes` (replacing its previous charge). Fails
+ * (charging nothing new) when the VM would pass RPC_RX_VM_CAP. */
+static int rx_charge(struct rpc_conn *c, size_t bytes)
+{
+    if (bytes == c->rx_charged)
+        return 0;
+    struct rx_acct *a = rx_acct_of(c->sess.owner.vm, bytes > c->rx_charged);
+    if (!a)
+        return bytes > c->rx_charged ? -ENOMEM : 0;
+    size_t others = a->bytes - c->rx_charged;
+    if (bytes > c->rx_charged && (bytes > RPC_RX_VM_CAP || others > RPC_RX_VM_CAP - bytes))
+        return -ENOSPC;
+    a->bytes = others + bytes;
+    c->rx_charged = bytes;
+    if (a->bytes == 0) {
+        for (struct rx_acct **pp = &rx_accts; *pp; pp = &(*pp)->next)
+            if (*pp == a) {
+                *pp = a->next;
+                break;
+            }
+        free(a);
+    }
+    return 0;
+}
+
+size_t rpc_conn_vm_buffered(const struct vm *vm)
+{
+    struct rx_acct *a = rx_acct_of(vm, false);
+    return a ? a->bytes : 0;
+}
+
+/* The capacity the reader will have after feeding n bytes (frame.c's growth:
+ * doubling from 4 KiB, never past one maximal frame plus its header). */
+static size_t reader_cap_after(const struct frame_reader *r, size_t n)
+{
+    size_t need = r->len - r->consumed + n;
+    if (need <= r->cap)
+        return r->cap;
+    size_t limit = r->max_frame + MDLMAP_FRAME_HDR;
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < need && cap < limit)
+        cap *= 2;
+    return cap > limit ? limit : cap;
+}
 
 void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
                    rpc_send_fn send, void *send_ctx)
@@ -19,7 +88,7 @@ void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, ui
     c->sess.owner.vm = vm;
     c->sess.owner.conn_id = conn_id;
     c->sess.version = 0;
-    c->sess.done = map_done;
+    c->sess.done = rpc_conn_map_done;
     c->sess.done_ctx = c;
     frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
     rpc_outq_init(&c->out);
@@ -52,15 +121,20 @@ static void queue(struct rpc_conn *c, uint8_t *frame, size_t len)
     free(frame);
 }
 
-/* Answer a frame that cannot be handled, then stop reading. */
-static void protocol_error(struct rpc_conn *c, const char *what)
+/* Answer a frame that cannot be handled (err: its status), then stop reading. */
+static void fail(struct rpc_conn *c, int err, const char *what)
 {
     uint8_t *f;
     size_t n;
     log_warn("rpc: conn %llu: %s; closing", (unsigned long long)c->sess.owner.conn_id, what);
-    if (rpc_reply_error(0, -EINVAL, what, &f, &n) == 0)
+    if (rpc_reply_error(0, err, what, &f, &n) == 0)
         queue(c, f, n);
     c->closing = true;
+}
+
+static void protocol_error(struct rpc_conn *c, const char *what)
+{
+    fail(c, -EINVAL, what);
 }
 
 static void process(struct rpc_conn *c)
@@ -103,7 +177,7 @@ static void process(struct rpc_conn *c)
 }
 
 /* A UserMode Map was answered by its consumer: send the response, go on. */
-static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail)
+void rpc_conn_map_done(void *ctx, int err, const struct map_obj *m, const char *detail)
 {
     struct rpc_conn *c = ctx;
     uint8_t *f;
@@ -130,11 +204,19 @@ size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len)
     size_t n = frame_reader_room(&c->rd);
     if (n > len)
         n = len;
+    if (n && rx_charge(c, reader_cap_after(&c->rd, n)) < 0) {
+        log_warn("rpc: vm %s: RPC input buffered across its connections would pass %u MiB",
+                 c->sess.owner.vm->name, RPC_RX_VM_CAP >> 20);
+        fail(c, -ENOMEM, "too much RPC input buffered for this VM");
+        flush(c);
+        return len;
+    }
     if (n && frame_reader_feed(&c->rd, data, n) < 0) {
         log_err("rpc: conn %llu: out of memory buffering input", (unsigned long long)c->sess.owner.conn_id);
         c->closing = true;
         return len;
     }
+    rx_charge(c, c->rd.cap); /* the actual capacity: never more than charged above */
     process(c);
     return n;
 }
@@ -155,5 +237,6 @@ void rpc_conn_fini(struct rpc_conn *c, const char *why)
     if (c->sess.eng)
         map_engine_release(c->sess.eng, &c->sess.owner, false, why ? why : "connection closed");
     frame_reader_free(&c->rd);
+    rx_charge(c, 0);
     rpc_outq_free(&c->out);
 }

@@ -11,6 +11,16 @@
 #include "rpc_outq.h"
 
 #define RPC_OUTQ_HIGH (256u * 1024u) /* stop taking input while this much output waits */
+/* Input buffered in the frame readers of all RPC connections of one VM.
+ * A reader grows to at most one maximal frame plus its header (1 MiB + 4)
+ * and keeps its capacity until the connection closes, so without this a
+ * guest could pin VSOCK_MAX_CONNS (256) x 1 MiB = 256 MiB per VM by leaving
+ * a partial maximal frame on every connection. With it the worst case is
+ * RPC_RX_VM_CAP per VM (16 MiB; 1 GiB across HOSTD_MAX_VMS = 64 VMs):
+ * growth is checked before the reader reallocates, so it is never passed
+ * even transiently. The connection whose input would pass it gets
+ * STATUS_INSUFFICIENT_RESOURCES and is closed. */
+#define RPC_RX_VM_CAP (16u * 1024u * 1024u)
 
 typedef long (*rpc_send_fn)(void *ctx, const uint8_t *p, size_t n);
 
@@ -23,6 +33,7 @@ struct rpc_conn {
     bool closing;        /* protocol error: no more input; close once output drained */
     bool flushing, processing; /* re-entrancy guards: send may call writable() */
     uint64_t requests;
+    size_t rx_charged;   /* frame reader capacity charged to this VM's RPC_RX_VM_CAP */
     /* called after an asynchronous completion was queued (the transport may
      * need to close or re-arm); optional */
     void (*kick)(void *kick_ctx);
@@ -31,6 +42,12 @@ struct rpc_conn {
 
 void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
                    rpc_send_fn send, void *send_ctx);
+/* The session's UserMode completion (the default sess.done). A transport
+ * whose send can close and free its connection re-entrantly should install
+ * its own sess.done that holds the connection around this call. */
+void rpc_conn_map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
+/* Bytes of frame reader capacity held for vm's RPC connections (tests). */
+size_t rpc_conn_vm_buffered(const struct vm *vm);
 /* Offer stream bytes; returns how many were consumed (the rest is offered again later). */
 size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len);
 /* Output space freed: flush, then handle frames still buffered. */

@@ -5,21 +5,36 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "map_engine.h"
 #include "rpc_conn.h"
 #include "vsock.h"
 
+/* Lifetime: vsock calls closed() when the stream is gone. The device defers
+ * its pump, so vsock_conn_send()/vsock_conn_close() never call closed()
+ * synchronously today; this layer does not rely on that (UserMode
+ * completions, consumer removal and expiry arrive from outside device
+ * processing, and an older device pumped inline). So every entry into
+ * the rpc code -- recv, writable, the engine's done() -- holds p (busy);
+ * closed() while busy only marks p gone (vsend then fails without touching
+ * the freed vsock_conn) and the last entry out releases it. */
 struct rpc_vconn {
     struct rpc_conn rc;
-    struct vsock_conn *vc;
+    struct vsock_conn *vc; /* NULL once gone */
+    unsigned busy;         /* entries into the rpc code in progress */
+    bool gone;             /* closed() ran while busy: release on the way out */
     bool close_requested;
+    char *why;             /* closed()'s reason, kept for the deferred release */
 };
 
 static long vsend(void *ctx, const uint8_t *p, size_t n)
 {
-    struct vsock_conn *vc = ctx;
+    struct rpc_vconn *v = ctx;
+    if (v->gone)
+        return -EPIPE; /* the stream went away inside an earlier send */
+    struct vsock_conn *vc = v->vc;
     size_t space = vsock_conn_send_space(vc);
     if (space == 0)
         return -EAGAIN;
@@ -31,7 +46,7 @@ static long vsend(void *ctx, const uint8_t *p, size_t n)
     return (long)n;
 }
 
-static void kick(void *ctx);
+static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
 
 static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
 {
@@ -43,43 +58,70 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
     if (!p)
         return -ENOMEM;
     p->vc = vc;
-    rpc_conn_init(&p->rc, h->maps, vm, vsock_conn_id(vc), vsend, vc);
-    p->rc.kick = kick;
-    p->rc.kick_ctx = p;
+    rpc_conn_init(&p->rc, h->maps, vm, vsock_conn_id(vc), vsend, p);
+    p->rc.sess.done = map_done;
+    p->rc.sess.done_ctx = p;
     *priv = p;
     log_info("rpc: vm %s (cid %llu) conn %llu opened from port %u", vm->name, (unsigned long long)vm->cid,
              (unsigned long long)vsock_conn_id(vc), vsock_conn_peer_port(vc));
     return 0;
 }
 
-/* Must be the caller's last use of p: closed() may run inside vsock_conn_close(). */
-static void maybe_close(struct rpc_vconn *p)
+static void release(struct rpc_vconn *p, const char *why)
 {
+    log_info("rpc: conn %llu closed after %llu requests: %s", (unsigned long long)p->rc.sess.owner.conn_id,
+             (unsigned long long)p->rc.requests, why ? why : "closed");
+    rpc_conn_fini(&p->rc, why ? why : "connection closed");
+    free(p->why);
+    free(p);
+}
+
+static void enter(struct rpc_vconn *p)
+{
+    p->busy++;
+}
+
+/* Leave the rpc code: the caller's last use of p (p may be freed here, by
+ * release(), or by a closed() that arrived while busy). */
+static void leave(struct rpc_vconn *p)
+{
+    if (--p->busy)
+        return;
+    if (p->gone) {
+        release(p, p->why ? p->why : "connection closed");
+        return;
+    }
     if (!p->close_requested && rpc_conn_done(&p->rc)) {
         p->close_requested = true;
         vsock_conn_close(p->vc);
     }
 }
 
-/* an asynchronous (UserMode) answer was queued */
-static void kick(void *ctx)
+/* an asynchronous (UserMode) answer from the engine (consumer answered,
+ * consumer went away, answer timed out) */
+static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail)
 {
-    maybe_close(ctx);
+    struct rpc_vconn *p = ctx;
+    enter(p);
+    rpc_conn_map_done(&p->rc, err, m, detail);
+    leave(p);
 }
 
 static size_t rpc_recv(struct vsock_conn *vc, void *priv, const uint8_t *data, size_t len, bool eom)
 {
     struct rpc_vconn *p = priv;
+    enter(p);
     size_t n = rpc_conn_input(&p->rc, data, len);
-    maybe_close(p);
+    leave(p);
     return n;
 }
 
 static void rpc_writable(struct vsock_conn *vc, void *priv)
 {
     struct rpc_vconn *p = priv;
+    enter(p);
     rpc_conn_pump(&p->rc);
-    maybe_close(p);
+    leave(p);
 }
 
 static void rpc_closed(struct vsock_conn *vc, void *priv, const char *why)
@@ -87,10 +129,17 @@ static void rpc_closed(struct vsock_conn *vc, void *priv, const char *why)
     struct rpc_vconn *p = priv;
     if (!p)
         return;
-    log_info("rpc: conn %llu closed after %llu requests: %s", (unsigned long long)p->rc.sess.owner.conn_id,
-             (unsigned long long)p->rc.requests, why ? why : "closed");
-    rpc_conn_fini(&p->rc, why ? why : "connection closed");
-    free(p);
+    if (p->busy) {
+        /* inside one of our own calls: no more sends; release on the way out */
+        log_debug("rpc: conn %llu: stream gone while busy (%s); release deferred",
+                  (unsigned long long)p->rc.sess.owner.conn_id, why ? why : "closed");
+        p->gone = true;
+        p->vc = NULL;
+        p->rc.closing = true;
+        p->why = why ? strdup(why) : NULL;
+        return;
+    }
+    release(p, why);
 }
 
 static const struct vsock_service rpc_svc = {

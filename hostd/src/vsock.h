@@ -49,6 +49,13 @@ struct vsock_service {
     void *ctx;
 };
 
+/* Callbacks are never re-entered: the vsock_conn_* calls below never call back
+ * into a service (recv, writable, closed) before they return, wherever they are
+ * called from (a callback, a timer, another socket's handler). Output queued
+ * outside device processing goes out from the event loop's next iteration.
+ * closed() never runs while recv() or writable() of the same connection is on
+ * the stack; it comes right after that callback returns. */
+
 /* Register for every VM of this hostd. The struct must outlive hostd. */
 int vsock_register_service(struct hostd *h, const struct vsock_service *svc);
 /* Queue bytes to the guest. All or nothing: -EAGAIN when vsock_conn_send_space() < len,
@@ -63,7 +70,8 @@ size_t vsock_conn_send_space(const struct vsock_conn *c);
  * ends (VSOCK_SEQ_EOM, plus VSOCK_SEQ_EOR when the guest sent MSG_EOR); 0 when
  * eom is false or for STREAM. (Addition by the vsock engineer.) */
 uint32_t vsock_conn_last_flags(const struct vsock_conn *c);
-/* Graceful close from the service side: flush, SHUTDOWN, then RST. closed() follows. */
+/* Graceful close from the service side: flush, SHUTDOWN, then RST. closed() follows,
+ * later (never inside this call); c stays valid until then. */
 void vsock_conn_close(struct vsock_conn *c);
 struct vm *vsock_conn_vm(const struct vsock_conn *c);
 uint32_t vsock_conn_peer_port(const struct vsock_conn *c);

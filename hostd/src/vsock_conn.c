@@ -1,6 +1,7 @@
 /* Connections to host services on CID 2: table, credit flow control both
  * ways, SEQPACKET boundaries, close handshake, and the service registry. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -273,6 +274,30 @@ static void wake_short(struct vsock_dev *dev)
 
 /* ---- lifecycle ---- */
 
+static void conn_closed(struct vsock_conn *c, const char *why)
+{
+    conn_free_buffers(c);
+    if (c->accepted && c->svc->closed)
+        c->svc->closed(c, c->priv, why);
+    c->priv = NULL;
+}
+
+/* Around recv()/writable(): a connection that dies meanwhile (say the VM is
+ * torn down from inside the callback) keeps its buffers (the data passed to
+ * recv()) and its priv until the callback returns; closed() comes then. */
+static void cb_enter(struct vsock_conn *c)
+{
+    c->in_cb++;
+}
+
+static void cb_leave(struct vsock_conn *c)
+{
+    if (--c->in_cb == 0 && c->close_deferred) {
+        c->close_deferred = false;
+        conn_closed(c, c->close_why);
+    }
+}
+
 void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst)
 {
     struct vsock_dev *dev = c->dev;
@@ -291,13 +316,15 @@ void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst)
     if (c->window_short)
         dev->nshort--;
     c->window_short = false;
-    conn_free_buffers(c);
     wake_short(dev);
     log_debug("vm %s: vsock conn %llu (guest port %u -> %u) closed: %s", dev->vm->name,
               (unsigned long long)c->id, c->peer_port, c->local_port, why);
-    if (c->accepted && c->svc->closed)
-        c->svc->closed(c, c->priv, why);
-    c->priv = NULL;
+    if (c->in_cb) {
+        c->close_deferred = true;
+        snprintf(c->close_why, sizeof(c->close_why), "%s", why);
+        return;
+    }
+    conn_closed(c, why);
 }
 
 /* After the guest's SHUTDOWN(SEND) the connection must finish within
@@ -336,7 +363,12 @@ static void deliver(struct vsock_conn *c)
         bool chunk_eom = eom && chunk == upto;
         const uint8_t *data = c->in.buf ? c->in.buf + pos : &empty;
         c->recv_flags = chunk_eom ? m->flags : 0;
-        size_t n = c->svc->recv ? c->svc->recv(c, c->priv, data, chunk, chunk_eom) : chunk;
+        size_t n = chunk;
+        if (c->svc->recv) {
+            cb_enter(c);
+            n = c->svc->recv(c, c->priv, data, chunk, chunk_eom);
+            cb_leave(c);
+        }
         c->recv_flags = 0;
         if (c->state == CONN_DEAD)
             return;
@@ -593,8 +625,11 @@ uint32_t vsock_conn_build(struct vsock_conn *c, const struct virtq_elem *elem)
 
 void vsock_conn_after_output(struct vsock_conn *c)
 {
-    if ((c->state == CONN_OPEN || c->state == CONN_PEER_SENT_ALL) && c->svc->writable)
+    if ((c->state == CONN_OPEN || c->state == CONN_PEER_SENT_ALL) && c->svc->writable) {
+        cb_enter(c);
         c->svc->writable(c, c->priv);
+        cb_leave(c);
+    }
     if (c->state == CONN_DEAD)
         return;
     deliver(c);
@@ -656,14 +691,14 @@ int64_t vsock_conns_next_deadline(struct vsock_dev *dev)
 
 /* ---- service-side API ---- */
 
-/* Push output now when called from outside device processing (e.g. an async
- * RPC reply); inside, the device pumps on the way out. */
+/* The service API never pumps inline: a pump runs service callbacks (writable,
+ * recv, and closed() when a connection finishes), and the caller may be a
+ * service in the middle of its own work (an async RPC reply from a timer or
+ * another socket's callback). Output goes out on the device's way out of
+ * processing, or from the event loop's next iteration. */
 static void kick(struct vsock_dev *dev)
 {
-    if (dev->depth == 0) {
-        vsock_dev_enter(dev);
-        vsock_dev_leave(dev);
-    }
+    vsock_dev_schedule_pump(dev);
 }
 
 size_t vsock_conn_send_space(const struct vsock_conn *c)

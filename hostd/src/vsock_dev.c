@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -245,7 +246,7 @@ static void free_dead(struct vsock_dev *dev)
     while (l != &dev->conns) {
         struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
         l = l->next;
-        if (c->state == CONN_DEAD) {
+        if (c->state == CONN_DEAD && !c->in_cb) {
             vlist_del(&c->all);
             vsock_conn_free(c);
         }
@@ -289,8 +290,38 @@ void vsock_dev_leave(struct vsock_dev *dev)
         return;
     }
     pump(dev);
+    if (dev->kick_fd < 0)
+        dev->pump_pending = false;   /* no loop: this was the pump it waited for */
     dev->depth = 0;
     free_dead(dev);
+}
+
+void vsock_dev_schedule_pump(struct vsock_dev *dev)
+{
+    if (dev->depth > 0 || dev->pump_pending)
+        return;   /* the outermost leave, or the pending kick, pumps */
+    dev->pump_pending = true;
+    if (dev->kick_fd < 0)
+        return;   /* no loop (tests, fuzzing): the next queue event or tick pumps */
+    uint64_t one = 1;
+    if (write(dev->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        log_err("vm %s: vsock eventfd write: %s", dev->vm->name, strerror(errno));
+        /* the timer pumps instead, as soon as the loop comes round */
+        struct itimerspec its = { .it_value.tv_nsec = 1 };
+        if (dev->timer_fd >= 0 && timerfd_settime(dev->timer_fd, 0, &its, NULL) == 0)
+            dev->armed_ms = vsock_now_ms();
+    }
+}
+
+static void kick_cb(void *opaque, uint32_t events)
+{
+    struct vsock_dev *dev = opaque;
+    uint64_t n;
+    if (read(dev->kick_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_warn("vm %s: vsock eventfd read: %s", dev->vm->name, strerror(errno));
+    dev->pump_pending = false;
+    vsock_dev_enter(dev);
+    vsock_dev_leave(dev);
 }
 
 void vsock_dev_arm_timer(struct vsock_dev *dev)
@@ -359,6 +390,7 @@ int vsock_dev_create(struct vm *vm)
     vlist_init(&dev->conns);
     vlist_init(&dev->pend);
     dev->timer_fd = -1;
+    dev->kick_fd = -1;
     dev->in_budget = VSOCK_IN_BUDGET;
     dev->halfclose_ms = VSOCK_HALFCLOSE_TIMEOUT_MS;
     if (vm->hostd && vm->hostd->loop) {
@@ -372,6 +404,17 @@ int vsock_dev_create(struct vm *vm)
         int r = evloop_add(vm->hostd->loop, &dev->timer_h, dev->timer_fd, EPOLLIN, timer_cb, dev);
         if (r < 0) {
             log_err("vm %s: vsock timer registration: %s", vm->name, strerror(-r));
+            close(dev->timer_fd);
+            free(dev);
+            return r;
+        }
+        dev->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        r = dev->kick_fd < 0 ? -errno : evloop_add(vm->hostd->loop, &dev->kick_h, dev->kick_fd, EPOLLIN, kick_cb, dev);
+        if (r < 0) {
+            log_err("vm %s: vsock eventfd: %s", vm->name, strerror(-r));
+            if (dev->kick_fd >= 0)
+                close(dev->kick_fd);
+            evloop_del(vm->hostd->loop, &dev->timer_h);
             close(dev->timer_fd);
             free(dev);
             return r;
@@ -424,6 +467,11 @@ void vsock_dev_destroy(struct vm *vm)
         if (vm->hostd && vm->hostd->loop)
             evloop_del(vm->hostd->loop, &dev->timer_h);
         close(dev->timer_fd);
+    }
+    if (dev->kick_fd >= 0) {
+        if (vm->hostd && vm->hostd->loop)
+            evloop_del(vm->hostd->loop, &dev->kick_h);
+        close(dev->kick_fd);
     }
     vm->vsock = NULL;
     /* a timer event may already be fetched in the current batch */

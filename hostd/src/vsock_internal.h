@@ -116,6 +116,9 @@ struct vsock_conn {
     bool window_short;           /* advertised less than VSOCK_BUF_ALLOC (budget) */
     uint32_t recv_flags;         /* SEQPACKET flags of the message recv() ends */
     int64_t deadline_ms;         /* 0: none */
+    unsigned in_cb;              /* recv()/writable() of this conn on the stack */
+    bool close_deferred;         /* terminated inside one: closed() when it returns */
+    char close_why[64];
 };
 
 struct rst_ent { uint64_t src_cid; uint32_t src_port, dst_port; uint16_t type; };
@@ -156,6 +159,9 @@ struct vsock_dev {
     unsigned fwd_n;              /* packets in the forward queue */
     bool fwd_turn;               /* alternate sibling traffic with our conns */
     int depth;                   /* >0 while processing: defer frees and pumps */
+    bool pump_pending;           /* kick_fd signalled, pump not yet run */
+    int kick_fd;                 /* eventfd: pump from the loop (-1: no loop) */
+    struct ev_handler kick_h;
     bool tx_broken, rx_broken;
     bool tx_blocked;             /* RST queue full: resume tx after rx drains */
     bool tx_more;                /* batch limit hit: resume from the timer */
@@ -178,6 +184,11 @@ int64_t vsock_now_ms(void);
 bool vsock_ratelimit(struct vsock_dev *dev);
 void vsock_dev_enter(struct vsock_dev *dev);
 void vsock_dev_leave(struct vsock_dev *dev);   /* outermost: pump output, free dead */
+/* Output was queued by the service API: make sure a pump runs, but never on
+ * the caller's stack (inside processing: on the way out; outside: from the
+ * event loop, next iteration, via kick_fd; without a loop: at the next
+ * queue event or timer tick). */
+void vsock_dev_schedule_pump(struct vsock_dev *dev);
 void vsock_rstq_push(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, uint32_t dst_port, uint16_t type);
 void vsock_dev_arm_timer(struct vsock_dev *dev);
 /* Expire close deadlines and resume tx (the timerfd callback; tests call it). */

@@ -316,6 +316,56 @@ int main(void)
     frame_envelope_free(r);
     rpc_conn_fini(&c, "test");
 
+    /* RPC_RX_VM_CAP: partial maximal frames on many connections of one VM.
+     * Each holds 1 MiB + 4 of reader capacity; the connection that would pass
+     * 16 MiB gets INSUFFICIENT_RESOURCES and closes; closing frees the charge. */
+    {
+        enum { NC = 20 };
+        static struct rpc_conn cs[NC];
+        static struct sink ss[NC];
+        size_t chunk = 64 * 1024, want = MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR - 1;
+        uint8_t *blob = calloc(1, want);
+        CHECK(blob != NULL);
+        blob[0] = 0; /* length prefix: 1 MiB frame, never completed */
+        blob[1] = 0;
+        blob[2] = 0x10;
+        blob[3] = 0;
+        int refused = -1;
+        for (int i = 0; i < NC && blob; i++) {
+            frame_reader_init(&ss[i].rd, MDLMAP_MAX_FRAME);
+            ss[i].budget = SIZE_MAX;
+            rpc_conn_init(&cs[i], e, &f.vm, 100 + (uint64_t)i, sink_send, &ss[i]);
+            for (size_t off = 0; off < want && !rpc_conn_done(&cs[i]);) {
+                size_t k = want - off < chunk ? want - off : chunk;
+                size_t used = rpc_conn_input(&cs[i], blob + off, k);
+                if (!used)
+                    break;
+                off += used;
+            }
+            CHECK(rpc_conn_vm_buffered(&f.vm) <= RPC_RX_VM_CAP);
+            if (rpc_conn_done(&cs[i])) {
+                if (refused < 0)
+                    refused = i;
+                r = next_resp(&ss[i]);
+                CHECK(r && r->status == MDLMAP__V1__NT_STATUS__STATUS_INSUFFICIENT_RESOURCES);
+                frame_envelope_free(r);
+            }
+        }
+        /* 15 maximal readers fit in 16 MiB; the 16th does not */
+        CHECK_EQ(refused, (int)(RPC_RX_VM_CAP / (MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR)));
+        rpc_conn_fini(&cs[0], "test");
+        /* the freed share is usable again */
+        rpc_conn_init(&cs[0], e, &f.vm, 200, sink_send, &ss[0]);
+        CHECK_EQ(rpc_conn_input(&cs[0], blob, chunk), chunk);
+        CHECK(!rpc_conn_done(&cs[0]));
+        for (int i = 0; i < NC && blob; i++) {
+            rpc_conn_fini(&cs[i], "test");
+            frame_reader_free(&ss[i].rd);
+        }
+        CHECK_EQ(rpc_conn_vm_buffered(&f.vm), 0);
+        free(blob);
+    }
+
     frame_reader_free(&s.rd);
     map_engine_free(e);
     fake_vm_fini(&f);

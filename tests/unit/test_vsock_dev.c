@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1351,6 +1353,223 @@ static void test_sibling_backpressure(struct guest *a, struct guest *b)
     CHECK(count_op(guest_rx(b, pkts, 512), VSOCK_OP_RST, a->vm.cid, 53000, 7100) == 1);
 }
 
+/* ---- a service that answers later, from its own timer (like an async RPC
+ * reply): the service API must never call back into it synchronously, and
+ * closed() must never run while its recv()/writable() is on the stack. ---- */
+struct async_st {
+    struct async_st *next;       /* waiting for the timer */
+    struct vsock_conn *c;
+    char req[32];
+    size_t nreq;
+    bool answered;               /* recv() consumes the request from now on */
+    unsigned replies;
+};
+static int async_in_cb;          /* an async_* callback is running */
+static bool async_in_api;        /* the timer is inside vsock_conn_send/close */
+static unsigned async_reentered, async_closed, async_writable, async_fired;
+static char async_why[64];
+static struct async_st *async_q;
+static int async_tfd = -1;
+static struct ev_handler async_th;
+
+static void async_enter(void)
+{
+    if (async_in_cb || async_in_api)
+        async_reentered++;
+    async_in_cb++;
+}
+
+static int async_accept(struct vsock_conn *c, void *ctx, void **priv)
+{
+    struct async_st *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    st->c = c;
+    *priv = st;
+    return 0;
+}
+
+static size_t async_recv(struct vsock_conn *c, void *priv, const uint8_t *data, size_t len, bool eom)
+{
+    struct async_st *st = priv;
+    async_enter();
+    if (st->answered) {
+        async_in_cb--;
+        return len;
+    }
+    if (len == 5 && !memcmp(data, "reset", 5)) {
+        /* the VM goes away under our feet: closed() must wait for us to return */
+        unsigned closed0 = async_closed;
+        vsock_dev_reset(vsock_conn_vm(c), "reset from recv");
+        if (async_closed != closed0)
+            async_reentered += 1000;
+    }
+    /* use priv and data after the calls above (ASan: must still be live) */
+    bool queued = false;
+    for (struct async_st *q = async_q; q; q = q->next)
+        queued |= q == st;
+    if (!queued) {
+        st->nreq = len < sizeof(st->req) ? len : sizeof(st->req);
+        memcpy(st->req, data, st->nreq);
+        st->next = async_q;
+        async_q = st;
+        struct itimerspec its = { .it_value.tv_nsec = 1000000 };
+        timerfd_settime(async_tfd, 0, &its, NULL);
+    }
+    async_in_cb--;
+    return 0;   /* held until answered: keeps a half-closed connection open */
+}
+
+static void async_writable_cb(struct vsock_conn *c, void *priv)
+{
+    async_enter();
+    async_writable++;
+    async_in_cb--;
+}
+
+static void async_closed_cb(struct vsock_conn *c, void *priv, const char *why)
+{
+    struct async_st *st = priv;
+    async_enter();
+    for (struct async_st **pp = &async_q; *pp; pp = &(*pp)->next)
+        if (*pp == st) {
+            *pp = st->next;
+            break;
+        }
+    snprintf(async_why, sizeof(async_why), "%s", why);
+    memset(st, 0xa5, sizeof(*st));
+    free(st);
+    async_closed++;
+    async_in_cb--;
+}
+
+/* The timer: reply "re:<request>", and close when the request starts with 'c'.
+ * With a pump inside send(), the reply would go out, the held request be
+ * consumed, the half-closed connection finish and closed() free st, all
+ * before send() returns. */
+static void async_timer_cb(void *opaque, uint32_t events)
+{
+    uint64_t ticks;
+    if (read(async_tfd, &ticks, sizeof(ticks)) < 0)
+        return;
+    async_fired++;
+    while (async_q) {
+        struct async_st *st = async_q;
+        async_q = st->next;
+        char reply[40];
+        int n = snprintf(reply, sizeof(reply), "re:%.*s", (int)st->nreq, st->req);
+        st->answered = true;
+        async_in_api = true;
+        int r = vsock_conn_send(st->c, reply, (size_t)n, false);
+        if (st->req[0] == 'c')
+            vsock_conn_close(st->c);
+        async_in_api = false;
+        /* still ours: closed() cannot have run inside the calls */
+        if (r == 0)
+            st->replies++;
+        st->nreq = 0;
+    }
+}
+
+static const struct vsock_service async_svc = {
+    .name = "async", .port = 14, .stream = true, .accept = async_accept, .recv = async_recv,
+    .writable = async_writable_cb, .closed = async_closed_cb,
+};
+
+/* Run the loop until the service's timer fired once. */
+static void async_wait_timer(void)
+{
+    unsigned f0 = async_fired;
+    for (int i = 0; i < 100 && async_fired == f0; i++) {
+        evloop_run_once(hd.loop, 50);
+    }
+}
+
+static void test_async_service(struct guest *g)
+{
+    struct vsock_dev *dev = g->vm.vsock;
+    async_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    CHECK(async_tfd >= 0 && evloop_add(hd.loop, &async_th, async_tfd, EPOLLIN, async_timer_cb, NULL) == 0);
+    unsigned closed0 = async_closed;
+
+    /* 1. the guest sends its request and SHUTDOWN(SEND); the reply from the
+     * timer finishes the connection: closed() from the loop, not from send() */
+    struct gconn c;
+    CHECK(gconnect(&c, g, 50000, 14, VSOCK_TYPE_STREAM, 65536));
+    struct vsock_hdr h = ghdr(&c, VSOCK_OP_RW, 4, 0);
+    tx_pkt(g, &h, "ping");
+    gsend_ctl(&c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_SEND);
+    kick_tx(g);
+    CHECK(guest_rx(g, pkts, 512) == 0);
+    async_wait_timer();
+    CHECK(async_fired >= 1);
+    CHECK(guest_rx(g, pkts, 512) == 0);          /* nothing pumped on the timer's stack */
+    CHECK(async_closed == closed0 && dev->pump_pending);
+    /* the next loop iteration, without waiting, delivers */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(evloop_run_once(hd.loop, 0) >= 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int n = guest_rx(g, pkts, 512);
+    CHECK(n == 2 && pkts[0].h.op == VSOCK_OP_RW && pkts[0].n == 7 && !memcmp(pkts[0].data, "re:ping", 7) &&
+          pkts[1].h.op == VSOCK_OP_RST);
+    CHECK(async_closed == closed0 + 1 && !strcmp(async_why, "peer finished sending"));
+    CHECK(!dev->pump_pending && conn_of(g, &c) == NULL);
+    double us = (double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3;
+    printf("     deferred pump: reply %.0f us after the timer's send\n", us);
+
+    /* 2. send + close from the timer on an open connection: data, SHUTDOWN;
+     * closed() when the guest's RST comes */
+    CHECK(gconnect(&c, g, 50001, 14, VSOCK_TYPE_STREAM, 65536));
+    h = ghdr(&c, VSOCK_OP_RW, 3, 0);
+    tx_pkt(g, &h, "cya");
+    kick_tx(g);
+    async_wait_timer();
+    CHECK(guest_rx(g, pkts, 512) == 0);
+    evloop_run_once(hd.loop, 0);
+    n = guest_rx(g, pkts, 512);
+    CHECK(n == 2 && pkts[0].h.op == VSOCK_OP_RW && !memcmp(pkts[0].data, "re:cya", 6) &&
+          pkts[1].h.op == VSOCK_OP_SHUTDOWN);
+    CHECK(async_closed == closed0 + 1);
+    gsend_ctl(&c, VSOCK_OP_RST, 0);
+    kick_tx(g);
+    CHECK(async_closed == closed0 + 2 && !strcmp(async_why, "peer reset"));
+
+    /* 3. the device is reset from inside recv(): closed() after recv() returns */
+    CHECK(gconnect(&c, g, 50002, 14, VSOCK_TYPE_STREAM, 65536));
+    h = ghdr(&c, VSOCK_OP_RW, 5, 0);
+    tx_pkt(g, &h, "reset");
+    kick_tx(g);
+    CHECK(async_closed == closed0 + 3 && !strcmp(async_why, "reset from recv"));
+    CHECK(conn_of(g, &c) == NULL && async_q == NULL);
+    guest_rx(g, pkts, 512);
+    struct vsock_stats st;
+    vsock_dev_stats(&g->vm, &st);
+    CHECK(st.conns == 0);
+
+    /* 4. a second send from outside while a pump is already pending: one kick */
+    CHECK(gconnect(&c, g, 50003, 14, VSOCK_TYPE_STREAM, 65536));
+    struct vsock_conn *vc = conn_of(g, &c);
+    CHECK(vc != NULL);
+    async_in_api = true;
+    CHECK(vsock_conn_send(vc, "ab", 2, false) == 0);
+    CHECK(vsock_conn_send(vc, "cd", 2, false) == 0);
+    async_in_api = false;
+    CHECK(guest_rx(g, pkts, 512) == 0 && dev->pump_pending);
+    evloop_run_once(hd.loop, 0);
+    n = guest_rx(g, pkts, 512);
+    CHECK(n >= 1 && sum_ops(n, &c, VSOCK_OP_RW) >= 1);
+    gsend_ctl(&c, VSOCK_OP_RST, 0);
+    kick_tx(g);
+
+    CHECK(async_reentered == 0);
+    CHECK(async_closed == closed0 + 4);
+    printf("     async service: %u closed, %u writable, no re-entry\n", async_closed - closed0, async_writable);
+    evloop_del(hd.loop, &async_th);
+    close(async_tfd);
+    async_tfd = -1;
+}
+
 static void test_broken_ring(struct guest *g)
 {
     g->txa->idx = (uint16_t)(g->tx_avail + TXN + 5);   /* more than the ring holds */
@@ -1373,6 +1592,7 @@ int main(void)
     CHECK(vsock_register_service(&hd, &seq_svc) == 0);
     CHECK(vsock_register_service(&hd, &hold_svc) == 0);
     CHECK(vsock_register_service(&hd, &flags_svc) == 0);
+    CHECK(vsock_register_service(&hd, &async_svc) == 0);
 
     static struct guest g, g2;
     guest_init(&g, 3, "g3");
@@ -1395,6 +1615,7 @@ int main(void)
     test_halfclose_timeout(&g);
     test_eor(&g);
     test_shutdown_rcv(&g);
+    test_async_service(&g);
 
     guest_init(&g2, 4, "g4");
     test_siblings(&g, &g2);
