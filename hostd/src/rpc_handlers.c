@@ -122,6 +122,12 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
     char detail[DETAIL_LEN] = "";
     int rc;
 
+    if (req->version > MDLMAP_PROTO_VERSION) {
+        /* Version 0 is an unset field (proto3 default): read as version 1. */
+        snprintf(detail, sizeof(detail), "envelope version %u, hostd speaks %u", req->version,
+                 MDLMAP_PROTO_VERSION);
+        return rpc_reply_error(req->request_id, -EPROTO, detail, out, out_len);
+    }
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_HELLO:
         rc = do_hello(s, req->hello, &env, &hello, detail);

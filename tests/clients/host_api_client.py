@@ -85,6 +85,12 @@ check(r.status == pb.STATUS_INVALID_HANDLE, f"write of an unknown handle: {statu
 r = call(s, 5, lock=pb.LockRequest(byte_offset=0, byte_count=1, pfns=[1]))
 check(r.status != pb.STATUS_SUCCESS, f"a guest-only request on the host API is refused: {status_name(r.status)}")
 
+env = pb.Envelope(version=77, request_id=7, stats=pb.StatsRequest())
+send_frame(s, env.SerializeToString())
+r = recv_envelope(s)
+check(r.request_id == 7 and r.status == pb.STATUS_REVISION_MISMATCH,
+      f"an envelope of a future version: {status_name(r.status)} ({r.detail})")
+
 # A garbage frame: hostd answers with an error status and closes the stream.
 send_frame(s, b"\xff\xff\xff\xff\x0f")
 try:
