@@ -232,9 +232,12 @@ static int cmd_stats(struct mdlmap_client *c)
     printf("leaks reported:    %" PRIu64 "\n", s->leaks_reported);
     for (size_t i = 0; i < s->n_recent_leaks; i++) {
         const Mdlmap__V1__LeakRecord *l = s->recent_leaks[i];
-        printf("  leak %s vm=%s conn=%" PRIu64 " mdl=0x%016" PRIx64 " map=0x%016" PRIx64 " pages=%u reason=\"%s\"\n",
-               l->was_mapped ? "0xCB(mapped)" : "0x76(locked)", l->vm_name, l->conn_id, l->mdl_handle,
-               l->map_handle, l->page_count, l->reason);
+        /* hostd records a UserMode consumer's death with its mappings as
+         * "consumer gone: NAME": an event (the pages were released), not a guest leak */
+        bool orphan = l->was_mapped && strncmp(l->reason, "consumer gone: ", 15) == 0;
+        printf("  %s %s vm=%s conn=%" PRIu64 " mdl=0x%016" PRIx64 " map=0x%016" PRIx64 " pages=%u reason=\"%s\"\n",
+               orphan ? "event" : "leak", orphan ? "orphaned(consumer died)" : l->was_mapped ? "0xCB(mapped)" : "0x76(locked)",
+               l->vm_name, l->conn_id, l->mdl_handle, l->map_handle, l->page_count, l->reason);
     }
     frame_envelope_free(r);
     return 0;

@@ -52,6 +52,8 @@ struct hostd {
     struct vm *vms[HOSTD_MAX_VMS];
     unsigned nvms;
     bool sibling_routing;        /* route guest-to-guest connections (default on) */
+    bool socket_group_set;       /* --socket-group: VM sockets get group socket_gid, mode 0660 */
+    unsigned socket_gid;
     struct map_engine *maps;     /* MDL mapping engine (may be NULL in transport-only builds) */
     struct rpc_service *rpc;
     struct host_api *api;

@@ -1,6 +1,7 @@
 /* mdlmap-hostd: command line, VM setup, signal handling and the main loop. */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH [--vm ...]\n"
-            "                    [--sibling-routing on|off] [--api PATH]\n"
+            "                    [--sibling-routing on|off] [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n");
@@ -191,7 +192,7 @@ static void on_signal(void *opaque, uint32_t events)
     }
 }
 
-enum { OPT_SIBLING = 256, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG };
+enum { OPT_SIBLING = 256, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP };
 
 int main(int argc, char **argv)
 {
@@ -203,6 +204,7 @@ int main(int argc, char **argv)
         { "global-page-quota", required_argument, NULL, OPT_GQ },
         { "max-vmas", required_argument, NULL, OPT_VMAS },
         { "log-level", required_argument, NULL, OPT_LOG },
+        { "socket-group", required_argument, NULL, OPT_SOCKGRP },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -235,6 +237,16 @@ int main(int argc, char **argv)
         case OPT_API:
             mo.api_path = optarg;
             break;
+        case OPT_SOCKGRP: {
+            struct group *gr = getgrnam(optarg);
+            if (!gr) {
+                fprintf(stderr, "--socket-group: no group '%s'\n", optarg);
+                goto out;
+            }
+            h.socket_gid = gr->gr_gid;
+            h.socket_group_set = true;
+            break;
+        }
         case OPT_VMQ:
         case OPT_GQ:
         case OPT_VMAS:

@@ -170,20 +170,21 @@ static struct mdl_obj *mdl_get(struct map_engine *e, const struct map_owner *o, 
 
 /* ---- mappings ---- */
 
-void map_destroy(struct map_engine *e, struct map_obj *m)
+static void map_list_del(struct map_engine *e, struct map_obj *m)
 {
-    if (m->mode == MAP_MODE_KERNEL && m->base && munmap(m->base, m->reserve_len) < 0)
-        log_err("mdl: munmap map 0x%llx at %p len %zu: %m", (unsigned long long)m->handle,
-                (void *)m->base, m->reserve_len);
-    if (m->mode == MAP_MODE_USER && !m->pending && m->consumer_id)
-        map_user_unmap_from(e, m);
-    map_table_del(&e->maps, m->handle);
+    struct map_obj **head = m->orphaned ? &e->orphan_head : &e->map_head;
     if (m->prev)
         m->prev->next = m->next;
     else
-        e->map_head = m->next;
+        *head = m->next;
     if (m->next)
         m->next->prev = m->prev;
+    m->prev = m->next = NULL;
+}
+
+/* Undo what map_link() counted (pages and VMAs against the quotas). */
+static void map_unaccount(struct map_engine *e, struct map_obj *m)
+{
     struct vm_acct *a = map_acct_of(e, m->owner.vm, false);
     if (a) {
         a->pages -= m->page_count;
@@ -192,12 +193,42 @@ void map_destroy(struct map_engine *e, struct map_obj *m)
     e->pages -= m->page_count;
     e->vmas -= m->vmas_accounted;
     e->nmaps--;
+}
+
+void map_destroy(struct map_engine *e, struct map_obj *m)
+{
+    if (m->mode == MAP_MODE_KERNEL && m->base && munmap(m->base, m->reserve_len) < 0)
+        log_err("mdl: munmap map 0x%llx at %p len %zu: %m", (unsigned long long)m->handle,
+                (void *)m->base, m->reserve_len);
+    if (m->mode == MAP_MODE_USER && !m->pending && !m->orphaned && m->consumer_id)
+        map_user_unmap_from(e, m);
+    map_table_del(&e->maps, m->handle);
+    map_list_del(e, m);
+    if (m->orphaned)
+        e->norphans--; /* accounting went when it was orphaned */
+    else
+        map_unaccount(e, m);
     if (m->mdl) {
         m->mdl->nmaps--;
         if (m->mdl->system_map == m)
             m->mdl->system_map = NULL;
     }
     free(m);
+}
+
+void map_orphan(struct map_engine *e, struct map_obj *m)
+{
+    if (m->orphaned || m->mode != MAP_MODE_USER || m->pending)
+        return;
+    map_list_del(e, m);
+    map_unaccount(e, m);
+    m->orphaned = true;
+    m->consumer_id = 0;
+    m->next = e->orphan_head;
+    if (m->next)
+        m->next->prev = m;
+    e->orphan_head = m;
+    e->norphans++;
 }
 
 int map_check_params(const struct map_params *p, char *detail, size_t dlen)
@@ -383,11 +414,12 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
             return -ENXIO;
         }
     } else {
-        for (struct map_obj *it = e->map_head; it; it = it->next)
-            if (map_owner_eq(&it->owner, o) && it->address == address) {
+        for (struct map_obj *it = e->map_head; it && !m; it = it->next)
+            if (map_owner_eq(&it->owner, o) && it->address == address)
                 m = it;
-                break;
-            }
+        for (struct map_obj *it = e->orphan_head; it && !m; it = it->next)
+            if (map_owner_eq(&it->owner, o) && it->address == address)
+                m = it;
         if (!m) {
             snprintf(detail, dlen, "no mapping at address 0x%llx", (unsigned long long)address);
             return -ENXIO;
@@ -398,16 +430,20 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
                  (unsigned long long)mdl_handle);
         return -EINVAL;
     }
-    log_info("mdl: vm %s conn %llu unmapped map 0x%llx (%u pages)", m->mdl->vm_name,
-             (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->page_count);
+    if (m->orphaned)
+        log_info("mdl: vm %s conn %llu unmapped orphaned map 0x%llx (consumer '%s' is gone: nothing to undo)",
+                 m->mdl->vm_name, (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->consumer);
+    else
+        log_info("mdl: vm %s conn %llu unmapped map 0x%llx (%u pages)", m->mdl->vm_name,
+                 (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->page_count);
     map_destroy(e, m);
     return 0;
 }
 
-static unsigned release_maps_of(struct map_engine *e, struct mdl_obj *mdl)
+static unsigned release_list(struct map_engine *e, struct mdl_obj *mdl, bool orphans)
 {
     unsigned n = 0;
-    struct map_obj *it = e->map_head;
+    struct map_obj *it = orphans ? e->orphan_head : e->map_head;
     while (it && mdl->nmaps) {
         struct map_obj *next = it->next;
         if (it->mdl == mdl) {
@@ -417,6 +453,13 @@ static unsigned release_maps_of(struct map_engine *e, struct mdl_obj *mdl)
         it = next;
     }
     return n;
+}
+
+/* All of mdl's mappings, orphans included (they count in mdl->nmaps). */
+static unsigned release_maps_of(struct map_engine *e, struct mdl_obj *mdl)
+{
+    unsigned n = release_list(e, mdl, false);
+    return n + release_list(e, mdl, true);
 }
 
 int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
@@ -442,29 +485,40 @@ static bool owned(const struct map_owner *mine, const struct map_owner *o, bool 
     return vm_only ? mine->vm == o->vm : map_owner_eq(mine, o);
 }
 
+void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason)
+{
+    struct map_leak rec = { .conn_id = m->owner.conn_id,
+                            .mdl_handle = m->mdl ? m->mdl->handle : 0,
+                            .map_handle = m->handle,
+                            .page_count = m->page_count,
+                            .was_mapped = true };
+    snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", m->mdl ? m->mdl->vm_name : "?");
+    snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
+    map_leaks_add(&e->leaks, &rec);
+}
+
 unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
                             const char *reason)
 {
     unsigned nmaps = 0, nmdls = 0;
     uint64_t pages = 0;
-    for (struct map_obj *it = e->map_head, *next; it; it = next) {
-        next = it->next;
-        if (!owned(&it->owner, o, vm_only))
-            continue;
-        struct map_leak rec = { .conn_id = it->owner.conn_id,
-                                .mdl_handle = it->mdl ? it->mdl->handle : 0,
-                                .map_handle = it->handle,
-                                .page_count = it->page_count,
-                                .was_mapped = true };
-        snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->mdl ? it->mdl->vm_name : "?");
-        snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
-        map_leaks_add(&e->leaks, &rec);
-        log_warn("mdl: leak (0xCB-style, mapped): vm %s conn %llu mdl 0x%llx map 0x%llx, %u pages: %s",
-                 rec.vm_name, (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle,
-                 (unsigned long long)rec.map_handle, rec.page_count, reason);
-        pages += it->page_count;
-        nmaps++;
-        map_destroy(e, it);
+    for (unsigned pass = 0; pass < 2; pass++) {
+        /* pass 1: orphans (their consumer died first; the guest still never unmapped) */
+        struct map_obj *it = pass ? e->orphan_head : e->map_head, *next;
+        for (; it; it = next) {
+            next = it->next;
+            if (!owned(&it->owner, o, vm_only))
+                continue;
+            map_leak_record(e, it, reason);
+            log_warn("mdl: leak (0xCB-style, mapped%s): vm %s conn %llu mdl 0x%llx map 0x%llx, %u pages: %s",
+                     it->orphaned ? ", orphaned" : "", it->mdl ? it->mdl->vm_name : "?",
+                     (unsigned long long)it->owner.conn_id, (unsigned long long)(it->mdl ? it->mdl->handle : 0),
+                     (unsigned long long)it->handle, it->page_count, reason);
+            if (!it->orphaned)
+                pages += it->page_count;
+            nmaps++;
+            map_destroy(e, it);
+        }
     }
     for (struct mdl_obj *it = e->mdl_head, *next; it; it = next) {
         next = it->next;
@@ -497,6 +551,8 @@ void map_engine_free(struct map_engine *e)
     e->nconsumers = 0; /* hostd is stopping: nobody to tell */
     while (e->map_head)
         map_destroy(e, e->map_head);
+    while (e->orphan_head)
+        map_destroy(e, e->orphan_head);
     while (e->mdl_head)
         mdl_destroy(e, e->mdl_head);
     map_table_free(&e->mdls);
@@ -508,7 +564,8 @@ void map_engine_free(struct map_engine *e)
 
 const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle)
 {
-    return map_table_get(&e->maps, map_handle);
+    const struct map_obj *m = map_table_get(&e->maps, map_handle);
+    return m && !m->orphaned ? m : NULL;
 }
 
 const struct map_obj *map_engine_first_map(const struct map_engine *e)
@@ -524,6 +581,7 @@ void map_engine_stats(const struct map_engine *e, struct map_stats *s)
     s->vmas = e->vmas;
     s->locked_mdls = e->nmdls;
     s->leaks_reported = e->leaks.total;
+    s->orphaned = e->norphans;
     s->vma_budget = e->lim.max_vmas;
     s->global_page_quota = e->lim.global_page_quota;
     s->vm_page_quota = e->lim.vm_page_quota;

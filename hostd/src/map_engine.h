@@ -67,8 +67,9 @@ struct map_obj {
     uint32_t cache_type, priority;
     bool read_only;
     char consumer[64];
-    uint64_t consumer_id;        /* UserMode: 0 once the consumer went away (orphan) */
+    uint64_t consumer_id;        /* UserMode: the consumer it lives in; 0 once it went away */
     bool pending;                /* UserMode: waiting for the consumer's answer */
+    bool orphaned;               /* UserMode: the consumer died with it mapped (see below) */
     uint64_t pending_since_ms;   /* CLOCK_MONOTONIC when the consumer was asked */
     map_done_fn done;            /* UserMode: called once when the consumer answers */
     void *done_ctx;
@@ -96,6 +97,7 @@ struct map_params {
 
 struct map_stats {
     uint64_t mappings, mapped_pages, vmas, locked_mdls, leaks_reported;
+    uint64_t orphaned;           /* UserMode mappings whose consumer died (not in mappings) */
     uint64_t vma_budget, global_page_quota, vm_page_quota;
 };
 
@@ -116,7 +118,10 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen);
 /* MmUnmapLockedPages. map_handle 0: find by address + mdl. -EBADF unknown map
- * handle, -ENXIO address does not match, -EINVAL mdl does not match. */
+ * handle, -ENXIO address does not match, -EINVAL mdl does not match.
+ * An orphaned UserMode mapping (its consumer died) unmaps with 0: the address
+ * space it lived in is gone, so there is nothing left to undo, and Windows
+ * cannot fail MmUnmapLockedPages for a process that has exited either. */
 int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t map_handle,
                      uint64_t address, uint64_t mdl_handle, char *detail, size_t dlen);
 /* MmUnlockPages: also unmaps the MDL's mappings. -ENOLCK never locked by this
@@ -132,8 +137,13 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
 /* UserMode consumers. Names: 1..63 of [A-Za-z0-9._-]; -EINVAL, -EBUSY (taken), -ENOMEM. */
 int map_engine_consumer_add(struct map_engine *e, const char *name, const struct map_consumer_ops *ops,
                             void *ctx, uint64_t *id);
-/* Consumer gone: pending maps fail (-ENOTCONN), established ones become orphans
- * (kept until the guest unmaps them; nothing left to tell). */
+/* Consumer gone. Pending maps into it fail at once (-ENOTCONN: the guest gets
+ * STATUS_DEVICE_NOT_READY). Established ones become orphans: their pages and
+ * VMAs stop counting against quotas and stats (mappings, mapped_pages), they
+ * leave the host API list and its Read/Write, a record with reason
+ * "consumer gone: NAME" goes into the leak ring, and only a stub stays so that
+ * the guest's MmUnmapLockedPages of the handle succeeds (and MmUnlockPages or
+ * the guest connection's end frees it). */
 void map_engine_consumer_remove(struct map_engine *e, uint64_t id);
 /* The consumer answered MapInto for map_handle: err 0 with its base address.
  * Returns -ENOENT if no such pending mapping of this consumer (the caller then
@@ -146,7 +156,8 @@ int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_
 unsigned map_engine_user_expire(struct map_engine *e, uint64_t now_ms, uint64_t max_age_ms);
 uint64_t map_now_ms(void);
 
-/* Host API access (no owner scoping: the host sees everything). */
+/* Host API access (no owner scoping: the host sees everything live; orphaned
+ * UserMode mappings are neither found nor listed). */
 const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle);
 const struct map_obj *map_engine_first_map(const struct map_engine *e);
 void map_engine_stats(const struct map_engine *e, struct map_stats *s);

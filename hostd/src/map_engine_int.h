@@ -9,6 +9,7 @@
 #define MAP_MAX_MDLS_PER_VM 8192u
 #define MAP_MAX_LOCKED_PAGES_PER_VM (4ull << 20)
 #define MAP_MAX_CONSUMERS 64u
+#define MAP_ORPHAN_REASON "consumer gone: " /* + name; leak record reason */
 
 struct vm_acct {
     const struct vm *vm;
@@ -28,6 +29,8 @@ struct map_engine {
     struct map_table mdls, maps;
     struct mdl_obj *mdl_head;
     struct map_obj *map_head;
+    struct map_obj *orphan_head;  /* orphaned UserMode mappings (unaccounted stubs) */
+    uint64_t norphans;
     uint64_t nmaps, pages, vmas, nmdls;
     struct vm_acct *acct;
     size_t nacct, capacct;
@@ -46,6 +49,11 @@ int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, 
 /* Insert m (handle set, in the table, m->mdl set) into lists and counters. */
 void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a);
 void map_destroy(struct map_engine *e, struct map_obj *m);
+/* Its consumer died: move m (UserMode, established) to the orphan list and
+ * release its accounting. The handle stays valid for the guest's unmap. */
+void map_orphan(struct map_engine *e, struct map_obj *m);
+/* Add a (mapped, 0xCB-style) record for m to the leak ring. */
+void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason);
 
 /* map_user.c */
 int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl,

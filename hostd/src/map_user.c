@@ -67,30 +67,53 @@ void map_engine_consumer_remove(struct map_engine *e, uint64_t id)
     struct map_consumer *c = consumer_by_id(e, id);
     if (!c)
         return;
-    log_info("mdl: consumer '%s' (id %llu) went away", c->name, (unsigned long long)id);
-    *c = e->consumers[--e->nconsumers];
-    /* pending maps fail; established ones are orphans until the guest unmaps.
-     * done() may run connection teardown that frees other mappings: rescan. */
+    char name[64], reason[64];
+    snprintf(name, sizeof(name), "%s", c->name);
+    snprintf(reason, sizeof(reason), MAP_ORPHAN_REASON "%.48s", name); /* fits the record */
+    *c = e->consumers[--e->nconsumers]; /* nothing can reach it from here on */
+    /* established mappings: their address space is gone. Release their
+     * accounting, record the event, keep a stub for the guest's unmap. No
+     * callbacks run here, so a plain walk is safe. */
+    unsigned norphaned = 0;
+    uint64_t pages = 0;
+    for (struct map_obj *m = e->map_head, *next; m; m = next) {
+        next = m->next;
+        if (m->mode != MAP_MODE_USER || m->consumer_id != id || m->pending)
+            continue;
+        map_leak_record(e, m, reason);
+        log_warn("mdl: map 0x%llx (vm %s conn %llu mdl 0x%llx, %u pages): consumer '%s' died with it mapped; "
+                 "orphaned: quota released, the guest's unmap will succeed",
+                 (unsigned long long)m->handle, m->mdl ? m->mdl->vm_name : "?",
+                 (unsigned long long)m->owner.conn_id, (unsigned long long)(m->mdl ? m->mdl->handle : 0),
+                 m->page_count, name);
+        pages += m->page_count;
+        norphaned++;
+        map_orphan(e, m);
+    }
+    /* pending maps fail now (STATUS_DEVICE_NOT_READY to the guest). done()
+     * may run connection teardown that frees other mappings: rescan. */
+    unsigned nfailed = 0;
     bool again = true;
     while (again) {
         again = false;
         for (struct map_obj *m = e->map_head; m; m = m->next) {
-            if (m->mode != MAP_MODE_USER || m->consumer_id != id)
+            if (m->mode != MAP_MODE_USER || m->consumer_id != id || !m->pending)
                 continue;
-            m->consumer_id = 0;
-            if (m->pending) {
-                map_done_fn done = m->done;
-                void *ctx = m->done_ctx;
-                map_destroy(e, m);
-                if (done)
-                    done(ctx, -ENOTCONN, NULL, "the consumer went away before mapping");
-                again = true;
-                break;
-            }
-            log_warn("mdl: map 0x%llx: consumer gone; the mapping is orphaned until the guest unmaps it",
-                     (unsigned long long)m->handle);
+            map_done_fn done = m->done;
+            void *ctx = m->done_ctx;
+            m->pending = false;
+            m->consumer_id = 0; /* nothing was mapped there */
+            map_destroy(e, m);
+            nfailed++;
+            if (done)
+                done(ctx, -ENOTCONN, NULL, "the consumer went away before mapping");
+            again = true;
+            break;
         }
     }
+    log_info("mdl: consumer '%s' (id %llu) went away: %u mappings orphaned (%llu pages released), "
+             "%u pending maps failed",
+             name, (unsigned long long)id, norphaned, (unsigned long long)pages, nfailed);
 }
 
 int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl,

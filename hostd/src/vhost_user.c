@@ -222,6 +222,17 @@ int vu_vm_listen(struct vm *vm)
         close(fd);
         return ret;
     }
+    /* Let a QEMU that runs as another user (libvirt's libvirt-qemu) connect
+     * without opening the socket to everyone. */
+    if (vm->hostd->socket_group_set &&
+        (chown(vm->socket_path, (uid_t)-1, (gid_t)vm->hostd->socket_gid) < 0 ||
+         chmod(vm->socket_path, 0660) < 0)) {
+        ret = -errno;
+        log_err("vm %s: chown/chmod %s: %m", vm->name, vm->socket_path);
+        close(fd);
+        unlink(vm->socket_path);
+        return ret;
+    }
     ret = evloop_add(vm->hostd->loop, &vm->listen_h, fd, EPOLLIN, on_accept, vm);
     if (ret < 0) {
         close(fd);

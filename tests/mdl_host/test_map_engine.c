@@ -324,6 +324,156 @@ static void test_memtable_change(struct fake_vm *f)
     (void)f;
 }
 
+/* A UserMode consumer stub: counts what hostd asks of it. */
+struct fake_consumer {
+    unsigned map_into, unmap_from;
+    uint64_t last_handle;
+};
+
+static int fc_map_into(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns)
+{
+    struct fake_consumer *fc = ctx;
+    fc->map_into++;
+    fc->last_handle = m->handle;
+    return 0;
+}
+
+static void fc_unmap_from(void *ctx, uint64_t map_handle, uint64_t base, uint64_t len)
+{
+    ((struct fake_consumer *)ctx)->unmap_from++;
+}
+
+static const struct map_consumer_ops fc_ops = { .map_into = fc_map_into, .unmap_from = fc_unmap_from };
+
+struct done_rec {
+    unsigned calls;
+    int err;
+};
+
+static void done_cb(void *ctx, int err, const struct map_obj *m, const char *why)
+{
+    struct done_rec *d = ctx;
+    d->calls++;
+    d->err = err;
+}
+
+/* Map n pages of h UserMode into consumer name; the consumer answers at base. */
+static const struct map_obj *map_u(struct map_engine *e, struct map_owner *o, uint64_t h, const char *name,
+                                   struct fake_consumer *fc, uint64_t cid, uint64_t base, struct done_rec *d)
+{
+    struct map_params p = { .access_mode = MAP_MODE_USER, .cache_type = 1, .priority = 16, .consumer = name,
+                            .done = done_cb, .done_ctx = d };
+    const struct map_obj *m = NULL;
+    int rc = map_engine_map(e, o, h, &p, &m, detail, DL);
+    CHECK_EQ(rc, -EINPROGRESS);
+    if (rc != -EINPROGRESS)
+        return NULL;
+    if (base)
+        CHECK_EQ(map_engine_user_complete(e, cid, fc->last_handle, 0, base, NULL), 0);
+    return m;
+}
+
+/* A consumer dying with mappings established orphans them (accounting
+ * released, stub kept for the guest's unmap); pending ones fail. */
+static void test_user_orphans(struct fake_vm *f)
+{
+    struct map_engine *e = engine(14, 0, 0); /* Normal share: 12 pages */
+    struct map_owner o = { &f->vm, 7 };
+    struct fake_consumer fc = { 0 }, fc2 = { 0 };
+    struct done_rec d1 = { 0 }, d2 = { 0 }, d3 = { 0 }, d4 = { 0 };
+    uint64_t id, id2, pfns[4] = { 300, 301, 302, 303 }, h;
+    CHECK_EQ(map_engine_consumer_add(e, "view", &fc_ops, &fc, &id), 0);
+    CHECK_EQ(lock_pages(e, &o, pfns, 4, &h), 0);
+    const struct map_obj *a = map_u(e, &o, h, "view", &fc, id, 0x100000, &d1);
+    const struct map_obj *b = map_u(e, &o, h, "view", &fc, id, 0x200000, &d2);
+    const struct map_obj *pend = map_u(e, &o, h, "view", &fc, id, 0, &d3); /* unanswered */
+    uint64_t ha = a ? a->handle : 0, hp = pend ? pend->handle : 0;
+    uint64_t aaddr = a ? a->address : 0, baddr = b ? b->address : 0;
+    CHECK_EQ(d1.calls + d2.calls, 2);
+    struct map_stats st;
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.mappings, 3);
+    CHECK_EQ(st.mapped_pages, 12);
+    /* quota is full: another Normal map does not fit */
+    struct map_params p = { .access_mode = MAP_MODE_USER, .cache_type = 1, .priority = 16, .consumer = "view",
+                            .done = done_cb, .done_ctx = &d4 };
+    const struct map_obj *m;
+    CHECK_EQ(map_engine_map(e, &o, h, &p, &m, detail, DL), -ENOSPC);
+
+    map_engine_consumer_remove(e, id);
+    CHECK_EQ(d3.calls, 1);
+    CHECK_EQ(d3.err, -ENOTCONN);
+    CHECK_EQ(fc.unmap_from, 0); /* nobody left to tell */
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.mappings, 0);
+    CHECK_EQ(st.mapped_pages, 0);
+    CHECK_EQ(st.orphaned, 2);
+    CHECK_EQ(st.leaks_reported, 2);
+    const struct map_leaks *lk = map_engine_leaks(e);
+    const struct map_leak *l = map_leaks_get(lk, 0);
+    CHECK(l && strcmp(l->reason, "consumer gone: view") == 0 && l->was_mapped && l->page_count == 4 &&
+          l->mdl_handle == h && l->conn_id == 7);
+    CHECK(map_engine_first_map(e) == NULL);
+    CHECK(map_engine_find_map(e, ha) == NULL);
+    CHECK(map_engine_find_map(e, hp) == NULL);
+    uint64_t pages, maps;
+    map_engine_vm_usage(e, &f->vm, &pages, &maps);
+    CHECK_EQ(pages, 0);
+    CHECK_EQ(maps, 0);
+    /* a late answer for the failed one finds nothing */
+    CHECK_EQ(map_engine_user_complete(e, id, hp, 0, 0x300000, NULL), -ENOENT);
+
+    /* the released quota is usable again, by a new consumer of the same name */
+    CHECK_EQ(map_engine_consumer_add(e, "view", &fc_ops, &fc2, &id2), 0);
+    CHECK(id2 != id);
+    const struct map_obj *c = map_u(e, &o, h, "view", &fc2, id2, 0x100000, &d4);
+    CHECK(c != NULL);
+    CHECK_EQ(d4.err, 0);
+    /* the guest's unmap of an orphan: address and MDL still checked, then 0 */
+    CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr + PG, h, detail, DL), -ENXIO);
+    CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr, h + 1, detail, DL), -EINVAL);
+    struct map_owner other = { &f->vm, 8 };
+    CHECK_EQ(map_engine_unmap(e, &other, ha, aaddr, h, detail, DL), -EBADF);
+    CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr, h, detail, DL), 0);
+    CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr, h, detail, DL), -EBADF);
+    /* by address (handle 0): the new mapping sits at the same address as a
+     * was; b (orphan) is found by its own */
+    CHECK_EQ(map_engine_unmap(e, &o, 0, baddr, h, detail, DL), 0);
+    CHECK_EQ(fc2.unmap_from, 0); /* orphans are never sent to the new consumer */
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.orphaned, 0);
+    CHECK_EQ(st.mappings, 1);
+    CHECK_EQ(st.mapped_pages, 4);
+
+    /* orphans left at unlock and at the guest's end are freed too */
+    CHECK(map_u(e, &o, h, "view", &fc2, id2, 0x400000, &d4) != NULL);
+    map_engine_consumer_remove(e, id2); /* orphans c and the new one */
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.orphaned, 2);
+    unsigned released = 0;
+    CHECK_EQ(map_engine_unlock(e, &o, h, &released, detail, DL), 0);
+    CHECK_EQ(released, 2);
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.orphaned, 0);
+    CHECK_EQ(st.locked_mdls, 0);
+    CHECK_EQ(map_engine_consumer_add(e, "view", &fc_ops, &fc, &id), 0);
+    CHECK_EQ(lock_pages(e, &o, pfns, 2, &h), 0);
+    CHECK(map_u(e, &o, h, "view", &fc, id, 0x500000, &d4) != NULL);
+    map_engine_consumer_remove(e, id);
+    uint64_t before = map_engine_leaks(e)->total;
+    CHECK_EQ(map_engine_release(e, &o, false, "connection closed"), 2); /* the orphan + the MDL */
+    CHECK_EQ(map_engine_leaks(e)->total, before + 2);
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.orphaned, 0);
+    CHECK_EQ(st.locked_mdls, 0);
+    /* and map_engine_free() frees orphans (ASan's leak check) */
+    CHECK_EQ(map_engine_consumer_add(e, "view", &fc_ops, &fc, &id), 0);
+    CHECK_EQ(lock_pages(e, &o, pfns, 2, &h), 0);
+    CHECK(map_u(e, &o, h, "view", &fc, id, 0x600000, &d4) != NULL);
+    map_engine_consumer_remove(e, id);
+    map_engine_free(e);
+}
+
 int main(void)
 {
     struct fake_vm f, g;
@@ -338,6 +488,7 @@ int main(void)
     test_zero_copy(&f);
     test_scoping(&f, &g);
     test_memtable_change(&f);
+    test_user_orphans(&f);
     fake_vm_fini(&f);
     fake_vm_fini(&g);
     if (mdl_test_failures) {

@@ -2,9 +2,15 @@
  * consumer; the (harness) guest maps a buffer into it, at any address and at
  * a RequestedAddress; the consumer sees the guest's bytes and its writes
  * reach the guest; unmap goes to the consumer; unknown consumer and a taken
- * RequestedAddress fail with a status; the consumer dying orphans nothing.
+ * RequestedAddress fail with a status; a consumer that never answers fails
+ * the map after the timeout, one that dies with a map pending fails it at once
+ * (STATUS_DEVICE_NOT_READY). A consumer that dies with mappings established
+ * orphans them: hostd releases their pages (stats), drops them from the list,
+ * records an event in the leak ring; the guest's later unmap of such a handle
+ * succeeds, unlock frees the rest, and a new consumer of the same name works.
  * usage: test_usermode HOSTD MDLMAPCTL */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -21,17 +27,23 @@
 
 static uint64_t next_id = 1;
 
-static mdl_envelope *rpc(struct vc_conn *c, mdl_envelope *req)
+static int rpc_send(struct vc_conn *c, mdl_envelope *req)
 {
-    uint8_t *f, hdr[4];
+    uint8_t *f;
     size_t n;
     req->version = 1;
     req->request_id = next_id++;
     if (frame_encode(req, &f, &n) < 0)
-        return NULL;
+        return -1;
     int rc = vc_send_all(c, f, n, 5000);
     free(f);
-    if (rc < 0 || vc_recv_all(c, hdr, 4, 20000) < 0)
+    return rc;
+}
+
+static mdl_envelope *rpc_recv(struct vc_conn *c, int timeout_ms)
+{
+    uint8_t hdr[4];
+    if (vc_recv_all(c, hdr, 4, timeout_ms) < 0)
         return NULL;
     uint32_t len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
     uint8_t *p = len && len <= MDLMAP_MAX_FRAME ? malloc(len) : NULL;
@@ -40,6 +52,11 @@ static mdl_envelope *rpc(struct vc_conn *c, mdl_envelope *req)
         frame_decode(p, len, &r);
     free(p);
     return r;
+}
+
+static mdl_envelope *rpc(struct vc_conn *c, mdl_envelope *req)
+{
+    return rpc_send(c, req) < 0 ? NULL : rpc_recv(c, 20000);
 }
 
 static int lock1(struct vc_conn *c, uint64_t pfn, uint64_t *h)
@@ -61,19 +78,26 @@ static int lock1(struct vc_conn *c, uint64_t pfn, uint64_t *h)
     return st;
 }
 
+static void map_req(Mdlmap__V1__MapRequest *rq, mdl_envelope *env, uint64_t mdl, const char *consumer,
+                    uint64_t want)
+{
+    mdlmap__v1__map_request__init(rq);
+    rq->mdl_handle = mdl;
+    rq->access_mode = MDLMAP__V1__ACCESS_MODE__USER_MODE;
+    rq->cache_type = MDLMAP__V1__CACHE_TYPE__MM_CACHED;
+    rq->priority = 16;
+    rq->consumer = (char *)consumer;
+    rq->requested_address = want;
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
+    env->map = rq;
+}
+
 static int map_user(struct vc_conn *c, uint64_t mdl, const char *consumer, uint64_t want, uint64_t *mh,
                     uint64_t *addr, uint64_t *base)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
-    rq.mdl_handle = mdl;
-    rq.access_mode = MDLMAP__V1__ACCESS_MODE__USER_MODE;
-    rq.cache_type = MDLMAP__V1__CACHE_TYPE__MM_CACHED;
-    rq.priority = 16;
-    rq.consumer = (char *)consumer;
-    rq.requested_address = want;
-    env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
-    env.map = &rq;
+    Mdlmap__V1__MapRequest rq;
+    map_req(&rq, &env, mdl, consumer, want);
     mdl_envelope *r = rpc(c, &env);
     if (r && r->request_id != env.request_id) {
         tap_diag("response %llu to request %llu", (unsigned long long)r->request_id,
@@ -106,15 +130,93 @@ static int unmap(struct vc_conn *c, uint64_t mh, uint64_t addr, uint64_t mdl)
     return st;
 }
 
-/* a consumer that registers and then never answers */
-static int mute_consumer(const char *api)
+static int unlock1(struct vc_conn *c, uint64_t mdl, uint32_t *released)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__UnlockRequest rq = MDLMAP__V1__UNLOCK_REQUEST__INIT;
+    rq.mdl_handle = mdl;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK;
+    env.unlock = &rq;
+    mdl_envelope *r = rpc(c, &env);
+    int st = r ? r->status : -1;
+    if (st == 0)
+        *released = r->unlock_reply->mappings_released;
+    frame_envelope_free(r);
+    return st;
+}
+
+static int api_connect(const char *api)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     if (strlen(api) >= sizeof(sa.sun_path))
         return -1;
     memcpy(sa.sun_path, api, strlen(api) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* One host API request on a fresh connection; the response or NULL. */
+static mdl_envelope *api_call(const char *api, mdl_envelope *env)
+{
+    int fd = api_connect(api);
+    mdl_envelope *r = NULL;
+    env->version = 1;
+    env->request_id = next_id++;
+    if (fd >= 0 && frame_write_fd(fd, env) == 0 && frame_read_fd(fd, &r) < 0)
+        r = NULL;
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+static mdl_envelope *api_stats(const char *api)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__StatsRequest rq = MDLMAP__V1__STATS_REQUEST__INIT;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
+    env.stats = &rq;
+    mdl_envelope *r = api_call(api, &env);
+    if (r && (r->status || !r->stats_reply)) {
+        frame_envelope_free(r);
+        r = NULL;
+    }
+    return r;
+}
+
+/* Is map handle h in the host API list? -1 if list failed. */
+static int api_listed(const char *api, uint64_t h)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__ListMappingsRequest rq = MDLMAP__V1__LIST_MAPPINGS_REQUEST__INIT;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_LIST;
+    env.list = &rq;
+    mdl_envelope *r = api_call(api, &env);
+    int found = r && r->status == 0 && r->list_reply ? 0 : -1;
+    for (size_t i = 0; found == 0 && i < r->list_reply->n_mappings; i++)
+        if (r->list_reply->mappings[i]->map_handle == h)
+            found = 1;
+    frame_envelope_free(r);
+    return found;
+}
+
+/* The leak/event record of map handle h in stats, or NULL. */
+static const Mdlmap__V1__LeakRecord *leak_of(const mdl_envelope *st, uint64_t h)
+{
+    for (size_t i = 0; st && i < st->stats_reply->n_recent_leaks; i++)
+        if (st->stats_reply->recent_leaks[i]->map_handle == h)
+            return st->stats_reply->recent_leaks[i];
+    return NULL;
+}
+
+/* a consumer that registers and then never answers */
+static int mute_consumer(const char *api)
+{
+    int fd = api_connect(api);
+    if (fd < 0)
         return -1;
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
     Mdlmap__V1__RegisterConsumerRequest rq = MDLMAP__V1__REGISTER_CONSUMER_REQUEST__INIT;
@@ -130,6 +232,39 @@ static int mute_consumer(const char *api)
     }
     frame_envelope_free(r);
     return fd;
+}
+
+/* Wait for the next MapInto pushed to a raw consumer fd (its fds are dropped). */
+static bool await_map_into(int fd, int ms)
+{
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    for (long long end = now_ms() + ms; now_ms() < end;) {
+        if (poll(&pf, 1, 20) == 1) {
+            mdl_envelope *r = NULL;
+            bool is_map = frame_read_fd(fd, &r) == 0 && r->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_INTO;
+            frame_envelope_free(r);
+            if (is_map)
+                return true;
+        }
+        vdev_poll();
+    }
+    return false;
+}
+
+static pid_t spawn_consumer(const char *ctl, const char *api, const char *out, const char *const *args)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        const char *argv[12] = { ctl, "--api", api, "consume" };
+        for (int i = 0; args[i] && i < 7; i++)
+            argv[4 + i] = args[i];
+        execv(ctl, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
 }
 
 static bool file_has(const char *path, const char *s, int ms)
@@ -167,15 +302,8 @@ int main(int argc, char **argv)
     uint64_t cids[1] = { 3 };
     start_or_die(&p, bin, 1, cids, extra);
 
-    pid_t cons = fork();
-    if (cons == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execl(ctl, ctl, "--api", api, "consume", "--write", "CONSUMER-WAS-HERE", "--exit-after", "1", "c1",
-              (char *)NULL);
-        _exit(127);
-    }
+    const char *c1_args[] = { "--write", "CONSUMER-WAS-HERE", "--exit-after", "1", "c1", NULL };
+    pid_t cons = spawn_consumer(ctl, api, out, c1_args);
     tap_check(file_has(out, "CONSUMER REGISTERED name=c1", 5000), "mdlmapctl consume registers as 'c1'");
 
     struct vdev *d = vdev_alloc();
@@ -239,6 +367,117 @@ int main(int argc, char **argv)
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY && waited >= 9000,
               "consumer that never answers: %s after %lld ms", ntstatus_name(st), waited);
     tap_check(lock1(c, BUF_GPA / PG, &x1) == 0, "the connection still works afterwards");
+
+    /* a consumer that dies while a map into it is pending: the guest's map
+     * fails at once, not after the timeout */
+    if (mute >= 0) {
+        struct pollfd pf = { .fd = mute, .events = POLLIN };
+        while (poll(&pf, 1, 0) == 1) { /* the MapInto that timed out above */
+            mdl_envelope *r = NULL;
+            int rc = frame_read_fd(mute, &r);
+            frame_envelope_free(r);
+            if (rc < 0)
+                break;
+        }
+        mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+        Mdlmap__V1__MapRequest rq;
+        map_req(&rq, &env, mdl, "mute", 0);
+        bool sent = rpc_send(c, &env) == 0;
+        bool asked = sent && await_map_into(mute, 5000);
+        tap_check(asked, "a map into 'mute' reaches it");
+        close(mute);
+        mute = -1;
+        t0 = now_ms();
+        mdl_envelope *r = sent ? rpc_recv(c, 20000) : NULL;
+        waited = now_ms() - t0;
+        st = r ? r->status : -1;
+        tap_check(r && r->request_id == env.request_id && st == MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY &&
+                      waited < 3000,
+                  "consumer dies with the map pending: %s after %lld ms", ntstatus_name(st), waited);
+        frame_envelope_free(r);
+    }
+
+    /* a consumer that dies with two mappings established (SIGKILL) */
+    char out2[160], out3[160];
+    snprintf(out2, sizeof(out2), "%s/consumer2.out", dir);
+    snprintf(out3, sizeof(out3), "%s/consumer3.out", dir);
+    const char *c2_args[] = { "c2", NULL };
+    pid_t cons2 = spawn_consumer(ctl, api, out2, c2_args);
+    tap_check(file_has(out2, "CONSUMER REGISTERED name=c2", 5000), "consumer 'c2' registers");
+    mdl_envelope *s0 = api_stats(api), *s1 = NULL, *s2 = NULL;
+    uint64_t mdl2 = 0, mh2 = 0, addr2 = 0, mh3 = 0, addr3 = 0;
+    tap_check(lock1(c, BUF_GPA / PG, &mdl2) == 0, "lock another MDL");
+    st = map_user(c, mdl2, "c2", 0, &mh2, &addr2, &x3);
+    int st3 = map_user(c, mdl2, "c2", 0, &mh3, &addr3, &x3);
+    tap_check(st == 0 && st3 == 0, "two UserMode maps into c2: %s, %s", ntstatus_name(st), ntstatus_name(st3));
+    s1 = api_stats(api);
+    tap_check(s0 && s1 && s1->stats_reply->mappings == s0->stats_reply->mappings + 2 &&
+                  s1->stats_reply->mapped_pages == s0->stats_reply->mapped_pages + 4,
+              "stats count them: %llu mappings, %llu pages",
+              s1 ? (unsigned long long)s1->stats_reply->mappings : 0ull,
+              s1 ? (unsigned long long)s1->stats_reply->mapped_pages : 0ull);
+    tap_check(api_listed(api, mh2) == 1 && api_listed(api, mh3) == 1, "list shows both");
+    kill(cons2, SIGKILL);
+    waitpid(cons2, NULL, 0);
+    for (int i = 0; i < 150; i++) {
+        frame_envelope_free(s2);
+        s2 = api_stats(api);
+        if (s0 && s2 && s2->stats_reply->mapped_pages == s0->stats_reply->mapped_pages)
+            break;
+        usleep(20000);
+    }
+    tap_check(s0 && s2 && s2->stats_reply->mapped_pages == s0->stats_reply->mapped_pages &&
+                  s2->stats_reply->mappings == s0->stats_reply->mappings,
+              "consumer killed: hostd released its mappings' pages (%llu mappings, %llu pages)",
+              s2 ? (unsigned long long)s2->stats_reply->mappings : 0ull,
+              s2 ? (unsigned long long)s2->stats_reply->mapped_pages : 0ull);
+    tap_check(api_listed(api, mh2) == 0 && api_listed(api, mh3) == 0, "list no longer shows them");
+    const Mdlmap__V1__LeakRecord *l2 = leak_of(s2, mh2), *l3 = leak_of(s2, mh3);
+    tap_check(s0 && s2 && s2->stats_reply->leaks_reported == s0->stats_reply->leaks_reported + 2 && l2 && l3 &&
+                  strcmp(l2->reason, "consumer gone: c2") == 0 && l2->was_mapped && l2->page_count == 2 &&
+                  l2->mdl_handle == mdl2 && strcmp(l2->vm_name, "vm0") == 0,
+              "stats hold an event record per orphaned mapping (reason \"%s\")", l2 ? l2->reason : "-");
+    frame_envelope_free(s0);
+    frame_envelope_free(s1);
+    frame_envelope_free(s2);
+    st = unmap(c, mh2, addr2 + 1, mdl2);
+    tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_NOT_MAPPED_VIEW, "orphan: unmap at a wrong address: %s",
+              ntstatus_name(st));
+    st = unmap(c, mh2, addr2, mdl2);
+    tap_check(st == 0, "guest unmaps the orphaned mapping: %s", ntstatus_name(st));
+    st = unmap(c, mh2, addr2, mdl2);
+    tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_INVALID_HANDLE, "... a second time: %s", ntstatus_name(st));
+    uint32_t released = 0;
+    st = unlock1(c, mdl2, &released);
+    tap_check(st == 0 && released == 1, "guest unlocks the MDL: %s, %u mapping released (the other orphan)",
+              ntstatus_name(st), released);
+    st = unmap(c, mh3, addr3, mdl2);
+    tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_INVALID_HANDLE, "the unlock freed the other orphan: %s",
+              ntstatus_name(st));
+
+    /* a new consumer under the same name */
+    const char *c2b_args[] = { "--write", "SECOND-C2", "--exit-after", "1", "c2", NULL };
+    cons2 = spawn_consumer(ctl, api, out3, c2b_args);
+    tap_check(file_has(out3, "CONSUMER REGISTERED name=c2", 5000), "a new consumer 'c2' registers");
+    memcpy(g0 + 16, "GUEST-DATA-FOR-C2-AGAIN", 23);
+    tap_check(lock1(c, BUF_GPA / PG, &mdl2) == 0, "lock again");
+    st = map_user(c, mdl2, "c2", 0, &mh2, &addr2, &x3);
+    tap_check(st == 0, "UserMode map into the new c2: %s", ntstatus_name(st));
+    tap_check(file_has(out3, "CONSUMER SAW: \"GUEST-DATA-FOR-C2-AGAIN", 3000) &&
+                  file_has(out3, "CONSUMER WROTE", 3000) && memcmp(g0 + 16, "SECOND-C2", 9) == 0,
+              "the new c2 sees the guest's bytes and its write lands");
+    st = unmap(c, mh2, addr2, mdl2);
+    tap_check(st == 0 && file_has(out3, "CONSUMER UNMAPPED", 3000), "unmap reaches the new c2: %s",
+              ntstatus_name(st));
+    ws = -1;
+    for (int i = 0; i < 100 && waitpid(cons2, &ws, WNOHANG) == 0; i++)
+        usleep(20000);
+    tap_check(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the new c2 exits 0");
+    tap_check(unlock1(c, mdl2, &released) == 0 && released == 0, "unlock");
+    mdl_envelope *s3 = api_stats(api);
+    tap_check(s3 && s3->stats_reply->mappings == 0 && s3->stats_reply->mapped_pages == 0,
+              "hostd holds no mappings");
+    frame_envelope_free(s3);
     if (mute >= 0)
         close(mute);
     vc_close(c, 3000, NULL);
@@ -256,6 +495,8 @@ int main(int argc, char **argv)
     }
     stop_and_check(&p);
     unlink(out);
+    unlink(out2);
+    unlink(out3);
     unlink(api);
     rmdir(dir);
     return tap_done();
