@@ -52,11 +52,11 @@ MODDIR=$KROOT/lib/modules/$KVER
 [ -s "$MODDIR/modules.dep" ] || die "$MODDIR/modules.dep missing (run deploy/setup.sh)"
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || BUSYBOX=$(command -v busybox || true)
+[ -x "$BUSYBOX" ] || die "busybox not found (apt-get install busybox-static)"
 case "$(LC_ALL=C ldd "$BUSYBOX" 2>&1 || true)" in
   *"not a dynamic"*|*"statically linked"*) ;;
   *) die "$BUSYBOX is not static (apt-get install busybox-static)" ;;
 esac
-[ -x "$BUSYBOX" ] || die "busybox not found (apt-get install busybox-static)"
 
 # Resolve MODULES (and their dependencies) to ordered relative paths.
 resolve_modules() {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_util.h"
 #include "mdl_selftest.h"
 #include "mdl_agentd.h"
 #include "wdm_compat.h"
@@ -38,24 +39,6 @@ struct one_map {
     PVOID address;
 };
 
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || end == s)
-        return -1;
-    switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
-    }
-    if (*end)
-        return -1;
-    *out = (size_t)v;
-    return 0;
-}
-
 static void map_usage(void)
 {
     fprintf(stderr,
@@ -76,10 +59,11 @@ static int parse_map_opts(int argc, char **argv, struct map_opts *o)
                             .cache = MmCached, .timeout = 30, .count = 1 };
     optind = 1;
     int c;
+    uint64_t v;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'b': if (parse_size(optarg, &o->bytes) < 0) return -1; break;
-        case 'o': if (parse_size(optarg, &o->offset) < 0) return -1; break;
+        case 'b': if (parse_size(optarg, &v) < 0 || v > MDL_MAX_BYTES) return -1; o->bytes = v; break;
+        case 'o': if (parse_size(optarg, &v) < 0 || v >= MDL_PAGE_SIZE) return -1; o->offset = v; break;
         case 'p': o->pattern = optarg; break;
         case 'm':
             if (!strcmp(optarg, "kernel")) o->mode = KernelMode;
@@ -179,7 +163,7 @@ static int map_one(struct one_map *m, const struct map_opts *o)
         return 1;
     }
     m->address = addr;
-    struct mdl_map_info mi;
+    struct mdl_map_info mi = { 0 };
     mdl_find_mapping(mdl_from_wdm(m->mdl), (uint64_t)(uintptr_t)addr, &mi);
     printf("MAPPED handle=0x%llx address=0x%llx bytes=%zu offset=%zu pages=%u\n",
            (unsigned long long)mi.map_handle, (unsigned long long)mi.address, o->bytes, o->offset,

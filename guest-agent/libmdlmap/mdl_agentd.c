@@ -103,11 +103,12 @@ static struct ad_pin *find_pin(struct ad_client *c, uint64_t h)
 
 static void drop_pin(struct ad_client *c, struct ad_pin *p)
 {
+    uint64_t h = p->mdl_handle;   /* *p is overwritten by the last record below */
     mdl_pinner_iouring()->unpin(mdl_pinner_iouring(), &p->pin);
     munmap(p->va, p->len);
     *p = c->pins[--c->npins];
     for (size_t i = 0; i < c->nmaps;)   /* hostd released the MDL's mappings with it */
-        if (c->maps[i].mdl_handle == p->mdl_handle)
+        if (c->maps[i].mdl_handle == h)
             c->maps[i] = c->maps[--c->nmaps];
         else
             i++;
@@ -319,18 +320,21 @@ static int client_readable(struct ad_client *c)
     return rc;
 }
 
+/* Bound, chmod'ed and listening under a temporary name, then renamed: once
+ * PATH exists, connecting to it works (no window between bind and listen). */
 static int listen_on(const char *path)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(a.sun_path))
+    if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s.new", path) >= sizeof(a.sun_path))
         return -ENAMETOOLONG;
-    strcpy(a.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0666) < 0 || listen(fd, 16) < 0) {
+    unlink(a.sun_path);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(a.sun_path, 0666) < 0 ||
+        listen(fd, 16) < 0 || rename(a.sun_path, path) < 0) {
         int e = -errno;
+        unlink(a.sun_path);
         close(fd);
         return e;
     }

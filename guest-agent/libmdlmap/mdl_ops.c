@@ -195,9 +195,12 @@ mdl_status mdl_unlock(struct mdl *m)
         return fail(MDL_STATUS_INVALID_PARAMETER, "not an MDL");
     if (!(m->flags & MDL_F_PAGES_LOCKED) || !p->session)
         return fail(MDL_STATUS_NOT_LOCKED, "MDL pages are not locked");
-    while (p->nuser)   /* UserMode mappings first; hostd's unlock drops the system one (R10) */
-        if (!MDL_SUCCESS(mdl_unmap(m, p->user[p->nuser - 1].address)))
-            p->nuser--;
+    while (p->nuser) {   /* UserMode mappings first; hostd's unlock drops the system one (R10) */
+        unsigned before = p->nuser;
+        mdl_unmap(m, p->user[before - 1].address);   /* may forget the mapping itself */
+        if (p->nuser == before)
+            p->nuser--;   /* hostd refused: its unlock below drops the mapping anyway */
+    }
     Mdlmap__V1__Envelope e, *r;
     Mdlmap__V1__UnlockRequest b;
     mdl_env_unlock(&e, &b, p->lock_handle);

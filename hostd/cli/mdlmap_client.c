@@ -128,6 +128,8 @@ int mdlmap_client_write(struct mdlmap_client *c, uint64_t handle, uint64_t offse
         env.body_case = MDLMAP__V1__ENVELOPE__BODY_WRITE;
         env.write = &rq;
         int rc = mdlmap_client_call(c, &env, &resp);
+        if (rc == 0 && (resp->body_case != MDLMAP__V1__ENVELOPE__BODY_WRITE_REPLY || resp->write_reply->written != n))
+            rc = -EPROTO; /* a short or foreign answer: the data did not all land */
         frame_envelope_free(resp);
         if (rc < 0)
             return rc;

@@ -105,6 +105,17 @@ static void process(struct api_client *c)
             c->closing = true;
             break;
         }
+        if (req->version > MDLMAP_PROTO_VERSION) {
+            /* Version 0 is an unset field (proto3 default): read as version 1. */
+            char detail[64];
+            snprintf(detail, sizeof(detail), "envelope version %u, hostd speaks %u", req->version,
+                     MDLMAP_PROTO_VERSION);
+            r = rpc_reply_error(req->request_id, -EPROTO, detail, &f, &n);
+            frame_envelope_free(req);
+            if (r == 0)
+                api_client_queue(c, f, n);
+            continue;
+        }
         if (api_consumer_message(c, req)) { /* consumer registration and answers */
             frame_envelope_free(req);
             continue;
@@ -121,7 +132,7 @@ static void process(struct api_client *c)
     }
 }
 
-/* Flush and re-arm; returns false if the client was closed. */
+/* Re-arm epoll for what the client can do now (never flushes nor closes). */
 void api_client_arm(struct api_client *c)
 {
     if (c->dead)
@@ -134,6 +145,7 @@ void api_client_arm(struct api_client *c)
     evloop_mod(c->api->hostd->loop, &c->h, ev);
 }
 
+/* Flush and re-arm; returns false if the client was closed. */
 bool api_client_settle(struct api_client *c)
 {
     int rc = rpc_outq_flush_fds(&c->out, sock_send, c);
@@ -270,9 +282,15 @@ struct host_api *host_api_start(struct hostd *h, const char *path)
         log_err("api: socket: %m");
         return NULL;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0660) < 0 || listen(fd, 16) < 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         log_err("api: %s: %m", path);
         close(fd);
+        return NULL; /* the path is not ours: leave it */
+    }
+    if (chmod(path, 0660) < 0 || listen(fd, 16) < 0) {
+        log_err("api: %s: %m", path);
+        close(fd);
+        unlink(path); /* the socket file we just bound */
         return NULL;
     }
     struct host_api *api = calloc(1, sizeof(*api));

@@ -181,13 +181,6 @@ static int do_stats(struct map_engine *e, uint64_t rid, uint8_t **out, size_t *o
 
 int host_api_handle(struct map_engine *e, const mdl_envelope *req, uint8_t **out, size_t *out_len)
 {
-    if (req->version > MDLMAP_PROTO_VERSION) {
-        /* Version 0 is an unset field (proto3 default): read as version 1. */
-        char detail[DETAIL_LEN];
-        snprintf(detail, sizeof(detail), "envelope version %u, hostd speaks %u", req->version,
-                 MDLMAP_PROTO_VERSION);
-        return rpc_reply_error(req->request_id, -EPROTO, detail, out, out_len);
-    }
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_LIST:
         return do_list(e, req->list, req->request_id, out, out_len);

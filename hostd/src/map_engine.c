@@ -92,6 +92,7 @@ static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
     }
     e->nmdls--;
     free(m->pfns);
+    map_layout_cache_drop(&m->layout);
     free(m);
 }
 
@@ -110,11 +111,13 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
     int rc = map_layout_check_geometry(byte_offset, byte_count, npfns, MAP_MAX_MDL_PAGES, detail, dlen);
     if (rc < 0)
         return rc;
-    rc = map_layout_check_frames(&o->vm->mem, pfns, npfns, detail, dlen);
+    struct map_layout_cache lc;
+    rc = map_layout_cache_fill(&lc, &o->vm->mem, pfns, (uint32_t)npfns, detail, dlen);
     if (rc < 0)
         return rc;
     struct vm_acct *a = map_acct_of(e, o->vm, true);
     if (!a) {
+        map_layout_cache_drop(&lc);
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
     }
@@ -122,6 +125,7 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
         snprintf(detail, dlen, "VM holds %llu locked MDLs / %llu pages (limits %u / %llu)",
                  (unsigned long long)a->mdls, (unsigned long long)a->locked_pages,
                  MAP_MAX_MDLS_PER_VM, (unsigned long long)MAP_MAX_LOCKED_PAGES_PER_VM);
+        map_layout_cache_drop(&lc);
         return -ENOSPC;
     }
     struct mdl_obj *m = calloc(1, sizeof(*m));
@@ -129,6 +133,7 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
     if (!m || !copy) {
         free(m);
         free(copy);
+        map_layout_cache_drop(&lc);
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
     }
@@ -142,7 +147,9 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
     m->npages = (uint32_t)npfns;
     m->operation = operation;
     m->pfns = copy;
+    m->layout = lc;
     if (map_table_put(&e->mdls, m->handle, m) < 0) {
+        map_layout_cache_drop(&m->layout);
         free(copy);
         free(m);
         snprintf(detail, dlen, "out of memory");
@@ -273,7 +280,7 @@ int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, 
     return 0;
 }
 
-/* Reserve [pages + guard] and map every run over it. */
+/* Put m on the live list and count it against the quotas (map_unaccount undoes it). */
 void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a)
 {
     m->next = e->map_head;
@@ -288,6 +295,7 @@ void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a)
     e->nmaps++;
 }
 
+/* Reserve [pages + guard] and map every run over it. */
 static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, bool ro,
                     uint8_t **base_out, size_t *len_out, char *detail, size_t dlen)
 {
@@ -343,7 +351,7 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     }
     struct map_run *runs;
     uint32_t nruns;
-    rc = map_layout_runs(&o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail, dlen);
+    rc = map_layout_runs_cached(&mdl->layout, &o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail, dlen);
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);

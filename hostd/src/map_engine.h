@@ -48,6 +48,7 @@ struct mdl_obj {
     uint32_t byte_offset, byte_count, npages;
     uint32_t operation;
     uint64_t *pfns;
+    struct map_layout_cache layout; /* runs from lock time, reused by map while the memtable is unchanged */
     unsigned nmaps;
     struct map_obj *system_map;  /* the KernelMode mapping, if any (MDL_MAPPED_TO_SYSTEM_VA) */
     struct mdl_obj *prev, *next;

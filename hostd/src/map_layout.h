@@ -31,3 +31,23 @@ int map_layout_check_frames(const struct memtable *mt, const uint64_t *pfns, siz
  * Same errors as map_layout_check_frames, plus -ENOMEM. */
 int map_layout_runs(const struct memtable *mt, const uint64_t *pfns, uint32_t n,
                     struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen);
+
+/* Runs of a locked MDL, kept from lock to map so that an unchanged memory
+ * table is not walked twice. Valid only while mt->generation == generation
+ * (runs borrow region fds). Zero-initialised = empty. */
+struct map_layout_cache {
+    struct map_run *runs; /* NULL: nothing cached */
+    uint32_t nruns;
+    uint64_t generation;
+};
+/* map_layout_runs, remembering the result in c when it is small enough to be
+ * worth keeping (few runs relative to pages). Same errors; on error c is empty. */
+int map_layout_cache_fill(struct map_layout_cache *c, const struct memtable *mt, const uint64_t *pfns,
+                          uint32_t n, char *detail, size_t dlen);
+/* Like map_layout_runs (caller frees *runs), but copies c's runs when mt's
+ * generation is unchanged since c was filled; otherwise re-validates every
+ * frame against the current table. */
+int map_layout_runs_cached(const struct map_layout_cache *c, const struct memtable *mt,
+                           const uint64_t *pfns, uint32_t n, struct map_run **runs, uint32_t *nruns,
+                           char *detail, size_t dlen);
+void map_layout_cache_drop(struct map_layout_cache *c);

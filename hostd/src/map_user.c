@@ -137,7 +137,8 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
     }
     struct map_run *runs;
     uint32_t nruns;
-    int rc = map_layout_runs(&o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail, dlen);
+    int rc = map_layout_runs_cached(&mdl->layout, &o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail,
+                                    dlen);
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);

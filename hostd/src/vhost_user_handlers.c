@@ -301,7 +301,12 @@ static int h_vring_num(struct vm *vm, const struct vu_vring_state *s)
         log_warn("vm %s: SET_VRING_NUM on running vq %d", vm->name, q);
         return -EBUSY;
     }
-    vm->vq[q].num = (uint16_t)s->num;
+    struct virtq *vq = &vm->vq[q];
+    vq->num = (uint16_t)s->num;
+    /* Ring sizes follow num: rings mapped for the old size must be checked
+     * again (a bigger ring may no longer fit in guest memory). */
+    if (vq->desc_uva || vq->avail_uva || vq->used_uva)
+        (void)virtq_map_rings(vq);
     return 0;
 }
 

@@ -4,7 +4,8 @@
 set -u
 HOSTD=$1 PROTO=$2 SCRIPT=$3
 T=$(mktemp -d)
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$T"' EXIT
+pid=""
+trap '[ -z "$pid" ] || { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }; rm -rf "$T"' EXIT
 "$HOSTD" --vm "name=py,cid=3,socket=$T/vm.sock" --api "$T/api.sock" > "$T/hostd.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do [ -S "$T/api.sock" ] && break; sleep 0.1; done

@@ -78,6 +78,14 @@ static int fake_call(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, i
             }
         break;
     case MDLMAP__V1__ENVELOPE__BODY_UNMAP:
+        if (f->fail_unmap) {   /* refused: the mapping stays until its MDL is unlocked */
+            e.status = f->fail_unmap;
+            e.detail = "injected";
+            f->fail_unmap = 0;
+            e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP_REPLY;
+            e.unmap_reply = &u;
+            break;
+        }
         for (int i = 0; i < 64; i++)
             if (f->map_mdl[i][0] == req->unmap->map_handle) {
                 f->map_mdl[i][0] = 0;

@@ -9,6 +9,7 @@ struct fake_hostd {
     uint64_t next_handle;
     unsigned requests, locked, mapped;
     int32_t fail_map;           /* status for the next Map (0: succeed) */
+    int32_t fail_unmap;         /* status for the next Unmap (0: succeed) */
     uint32_t last_priority;     /* of the last Map */
     uint64_t last_requested;    /* RequestedAddress of the last Map */
     int last_cache;

@@ -128,6 +128,16 @@ static void test_failures(struct fake_hostd *f)
           "MmUnlockPages with a UserMode mapping left: 0xC4/0x1008, mapping and lock released");
     IoFreeMdl(m);
 
+    /* hostd refuses the Unmap with a status the library forgets the mapping on:
+     * the unlock must not count that mapping twice. */
+    m = locked(0, 4096, IoReadAccess);
+    a = MmMapLockedPagesSpecifyCache(m, UserMode, MmCached, NULL, FALSE, NormalPagePriority);
+    f->fail_unmap = STATUS_INVALID_HANDLE;
+    check(a && mdl_unlock(mdl_from_wdm(m)) == STATUS_SUCCESS &&
+          mdl_user_mapping_count(mdl_from_wdm(m)) == 0 && f->mapped == 0 && f->locked == 0,
+          "unlock after a refused Unmap: no UserMode mapping left, lock and mapping released");
+    IoFreeMdl(m);
+
     m = locked(0, 4096, IoReadAccess);
     KIRQL old;
     KeRaiseIrql(DISPATCH_LEVEL, &old);
