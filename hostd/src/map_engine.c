@@ -325,6 +325,19 @@ static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, 
     return 0;
 }
 
+/* The VM's account and the MDL's runs (cached at lock time while the memory
+ * table is unchanged): what every map, KernelMode or UserMode, starts from. */
+int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl, struct vm_acct **acct,
+                struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen)
+{
+    *acct = map_acct_of(e, o->vm, true);
+    if (!*acct) {
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    return map_layout_runs_cached(&mdl->layout, &o->vm->mem, mdl->pfns, mdl->npages, runs, nruns, detail, dlen);
+}
+
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
@@ -344,14 +357,10 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
                  (unsigned long long)mdl->handle, (unsigned long long)mdl->system_map->handle);
         return -EBUSY;
     }
-    struct vm_acct *a = map_acct_of(e, o->vm, true);
-    if (!a) {
-        snprintf(detail, dlen, "out of memory");
-        return -ENOMEM;
-    }
+    struct vm_acct *a;
     struct map_run *runs;
     uint32_t nruns;
-    rc = map_layout_runs_cached(&mdl->layout, &o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail, dlen);
+    rc = map_prepare(e, o, mdl, &a, &runs, &nruns, detail, dlen);
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);

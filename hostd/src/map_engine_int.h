@@ -42,6 +42,8 @@ struct map_engine {
 
 bool map_owner_eq(const struct map_owner *a, const struct map_owner *b);
 struct vm_acct *map_acct_of(struct map_engine *e, const struct vm *vm, bool create);
+int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl, struct vm_acct **acct,
+                struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen);
 const char *map_prio_name(enum map_prio p);
 int map_check_params(const struct map_params *p, char *detail, size_t dlen);
 int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages, uint64_t vmas,

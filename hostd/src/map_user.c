@@ -130,15 +130,10 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
                  (unsigned long long)p->requested_address);
         return -EINVAL;
     }
-    struct vm_acct *a = map_acct_of(e, o->vm, true);
-    if (!a) {
-        snprintf(detail, dlen, "out of memory");
-        return -ENOMEM;
-    }
+    struct vm_acct *a;
     struct map_run *runs;
     uint32_t nruns;
-    int rc = map_layout_runs_cached(&mdl->layout, &o->vm->mem, mdl->pfns, mdl->npages, &runs, &nruns, detail,
-                                    dlen);
+    int rc = map_prepare(e, o, mdl, &a, &runs, &nruns, detail, dlen);
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);
