@@ -31,6 +31,20 @@ static uint32_t le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+size_t frame_reader_cap_after(const struct frame_reader *r, size_t len)
+{
+    size_t need = r->len - r->consumed + len;
+    if (need <= r->cap)
+        return r->cap;
+    /* Grow geometrically but never past one maximal frame plus its header:
+     * frame_reader_room() guarantees need fits in that. */
+    size_t limit = r->max_frame + MDLMAP_FRAME_HDR;
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < need && cap < limit)
+        cap *= 2;
+    return cap > limit ? limit : cap;
+}
+
 int frame_reader_feed(struct frame_reader *r, const void *data, size_t len)
 {
     if (len > frame_reader_room(r))
@@ -41,14 +55,7 @@ int frame_reader_feed(struct frame_reader *r, const void *data, size_t len)
         r->consumed = 0;
     }
     if (r->len + len > r->cap) {
-        /* Grow geometrically but never past one maximal frame plus its header:
-         * frame_reader_room() guarantees len + held fits in that. */
-        size_t limit = r->max_frame + MDLMAP_FRAME_HDR;
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + len)
-            cap *= 2;
-        if (cap > limit)
-            cap = limit;
+        size_t cap = frame_reader_cap_after(r, len);
         uint8_t *nb = realloc(r->buf, cap);
         if (!nb)
             return -ENOMEM;

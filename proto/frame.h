@@ -28,6 +28,9 @@ void frame_reader_free(struct frame_reader *r);
 /* Bytes the reader can take now without holding more than one maximal frame
  * plus its header (callers use this for flow control). */
 size_t frame_reader_room(const struct frame_reader *r);
+/* The buffer capacity the reader will have after feeding len more bytes
+ * (callers that account memory charge this before feeding). */
+size_t frame_reader_cap_after(const struct frame_reader *r, size_t len);
 /* Append stream bytes. 0, -ENOMEM, or -ENOBUFS when len > frame_reader_room(). */
 int frame_reader_feed(struct frame_reader *r, const void *data, size_t len);
 /* 1: *payload and *plen point at the next complete frame (valid until the next

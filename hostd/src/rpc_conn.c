@@ -66,20 +66,6 @@ size_t rpc_conn_vm_buffered(const struct vm *vm)
     return a ? a->bytes : 0;
 }
 
-/* The capacity the reader will have after feeding n bytes (frame.c's growth:
- * doubling from 4 KiB, never past one maximal frame plus its header). */
-static size_t reader_cap_after(const struct frame_reader *r, size_t n)
-{
-    size_t need = r->len - r->consumed + n;
-    if (need <= r->cap)
-        return r->cap;
-    size_t limit = r->max_frame + MDLMAP_FRAME_HDR;
-    size_t cap = r->cap ? r->cap : 4096;
-    while (cap < need && cap < limit)
-        cap *= 2;
-    return cap > limit ? limit : cap;
-}
-
 void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
                    rpc_send_fn send, void *send_ctx)
 {
@@ -204,7 +190,7 @@ size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len)
     size_t n = frame_reader_room(&c->rd);
     if (n > len)
         n = len;
-    if (n && rx_charge(c, reader_cap_after(&c->rd, n)) < 0) {
+    if (n && rx_charge(c, frame_reader_cap_after(&c->rd, n)) < 0) {
         log_warn("rpc: vm %s: RPC input buffered across its connections would pass %u MiB",
                  c->sess.owner.vm->name, RPC_RX_VM_CAP >> 20);
         fail(c, -ENOMEM, "too much RPC input buffered for this VM");
