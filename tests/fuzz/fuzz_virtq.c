@@ -10,6 +10,7 @@
 #include "log.h"
 #include "memtable.h"
 #include "virtq.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -41,28 +42,6 @@ static int setup_once(void)
     return mem ? 0 : -1;
 }
 
-struct in {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t take8(struct in *in)
-{
-    if (!in->n)
-        return 0;
-    in->n--;
-    return *in->p++;
-}
-
-static void take(struct in *in, void *dst, size_t len)
-{
-    size_t k = len < in->n ? len : in->n;
-    memcpy(dst, in->p, k);
-    memset((uint8_t *)dst + k, 0, len - k);
-    in->p += k;
-    in->n -= k;
-}
-
 /* Most addresses land in guest memory so the parser gets past translation. */
 static uint64_t steer_addr(uint64_t a)
 {
@@ -75,10 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (setup_once() < 0)
         return 0;
-    struct in in = { data, size };
+    struct fuzz_in in = { data, size };
     memset(mem, 0, MEMSZ);
 
-    uint8_t cfg = take8(&in);
+    uint8_t cfg = fuzz_take8(&in);
     struct virtq vq;
     virtq_init(&vq, 0, &mt);
     vq.num = (uint16_t)(1u << (cfg % 9)); /* 1..256 */
@@ -88,19 +67,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     vq.avail_uva = GPA + AVAIL_OFF + UVA_OFF;
     vq.used_uva = GPA + USED_OFF + UVA_OFF;
     if (cfg & 0x40)
-        vq.desc_uva += take8(&in); /* sometimes misaligned or shifted */
+        vq.desc_uva += fuzz_take8(&in); /* sometimes misaligned or shifted */
     vq.call_fd = call_fd;
     if (virtq_map_rings(&vq) < 0) {
         vq.call_fd = -1;
         return 0;
     }
     vq.enabled = vq.started = true;
-    vq.last_avail_idx = (uint16_t)(take8(&in) | (take8(&in) << 8));
+    vq.last_avail_idx = (uint16_t)(fuzz_take8(&in) | (fuzz_take8(&in) << 8));
 
     /* descriptor table */
     for (unsigned i = 0; i < vq.num && in.n; i++) {
         struct vring_desc d;
-        take(&in, &d, sizeof(d));
+        fuzz_take(&in, &d, sizeof(d));
         d.addr = steer_addr(d.addr);
         if (!(cfg & 0x80)) {
             d.next %= (uint16_t)(vq.num + 1);
@@ -110,12 +89,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(mem + DESC_OFF + i * sizeof(d), &d, sizeof(d));
     }
     /* avail ring: flags, idx, entries, used_event */
-    uint16_t aflags = take8(&in) & 1;
-    uint16_t aidx = (uint16_t)(vq.last_avail_idx + (take8(&in) % (vq.num + 2u)));
+    uint16_t aflags = fuzz_take8(&in) & 1;
+    uint16_t aidx = (uint16_t)(vq.last_avail_idx + (fuzz_take8(&in) % (vq.num + 2u)));
     memcpy(mem + AVAIL_OFF, &aflags, 2);
     memcpy(mem + AVAIL_OFF + 2, &aidx, 2);
     for (unsigned i = 0; i <= vq.num; i++) {
-        uint16_t v = take8(&in);
+        uint16_t v = fuzz_take8(&in);
         if (!(cfg & 0x80))
             v %= (uint16_t)(vq.num + 1);
         memcpy(mem + AVAIL_OFF + 4 + 2 * i, &v, 2);

@@ -22,6 +22,7 @@
 #include "mdl_services.h"
 #include "vsock.h"
 #include "vu_internal.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -96,28 +97,6 @@ static int count_fds(bool show)
     return n;
 }
 
-struct in {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t take8(struct in *in)
-{
-    if (!in->n)
-        return 0;
-    in->n--;
-    return *in->p++;
-}
-
-static void take(struct in *in, void *dst, size_t len)
-{
-    size_t k = len < in->n ? len : in->n;
-    memcpy(dst, in->p, k);
-    memset((uint8_t *)dst + k, 0, len - k);
-    in->p += k;
-    in->n -= k;
-}
-
 /* The size a well-formed request of this type has (for steering). */
 static uint32_t natural_size(uint32_t req, unsigned nreg)
 {
@@ -186,11 +165,11 @@ static void send_msg(uint32_t req, uint32_t flags, const void *p, uint32_t size,
 
 /* A well-formed start as QEMU does it, so later random messages and kicks hit
  * a running device whose rings live in the fuzzer-controlled memfd. */
-static void canned_start(struct in *in)
+static void canned_start(struct fuzz_in *in)
 {
     uint64_t f = VU_OFFERED_PROTOCOL_FEATURES;
     send_msg(VHOST_USER_SET_PROTOCOL_FEATURES, 1, &f, 8, -1);
-    f = VU_OFFERED_FEATURES & ~(take8(in) & 1 ? 0 : (1ull << VIRTIO_RING_F_EVENT_IDX));
+    f = VU_OFFERED_FEATURES & ~(fuzz_take8(in) & 1 ? 0 : (1ull << VIRTIO_RING_F_EVENT_IDX));
     send_msg(VHOST_USER_SET_FEATURES, 1, &f, 8, -1);
     int mfd = make_memfd();
     if (mfd < 0)
@@ -201,13 +180,13 @@ static void canned_start(struct in *in)
      * address inside the 128K region is fine for buffers. */
     static uint8_t ring[0x2000];
     memset(ring, 0, sizeof(ring));
-    unsigned npatch = take8(in) % 16;
+    unsigned npatch = fuzz_take8(in) % 16;
     for (unsigned i = 0; i < npatch; i++) {
-        size_t off = (size_t)(take8(in) | (take8(in) << 8)) % sizeof(ring);
-        size_t len = take8(in);
+        size_t off = (size_t)(fuzz_take8(in) | (fuzz_take8(in) << 8)) % sizeof(ring);
+        size_t len = fuzz_take8(in);
         if (len > sizeof(ring) - off)
             len = sizeof(ring) - off;
-        take(in, ring + off, len);
+        fuzz_take(in, ring + off, len);
     }
     if (pwrite(mfd, ring, sizeof(ring), 0) < 0) { /* ignore */ }
     struct vu_mem_reg m = { 0, { 0, MEMFD_SIZE, UVA_OFF, 0 } };
@@ -226,28 +205,28 @@ static void canned_start(struct in *in)
     }
 }
 
-static void run_one(struct in *in)
+static void run_one(struct fuzz_in *in)
 {
-    uint8_t sel = take8(in);
+    uint8_t sel = fuzz_take8(in);
     struct vu_msg_hdr hdr;
-    hdr.request = take8(in) % 40;
-    hdr.flags = (sel & 1) ? take8(in) : (VHOST_USER_VERSION | ((sel & 2) ? VHOST_USER_NEED_REPLY_MASK : 0));
-    unsigned nreg = take8(in) % 9;
+    hdr.request = fuzz_take8(in) % 40;
+    hdr.flags = (sel & 1) ? fuzz_take8(in) : (VHOST_USER_VERSION | ((sel & 2) ? VHOST_USER_NEED_REPLY_MASK : 0));
+    unsigned nreg = fuzz_take8(in) % 9;
     if (sel & 0x80)
-        hdr.size = (uint32_t)(take8(in) | (take8(in) << 8)) % (VHOST_USER_MAX_PAYLOAD + 64);
+        hdr.size = (uint32_t)(fuzz_take8(in) | (fuzz_take8(in) << 8)) % (VHOST_USER_MAX_PAYLOAD + 64);
     else
         hdr.size = natural_size(hdr.request, nreg);
     if (hdr.size > VHOST_USER_MAX_PAYLOAD)
         hdr.size = VHOST_USER_MAX_PAYLOAD; /* the socket layer refuses larger ones before this */
 
     static uint8_t payload[VHOST_USER_MAX_PAYLOAD];
-    take(in, payload, hdr.size);
+    fuzz_take(in, payload, hdr.size);
 
     unsigned nfds = 0;
     bool mem_req = hdr.request == VHOST_USER_SET_MEM_TABLE || hdr.request == VHOST_USER_ADD_MEM_REG ||
                    hdr.request == VHOST_USER_REM_MEM_REG;
     if (sel & 0x40)
-        nfds = take8(in) % (VHOST_USER_MAX_FDS + 1);
+        nfds = fuzz_take8(in) % (VHOST_USER_MAX_FDS + 1);
     else if (hdr.request == VHOST_USER_SET_MEM_TABLE)
         nfds = nreg;
     else if (hdr.request == VHOST_USER_ADD_MEM_REG)
@@ -357,8 +336,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (reconnect() < 0)
         return 0;
-    struct in in = { data, size };
-    if (take8(&in) & 1)
+    struct fuzz_in in = { data, size };
+    if (fuzz_take8(&in) & 1)
         canned_start(&in);
     for (int i = 0; i < 64 && in.n; i++)
         run_one(&in);
