@@ -99,22 +99,21 @@ int main(int argc, char **argv)
     if (iters < 1 || iters > 1000)
         iters = 5;
     log_threshold = LOG_WARN;
-    struct vm vm;
-    memset(&vm, 0, sizeof(vm));
-    snprintf(vm.name, sizeof(vm.name), "bench");
-    memtable_init(&vm.mem);
+    struct memtable mem;
+    memtable_init(&mem);
     int fd = memfd_create("mdl_bench", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)RAM_BYTES) < 0 ||
-        memtable_add(&vm.mem, 0, RAM_BYTES, 0x7f0000000000ull, 0, dup(fd)) < 0) {
+        memtable_add(&mem, 0, RAM_BYTES, 0x7f0000000000ull, 0, dup(fd)) < 0) {
         perror("mdl_bench: guest RAM");
         return 1;
     }
     struct map_limits lim = { .vm_page_quota = 1u << 20, .global_page_quota = 1u << 20, .max_vmas = 40000 };
     struct map_engine *e = map_engine_new(&lim);
-    struct map_owner o = { &vm, 1 };
+    struct map_vm *vm = e ? map_engine_vm_add(e, &(struct map_vm_view){ .name = "bench", .cid = 3, .mem = &mem }) : NULL;
+    struct map_owner o = { vm, 1 };
     uint64_t *pfns = malloc(NPAGES * sizeof(*pfns));
     double *a = malloc(sizeof(double) * (size_t)iters * 6);
-    if (!e || !pfns || !a)
+    if (!e || !vm || !pfns || !a)
         return 1;
     printf("mdl_bench: 64 MiB MDL (%u pages), %d iterations, median microseconds\n", NPAGES, iters);
     printf("%-12s %6s | %10s %10s %10s | %10s %10s | %s\n", "layout", "runs", "eng.lock", "eng.map", "eng.unmap",
@@ -139,7 +138,7 @@ int main(int argc, char **argv)
     }
     printf("eng.lock = MDL validation (every frame against the memtable); eng.map = layout + reserve + mmaps\n");
     map_engine_free(e);
-    memtable_clear(&vm.mem);
+    memtable_clear(&mem);
     close(fd);
     free(pfns);
     free(a);

@@ -35,8 +35,8 @@ static void client_close(struct api_client *c, const char *why)
     log_debug("api: client fd %d closed: %s", c->fd, why);
     c->dead = true;
     if (c->consumer_id)
-        map_engine_consumer_remove(api->hostd->maps, c->consumer_id);
-    evloop_del(api->hostd->loop, &c->h);
+        map_engine_consumer_remove(api->eng, c->consumer_id);
+    evloop_del(api->loop, &c->h);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -45,7 +45,7 @@ static void client_close(struct api_client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     api->nclients--;
-    if (evloop_defer_free(api->hostd->loop, client_free, c) < 0)
+    if (evloop_defer_free(api->loop, client_free, c) < 0)
         client_free(c);
 }
 
@@ -83,7 +83,7 @@ void api_client_queue(struct api_client *c, uint8_t *f, size_t n)
 
 static void process(struct api_client *c)
 {
-    struct map_engine *e = c->api->hostd->maps;
+    struct map_engine *e = c->api->eng;
     while (!c->closing && c->out.bytes < API_OUTQ_HIGH) {
         const uint8_t *p;
         size_t plen;
@@ -142,7 +142,7 @@ void api_client_arm(struct api_client *c)
         ev |= EPOLLIN;
     if (!rpc_outq_empty(&c->out) || c->closing)
         ev |= EPOLLOUT;
-    evloop_mod(c->api->hostd->loop, &c->h, ev);
+    evloop_mod(c->api->loop, &c->h, ev);
 }
 
 /* Flush and re-arm; returns false if the client was closed. */
@@ -215,7 +215,7 @@ static void timer_event(void *opaque, uint32_t events)
     uint64_t ticks;
     if (read(api->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         log_warn("api: timerfd read: %m");
-    if (map_engine_user_expire(api->hostd->maps, map_now_ms(), API_CONSUMER_TIMEOUT_MS) == 0)
+    if (map_engine_user_expire(api->eng, map_now_ms(), API_CONSUMER_TIMEOUT_MS) == 0)
         timer_set(api, false);
 }
 
@@ -243,7 +243,7 @@ static void listen_event(void *opaque, uint32_t events)
         c->fd = fd;
         frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
         rpc_outq_init(&c->out);
-        if (evloop_add(api->hostd->loop, &c->h, fd, EPOLLIN, client_event, c) < 0) {
+        if (evloop_add(api->loop, &c->h, fd, EPOLLIN, client_event, c) < 0) {
             close(fd);
             client_free(c);
             continue;
@@ -257,10 +257,10 @@ static void listen_event(void *opaque, uint32_t events)
     }
 }
 
-struct host_api *host_api_start(struct hostd *h, const char *path)
+struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (!h->maps || !h->loop || !path || strlen(path) >= sizeof(sa.sun_path)) {
+    if (!eng || !loop || !path || strlen(path) >= sizeof(sa.sun_path)) {
         log_err("api: bad socket path or no engine");
         return NULL;
     }
@@ -299,14 +299,15 @@ struct host_api *host_api_start(struct hostd *h, const char *path)
         unlink(path);
         return NULL;
     }
-    api->hostd = h;
+    api->loop = loop;
+    api->eng = eng;
     api->fd = fd;
     snprintf(api->path, sizeof(api->path), "%s", path);
     api->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (api->tfd < 0 || evloop_add(h->loop, &api->th, api->tfd, EPOLLIN, timer_event, api) < 0 ||
-        evloop_add(h->loop, &api->h, fd, EPOLLIN, listen_event, api) < 0) {
+    if (api->tfd < 0 || evloop_add(loop, &api->th, api->tfd, EPOLLIN, timer_event, api) < 0 ||
+        evloop_add(loop, &api->h, fd, EPOLLIN, listen_event, api) < 0) {
         log_err("api: event setup failed");
-        evloop_del(h->loop, &api->th);
+        evloop_del(loop, &api->th);
         if (api->tfd >= 0)
             close(api->tfd);
         close(fd);
@@ -324,8 +325,8 @@ void host_api_stop(struct host_api *api)
         return;
     while (api->clients)
         client_close(api->clients, "hostd stopping");
-    evloop_del(api->hostd->loop, &api->h);
-    evloop_del(api->hostd->loop, &api->th);
+    evloop_del(api->loop, &api->h);
+    evloop_del(api->loop, &api->th);
     close(api->tfd);
     close(api->fd);
     unlink(api->path);

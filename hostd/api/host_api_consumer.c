@@ -127,7 +127,7 @@ static int errno_of(int32_t status)
 
 bool api_consumer_message(struct api_client *c, const mdl_envelope *req)
 {
-    struct map_engine *e = c->api->hostd->maps;
+    struct map_engine *e = c->api->eng;
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER: {
         mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;

@@ -4,7 +4,8 @@
 #include <stdint.h>
 
 #include "frame.h"
-#include "hostd.h"
+#include "evloop.h"
+#include "map_engine.h"
 #include "rpc_outq.h"
 
 #define API_MAX_CLIENTS 64
@@ -26,7 +27,8 @@ struct api_client {
 #define API_CONSUMER_TIMEOUT_MS 10000u /* a UserMode consumer must answer MapInto by then */
 
 struct host_api {
-    struct hostd *hostd;
+    struct evloop *loop;
+    struct map_engine *eng;
     char path[108];
     int fd;
     struct ev_handler h;

@@ -1,12 +1,174 @@
-/* Process-wide helpers shared by the daemon and the tests (core library). */
+/* The VM table and the wiring of one VM's layers. */
 #include "hostd.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host_api.h"
+#include "log.h"
+#include "map_engine.h"
+#include "rpc_service.h"
+#include "vhost_user.h"
+#include "vsock.h"
 
 struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid)
 {
-    if (!h)
-        return NULL;
-    for (unsigned i = 0; i < h->nvms && i < HOSTD_MAX_VMS; i++)
-        if (h->vms[i] && h->vms[i]->cid == cid)
+    for (unsigned i = 0; h && i < h->nvms; i++)
+        if (h->vms[i]->cfg.cid == cid)
             return h->vms[i];
     return NULL;
+}
+
+/* Sibling routing asks for another VM's device by CID. */
+static struct vsock_dev *peer_dev(void *ctx, uint64_t cid)
+{
+    struct vm *vm = hostd_vm_by_cid(ctx, cid);
+    return vm ? vm->vsock : NULL;
+}
+
+int hostd_init(struct hostd *h, const struct hostd_options *o)
+{
+    memset(h, 0, sizeof(*h));
+    h->opt = *o;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page != (long)MAP_PAGE_SIZE) {
+        log_err("mdl: host page size %ld is not %u; MDL mapping needs it", page, MAP_PAGE_SIZE);
+        return -ENOTSUP;
+    }
+    h->loop = evloop_new();
+    if (!h->loop)
+        return -ENOMEM;
+    struct map_limits lim = {
+        .vm_page_quota = o->vm_page_quota,
+        .global_page_quota = o->global_page_quota,
+        .max_vmas = o->max_vmas,
+    };
+    h->maps = map_engine_new(&lim);
+    h->rpc = h->maps ? rpc_service_new(h->maps) : NULL;
+    if (!h->maps || !h->rpc) {
+        log_err("mdl: cannot create the mapping engine");
+        return -ENOMEM;
+    }
+    struct map_stats st;
+    map_engine_stats(h->maps, &st);
+    log_info("mdl: quotas: %llu pages per VM, %llu pages global, %llu VMAs",
+             (unsigned long long)st.vm_page_quota, (unsigned long long)st.global_page_quota,
+             (unsigned long long)st.vma_budget);
+    if (o->api_path) {
+        h->api = host_api_start(h->loop, h->maps, o->api_path);
+        if (!h->api)
+            return -EIO;
+    }
+    return 0;
+}
+
+static void vm_free(struct hostd *h, struct vm *vm)
+{
+    vu_backend_free(vm->vu);
+    vsock_dev_free(vm->vsock);
+    vm->vsock = NULL;
+    if (vm->mdl)
+        map_engine_vm_remove(h->maps, vm->mdl, "VM removed");
+    free(vm);
+}
+
+static int vm_build(struct hostd *h, struct vm *vm)
+{
+    struct vu_backend_config bc = {
+        .name = vm->cfg.name,
+        .socket_path = vm->cfg.socket_path,
+        .loop = h->loop,
+        .socket_group_set = h->opt.socket_group_set,
+        .socket_gid = h->opt.socket_gid,
+    };
+    vm->vu = vu_backend_new(&bc);
+    if (!vm->vu)
+        return -ENOMEM;
+    struct vsock_dev_config dc = {
+        .name = vm->cfg.name,
+        .cid = vm->cfg.cid,
+        .loop = h->loop,
+        .rx = vu_backend_queue(vm->vu, VSOCK_VQ_RX),
+        .tx = vu_backend_queue(vm->vu, VSOCK_VQ_TX),
+        .peer = peer_dev,
+        .peer_ctx = h,
+        .sibling_routing = h->opt.sibling_routing,
+    };
+    vm->vsock = vsock_dev_new(&dc);
+    if (!vm->vsock)
+        return -ENOMEM;
+    vu_backend_attach(vm->vu, &vsock_vu_ops, vm->vsock);
+    struct map_vm_view view = { .name = vm->cfg.name, .cid = vm->cfg.cid, .mem = vu_backend_mem(vm->vu) };
+    vm->mdl = map_engine_vm_add(h->maps, &view);
+    if (!vm->mdl)
+        return -ENOMEM;
+    int r = vsock_dev_add_service(vm->vsock, &vsock_echo_service, NULL);
+    if (r < 0)
+        return r;
+    return rpc_service_attach(h->rpc, vm->vsock, vm->mdl);
+}
+
+int hostd_vm_add(struct hostd *h, const struct vm_config *c)
+{
+    for (unsigned i = 0; i < h->nvms; i++) {
+        const struct vm_config *o = &h->vms[i]->cfg;
+        if (!strcmp(o->name, c->name) || o->cid == c->cid || !strcmp(o->socket_path, c->socket_path))
+            return -EEXIST;
+    }
+    if (h->nvms == h->capvms) {
+        unsigned cap = h->capvms ? h->capvms * 2 : 8;
+        struct vm **v = realloc(h->vms, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        h->vms = v;
+        h->capvms = cap;
+    }
+    struct vm *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return -ENOMEM;
+    vm->hostd = h;
+    vm->cfg = *c;
+    int r = vm_build(h, vm);
+    if (r == 0 && c->socket_path[0])
+        r = vu_backend_listen(vm->vu);
+    if (r < 0) {
+        log_err("vm %s: cannot start: %s", c->name, strerror(-r));
+        vm_free(h, vm);
+        return r;
+    }
+    h->vms[h->nvms++] = vm;
+    log_info("vm %s: cid %llu on %s", c->name, (unsigned long long)c->cid, c->socket_path);
+    return 0;
+}
+
+void hostd_fini(struct hostd *h)
+{
+    /* QEMU connections first: stopping each device closes its connections,
+     * whose services release what they hold in the engine. A device's reset
+     * looks its siblings up by CID, so devices go before any VM is freed. */
+    for (unsigned i = 0; i < h->nvms; i++) {
+        vu_backend_free(h->vms[i]->vu);
+        h->vms[i]->vu = NULL;
+    }
+    for (unsigned i = 0; i < h->nvms; i++) {
+        vsock_dev_free(h->vms[i]->vsock);
+        h->vms[i]->vsock = NULL;
+    }
+    for (unsigned i = 0; i < h->nvms; i++)
+        vm_free(h, h->vms[i]);
+    free(h->vms);
+    h->vms = NULL;
+    h->nvms = h->capvms = 0;
+    if (h->api)
+        host_api_stop(h->api);
+    h->api = NULL;
+    rpc_service_free(h->rpc);
+    h->rpc = NULL;
+    map_engine_free(h->maps);
+    h->maps = NULL;
+    if (h->loop)
+        evloop_free(h->loop);
+    h->loop = NULL;
 }

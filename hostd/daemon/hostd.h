@@ -1,62 +1,64 @@
-/* Process-wide and per-VM state of mdlmap-hostd. */
+/* mdlmap-hostd's top layer: the VM table and the wiring of the layers for
+ * each VM (vhost-user backend -> vsock device -> services, and the MDL
+ * engine's view of the VM's memory). Nothing below this layer knows a VM
+ * beyond what it was handed at creation. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "evloop.h"
-#include "memtable.h"
-#include "virtq.h"
 
-#define VSOCK_HOST_CID 2
-#define VSOCK_VQ_RX 0
-#define VSOCK_VQ_TX 1
-#define VSOCK_NUM_VQ 2       /* the event queue (2) stays in QEMU */
-#define HOSTD_MAX_VMS 64
+#define HOSTD_VM_NAME_MAX 64
+#define HOSTD_SOCKET_PATH_MAX 108
 
-/* Well-known hostd service ports (on CID 2). */
-#define MDLMAP_PORT_ECHO 7
-#define MDLMAP_PORT_RPC 1100
-
+struct vu_backend;
 struct vsock_dev;
-struct vu_conn;
+struct map_vm;
 struct map_engine;
-struct host_api;
 struct rpc_service;
+struct host_api;
+
+struct vm_config {
+    char name[HOSTD_VM_NAME_MAX];
+    uint64_t cid;
+    char socket_path[HOSTD_SOCKET_PATH_MAX];
+};
 
 struct vm {
     struct hostd *hostd;
-    char name[64];
-    uint64_t cid;
-    char socket_path[108];
+    struct vm_config cfg;
+    struct vu_backend *vu;       /* vhost-user transport (owns memory table and queues) */
+    struct vsock_dev *vsock;     /* the device on that transport */
+    struct map_vm *mdl;          /* the MDL engine's view of this VM */
+};
 
-    /* vhost-user: one listening socket; one QEMU connection at a time */
-    int listen_fd;
-    struct ev_handler listen_h;
-    int conn_fd;
-    struct ev_handler conn_h;
-    struct vu_conn *vu;          /* message reassembly state, owned by vhost_user.c */
-    uint64_t features;           /* acked by SET_FEATURES */
-    uint64_t protocol_features;  /* acked by SET_PROTOCOL_FEATURES */
-    bool owner_set;
-    uint64_t instance;           /* bumped whenever the VM's device state is torn down */
-
-    struct memtable mem;
-    struct virtq vq[VSOCK_NUM_VQ];
-    struct ev_handler kick_h[VSOCK_NUM_VQ];
-
-    struct vsock_dev *vsock;     /* owned by vsock_dev.c */
+struct hostd_options {
+    bool sibling_routing;        /* route guest-to-guest connections */
+    bool socket_group_set;       /* VM sockets get group socket_gid, mode 0660 */
+    unsigned socket_gid;
+    const char *api_path;        /* host API Unix socket; NULL: none */
+    uint64_t vm_page_quota;      /* max mapped pages per VM; 0: default */
+    uint64_t global_page_quota;  /* max mapped pages in hostd; 0: default */
+    uint32_t max_vmas;           /* VMA budget for mappings; 0: derived from vm.max_map_count */
 };
 
 struct hostd {
+    struct hostd_options opt;
     struct evloop *loop;
-    struct vm *vms[HOSTD_MAX_VMS];
-    unsigned nvms;
-    bool sibling_routing;        /* route guest-to-guest connections (default on) */
-    bool socket_group_set;       /* --socket-group: VM sockets get group socket_gid, mode 0660 */
-    unsigned socket_gid;
-    struct map_engine *maps;     /* MDL mapping engine (may be NULL in transport-only builds) */
+    struct vm **vms;
+    unsigned nvms, capvms;
+    struct map_engine *maps;
     struct rpc_service *rpc;
     struct host_api *api;
 };
 
+/* Event loop, mapping engine, RPC service and host API. On failure
+ * everything made so far is undone (hostd_fini is still safe). */
+int hostd_init(struct hostd *h, const struct hostd_options *o);
+/* Add a VM and start listening for its QEMU. Names, CIDs and socket paths
+ * must be unique: -EEXIST otherwise. A VM without a socket path does not
+ * listen: its owner hands it a connection (vu_backend_adopt_conn; tests). */
+int hostd_vm_add(struct hostd *h, const struct vm_config *c);
+/* Tear everything down: QEMU connections, devices, MDL state, loop. */
+void hostd_fini(struct hostd *h);
 struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid);

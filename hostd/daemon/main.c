@@ -14,8 +14,9 @@
 
 #include "hostd.h"
 #include "log.h"
-#include "mdl_services.h"
+#include "memtable.h"
 #include "vhost_user.h"
+#include "virtq.h"
 #include "vsock.h"
 
 static void usage(FILE *f)
@@ -44,7 +45,7 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 static bool valid_name(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n >= sizeof(((struct vm *)0)->name))
+    if (n == 0 || n >= HOSTD_VM_NAME_MAX)
         return false;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
@@ -53,34 +54,16 @@ static bool valid_name(const char *s)
     return true;
 }
 
-static struct vm *vm_new(struct hostd *h)
-{
-    struct vm *vm = calloc(1, sizeof(*vm));
-    if (!vm)
-        return NULL;
-    vm->hostd = h;
-    vm->listen_fd = -1;
-    vm->conn_fd = -1;
-    memtable_init(&vm->mem);
-    for (unsigned q = 0; q < VSOCK_NUM_VQ; q++) {
-        virtq_init(&vm->vq[q], q, &vm->mem);
-        vm->vq[q].owner = vm->name;
-    }
-    return vm;
-}
-
 /* --vm name=NAME,cid=CID,socket=PATH */
-static int parse_vm(struct hostd *h, const char *arg)
+static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg)
 {
-    if (h->nvms >= HOSTD_MAX_VMS) {
-        fprintf(stderr, "too many --vm (max %d)\n", HOSTD_MAX_VMS);
-        return -1;
-    }
     char *dup = strdup(arg);
-    struct vm *vm = vm_new(h);
+    struct vm_config c;
+    memset(&c, 0, sizeof(c));
+    struct vm_config *vm = &c;
     bool have_name = false, have_cid = false, have_sock = false;
     int ret = -1;
-    if (!dup || !vm)
+    if (!dup)
         goto out;
     char *save = NULL;
     for (char *kv = strtok_r(dup, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
@@ -123,19 +106,21 @@ static int parse_vm(struct hostd *h, const char *arg)
         fprintf(stderr, "--vm needs name=, cid= and socket=\n");
         goto out;
     }
-    for (unsigned i = 0; i < h->nvms; i++) {
-        const struct vm *o = h->vms[i];
+    for (unsigned i = 0; i < *nvms; i++) {
+        const struct vm_config *o = &(*vms)[i];
         if (!strcmp(o->name, vm->name) || o->cid == vm->cid || !strcmp(o->socket_path, vm->socket_path)) {
             fprintf(stderr, "--vm %s: name, cid and socket must be unique (clashes with %s)\n", vm->name, o->name);
             goto out;
         }
     }
-    h->vms[h->nvms++] = vm;
-    vm = NULL;
+    struct vm_config *nv = realloc(*vms, (*nvms + 1) * sizeof(*nv));
+    if (!nv)
+        goto out;
+    nv[(*nvms)++] = c;
+    *vms = nv;
     ret = 0;
 out:
     free(dup);
-    free(vm);
     return ret;
 }
 
@@ -156,18 +141,18 @@ static void log_stats(struct hostd *h)
     for (unsigned i = 0; i < h->nvms; i++) {
         struct vm *vm = h->vms[i];
         struct vsock_stats s;
-        memset(&s, 0, sizeof(s));
-        vsock_dev_stats(vm, &s);
+        vsock_dev_stats(vm->vsock, &s);
+        const struct memtable *mem = vu_backend_mem(vm->vu);
+        const struct virtq *q0 = vu_backend_queue(vm->vu, 0), *q1 = vu_backend_queue(vm->vu, 1);
         log_info("stats vm %s cid %llu: %s, %u regions %llu MiB, rx %llu pkts/%llu B, tx %llu pkts/%llu B, "
                  "dropped %llu bad %llu rst %llu conns %u, vq0 pops %llu pushes %llu%s, vq1 pops %llu pushes %llu%s",
-                 vm->name, (unsigned long long)vm->cid, vm->conn_fd >= 0 ? "connected" : "idle", vm->mem.n,
-                 (unsigned long long)(memtable_total(&vm->mem) >> 20), (unsigned long long)s.rx_pkts,
+                 vm->cfg.name, (unsigned long long)vm->cfg.cid, vu_backend_connected(vm->vu) ? "connected" : "idle",
+                 mem->n, (unsigned long long)(memtable_total(mem) >> 20), (unsigned long long)s.rx_pkts,
                  (unsigned long long)s.rx_bytes, (unsigned long long)s.tx_pkts, (unsigned long long)s.tx_bytes,
                  (unsigned long long)s.dropped_pkts, (unsigned long long)s.bad_pkts,
-                 (unsigned long long)s.rst_sent, s.conns, (unsigned long long)vm->vq[0].pops,
-                 (unsigned long long)vm->vq[0].pushes, vm->vq[0].broken ? " BROKEN" : "",
-                 (unsigned long long)vm->vq[1].pops, (unsigned long long)vm->vq[1].pushes,
-                 vm->vq[1].broken ? " BROKEN" : "");
+                 (unsigned long long)s.rst_sent, s.conns, (unsigned long long)q0->pops,
+                 (unsigned long long)q0->pushes, q0->broken ? " BROKEN" : "", (unsigned long long)q1->pops,
+                 (unsigned long long)q1->pushes, q1->broken ? " BROKEN" : "");
     }
     log_info("stats: %u open fds", count_fds());
 }
@@ -210,25 +195,27 @@ int main(int argc, char **argv)
     };
     struct hostd h;
     memset(&h, 0, sizeof(h));
-    h.sibling_routing = true;
-    struct mdl_options mo;
+    struct hostd_options mo;
     memset(&mo, 0, sizeof(mo));
+    mo.sibling_routing = true;
+    struct vm_config *vms = NULL;
+    unsigned nvms = 0;
     int rc = 2, c;
     struct sig_ctx sc = { .h = &h, .fd = -1 };
-    bool mdl_up = false, ran = false;
+    bool ran = false;
 
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         uint64_t v;
         switch (c) {
         case 'v':
-            if (parse_vm(&h, optarg) < 0)
+            if (parse_vm(&vms, &nvms, optarg) < 0)
                 goto out;
             break;
         case OPT_SIBLING:
             if (!strcmp(optarg, "on"))
-                h.sibling_routing = true;
+                mo.sibling_routing = true;
             else if (!strcmp(optarg, "off"))
-                h.sibling_routing = false;
+                mo.sibling_routing = false;
             else {
                 fprintf(stderr, "--sibling-routing: on or off\n");
                 goto out;
@@ -243,8 +230,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "--socket-group: no group '%s'\n", optarg);
                 goto out;
             }
-            h.socket_gid = gr->gr_gid;
-            h.socket_group_set = true;
+            mo.socket_gid = gr->gr_gid;
+            mo.socket_group_set = true;
             break;
         }
         case OPT_VMQ:
@@ -290,7 +277,7 @@ int main(int argc, char **argv)
         usage(stderr);
         goto out;
     }
-    if (h.nvms == 0) {
+    if (nvms == 0) {
         fprintf(stderr, "at least one --vm is required\n");
         usage(stderr);
         goto out;
@@ -307,31 +294,17 @@ int main(int argc, char **argv)
         log_err("signalfd: %m");
         goto out;
     }
-    h.loop = evloop_new();
-    if (!h.loop || evloop_add(h.loop, &sc.eh, sc.fd, EPOLLIN, on_signal, &sc) < 0)
-        goto out;
-    for (unsigned i = 0; i < h.nvms; i++) {
-        int r = vsock_dev_create(h.vms[i]);
-        if (r < 0) {
-            log_err("vm %s: vsock device: %s", h.vms[i]->name, strerror(-r));
-            goto out;
-        }
-    }
-    int r = echo_service_register(&h);
+    int r = hostd_init(&h, &mo);
     if (r < 0) {
-        log_err("echo service: %s", strerror(-r));
+        log_err("hostd: %s", strerror(-r));
         goto out;
     }
-    r = mdl_services_init(&h, &mo);
-    if (r < 0) {
-        log_err("MDL services: %s", strerror(-r));
+    if (evloop_add(h.loop, &sc.eh, sc.fd, EPOLLIN, on_signal, &sc) < 0)
         goto out;
-    }
-    mdl_up = true;
-    for (unsigned i = 0; i < h.nvms; i++)
-        if (vu_vm_listen(h.vms[i]) < 0)
+    for (unsigned i = 0; i < nvms; i++)
+        if (hostd_vm_add(&h, &vms[i]) < 0)
             goto out;
-    log_info("ready: %u VM(s), sibling routing %s", h.nvms, h.sibling_routing ? "on" : "off");
+    log_info("ready: %u VM(s), sibling routing %s", h.nvms, mo.sibling_routing ? "on" : "off");
 
     while (!evloop_stopped(h.loop)) {
         if (evloop_run_once(h.loop, -1) < 0)
@@ -340,26 +313,10 @@ int main(int argc, char **argv)
     rc = 0;
     ran = true;
 out:
-    /* Orderly teardown: drop QEMU connections (resets devices and mappings),
-     * free the devices (their services' closed() still reach the engine),
-     * stop the MDL side, then free the VMs (a device reset looks its siblings
-     * up by CID, so no VM goes before every device is gone). */
-    for (unsigned i = 0; i < h.nvms; i++)
-        if (h.loop)
-            vu_vm_close(h.vms[i]);
-    for (unsigned i = 0; i < h.nvms; i++)
-        if (h.vms[i]->vsock)
-            vsock_dev_destroy(h.vms[i]);
-    if (mdl_up)
-        mdl_services_fini(&h);
-    for (unsigned i = 0; i < h.nvms; i++) {
-        memtable_clear(&h.vms[i]->mem);
-        free(h.vms[i]);
-    }
-    if (h.loop) {
+    if (h.loop && sc.fd >= 0)
         evloop_del(h.loop, &sc.eh);
-        evloop_free(h.loop);
-    }
+    hostd_fini(&h);
+    free(vms);
     if (sc.fd >= 0)
         close(sc.fd);
     if (ran)

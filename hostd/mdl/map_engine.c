@@ -18,23 +18,46 @@ bool map_owner_eq(const struct map_owner *a, const struct map_owner *b)
     return a->vm == b->vm && a->conn_id == b->conn_id;
 }
 
-struct vm_acct *map_acct_of(struct map_engine *e, const struct vm *vm, bool create)
+struct map_vm *map_engine_vm_add(struct map_engine *e, const struct map_vm_view *view)
 {
-    for (size_t i = 0; i < e->nacct; i++)
-        if (e->acct[i].vm == vm)
-            return &e->acct[i];
-    if (!create)
+    if (!view || !view->mem)
         return NULL;
-    if (e->nacct == e->capacct) {
-        size_t cap = e->capacct ? e->capacct * 2 : 8;
-        struct vm_acct *a = realloc(e->acct, cap * sizeof(*a));
-        if (!a)
-            return NULL;
-        e->acct = a;
-        e->capacct = cap;
-    }
-    e->acct[e->nacct] = (struct vm_acct){ .vm = vm };
-    return &e->acct[e->nacct++];
+    struct map_vm *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return NULL;
+    snprintf(vm->name, sizeof(vm->name), "%s", view->name ? view->name : "?");
+    vm->cid = view->cid;
+    vm->mem = view->mem;
+    vm->next = e->vms;
+    if (e->vms)
+        e->vms->prev = vm;
+    e->vms = vm;
+    return vm;
+}
+
+void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *why)
+{
+    if (!vm)
+        return;
+    struct map_owner o = { .vm = vm, .conn_id = 0 };
+    map_engine_release(e, &o, true, why ? why : "VM removed");
+    if (vm->prev)
+        vm->prev->next = vm->next;
+    else
+        e->vms = vm->next;
+    if (vm->next)
+        vm->next->prev = vm->prev;
+    free(vm);
+}
+
+const char *map_vm_name(const struct map_vm *vm)
+{
+    return vm ? vm->name : "?";
+}
+
+uint64_t map_vm_cid(const struct map_vm *vm)
+{
+    return vm ? vm->cid : 0;
 }
 
 struct map_engine *map_engine_new(const struct map_limits *lim)
@@ -85,11 +108,9 @@ static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
         e->mdl_head = m->next;
     if (m->next)
         m->next->prev = m->prev;
-    struct vm_acct *a = map_acct_of(e, m->owner.vm, false);
-    if (a) {
-        a->mdls--;
-        a->locked_pages -= m->npages;
-    }
+    struct vm_acct *a = map_acct_of(m->owner.vm);
+    a->mdls--;
+    a->locked_pages -= m->npages;
     e->nmdls--;
     free(m->pfns);
     map_layout_cache_drop(&m->layout);
@@ -112,15 +133,10 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
     if (rc < 0)
         return rc;
     struct map_layout_cache lc;
-    rc = map_layout_cache_fill(&lc, &o->vm->mem, pfns, (uint32_t)npfns, detail, dlen);
+    rc = map_layout_cache_fill(&lc, o->vm->mem, pfns, (uint32_t)npfns, detail, dlen);
     if (rc < 0)
         return rc;
-    struct vm_acct *a = map_acct_of(e, o->vm, true);
-    if (!a) {
-        map_layout_cache_drop(&lc);
-        snprintf(detail, dlen, "out of memory");
-        return -ENOMEM;
-    }
+    struct vm_acct *a = map_acct_of(o->vm);
     if (a->mdls >= MAP_MAX_MDLS_PER_VM || a->locked_pages + npfns > MAP_MAX_LOCKED_PAGES_PER_VM) {
         snprintf(detail, dlen, "VM holds %llu locked MDLs / %llu pages (limits %u / %llu)",
                  (unsigned long long)a->mdls, (unsigned long long)a->locked_pages,
@@ -192,11 +208,9 @@ static void map_list_del(struct map_engine *e, struct map_obj *m)
 /* Undo what map_link() counted (pages and VMAs against the quotas). */
 static void map_unaccount(struct map_engine *e, struct map_obj *m)
 {
-    struct vm_acct *a = map_acct_of(e, m->owner.vm, false);
-    if (a) {
-        a->pages -= m->page_count;
-        a->maps--;
-    }
+    struct vm_acct *a = map_acct_of(m->owner.vm);
+    a->pages -= m->page_count;
+    a->maps--;
     e->pages -= m->page_count;
     e->vmas -= m->vmas_accounted;
     e->nmaps--;
@@ -330,12 +344,8 @@ static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, 
 int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl, struct vm_acct **acct,
                 struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen)
 {
-    *acct = map_acct_of(e, o->vm, true);
-    if (!*acct) {
-        snprintf(detail, dlen, "out of memory");
-        return -ENOMEM;
-    }
-    return map_layout_runs_cached(&mdl->layout, &o->vm->mem, mdl->pfns, mdl->npages, runs, nruns, detail, dlen);
+    *acct = map_acct_of(o->vm);
+    return map_layout_runs_cached(&mdl->layout, o->vm->mem, mdl->pfns, mdl->npages, runs, nruns, detail, dlen);
 }
 
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
@@ -574,7 +584,11 @@ void map_engine_free(struct map_engine *e)
         mdl_destroy(e, e->mdl_head);
     map_table_free(&e->mdls);
     map_table_free(&e->maps);
-    free(e->acct);
+    while (e->vms) {
+        struct map_vm *vm = e->vms;
+        e->vms = vm->next;
+        free(vm);
+    }
     free(e->consumers);
     free(e);
 }
@@ -609,12 +623,8 @@ const struct map_leaks *map_engine_leaks(const struct map_engine *e)
     return &e->leaks;
 }
 
-void map_engine_vm_usage(const struct map_engine *e, const struct vm *vm, uint64_t *pages, uint64_t *maps)
+void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps)
 {
-    *pages = *maps = 0;
-    for (size_t i = 0; i < e->nacct; i++)
-        if (e->acct[i].vm == vm) {
-            *pages = e->acct[i].pages;
-            *maps = e->acct[i].maps;
-        }
+    *pages = vm ? vm->acct.pages : 0;
+    *maps = vm ? vm->acct.maps : 0;
 }

@@ -1,5 +1,5 @@
 /* Internals shared by map_engine.c (KernelMode, objects, accounting) and
- * map_user.c (UserMode consumers). Not for other users. */
+ * map_user.c (UserMode consumers). */
 #pragma once
 #include "map_engine.h"
 #include "map_handle.h"
@@ -12,8 +12,15 @@
 #define MAP_ORPHAN_REASON "consumer gone: " /* + name; leak record reason */
 
 struct vm_acct {
-    const struct vm *vm;
     uint64_t pages, maps, mdls, locked_pages;
+};
+
+struct map_vm {
+    char name[64];
+    uint64_t cid;
+    const struct memtable *mem;
+    struct vm_acct acct;
+    struct map_vm *prev, *next;
 };
 
 struct map_consumer {
@@ -32,8 +39,7 @@ struct map_engine {
     struct map_obj *orphan_head;  /* orphaned UserMode mappings (unaccounted stubs) */
     uint64_t norphans;
     uint64_t nmaps, pages, vmas, nmdls;
-    struct vm_acct *acct;
-    size_t nacct, capacct;
+    struct map_vm *vms;
     struct map_leaks leaks;
     struct map_consumer *consumers;
     unsigned nconsumers;
@@ -41,7 +47,10 @@ struct map_engine {
 };
 
 bool map_owner_eq(const struct map_owner *a, const struct map_owner *b);
-struct vm_acct *map_acct_of(struct map_engine *e, const struct vm *vm, bool create);
+static inline struct vm_acct *map_acct_of(struct map_vm *vm)
+{
+    return &vm->acct;
+}
 int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl, struct vm_acct **acct,
                 struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen);
 const char *map_prio_name(enum map_prio p);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hostd.h"
 #include "log.h"
 #include "rpc_reply.h"
 
@@ -14,12 +13,12 @@
  * Few VMs: a list; an entry goes away when its VM holds nothing. */
 struct rx_acct {
     struct rx_acct *next;
-    const struct vm *vm;
+    const struct map_vm *vm;
     size_t bytes;
 };
 static struct rx_acct *rx_accts;
 
-static struct rx_acct *rx_acct_of(const struct vm *vm, bool create)
+static struct rx_acct *rx_acct_of(const struct map_vm *vm, bool create)
 {
     for (struct rx_acct *a = rx_accts; a; a = a->next)
         if (a->vm == vm)
@@ -60,13 +59,13 @@ static int rx_charge(struct rpc_conn *c, size_t bytes)
     return 0;
 }
 
-size_t rpc_conn_vm_buffered(const struct vm *vm)
+size_t rpc_conn_vm_buffered(const struct map_vm *vm)
 {
     struct rx_acct *a = rx_acct_of(vm, false);
     return a ? a->bytes : 0;
 }
 
-void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
+void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct map_vm *vm, uint64_t conn_id,
                    rpc_send_fn send, void *send_ctx)
 {
     memset(c, 0, sizeof(*c));
@@ -192,7 +191,7 @@ size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len)
         n = len;
     if (n && rx_charge(c, frame_reader_cap_after(&c->rd, n)) < 0) {
         log_warn("rpc: vm %s: RPC input buffered across its connections would pass %u MiB",
-                 c->sess.owner.vm->name, RPC_RX_VM_CAP >> 20);
+                 map_vm_name(c->sess.owner.vm), RPC_RX_VM_CAP >> 20);
         fail(c, -ENOMEM, "too much RPC input buffered for this VM");
         flush(c);
         return len;

@@ -40,14 +40,14 @@ struct rpc_conn {
     void *kick_ctx;
 };
 
-void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct vm *vm, uint64_t conn_id,
+void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct map_vm *vm, uint64_t conn_id,
                    rpc_send_fn send, void *send_ctx);
 /* The session's UserMode completion (the default sess.done). A transport
  * whose send can close and free its connection re-entrantly should install
  * its own sess.done that holds the connection around this call. */
 void rpc_conn_map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
 /* Bytes of frame reader capacity held for vm's RPC connections (tests). */
-size_t rpc_conn_vm_buffered(const struct vm *vm);
+size_t rpc_conn_vm_buffered(const struct map_vm *vm);
 /* Offer stream bytes; returns how many were consumed (the rest is offered again later). */
 size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len);
 /* Output space freed: flush, then handle frames still buffered. */

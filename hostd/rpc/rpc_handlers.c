@@ -22,7 +22,7 @@ static int do_hello(struct rpc_session *s, const Mdlmap__V1__HelloRequest *rq, m
     }
     s->version = hi < RPC_MAX_VERSION ? hi : RPC_MAX_VERSION;
     rp->version = s->version;
-    rp->guest_cid = s->owner.vm ? s->owner.vm->cid : 0;
+    rp->guest_cid = map_vm_cid(s->owner.vm);
     rp->page_size = MAP_PAGE_SIZE;
     rp->max_frame = MDLMAP_MAX_FRAME;
     rp->max_mdl_pages = MAP_MAX_MDL_PAGES;

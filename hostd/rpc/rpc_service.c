@@ -48,22 +48,32 @@ static long vsend(void *ctx, const uint8_t *p, size_t n)
 
 static void map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
 
+/* The service, and what it serves on one VM's device (the accept ctx). */
+struct rpc_vm {
+    struct rpc_service *svc;
+    struct map_vm *vm;
+    struct rpc_vm *next;
+};
+
+struct rpc_service {
+    struct map_engine *eng;
+    struct rpc_vm *vms;
+};
+
 static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
 {
-    struct hostd *h = ctx;
-    struct vm *vm = vsock_conn_vm(vc);
-    if (!h->maps || !vm)
-        return -ECONNREFUSED;
+    struct rpc_vm *rv = ctx;
     struct rpc_vconn *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
     p->vc = vc;
-    rpc_conn_init(&p->rc, h->maps, vm, vsock_conn_id(vc), vsend, p);
+    rpc_conn_init(&p->rc, rv->svc->eng, rv->vm, vsock_conn_id(vc), vsend, p);
     p->rc.sess.done = map_done;
     p->rc.sess.done_ctx = p;
     *priv = p;
-    log_info("rpc: vm %s (cid %llu) conn %llu opened from port %u", vm->name, (unsigned long long)vm->cid,
-             (unsigned long long)vsock_conn_id(vc), vsock_conn_peer_port(vc));
+    log_info("rpc: vm %s (cid %llu) conn %llu opened from port %u", map_vm_name(rv->vm),
+             (unsigned long long)map_vm_cid(rv->vm), (unsigned long long)vsock_conn_id(vc),
+             vsock_conn_peer_port(vc));
     return 0;
 }
 
@@ -151,14 +161,43 @@ static const struct vsock_service rpc_svc = {
     .recv = rpc_recv,
     .writable = rpc_writable,
     .closed = rpc_closed,
-    .ctx = NULL,
 };
 
-int rpc_service_register(struct hostd *h)
+struct rpc_service *rpc_service_new(struct map_engine *eng)
 {
-    /* the service struct must outlive hostd and carry h as ctx */
-    static struct vsock_service svc;
-    svc = rpc_svc;
-    svc.ctx = h;
-    return vsock_register_service(h, &svc);
+    if (!eng)
+        return NULL;
+    struct rpc_service *s = calloc(1, sizeof(*s));
+    if (s)
+        s->eng = eng;
+    return s;
+}
+
+void rpc_service_free(struct rpc_service *s)
+{
+    if (!s)
+        return;
+    while (s->vms) {
+        struct rpc_vm *rv = s->vms;
+        s->vms = rv->next;
+        free(rv);
+    }
+    free(s);
+}
+
+int rpc_service_attach(struct rpc_service *s, struct vsock_dev *dev, struct map_vm *vm)
+{
+    struct rpc_vm *rv = calloc(1, sizeof(*rv));
+    if (!rv)
+        return -ENOMEM;
+    rv->svc = s;
+    rv->vm = vm;
+    int rc = vsock_dev_add_service(dev, &rpc_svc, rv);
+    if (rc < 0) {
+        free(rv);
+        return rc;
+    }
+    rv->next = s->vms;
+    s->vms = rv;
+    return 0;
 }

@@ -1,7 +1,7 @@
 /* vhost-user server socket for one VM: listen, accept one QEMU at a time,
  * reassemble messages (with SCM_RIGHTS fds) from the non-blocking stream and
- * hand them to vu_process_msg. Any error drops the connection and tears the
- * device down; the VM keeps listening for the next QEMU. */
+ * hand them to vu_process_msg. Any error drops the connection and stops the
+ * device; the backend keeps listening for the next QEMU. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -16,7 +17,7 @@
 
 #define VU_MSGS_PER_EVENT 32 /* fairness between VMs: level-triggered epoll resumes us */
 
-static void rx_reset(struct vu_conn *c)
+static void rx_reset(struct vu_backend *c)
 {
     for (unsigned i = 0; i < c->nfds; i++)
         if (c->fds[i] >= 0)
@@ -26,7 +27,7 @@ static void rx_reset(struct vu_conn *c)
     c->pay_got = 0;
 }
 
-static uint32_t hdr_size(const struct vu_conn *c)
+static uint32_t hdr_size(const struct vu_backend *c)
 {
     struct vu_msg_hdr h;
     memcpy(&h, c->hdr, sizeof(h));
@@ -34,7 +35,7 @@ static uint32_t hdr_size(const struct vu_conn *c)
 }
 
 /* Keep fds from SCM_RIGHTS; any beyond the per-message limit are closed. */
-static int collect_fds(struct vm *vm, struct vu_conn *c, struct msghdr *msg)
+static int collect_fds(struct vu_backend *c, struct msghdr *msg)
 {
     int ret = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
@@ -55,18 +56,18 @@ static int collect_fds(struct vm *vm, struct vu_conn *c, struct msghdr *msg)
     if (msg->msg_flags & MSG_CTRUNC)
         ret = -EPROTO; /* the kernel dropped fds that did not fit */
     if (ret < 0)
-        log_warn("vm %s: too many fds in one message", vm->name);
+        log_warn("vm %s: too many fds in one message", c->name);
     return ret;
 }
 
 /* 1: a whole message is buffered; 0: need more data; <0: drop connection. */
-static int rx_step(struct vm *vm, struct vu_conn *c)
+static int rx_step(struct vu_backend *c)
 {
     for (;;) {
         if (c->hdr_got == VHOST_USER_HDR_SIZE) {
             uint32_t sz = hdr_size(c);
             if (sz > VHOST_USER_MAX_PAYLOAD) {
-                log_warn("vm %s: message payload %u too large", vm->name, sz);
+                log_warn("vm %s: message payload %u too large", c->name, sz);
                 return -EMSGSIZE;
             }
             if (c->pay_got == sz)
@@ -88,16 +89,16 @@ static int rx_step(struct vm *vm, struct vu_conn *c)
         struct iovec iov = { dst, want };
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                               .msg_controllen = sizeof(ctl.buf) };
-        ssize_t n = recvmsg(vm->conn_fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        ssize_t n = recvmsg(c->conn_fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
-            log_warn("vm %s: vhost-user recvmsg: %m", vm->name);
+            log_warn("vm %s: vhost-user recvmsg: %m", c->name);
             return -errno;
         }
-        int r = collect_fds(vm, c, &msg);
+        int r = collect_fds(c, &msg);
         if (r < 0)
             return r;
         if (n == 0)
@@ -111,61 +112,72 @@ static int rx_step(struct vm *vm, struct vu_conn *c)
 
 static void on_conn(void *opaque, uint32_t events)
 {
-    struct vm *vm = opaque;
-    struct vu_conn *c = vm->vu;
-    int fd = vm->conn_fd;
+    struct vu_backend *be = opaque;
+    int fd = be->conn_fd;
     for (int budget = VU_MSGS_PER_EVENT; budget > 0; budget--) {
-        if (vm->conn_fd != fd || fd < 0)
+        if (be->conn_fd != fd || fd < 0)
             return;
-        int r = rx_step(vm, c);
+        int r = rx_step(be);
         if (r == 0)
             break;
         if (r < 0) {
-            vu_vm_disconnect(vm, r == -ECONNRESET ? "front-end closed the connection" : "receive error");
+            vu_backend_disconnect(be, r == -ECONNRESET ? "front-end closed the connection" : "receive error");
             return;
         }
         struct vu_msg_hdr h;
-        memcpy(&h, c->hdr, sizeof(h));
-        unsigned nfds = c->nfds;
-        c->nfds = 0; /* vu_process_msg owns them now */
-        r = vu_process_msg(vm, &h, c->payload, c->fds, nfds);
-        c->hdr_got = 0;
-        c->pay_got = 0;
+        memcpy(&h, be->hdr, sizeof(h));
+        unsigned nfds = be->nfds;
+        be->nfds = 0; /* vu_process_msg owns them now */
+        r = vu_process_msg(be, &h, be->payload, be->fds, nfds);
+        be->hdr_got = 0;
+        be->pay_got = 0;
         if (r < 0) {
-            vu_vm_disconnect(vm, "protocol violation");
+            vu_backend_disconnect(be, "protocol violation");
             return;
         }
     }
-    if (vm->conn_fd == fd && !(events & EPOLLIN) && (events & (EPOLLHUP | EPOLLERR)))
-        vu_vm_disconnect(vm, "connection hung up");
+    if (be->conn_fd == fd && !(events & EPOLLIN) && (events & (EPOLLHUP | EPOLLERR)))
+        vu_backend_disconnect(be, "connection hung up");
+}
+
+int vu_backend_adopt_conn(struct vu_backend *be, int fd)
+{
+    if (be->conn_fd >= 0) {
+        close(fd);
+        return -EBUSY;
+    }
+    if (be->loop) {
+        int ret = evloop_add(be->loop, &be->conn_h, fd, EPOLLIN, on_conn, be);
+        if (ret < 0) {
+            close(fd);
+            return ret;
+        }
+    }
+    be->conn_fd = fd;
+    rx_reset(be);
+    return 0;
 }
 
 static void on_accept(void *opaque, uint32_t events)
 {
-    struct vm *vm = opaque;
-    int fd = accept4(vm->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    struct vu_backend *be = opaque;
+    int fd = accept4(be->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            log_warn("vm %s: accept: %m", vm->name);
+            log_warn("vm %s: accept: %m", be->name);
         return;
     }
     struct ucred cred = { 0, 0, 0 };
     socklen_t cl = sizeof(cred);
     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
-    if (vm->conn_fd >= 0) {
+    if (be->conn_fd >= 0) {
         log_warn("vm %s: refusing second vhost-user connection (pid %d): one front-end at a time",
-                 vm->name, (int)cred.pid);
+                 be->name, (int)cred.pid);
         close(fd);
         return;
     }
-    int ret = evloop_add(vm->hostd->loop, &vm->conn_h, fd, EPOLLIN, on_conn, vm);
-    if (ret < 0) {
-        close(fd);
-        return;
-    }
-    vm->conn_fd = fd;
-    rx_reset(vm->vu);
-    log_info("vm %s: vhost-user front-end connected (pid %d)", vm->name, (int)cred.pid);
+    if (vu_backend_adopt_conn(be, fd) == 0)
+        log_info("vm %s: vhost-user front-end connected (pid %d)", be->name, (int)cred.pid);
 }
 
 /* Remove a stale socket file, but never a live socket or a non-socket. */
@@ -189,21 +201,71 @@ static int remove_stale(const char *path)
     return unlink(path) < 0 ? -errno : 0;
 }
 
-int vu_vm_listen(struct vm *vm)
+struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
 {
-    if (!vm || !vm->hostd || !vm->hostd->loop)
+    if (!cfg || !cfg->name)
+        return NULL;
+    struct vu_backend *be = calloc(1, sizeof(*be));
+    if (!be)
+        return NULL;
+    snprintf(be->name, sizeof(be->name), "%s", cfg->name);
+    if (cfg->socket_path)
+        snprintf(be->socket_path, sizeof(be->socket_path), "%s", cfg->socket_path);
+    be->loop = cfg->loop;
+    be->socket_group_set = cfg->socket_group_set;
+    be->socket_gid = cfg->socket_gid;
+    be->listen_fd = -1;
+    be->conn_fd = -1;
+    be->poll_fd = -1;
+    memtable_init(&be->mem);
+    for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
+        virtq_init(&be->vq[q], q, &be->mem);
+        be->vq[q].owner = be->name;
+        be->kick[q].be = be;
+        be->kick[q].qidx = q;
+    }
+    return be;
+}
+
+void vu_backend_attach(struct vu_backend *be, const struct vu_dev_ops *ops, void *dev)
+{
+    be->ops = ops;
+    be->dev = dev;
+    unsigned n = ops && ops->queue_count ? ops->queue_count(dev) : 0;
+    be->nq = n > VU_MAX_QUEUES ? VU_MAX_QUEUES : n;
+}
+
+struct virtq *vu_backend_queue(struct vu_backend *be, unsigned qidx)
+{
+    return qidx < VU_MAX_QUEUES ? &be->vq[qidx] : NULL;
+}
+
+const struct memtable *vu_backend_mem(const struct vu_backend *be)
+{
+    return &be->mem;
+}
+
+bool vu_backend_connected(const struct vu_backend *be)
+{
+    return be->conn_fd >= 0;
+}
+
+int vu_backend_process(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,
+                       unsigned nfds)
+{
+    return vu_process_msg(be, hdr, payload, fds, nfds);
+}
+
+int vu_backend_listen(struct vu_backend *be)
+{
+    if (!be || !be->loop || !be->ops)
         return -EINVAL;
-    size_t plen = strnlen(vm->socket_path, sizeof(vm->socket_path));
+    size_t plen = strnlen(be->socket_path, sizeof(be->socket_path));
     if (plen == 0 || plen >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return -ENAMETOOLONG;
-    if (!vu_conn_get(vm))
-        return -ENOMEM;
-    vm->conn_fd = -1;
-    for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
-        vm->vq[q].owner = vm->name;
-    int ret = remove_stale(vm->socket_path);
+    int ret = remove_stale(be->socket_path);
     if (ret < 0) {
-        log_err("vm %s: socket path %s: %s", vm->name, vm->socket_path,
+        log_err("vm %s: socket path %s: %s", be->name, be->socket_path,
                 ret == -EEXIST ? "exists and is not a socket" :
                 ret == -EADDRINUSE ? "another server is listening" : strerror(-ret));
         return ret;
@@ -211,71 +273,65 @@ int vu_vm_listen(struct vm *vm)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         ret = -errno;
-        log_err("vm %s: socket: %m", vm->name);
+        log_err("vm %s: socket: %m", be->name);
         return ret;
     }
     struct sockaddr_un a = { .sun_family = AF_UNIX };
-    memcpy(a.sun_path, vm->socket_path, plen);
+    memcpy(a.sun_path, be->socket_path, plen);
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0) {
         ret = -errno;
-        log_err("vm %s: bind/listen %s: %m", vm->name, vm->socket_path);
+        log_err("vm %s: bind/listen %s: %m", be->name, be->socket_path);
         close(fd);
         return ret;
     }
     /* Let a QEMU that runs as another user (libvirt's libvirt-qemu) connect
      * without opening the socket to everyone. */
-    if (vm->hostd->socket_group_set &&
-        (chown(vm->socket_path, (uid_t)-1, (gid_t)vm->hostd->socket_gid) < 0 ||
-         chmod(vm->socket_path, 0660) < 0)) {
+    if (be->socket_group_set &&
+        (chown(be->socket_path, (uid_t)-1, (gid_t)be->socket_gid) < 0 || chmod(be->socket_path, 0660) < 0)) {
         ret = -errno;
-        log_err("vm %s: chown/chmod %s: %m", vm->name, vm->socket_path);
+        log_err("vm %s: chown/chmod %s: %m", be->name, be->socket_path);
         close(fd);
-        unlink(vm->socket_path);
+        unlink(be->socket_path);
         return ret;
     }
-    ret = evloop_add(vm->hostd->loop, &vm->listen_h, fd, EPOLLIN, on_accept, vm);
+    ret = evloop_add(be->loop, &be->listen_h, fd, EPOLLIN, on_accept, be);
     if (ret < 0) {
         close(fd);
-        unlink(vm->socket_path);
+        unlink(be->socket_path);
         return ret;
     }
-    vm->listen_fd = fd;
-    log_info("vm %s: cid %llu listening on %s", vm->name, (unsigned long long)vm->cid, vm->socket_path);
+    be->listen_fd = fd;
+    log_info("vm %s: listening on %s", be->name, be->socket_path);
     return 0;
 }
 
-void vu_vm_disconnect(struct vm *vm, const char *why)
+void vu_backend_disconnect(struct vu_backend *be, const char *why)
 {
-    if (vm->conn_fd >= 0) {
-        log_info("vm %s: vhost-user front-end disconnected: %s", vm->name, why);
-        evloop_del(vm->hostd ? vm->hostd->loop : NULL, &vm->conn_h);
-        close(vm->conn_fd);
-        vm->conn_fd = -1;
+    if (be->conn_fd >= 0) {
+        log_info("vm %s: vhost-user front-end disconnected: %s", be->name, why);
+        if (be->loop)
+            evloop_del(be->loop, &be->conn_h);
+        close(be->conn_fd);
+        be->conn_fd = -1;
     }
-    if (vm->vu)
-        rx_reset(vm->vu);
-    vu_device_teardown(vm, why);
-    memtable_clear(&vm->mem);
-    vm->features = 0;
-    vm->protocol_features = 0;
-    vm->owner_set = false;
+    rx_reset(be);
+    vu_device_teardown(be, why);
+    memtable_clear(&be->mem);
+    be->features = 0;
+    be->protocol_features = 0;
+    be->owner_set = false;
 }
 
-void vu_vm_close(struct vm *vm)
+void vu_backend_free(struct vu_backend *be)
 {
-    if (!vm)
+    if (!be)
         return;
-    vu_vm_disconnect(vm, "hostd shutting down");
-    if (vm->listen_fd >= 0) {
-        evloop_del(vm->hostd ? vm->hostd->loop : NULL, &vm->listen_h);
-        close(vm->listen_fd);
-        vm->listen_fd = -1;
-        unlink(vm->socket_path);
+    vu_backend_disconnect(be, "hostd shutting down");
+    if (be->listen_fd >= 0) {
+        evloop_del(be->loop, &be->listen_h);
+        close(be->listen_fd);
+        be->listen_fd = -1;
+        unlink(be->socket_path);
     }
-    if (vm->vu && vm->vu->poll_fd >= 0) { /* normally stopped by the teardown above */
-        evloop_del(vm->hostd ? vm->hostd->loop : NULL, &vm->vu->poll_h);
-        close(vm->vu->poll_fd);
-    }
-    free(vm->vu);
-    vm->vu = NULL;
+    free(be);
 }

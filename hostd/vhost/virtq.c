@@ -10,6 +10,7 @@
  * QEMU use it); nested indirect tables are refused. */
 #include "virtq.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -395,4 +396,9 @@ size_t iov_to_buf(const struct iovec *iov, unsigned n, size_t offset, void *buf,
 size_t iov_from_buf(const struct iovec *iov, unsigned n, size_t offset, const void *buf, size_t len)
 {
     return iov_copy(iov, n, offset, (uint8_t *)(uintptr_t)buf, len, true);
+}
+
+uint16_t virtq_avail_idx(const struct virtq *vq)
+{
+    return vq->avail ? load16(avail_idx_p(vq)) : 0;
 }

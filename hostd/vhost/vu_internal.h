@@ -1,5 +1,5 @@
-/* Internals shared by the vhost-user server files (vhost_user*.c) and the
- * vhost-user fuzz target. Not an interface for other areas. */
+/* State of one vhost-user backend, shared by the server (vhost_user.c) and
+ * the request handlers (vhost_user_handlers.c). */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -11,39 +11,63 @@
  * be sent, protocol violation). Other negative values are request failures. */
 #define VU_FATAL (-ECONNABORTED)
 
-/* Feature bits this backend offers. */
-#define VU_OFFERED_FEATURES                                                                  \
+/* Ring features the transport implements; the device adds its own bits. */
+#define VU_TRANSPORT_FEATURES                                                                \
     ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |                  \
-     (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_VSOCK_F_SEQPACKET) |                \
-     (1ull << VHOST_USER_F_PROTOCOL_FEATURES))
+     (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES))
 #define VU_OFFERED_PROTOCOL_FEATURES                                                         \
     ((1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1ull << VHOST_USER_PROTOCOL_F_CONFIG) |    \
      (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) |                                          \
      (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS))
 
-/* Reassembly of one message from the stream socket. */
-struct vu_conn {
+/* A queue's kick eventfd registration; knows its backend, so the kick
+ * handler needs no pointer arithmetic. */
+struct vu_kick {
+    struct vu_backend *be;
+    unsigned qidx;
+    struct ev_handler h;
+};
+
+struct vu_backend {
+    char name[64];
+    char socket_path[108];
+    struct evloop *loop;
+    bool socket_group_set;
+    unsigned socket_gid;
+    const struct vu_dev_ops *ops;
+    void *dev;
+
+    int listen_fd;
+    struct ev_handler listen_h;
+    int conn_fd;                 /* one front-end at a time */
+    struct ev_handler conn_h;
+
+    /* reassembly of one message from the non-blocking stream */
     uint8_t hdr[VHOST_USER_HDR_SIZE];
     size_t hdr_got;
     uint8_t payload[VHOST_USER_MAX_PAYLOAD];
     size_t pay_got;
     int fds[VHOST_USER_MAX_FDS];
     unsigned nfds;
+
+    uint64_t features;           /* acked by SET_FEATURES */
+    uint64_t protocol_features;  /* acked by SET_PROTOCOL_FEATURES */
+    bool owner_set;
+
+    struct memtable mem;
+    unsigned nq;                 /* queues the device serves */
+    struct virtq vq[VU_MAX_QUEUES];
+    struct vu_kick kick[VU_MAX_QUEUES];
+
     /* rings started with a NOFD kick are polled by this timerfd */
     int poll_fd;
     struct ev_handler poll_h;
-    uint16_t polled_avail[VSOCK_NUM_VQ]; /* avail idx seen at the last poll tick */
+    uint16_t polled_avail[VU_MAX_QUEUES]; /* avail idx seen at the last poll tick */
 };
 
-/* vm->vu, allocated on first use (NULL when out of memory). */
-struct vu_conn *vu_conn_get(struct vm *vm);
-
-/* Validate, handle and answer one complete message. Every fd in fds[] is
- * either consumed (ownership taken) or closed before this returns.
- * 0: continue; negative: drop the connection. */
-int vu_process_msg(struct vm *vm, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds, unsigned nfds);
-
-/* Tear down device state (vsock conns, MDL mappings, rings); keeps the memory
- * table and the connection. */
-void vu_device_teardown(struct vm *vm, const char *why);
-const char *vu_request_name(uint32_t req);
+/* Validate, handle and answer one complete message (vhost_user_handlers.c). */
+int vu_process_msg(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,
+                   unsigned nfds);
+/* Stop the device and every ring (RESET_*, hangup). Keeps the memory table
+ * and the connection. */
+void vu_device_teardown(struct vu_backend *be, const char *why);

@@ -28,7 +28,7 @@ static void echo_closed(struct vsock_conn *c, void *priv, const char *why)
     log_debug("echo: conn %llu closed: %s", (unsigned long long)vsock_conn_id(c), why);
 }
 
-static const struct vsock_service echo_service = {
+const struct vsock_service vsock_echo_service = {
     .name = "echo",
     .port = MDLMAP_PORT_ECHO,
     .stream = true,
@@ -37,8 +37,3 @@ static const struct vsock_service echo_service = {
     .recv = echo_recv,
     .closed = echo_closed,
 };
-
-int echo_service_register(struct hostd *h)
-{
-    return vsock_register_service(h, &echo_service);
-}

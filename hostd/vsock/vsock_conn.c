@@ -13,62 +13,32 @@
 _Static_assert(VSOCK_BUF_ALLOC == VSOCK_OUT_MAX, "one ring size for both directions");
 _Static_assert((RING_CAP & RING_MASK) == 0, "ring size must be a power of two");
 
-/* ---- service registry: per hostd, shared by all its VMs ---- */
+/* ---- services: per device ---- */
 
-#define VSOCK_MAX_SERVICES 16
-#define VSOCK_MAX_HOSTDS 16
-
-static struct svc_reg {
-    bool used;
-    struct hostd *h;
-    unsigned n;
-    const struct vsock_service *svc[VSOCK_MAX_SERVICES];
-} registry[VSOCK_MAX_HOSTDS];
-
-static struct svc_reg *registry_for(struct hostd *h, bool create)
+int vsock_dev_add_service(struct vsock_dev *dev, const struct vsock_service *svc, void *ctx)
 {
-    for (unsigned i = 0; i < VSOCK_MAX_HOSTDS; i++)
-        if (registry[i].used && registry[i].h == h)
-            return &registry[i];
-    if (!create)
-        return NULL;
-    for (unsigned i = 0; i < VSOCK_MAX_HOSTDS; i++)
-        if (!registry[i].used) {
-            registry[i].used = true;
-            registry[i].h = h;
-            registry[i].n = 0;
-            return &registry[i];
-        }
-    return NULL;
-}
-
-int vsock_register_service(struct hostd *h, const struct vsock_service *svc)
-{
-    if (!svc || (!svc->stream && !svc->seqpacket))
+    if (!dev || !svc || (!svc->stream && !svc->seqpacket))
         return -EINVAL;
-    struct svc_reg *r = registry_for(h, true);
-    if (!r || r->n >= VSOCK_MAX_SERVICES) {
-        log_err("vsock: cannot register service %s on port %u: registry full", svc->name, svc->port);
-        return -ENOSPC;
-    }
-    for (unsigned i = 0; i < r->n; i++)
-        if (r->svc[i]->port == svc->port) {
-            log_err("vsock: port %u already has service %s", svc->port, r->svc[i]->name);
+    for (unsigned i = 0; i < dev->nsvcs; i++)
+        if (dev->svcs[i].svc->port == svc->port) {
+            log_err("vm %s: vsock port %u already has service %s", dev->name, svc->port, dev->svcs[i].svc->name);
             return -EEXIST;
         }
-    r->svc[r->n++] = svc;
-    log_info("vsock: service %s on port %u", svc->name ? svc->name : "?", svc->port);
+    if (dev->nsvcs >= VSOCK_MAX_SERVICES) {
+        log_err("vm %s: vsock: cannot add service %s on port %u: %u services", dev->name, svc->name, svc->port,
+                dev->nsvcs);
+        return -ENOSPC;
+    }
+    dev->svcs[dev->nsvcs++] = (struct vsock_svc_entry){ svc, ctx };
+    log_debug("vm %s: vsock service %s on port %u", dev->name, svc->name ? svc->name : "?", svc->port);
     return 0;
 }
 
-const struct vsock_service *vsock_service_find(struct hostd *h, uint32_t port)
+const struct vsock_svc_entry *vsock_service_find(const struct vsock_dev *dev, uint32_t port)
 {
-    struct svc_reg *r = registry_for(h, false);
-    if (!r)
-        return NULL;
-    for (unsigned i = 0; i < r->n; i++)
-        if (r->svc[i]->port == port)
-            return r->svc[i];
+    for (unsigned i = 0; i < dev->nsvcs; i++)
+        if (dev->svcs[i].svc->port == port)
+            return &dev->svcs[i];
     return NULL;
 }
 
@@ -317,7 +287,7 @@ void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst)
         dev->nshort--;
     c->window_short = false;
     wake_short(dev);
-    log_debug("vm %s: vsock conn %llu (guest port %u -> %u) closed: %s", dev->vm->name,
+    log_debug("vm %s: vsock conn %llu (guest port %u -> %u) closed: %s", dev->name,
               (unsigned long long)c->id, c->peer_port, c->local_port, why);
     if (c->in_cb) {
         c->close_deferred = true;
@@ -390,9 +360,9 @@ static void deliver(struct vsock_conn *c)
 
 static void accept_conn(struct vsock_dev *dev, const struct vsock_hdr *h)
 {
-    struct vm *vm = dev->vm;
-    static uint64_t next_id = 1;
-    const struct vsock_service *svc = vsock_service_find(vm->hostd, h->dst_port);
+    static uint64_t next_id = 1; /* process-wide: ids stay unique across devices */
+    const struct vsock_svc_entry *se = vsock_service_find(dev, h->dst_port);
+    const struct vsock_service *svc = se ? se->svc : NULL;
     if (!svc || (h->type == VSOCK_TYPE_STREAM && !svc->stream) ||
         (h->type == VSOCK_TYPE_SEQPACKET && !svc->seqpacket)) {
         vsock_rstq_push(dev, h->dst_cid, h->dst_port, h->src_port, h->type);
@@ -400,7 +370,7 @@ static void accept_conn(struct vsock_dev *dev, const struct vsock_hdr *h)
     }
     if (dev->nconns >= VSOCK_MAX_CONNS) {
         if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock: %u connections, refusing port %u", vm->name, dev->nconns, h->dst_port);
+            log_warn("vm %s: vsock: %u connections, refusing port %u", dev->name, dev->nconns, h->dst_port);
         vsock_rstq_push(dev, h->dst_cid, h->dst_port, h->src_port, h->type);
         return;
     }
@@ -426,15 +396,15 @@ static void accept_conn(struct vsock_dev *dev, const struct vsock_hdr *h)
     vlist_add_tail(&dev->conns, &c->all);
     dev->nconns++;
     conn_window(c);   /* the window the RESPONSE will advertise */
-    int r = svc->accept ? svc->accept(c, svc->ctx, &c->priv) : 0;
+    int r = svc->accept ? svc->accept(c, se->ctx, &c->priv) : 0;
     if (r < 0) {
-        log_debug("vm %s: vsock service %s refused guest port %u: %s", vm->name, svc->name, h->src_port,
+        log_debug("vm %s: vsock service %s refused guest port %u: %s", dev->name, svc->name, h->src_port,
                   strerror(-r));
         vsock_conn_terminate(c, "refused", true);
         return;
     }
     c->accepted = true;
-    log_debug("vm %s: vsock conn %llu: guest port %u -> %s (%s)", vm->name, (unsigned long long)c->id,
+    log_debug("vm %s: vsock conn %llu: guest port %u -> %s (%s)", dev->name, (unsigned long long)c->id,
               h->src_port, svc->name, h->type == VSOCK_TYPE_STREAM ? "stream" : "seqpacket");
     vsock_conn_update_pend(c);
 }
@@ -455,7 +425,7 @@ static void conn_rx_data(struct vsock_conn *c, const struct vsock_hdr *h, const 
     if (ring_used(&c->in) + (uint64_t)len > window) {
         dev->st.bad_pkts++;
         if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock guest port %u -> %u sent %llu bytes beyond credit: reset", dev->vm->name,
+            log_warn("vm %s: vsock guest port %u -> %u sent %llu bytes beyond credit: reset", dev->name,
                      c->peer_port, c->local_port,
                      (unsigned long long)(ring_used(&c->in) + (uint64_t)len - window));
         vsock_conn_terminate(c, "credit exceeded", true);
@@ -476,7 +446,7 @@ static void conn_rx_data(struct vsock_conn *c, const struct vsock_hdr *h, const 
     if (eom && msgq_push(&c->in_msgs, c->in.tail, h->flags & (VSOCK_SEQ_EOM | VSOCK_SEQ_EOR)) < 0) {
         dev->st.bad_pkts++;
         if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock guest port %u: too many buffered messages: reset", dev->vm->name, c->peer_port);
+            log_warn("vm %s: vsock guest port %u: too many buffered messages: reset", dev->name, c->peer_port);
         vsock_conn_terminate(c, "too many messages", true);
         return;
     }
@@ -559,7 +529,7 @@ uint32_t vsock_conn_build(struct vsock_conn *c, const struct virtq_elem *elem)
     uint64_t room64 = elem->in_len - VSOCK_HDR_SIZE;
     uint32_t room = room64 > VSOCK_MAX_PKT ? VSOCK_MAX_PKT : (uint32_t)room64;
     struct vsock_hdr h = {
-        .src_cid = VSOCK_HOST_CID, .dst_cid = dev->vm->cid,
+        .src_cid = VSOCK_HOST_CID, .dst_cid = dev->cid,
         .src_port = c->local_port, .dst_port = c->peer_port,
         .type = c->type,
     };
@@ -758,9 +728,9 @@ void vsock_conn_close(struct vsock_conn *c)
     kick(c->dev);
 }
 
-struct vm *vsock_conn_vm(const struct vsock_conn *c)
+struct vsock_dev *vsock_conn_dev(const struct vsock_conn *c)
 {
-    return c->dev->vm;
+    return c->dev;
 }
 
 uint32_t vsock_conn_peer_port(const struct vsock_conn *c)

@@ -1,7 +1,9 @@
 /* virtio-vsock device for one VM: the tx queue (guest -> host) is parsed and
  * dispatched, the rx queue (host -> guest) is filled from connectionless RSTs,
  * sibling-forwarded packets and our connections, round robin. */
+#include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -27,7 +29,7 @@ bool vsock_ratelimit(struct vsock_dev *dev)
     int64_t now = vsock_now_ms();
     if (now - rl->start_ms >= 5000) {
         if (rl->suppressed)
-            log_warn("vm %s: vsock: %llu warnings suppressed", dev->vm->name,
+            log_warn("vm %s: vsock: %llu warnings suppressed", dev->name,
                      (unsigned long long)rl->suppressed);
         rl->start_ms = now;
         rl->n = 0;
@@ -59,7 +61,7 @@ static uint32_t rst_build(struct vsock_dev *dev, const struct virtq_elem *elem)
 {
     struct rst_ent *e = &dev->rstq[dev->rst_head];
     struct vsock_hdr h = {
-        .src_cid = e->src_cid, .dst_cid = dev->vm->cid,
+        .src_cid = e->src_cid, .dst_cid = dev->cid,
         .src_port = e->src_port, .dst_port = e->dst_port,
         .type = e->type, .op = VSOCK_OP_RST,
     };
@@ -107,8 +109,7 @@ static uint32_t rx_build(struct vsock_dev *dev, const struct virtq_elem *elem)
 
 static bool rx_fill(struct vsock_dev *dev)
 {
-    struct vm *vm = dev->vm;
-    struct virtq *vq = &vm->vq[VSOCK_VQ_RX];
+    struct virtq *vq = dev->rxq;
     bool pushed = false;
     if (dev->rx_broken || !virtq_ready(vq) || !have_output(dev))
         return false;
@@ -118,7 +119,7 @@ static bool rx_fill(struct vsock_dev *dev)
         int r = virtq_pop(vq, &elem);
         if (r < 0) {
             dev->rx_broken = true;
-            log_err("vm %s: vsock rx queue broken (%d): stopped until reset", vm->name, r);
+            log_err("vm %s: vsock rx queue broken (%d): stopped until reset", dev->name, r);
             break;
         }
         if (r == 0) {
@@ -131,7 +132,7 @@ static bool rx_fill(struct vsock_dev *dev)
         if (elem.n_out || elem.in_len < VSOCK_HDR_SIZE) {
             dev->st.bad_pkts++;
             if (vsock_ratelimit(dev))
-                log_warn("vm %s: vsock rx buffer unusable (out %u, in %llu bytes)", vm->name,
+                log_warn("vm %s: vsock rx buffer unusable (out %u, in %llu bytes)", dev->name,
                          elem.n_out, (unsigned long long)elem.in_len);
             virtq_push(vq, &elem, 0);
             pushed = true;
@@ -155,24 +156,23 @@ static bool rx_fill(struct vsock_dev *dev)
 /* false: not consumed (sibling backpressure); the chain goes back to the ring */
 static bool tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
 {
-    struct vm *vm = dev->vm;
     uint8_t wire[VSOCK_HDR_SIZE];
     struct vsock_hdr h;
     if (elem->n_in || elem->out_len < VSOCK_HDR_SIZE) {
         dev->st.bad_pkts++;
         if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock tx chain malformed (out %llu bytes, %u in-buffers): dropped", vm->name,
+            log_warn("vm %s: vsock tx chain malformed (out %llu bytes, %u in-buffers): dropped", dev->name,
                      (unsigned long long)elem->out_len, elem->n_in);
         return true;
     }
     iov_to_buf(elem->iov, elem->n_out, 0, wire, sizeof(wire));
     vsock_hdr_decode(wire, sizeof(wire), &h);
-    int r = vsock_hdr_check(&h, vm->cid, elem->out_len - VSOCK_HDR_SIZE, VSOCK_MAX_PKT);
+    int r = vsock_hdr_check(&h, dev->cid, elem->out_len - VSOCK_HDR_SIZE, VSOCK_MAX_PKT);
     if (r < 0) {
         dev->st.bad_pkts++;
         if (vsock_ratelimit(dev))
             log_warn("vm %s: vsock bad packet (%s): src %llu:%u dst %llu:%u type %u op %u len %u: dropped",
-                     vm->name, strerror(-r), (unsigned long long)h.src_cid, h.src_port,
+                     dev->name, strerror(-r), (unsigned long long)h.src_cid, h.src_port,
                      (unsigned long long)h.dst_cid, h.dst_port, h.type, h.op, h.len);
         return true;
     }
@@ -187,8 +187,7 @@ static bool tx_handle(struct vsock_dev *dev, const struct virtq_elem *elem)
 
 static void tx_process(struct vsock_dev *dev)
 {
-    struct vm *vm = dev->vm;
-    struct virtq *vq = &vm->vq[VSOCK_VQ_TX];
+    struct virtq *vq = dev->txq;
     unsigned budget = VSOCK_TX_BATCH;
     bool pushed = false;
     dev->tx_more = false;
@@ -215,7 +214,7 @@ static void tx_process(struct vsock_dev *dev)
         int r = virtq_pop(vq, &elem);
         if (r < 0) {
             dev->tx_broken = true;
-            log_err("vm %s: vsock tx queue broken (%d): stopped until reset", vm->name, r);
+            log_err("vm %s: vsock tx queue broken (%d): stopped until reset", dev->name, r);
             break;
         }
         if (r == 0) {
@@ -305,7 +304,7 @@ void vsock_dev_schedule_pump(struct vsock_dev *dev)
         return;   /* no loop (tests, fuzzing): the next queue event or tick pumps */
     uint64_t one = 1;
     if (write(dev->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
-        log_err("vm %s: vsock eventfd write: %s", dev->vm->name, strerror(errno));
+        log_err("vm %s: vsock eventfd write: %s", dev->name, strerror(errno));
         /* the timer pumps instead, as soon as the loop comes round */
         struct itimerspec its = { .it_value.tv_nsec = 1 };
         if (dev->timer_fd >= 0 && timerfd_settime(dev->timer_fd, 0, &its, NULL) == 0)
@@ -318,7 +317,7 @@ static void kick_cb(void *opaque, uint32_t events)
     struct vsock_dev *dev = opaque;
     uint64_t n;
     if (read(dev->kick_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-        log_warn("vm %s: vsock eventfd read: %s", dev->vm->name, strerror(errno));
+        log_warn("vm %s: vsock eventfd read: %s", dev->name, strerror(errno));
     dev->pump_pending = false;
     vsock_dev_enter(dev);
     vsock_dev_leave(dev);
@@ -348,7 +347,7 @@ void vsock_dev_arm_timer(struct vsock_dev *dev)
         dev->armed_ms = now + d;
     }
     if (timerfd_settime(dev->timer_fd, 0, &its, NULL) < 0)
-        log_err("vm %s: vsock timerfd_settime: %s", dev->vm->name, strerror(errno));
+        log_err("vm %s: vsock timerfd_settime: %s", dev->name, strerror(errno));
 }
 
 void vsock_dev_timer_by(struct vsock_dev *dev, int64_t when)
@@ -375,58 +374,62 @@ static void timer_cb(void *opaque, uint32_t events)
     struct vsock_dev *dev = opaque;
     uint64_t ticks;
     if (read(dev->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
-        log_warn("vm %s: vsock timerfd read: %s", dev->vm->name, strerror(errno));
+        log_warn("vm %s: vsock timerfd read: %s", dev->name, strerror(errno));
     vsock_dev_timer_tick(dev);
 }
 
-int vsock_dev_create(struct vm *vm)
+struct vsock_dev *vsock_dev_new(const struct vsock_dev_config *cfg)
 {
-    if (vm->vsock)
-        return 0;
+    if (!cfg || !cfg->rx || !cfg->tx)
+        return NULL;
     struct vsock_dev *dev = calloc(1, sizeof(*dev));
     if (!dev)
-        return -ENOMEM;
-    dev->vm = vm;
+        return NULL;
+    snprintf(dev->name, sizeof(dev->name), "%s", cfg->name ? cfg->name : "?");
+    dev->cid = cfg->cid;
+    dev->loop = cfg->loop;
+    dev->rxq = cfg->rx;
+    dev->txq = cfg->tx;
+    dev->peer = cfg->peer;
+    dev->peer_ctx = cfg->peer_ctx;
+    dev->sibling_routing = cfg->sibling_routing;
     vlist_init(&dev->conns);
     vlist_init(&dev->pend);
     dev->timer_fd = -1;
     dev->kick_fd = -1;
     dev->in_budget = VSOCK_IN_BUDGET;
     dev->halfclose_ms = VSOCK_HALFCLOSE_TIMEOUT_MS;
-    if (vm->hostd && vm->hostd->loop) {
+    if (dev->loop) {
         dev->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (dev->timer_fd < 0) {
-            int e = errno;
-            log_err("vm %s: vsock timerfd_create: %s", vm->name, strerror(e));
+            log_err("vm %s: vsock timerfd_create: %m", dev->name);
             free(dev);
-            return -e;
+            return NULL;
         }
-        int r = evloop_add(vm->hostd->loop, &dev->timer_h, dev->timer_fd, EPOLLIN, timer_cb, dev);
+        int r = evloop_add(dev->loop, &dev->timer_h, dev->timer_fd, EPOLLIN, timer_cb, dev);
         if (r < 0) {
-            log_err("vm %s: vsock timer registration: %s", vm->name, strerror(-r));
+            log_err("vm %s: vsock timer registration: %s", dev->name, strerror(-r));
             close(dev->timer_fd);
             free(dev);
-            return r;
+            return NULL;
         }
         dev->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        r = dev->kick_fd < 0 ? -errno : evloop_add(vm->hostd->loop, &dev->kick_h, dev->kick_fd, EPOLLIN, kick_cb, dev);
+        r = dev->kick_fd < 0 ? -errno : evloop_add(dev->loop, &dev->kick_h, dev->kick_fd, EPOLLIN, kick_cb, dev);
         if (r < 0) {
-            log_err("vm %s: vsock eventfd: %s", vm->name, strerror(-r));
+            log_err("vm %s: vsock eventfd: %s", dev->name, strerror(-r));
             if (dev->kick_fd >= 0)
                 close(dev->kick_fd);
-            evloop_del(vm->hostd->loop, &dev->timer_h);
+            evloop_del(dev->loop, &dev->timer_h);
             close(dev->timer_fd);
             free(dev);
-            return r;
+            return NULL;
         }
     }
-    vm->vsock = dev;
-    return 0;
+    return dev;
 }
 
-void vsock_dev_reset(struct vm *vm, const char *why)
+void vsock_dev_reset(struct vsock_dev *dev, const char *why)
 {
-    struct vsock_dev *dev = vm->vsock;
     if (!dev)
         return;
     if (!why)
@@ -457,31 +460,28 @@ void vsock_dev_reset(struct vm *vm, const char *why)
     }
 }
 
-void vsock_dev_destroy(struct vm *vm)
+void vsock_dev_free(struct vsock_dev *dev)
 {
-    struct vsock_dev *dev = vm->vsock;
     if (!dev)
         return;
-    vsock_dev_reset(vm, "device destroyed");
+    vsock_dev_reset(dev, "device destroyed");
     if (dev->timer_fd >= 0) {
-        if (vm->hostd && vm->hostd->loop)
-            evloop_del(vm->hostd->loop, &dev->timer_h);
+        if (dev->loop)
+            evloop_del(dev->loop, &dev->timer_h);
         close(dev->timer_fd);
     }
     if (dev->kick_fd >= 0) {
-        if (vm->hostd && vm->hostd->loop)
-            evloop_del(vm->hostd->loop, &dev->kick_h);
+        if (dev->loop)
+            evloop_del(dev->loop, &dev->kick_h);
         close(dev->kick_fd);
     }
-    vm->vsock = NULL;
     /* a timer event may already be fetched in the current batch */
-    if (!(vm->hostd && vm->hostd->loop && evloop_defer_free(vm->hostd->loop, free, dev) == 0))
+    if (!(dev->loop && evloop_defer_free(dev->loop, free, dev) == 0))
         free(dev);
 }
 
-void vsock_dev_queue_event(struct vm *vm, unsigned qidx)
+void vsock_dev_queue_event(struct vsock_dev *dev, unsigned qidx)
 {
-    struct vsock_dev *dev = vm->vsock;
     if (!dev)
         return;
     vsock_dev_enter(dev);
@@ -492,11 +492,64 @@ void vsock_dev_queue_event(struct vm *vm, unsigned qidx)
     vsock_dev_leave(dev);
 }
 
-void vsock_dev_stats(const struct vm *vm, struct vsock_stats *out)
+void vsock_dev_stats(const struct vsock_dev *dev, struct vsock_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!vm->vsock)
+    if (!dev)
         return;
-    *out = vm->vsock->st;
-    out->conns = vm->vsock->nconns;
+    *out = dev->st;
+    out->conns = dev->nconns;
 }
+
+uint64_t vsock_dev_cid(const struct vsock_dev *dev)
+{
+    return dev->cid;
+}
+
+const char *vsock_dev_name(const struct vsock_dev *dev)
+{
+    return dev->name;
+}
+
+/* ---- the transport's view of the device ---- */
+
+static uint64_t vu_features(void *opaque)
+{
+    return 1ull << VIRTIO_VSOCK_F_SEQPACKET;
+}
+
+static unsigned vu_queue_count(void *opaque)
+{
+    return VSOCK_NUM_VQ;
+}
+
+/* struct virtio_vsock_config: le64 guest_cid */
+static int vu_get_config(void *opaque, uint32_t offset, void *buf, uint32_t len)
+{
+    struct vsock_dev *dev = opaque;
+    uint8_t cfg[8];
+    uint64_t cid = htole64(dev->cid);
+    memcpy(cfg, &cid, sizeof(cid));
+    if (offset > sizeof(cfg) || len > sizeof(cfg) - offset)
+        return -EINVAL;
+    memcpy(buf, cfg + offset, len);
+    return 0;
+}
+
+static void vu_queue_event(void *opaque, unsigned qidx)
+{
+    vsock_dev_queue_event(opaque, qidx);
+}
+
+static void vu_stop(void *opaque, const char *why)
+{
+    vsock_dev_reset(opaque, why);
+}
+
+const struct vu_dev_ops vsock_vu_ops = {
+    .features = vu_features,
+    .queue_count = vu_queue_count,
+    .get_config = vu_get_config,
+    .queue_event = vu_queue_event,
+    .stop = vu_stop,
+};

@@ -1,11 +1,10 @@
-/* Private state shared by vsock_dev.c (queues), vsock_conn.c (connections,
- * credit, services) and vsock_route.c (sibling VMs). Not an agreed interface. */
+/* Private state of the vsock device, shared by vsock_dev.c (queues),
+ * vsock_conn.c (connections, credit, services) and vsock_route.c (sibling VMs). */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "evloop.h"
-#include "hostd.h"
 #include "virtq.h"
 #include "vsock.h"
 #include "vsock_pkt.h"
@@ -144,8 +143,21 @@ struct vsock_sib {
 
 struct ratelimit { int64_t start_ms; unsigned n; uint64_t suppressed; };
 
+struct vsock_svc_entry {
+    const struct vsock_service *svc;
+    void *ctx;
+};
+
 struct vsock_dev {
-    struct vm *vm;
+    char name[64];
+    uint64_t cid;
+    struct evloop *loop;
+    struct virtq *rxq, *txq;
+    struct vsock_dev *(*peer)(void *ctx, uint64_t cid);
+    void *peer_ctx;
+    bool sibling_routing;
+    struct vsock_svc_entry svcs[VSOCK_MAX_SERVICES];
+    unsigned nsvcs;
     struct vsock_conn *hash[VSOCK_CONN_HASH];
     struct vlist conns;
     unsigned nconns;             /* live (not dead) */
@@ -195,7 +207,7 @@ void vsock_dev_arm_timer(struct vsock_dev *dev);
 void vsock_dev_timer_tick(struct vsock_dev *dev);
 
 /* vsock_conn.c */
-const struct vsock_service *vsock_service_find(struct hostd *h, uint32_t port);
+const struct vsock_svc_entry *vsock_service_find(const struct vsock_dev *dev, uint32_t port);
 struct vsock_conn *vsock_conn_lookup(struct vsock_dev *dev, uint32_t peer_port, uint32_t local_port, uint16_t type);
 void vsock_host_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem);
 void vsock_conn_terminate(struct vsock_conn *c, const char *why, bool send_rst);

@@ -109,7 +109,7 @@ static void rst_to(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, u
         dev->st.dropped_pkts++;
         return;
     }
-    p->h = (struct vsock_hdr){ .src_cid = src_cid, .dst_cid = dev->vm->cid, .src_port = src_port,
+    p->h = (struct vsock_hdr){ .src_cid = src_cid, .dst_cid = dev->cid, .src_port = src_port,
                                .dst_port = dst_port, .type = type, .op = VSOCK_OP_RST };
     if (dev->fwd_tail)
         dev->fwd_tail->next = p;
@@ -130,7 +130,7 @@ static void rst_back(struct vsock_dev *dev, const struct vsock_hdr *h)
  * still waits for the peer and RST it. The sender is answered by the caller. */
 static void sib_abort(struct vsock_dev *dev, struct vsock_dev *td, const struct vsock_hdr *h)
 {
-    uint64_t cid = dev->vm->cid;
+    uint64_t cid = dev->cid;
     sib_del(dev, h->dst_cid, h->src_port, h->dst_port, h->type);
     if (!td)
         return;
@@ -148,7 +148,7 @@ static void refuse(struct vsock_dev *dev, const struct vsock_hdr *h, const char 
 {
     dev->st.sib_refused++;
     if (vsock_ratelimit(dev))
-        log_warn("vm %s: vsock: sibling packet op %u %u -> %llu:%u refused: %s", dev->vm->name, h->op,
+        log_warn("vm %s: vsock: sibling packet op %u %u -> %llu:%u refused: %s", dev->name, h->op,
                  h->src_port, (unsigned long long)h->dst_cid, h->dst_port, why);
     rst_back(dev, h);
 }
@@ -196,17 +196,21 @@ static bool fwd_wait(struct vsock_dev *dev, const struct vsock_dev *td, const st
     return true;
 }
 
+/* The device of the sibling VM with this CID (never dev itself), or NULL. */
+static struct vsock_dev *peer_of(struct vsock_dev *dev, uint64_t cid)
+{
+    if (!dev->peer || cid == dev->cid || vsock_cid_reserved(cid))
+        return NULL;
+    struct vsock_dev *t = dev->peer(dev->peer_ctx, cid);
+    return t != dev ? t : NULL;
+}
+
 bool vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const struct virtq_elem *elem)
 {
-    struct vm *vm = dev->vm;
-    struct hostd *hd = vm->hostd;
-    struct vm *t = NULL;
-    if (hd && h->dst_cid != vm->cid && !vsock_cid_reserved(h->dst_cid))
-        t = hostd_vm_by_cid(hd, h->dst_cid);
-    struct vsock_dev *td = t && t != vm ? t->vsock : NULL;
+    struct vsock_dev *td = peer_of(dev, h->dst_cid);
     struct vsock_sib **pp = sib_find(dev, h->dst_cid, h->src_port, h->dst_port, h->type);
     struct vsock_sib *s = *pp;
-    if (!td || !hd->sibling_routing || td->rx_broken || !virtq_ready(&t->vq[VSOCK_VQ_RX])) {
+    if (!td || !dev->sibling_routing || td->rx_broken || !virtq_ready(td->rxq)) {
         if (s)
             sib_abort(dev, td, h);
         rst_back(dev, h);
@@ -214,7 +218,7 @@ bool vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
     }
     struct vsock_sib *ps = NULL;   /* the peer's mirror entry */
     if (s) {
-        ps = *sib_find(td, vm->cid, h->dst_port, h->src_port, h->type);
+        ps = *sib_find(td, dev->cid, h->dst_port, h->src_port, h->type);
         if (!ps) {   /* cannot happen: entries come and go in pairs */
             sib_abort(dev, td, h);
             refuse(dev, h, "tracking lost");
@@ -236,11 +240,11 @@ bool vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
         }
         if (fwd_wait(dev, td, h))
             return false;
-        s = sib_add(dev, t->cid, h->src_port, h->dst_port, h->type, true);
-        ps = s ? sib_add(td, vm->cid, h->dst_port, h->src_port, h->type, false) : NULL;
+        s = sib_add(dev, td->cid, h->src_port, h->dst_port, h->type, true);
+        ps = s ? sib_add(td, dev->cid, h->dst_port, h->src_port, h->type, false) : NULL;
         if (!ps) {
             if (s)
-                sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
+                sib_del(dev, td->cid, h->src_port, h->dst_port, h->type);
             refuse(dev, h, "out of memory");
             return true;
         }
@@ -285,15 +289,15 @@ bool vsock_route_rx(struct vsock_dev *dev, const struct vsock_hdr *h, const stru
         /* Dropping data would corrupt the stream (no retransmission): end it. */
         dev->st.dropped_pkts++;
         if (vsock_ratelimit(dev))
-            log_warn("vm %s: vsock: forward queue to vm %s full: connection %u -> %u reset", vm->name,
-                     t->name, h->src_port, h->dst_port);
+            log_warn("vm %s: vsock: forward queue to vm %s full: connection %u -> %u reset", dev->name,
+                     td->name, h->src_port, h->dst_port);
         sib_abort(dev, td, h);
         rst_back(dev, h);
         return true;
     }
     if (finished) {   /* both sides said they are done: stop tracking */
-        sib_del(dev, t->cid, h->src_port, h->dst_port, h->type);
-        sib_del(td, vm->cid, h->dst_port, h->src_port, h->type);
+        sib_del(dev, td->cid, h->src_port, h->dst_port, h->type);
+        sib_del(td, dev->cid, h->dst_port, h->src_port, h->type);
     }
     vsock_dev_enter(td);
     vsock_dev_leave(td);  /* fill the target's rx queue now */
@@ -335,7 +339,6 @@ uint32_t vsock_fwd_build(struct vsock_dev *dev, const struct virtq_elem *elem)
 
 void vsock_route_reset(struct vsock_dev *dev)
 {
-    struct vm *vm = dev->vm;
     /* Kicking a sibling may route a packet back to us and add an entry to a
      * bucket already emptied: sweep until the table stays empty. */
     for (unsigned pass = 0; pass < 8 && dev->nsibs; pass++) {
@@ -345,12 +348,11 @@ void vsock_route_reset(struct vsock_dev *dev)
                 dev->sibs[b] = s->next;
                 dev->nsibs--;
                 dev->nsibs_out -= s->initiator;
-                struct vm *t = vm->hostd ? hostd_vm_by_cid(vm->hostd, s->peer_cid) : NULL;
-                if (t && t != vm && t->vsock) {
-                    struct vsock_dev *td = t->vsock;
-                    sib_del(td, vm->cid, s->peer_port, s->local_port, s->type);
-                    fwd_purge(td, vm->cid, false, 0, 0, 0);
-                    rst_to(td, vm->cid, s->local_port, s->peer_port, s->type);
+                struct vsock_dev *td = peer_of(dev, s->peer_cid);
+                if (td) {
+                    sib_del(td, dev->cid, s->peer_port, s->local_port, s->type);
+                    fwd_purge(td, dev->cid, false, 0, 0, 0);
+                    rst_to(td, dev->cid, s->local_port, s->peer_port, s->type);
                     vsock_dev_enter(td);
                     vsock_dev_leave(td);
                 }
@@ -362,10 +364,10 @@ void vsock_route_reset(struct vsock_dev *dev)
         while (dev->sibs[b]) {
             struct vsock_sib *s = dev->sibs[b];
             dev->sibs[b] = s->next;
-            struct vm *t = vm->hostd ? hostd_vm_by_cid(vm->hostd, s->peer_cid) : NULL;
-            if (t && t != vm && t->vsock) {
-                sib_del(t->vsock, vm->cid, s->peer_port, s->local_port, s->type);
-                rst_to(t->vsock, vm->cid, s->local_port, s->peer_port, s->type);
+            struct vsock_dev *td = peer_of(dev, s->peer_cid);
+            if (td) {
+                sib_del(td, dev->cid, s->peer_port, s->local_port, s->type);
+                rst_to(td, dev->cid, s->local_port, s->peer_port, s->type);
             }
             free(s);
         }

@@ -14,6 +14,7 @@
 #include "rpc_conn.h"
 
 static struct fake_vm vm;
+static struct map_vm *fuzz_vm;
 static struct map_engine *eng;
 static uint64_t conn_ids;
 static uint64_t consumer_id;
@@ -255,13 +256,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         eng = map_engine_new(&lim);
         if (!eng || map_engine_consumer_add(eng, "fuzz", &fake_ops, NULL, &consumer_id) < 0)
             abort();
+        fuzz_vm = fake_vm_add(&vm, eng);
+        if (!fuzz_vm)
+            abort();
     }
     if (size < 1)
         return 0;
     struct sink s = { .budget = data[0] & 0x80 ? 64 + data[0] * 16u : SIZE_MAX };
     frame_reader_init(&s.rd, MDLMAP_MAX_FRAME);
     struct rpc_conn c;
-    rpc_conn_init(&c, eng, &vm.vm, ++conn_ids, sink_send, &s);
+    rpc_conn_init(&c, eng, fuzz_vm, ++conn_ids, sink_send, &s);
     struct in in = { data + 1, size - 1 };
     if (data[0] & 1) {
         program(&c, &s, &in);

@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "hostd.h"
+#include "evloop.h"
 #include "log.h"
 #include "vsock.h"
 #include "vsock_internal.h"
@@ -20,13 +20,23 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static struct hostd hd;
+/* A VM as the device sees it: memory, its two queues, the device. */
+struct fvm {
+    char name[64];
+    uint64_t cid;
+    struct memtable mem;
+    struct virtq vq[VSOCK_NUM_VQ];
+    struct vsock_dev *vsock;
+};
 
-struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid)
+static struct fvm *fvms[2];
+static unsigned nfvms;
+
+static struct vsock_dev *peer_dev(void *ctx, uint64_t cid)
 {
-    for (unsigned i = 0; i < h->nvms; i++)
-        if (h->vms[i]->cid == cid)
-            return h->vms[i];
+    for (unsigned i = 0; i < nfvms; i++)
+        if (fvms[i]->cid == cid)
+            return fvms[i]->vsock;
     return NULL;
 }
 
@@ -45,7 +55,7 @@ struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid)
 #define RXSLOT 4096
 
 struct fguest {
-    struct vm vm;
+    struct fvm vm;
     uint8_t *mem;
     uint16_t tx_avail, tx_used, rx_avail, rx_used;
     uint16_t tx_inflight;
@@ -85,7 +95,6 @@ static void vq_setup(struct fguest *g, unsigned i, uint64_t d, uint64_t a, uint6
 static void guest_setup(struct fguest *g, uint64_t cid)
 {
     memset(g, 0, sizeof(*g));
-    g->vm.hostd = &hd;
     g->vm.cid = cid;
     snprintf(g->vm.name, sizeof(g->vm.name), "fz%llu", (unsigned long long)cid);
     memtable_init(&g->vm.mem);
@@ -93,15 +102,18 @@ static void guest_setup(struct fguest *g, uint64_t cid)
     if (fd < 0 || ftruncate(fd, MEM_SZ) < 0 || memtable_add(&g->vm.mem, 0, MEM_SZ, UVA, 0, fd) < 0)
         abort();
     g->mem = memtable_gpa_to_hva(&g->vm.mem, 0, MEM_SZ);
-    if (vsock_dev_create(&g->vm) < 0)
+    struct vsock_dev_config dc = { .name = g->vm.name, .cid = cid, .rx = &g->vm.vq[VSOCK_VQ_RX],
+                                   .tx = &g->vm.vq[VSOCK_VQ_TX], .peer = peer_dev, .sibling_routing = true };
+    g->vm.vsock = vsock_dev_new(&dc);
+    if (!g->vm.vsock || vsock_dev_add_service(g->vm.vsock, &vsock_echo_service, NULL) < 0)
         abort();
-    hd.vms[hd.nvms++] = &g->vm;
+    fvms[nfvms++] = &g->vm;
 }
 
 /* Fresh rings and memory contents for one input (device state is reset too). */
 static void guest_restart(struct fguest *g)
 {
-    vsock_dev_reset(&g->vm, "fuzz restart");
+    vsock_dev_reset(g->vm.vsock, "fuzz restart");
     memset(g->mem, 0, 0x6000);
     g->tx_avail = g->tx_used = g->rx_avail = g->rx_used = g->tx_inflight = 0;
     g->hold = false;
@@ -139,13 +151,13 @@ static void drain(struct fguest *g)
         posted = true;
     }
     if (posted)
-        vsock_dev_queue_event(&g->vm, VSOCK_VQ_RX);
+        vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_RX);
 }
 
 static void send_tx(struct fguest *g, const uint8_t *bytes, size_t n, unsigned layout)
 {
     if (g->tx_inflight >= QN / 2) {
-        vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+        vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
         drain(g);
         if (g->tx_inflight >= QN / 2)
             return;
@@ -178,8 +190,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!ready) {
         log_threshold = LOG_ERROR;
-        hd.sibling_routing = true;
-        echo_service_register(&hd);
         guest_setup(&guests[0], 3);
         guest_setup(&guests[1], 4);
         ready = true;
@@ -224,16 +234,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 5:
-            vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+            vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
             drain(g);
             break;
         case 6:
             switch ((cmd >> 3) % 8) {
             case 0:
-                vsock_dev_reset(&g->vm, "fuzz");
+                vsock_dev_reset(g->vm.vsock, "fuzz");
                 break;
             case 1:   /* drain, then two sweeps: idle rings go */
-                vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
                 drain(g);
                 /* fall through */
             case 2:
@@ -256,7 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 uint8_t pkt[VSOCK_HDR_SIZE];
                 vsock_hdr_encode(&h, pkt);
                 send_tx(g, pkt, sizeof(pkt), 0);
-                vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
                 drain(g);
                 if (k & 0x40) {   /* to the host echo instead: REQUEST above went to o; add data */
                     h.dst_cid = VSOCK_HOST_CID;
@@ -270,7 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     vsock_hdr_encode(&h, dp);
                     memset(dp + VSOCK_HDR_SIZE, k, 64);
                     send_tx(g, dp, sizeof(dp), 0);
-                    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+                    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
                     drain(g);
                     vsock_dev_enter(g->vm.vsock);   /* echoed and idle: rings freed */
                     vsock_conns_trim(g->vm.vsock);
@@ -286,7 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 r.op = k & 0x20 ? VSOCK_OP_RESPONSE : VSOCK_OP_RST;
                 vsock_hdr_encode(&r, pkt);
                 send_tx(o, pkt, sizeof(pkt), 0);
-                vsock_dev_queue_event(&o->vm, VSOCK_VQ_TX);
+                vsock_dev_queue_event(o->vm.vsock, VSOCK_VQ_TX);
                 drain(o);
                 if (r.op == VSOCK_OP_RESPONSE && (k & 0x80)) {   /* both close */
                     h.op = r.op = VSOCK_OP_SHUTDOWN;
@@ -295,8 +305,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     send_tx(g, pkt, sizeof(pkt), 0);
                     vsock_hdr_encode(&r, pkt);
                     send_tx(o, pkt, sizeof(pkt), 0);
-                    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
-                    vsock_dev_queue_event(&o->vm, VSOCK_VQ_TX);
+                    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
+                    vsock_dev_queue_event(o->vm.vsock, VSOCK_VQ_TX);
                     drain(g);
                     drain(o);
                 }
@@ -313,7 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         struct vsock_stats st;
-        vsock_dev_stats(&g->vm, &st);
+        vsock_dev_stats(g->vm.vsock, &st);
         if (st.conns > VSOCK_MAX_CONNS)
             abort();
         const struct vsock_dev *d0 = guests[0].vm.vsock, *d1 = guests[1].vm.vsock;
@@ -333,7 +343,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (int k = 0; k < 2; k++) {
         guests[k].hold = false;
-        vsock_dev_queue_event(&guests[k].vm, VSOCK_VQ_TX);
+        vsock_dev_queue_event(guests[k].vm.vsock, VSOCK_VQ_TX);
         drain(&guests[k]);
     }
     return 0;

@@ -19,7 +19,7 @@
 
 #include "hostd.h"
 #include "log.h"
-#include "mdl_services.h"
+#include "vhost_user.h"
 #include "vsock.h"
 #include "vu_internal.h"
 #include "fuzz_input.h"
@@ -37,35 +37,23 @@ static int reconnect(void)
         return -1;
     if (peer >= 0)
         close(peer);
-    vm->conn_fd = sv[0];
     peer = sv[1];
-    return 0;
+    return vu_backend_adopt_conn(vm->vu, sv[0]);
 }
 
+/* The whole daemon stack for one VM (echo and MDL RPC services included),
+ * with no socket: the input is the front-end. */
 static int setup_once(void)
 {
     if (vm)
         return 0;
     log_threshold = getenv("FUZZ_LOG") ? LOG_DEBUG : -1;
-    h.loop = evloop_new();
-    vm = calloc(1, sizeof(*vm));
-    if (!h.loop || !vm)
+    struct hostd_options o = { .sibling_routing = true, .vm_page_quota = 64, .global_page_quota = 128,
+                               .max_vmas = 64 };
+    struct vm_config c = { .name = "fuzz", .cid = 3 };
+    if (hostd_init(&h, &o) < 0 || hostd_vm_add(&h, &c) < 0)
         return -1;
-    vm->hostd = &h;
-    snprintf(vm->name, sizeof(vm->name), "fuzz");
-    vm->cid = 3;
-    vm->listen_fd = -1;
-    vm->conn_fd = -1;
-    memtable_init(&vm->mem);
-    for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
-        virtq_init(&vm->vq[q], q, &vm->mem);
-    h.vms[0] = vm;
-    h.nvms = 1;
-    if (vsock_dev_create(vm) < 0)
-        return -1;
-    struct mdl_options mo = { .vm_page_quota = 64, .global_page_quota = 128, .max_vmas = 64 };
-    if (echo_service_register(&h) < 0 || mdl_services_init(&h, &mo) < 0)
-        return -1;
+    vm = h.vms[0];
     return 0;
 }
 
@@ -154,8 +142,8 @@ static void send_msg(uint32_t req, uint32_t flags, const void *p, uint32_t size,
 {
     struct vu_msg_hdr hdr = { req, flags, size };
     int fds[1] = { fd };
-    if (vu_process_msg(vm, &hdr, p, fds, fd >= 0 ? 1 : 0) < 0) {
-        vu_vm_disconnect(vm, "fuzz: setup");
+    if (vu_backend_process(vm->vu, &hdr, p, fds, fd >= 0 ? 1 : 0) < 0) {
+        vu_backend_disconnect(vm->vu, "fuzz: setup");
         reconnect();
     }
     uint8_t sink[512];
@@ -169,7 +157,7 @@ static void canned_start(struct fuzz_in *in)
 {
     uint64_t f = VU_OFFERED_PROTOCOL_FEATURES;
     send_msg(VHOST_USER_SET_PROTOCOL_FEATURES, 1, &f, 8, -1);
-    f = VU_OFFERED_FEATURES & ~(fuzz_take8(in) & 1 ? 0 : (1ull << VIRTIO_RING_F_EVENT_IDX));
+    f = (VU_TRANSPORT_FEATURES | (1ull << VIRTIO_VSOCK_F_SEQPACKET)) & ~(fuzz_take8(in) & 1 ? 0 : (1ull << VIRTIO_RING_F_EVENT_IDX));
     send_msg(VHOST_USER_SET_FEATURES, 1, &f, 8, -1);
     int mfd = make_memfd();
     if (mfd < 0)
@@ -267,7 +255,7 @@ static void run_one(struct fuzz_in *in)
         } else if (hdr.request == VHOST_USER_SET_FEATURES && hdr.size == 8) {
             uint64_t f;
             memcpy(&f, payload, 8);
-            f &= VU_OFFERED_FEATURES;
+            f &= VU_TRANSPORT_FEATURES | (1ull << VIRTIO_VSOCK_F_SEQPACKET);
             memcpy(payload, &f, 8);
         } else if (hdr.request == VHOST_USER_SET_PROTOCOL_FEATURES && hdr.size == 8) {
             uint64_t f;
@@ -294,13 +282,13 @@ static void run_one(struct fuzz_in *in)
             return;
         }
 
-    int r = vu_process_msg(vm, &hdr, payload, fds, nfds);
+    int r = vu_backend_process(vm->vu, &hdr, payload, fds, nfds);
     /* drain replies */
     uint8_t sink[8192];
     while (peer >= 0 && read(peer, sink, sizeof(sink)) > 0) {
     }
     if (r < 0) {
-        vu_vm_disconnect(vm, "fuzz: protocol violation");
+        vu_backend_disconnect(vm->vu, "fuzz: protocol violation");
         reconnect();
     }
     /* The guest makes one more avail entry visible (rx: sel bit 2 set, tx:
@@ -308,15 +296,15 @@ static void run_one(struct fuzz_in *in)
      * with the input. Lets a seed wait for the RESPONSE before sending data. */
     if (sel & 0x08) {
         uint64_t gpa = (sel & 0x04 ? VSOCK_VQ_RX : VSOCK_VQ_TX) * 0x1000ull + 0x100 + 2;
-        uint16_t *idx = memtable_gpa_to_hva(&vm->mem, gpa, sizeof(*idx));
+        uint16_t *idx = memtable_gpa_to_hva(vu_backend_mem(vm->vu), gpa, sizeof(*idx));
         if (idx)
             __atomic_store_n(idx, (uint16_t)(*idx + 1), __ATOMIC_RELEASE);
     }
     /* a guest kick on each ring now and then */
     if (sel & 0x10)
         for (unsigned q = 0; q < VSOCK_NUM_VQ; q++)
-            if (virtq_ready(&vm->vq[q]))
-                vsock_dev_queue_event(vm, q);
+            if (virtq_ready(vu_backend_queue(vm->vu, q)))
+                vsock_dev_queue_event(vm->vsock, q);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -341,7 +329,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         canned_start(&in);
     for (int i = 0; i < 64 && in.n; i++)
         run_one(&in);
-    vu_vm_disconnect(vm, "fuzz: end of input");
+    vu_backend_disconnect(vm->vu, "fuzz: end of input");
     close(peer);
     peer = -1;
     if (base_fds >= 0 && count_fds(false) > base_fds) {

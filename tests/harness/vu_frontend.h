@@ -16,7 +16,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "vhost_user.h" /* message numbers and payload structs (hostd/src) */
+#include "vhost_user_proto.h" /* message numbers and payload structs */
+#include "vsock_pkt.h"        /* the virtio-vsock header and feature bits */
 
 /* ------------------------------------------------------------------ hostd */
 #define HD_MAX_VMS 8

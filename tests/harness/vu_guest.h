@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "virtio_ring.h"
 #include "vu_frontend.h"
 
 #define GVQ_NUM 256          /* queue size the harness uses */

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "hostd.h"
+#include "map_engine.h"
+#include "memtable.h"
 
 extern int mdl_test_failures;
 
@@ -33,12 +34,16 @@ extern int mdl_test_failures;
 #define FAKE_HOLE_GPA (16ull << 20)
 
 struct fake_vm {
-    struct vm vm;
+    char name[64];
+    uint64_t cid;
+    struct memtable mem;
     int fd;
     uint8_t *file;
 };
 
 int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid);
 void fake_vm_fini(struct fake_vm *f);
+/* The fake VM as a VM of engine e (freed with e). */
+struct map_vm *fake_vm_add(struct fake_vm *f, struct map_engine *e);
 /* file offset of gpa (region A or B) */
 uint64_t fake_gpa_to_file(uint64_t gpa);

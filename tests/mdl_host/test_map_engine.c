@@ -35,7 +35,8 @@ static int map_k(struct map_engine *e, struct map_owner *o, uint64_t h, uint32_t
 static void test_coalescing(struct fake_vm *f)
 {
     struct map_engine *e = engine(0, 0, 1000);
-    struct map_owner o = { &f->vm, 1 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_owner o = { fv, 1 };
     uint64_t pfns[16], h;
     const struct map_obj *m;
     struct map_stats st;
@@ -76,7 +77,8 @@ static void test_coalescing(struct fake_vm *f)
 static void test_bounds(struct fake_vm *f)
 {
     struct map_engine *e = engine(0, 0, 1000);
-    struct map_owner o = { &f->vm, 1 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_owner o = { fv, 1 };
     uint64_t h, p1[1], p2[2];
 
     p1[0] = FAKE_HOLE_GPA >> 12; /* MMIO hole */
@@ -158,7 +160,8 @@ static bool write_faults(volatile uint8_t *p)
 static void test_nowrite(struct fake_vm *f)
 {
     struct map_engine *e = engine(0, 0, 1000);
-    struct map_owner o = { &f->vm, 1 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_owner o = { fv, 1 };
     uint64_t pfns[2] = { 50, 51 }, h;
     const struct map_obj *m;
     char perm[5];
@@ -183,7 +186,9 @@ static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
 {
     /* 100 pages per VM, 150 global */
     struct map_engine *e = engine(100, 150, 1000);
-    struct map_owner o = { &f->vm, 1 }, o2 = { &g->vm, 2 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_vm *gv = fake_vm_add(g, e); (void)gv;
+    struct map_owner o = { fv, 1 }, o2 = { gv, 2 };
     uint64_t pfns[80], h, h2, h3;
     const struct map_obj *m;
     for (int i = 0; i < 80; i++)
@@ -197,7 +202,7 @@ static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
     CHECK_EQ(lock_pages(e, &o, pfns, 6, &h3), 0);
     CHECK_EQ(map_k(e, &o, h3, 32, &m), -ENOSPC); /* High: 101 > 100 */
     uint64_t pages, maps;
-    map_engine_vm_usage(e, &f->vm, &pages, &maps);
+    map_engine_vm_usage(e, fv, &pages, &maps);
     CHECK_EQ(pages, 95);
     CHECK_EQ(maps, 2);
     /* global: 95 used of 150; other VM maps 40 Normal: 135 <= 135 ok, then Low 1 fails */
@@ -211,6 +216,7 @@ static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
 
     /* VMA budget: 10 VMAs; a fully scattered 8-page MDL needs 9 */
     e = engine(0, 0, 10);
+    o.vm = fake_vm_add(f, e);
     for (int i = 0; i < 8; i++)
         pfns[i] = 400 + 2 * (uint64_t)i;
     CHECK_EQ(lock_pages(e, &o, pfns, 8, &h), 0);
@@ -224,7 +230,8 @@ static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
 static void test_zero_copy(struct fake_vm *f)
 {
     struct map_engine *e = engine(0, 0, 1000);
-    struct map_owner o = { &f->vm, 1 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_owner o = { fv, 1 };
     /* 3 pages, scattered across both regions, buffer at offset 100 */
     uint64_t pfns[3] = { 700, (FAKE_B_GPA >> 12) + 10, 3 }, h;
     const struct map_obj *m;
@@ -252,7 +259,9 @@ static void test_zero_copy(struct fake_vm *f)
 static void test_scoping(struct fake_vm *f, struct fake_vm *g)
 {
     struct map_engine *e = engine(0, 0, 1000);
-    struct map_owner a = { &f->vm, 7 }, b = { &g->vm, 7 }, a2 = { &f->vm, 8 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_vm *gv = fake_vm_add(g, e); (void)gv;
+    struct map_owner a = { fv, 7 }, b = { gv, 7 }, a2 = { fv, 8 };
     uint64_t pfns[1] = { 10 }, h;
     const struct map_obj *m;
     unsigned rel;
@@ -306,15 +315,16 @@ static void test_memtable_change(struct fake_vm *f)
 {
     /* a mapping survives the region being removed from the memtable */
     struct map_engine *e = engine(0, 0, 1000);
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
     struct fake_vm t;
     CHECK_EQ(fake_vm_init(&t, "tmp", 9), 0);
-    struct map_owner o = { &t.vm, 1 };
+    struct map_owner o = { fake_vm_add(&t, e), 1 };
     uint64_t pfns[1] = { 20 }, h;
     const struct map_obj *m;
     CHECK_EQ(lock_pages(e, &o, pfns, 1, &h), 0);
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
     t.file[20 * PG] = 0x5a;
-    memtable_clear(&t.vm.mem);
+    memtable_clear(&t.mem);
     CHECK_EQ(((uint8_t *)(uintptr_t)m->address)[0], 0x5a);
     /* a new map of the locked MDL now fails: frames are no longer RAM */
     uint64_t h2;
@@ -378,7 +388,8 @@ static const struct map_obj *map_u(struct map_engine *e, struct map_owner *o, ui
 static void test_user_orphans(struct fake_vm *f)
 {
     struct map_engine *e = engine(14, 0, 0); /* Normal share: 12 pages */
-    struct map_owner o = { &f->vm, 7 };
+    struct map_vm *fv = fake_vm_add(f, e); (void)fv;
+    struct map_owner o = { fv, 7 };
     struct fake_consumer fc = { 0 }, fc2 = { 0 };
     struct done_rec d1 = { 0 }, d2 = { 0 }, d3 = { 0 }, d4 = { 0 };
     uint64_t id, id2, pfns[4] = { 300, 301, 302, 303 }, h;
@@ -417,7 +428,7 @@ static void test_user_orphans(struct fake_vm *f)
     CHECK(map_engine_find_map(e, ha) == NULL);
     CHECK(map_engine_find_map(e, hp) == NULL);
     uint64_t pages, maps;
-    map_engine_vm_usage(e, &f->vm, &pages, &maps);
+    map_engine_vm_usage(e, fv, &pages, &maps);
     CHECK_EQ(pages, 0);
     CHECK_EQ(maps, 0);
     /* a late answer for the failed one finds nothing */
@@ -432,7 +443,7 @@ static void test_user_orphans(struct fake_vm *f)
     /* the guest's unmap of an orphan: address and MDL still checked, then 0 */
     CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr + PG, h, detail, DL), -ENXIO);
     CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr, h + 1, detail, DL), -EINVAL);
-    struct map_owner other = { &f->vm, 8 };
+    struct map_owner other = { fv, 8 };
     CHECK_EQ(map_engine_unmap(e, &other, ha, aaddr, h, detail, DL), -EBADF);
     CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr, h, detail, DL), 0);
     CHECK_EQ(map_engine_unmap(e, &o, ha, aaddr, h, detail, DL), -EBADF);

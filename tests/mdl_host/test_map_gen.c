@@ -43,7 +43,8 @@ int main(void)
         return 1;
     }
     struct map_engine *e = engine();
-    struct map_owner o = { &f.vm, 1 };
+    struct map_vm *fv = fake_vm_add(&f, e);
+    struct map_owner o = { fv, 1 };
     const struct map_obj *m;
     uint64_t hA, hB, hB2, hU;
     uint64_t b = FAKE_B_GPA >> 12;
@@ -61,7 +62,7 @@ int main(void)
 
     /* region B removed between lock and map: B's MDL must fail re-validation
      * (its cached runs borrow a now-closed fd), A's still maps */
-    CHECK_EQ(memtable_remove(&f.vm.mem, FAKE_B_GPA, B_SIZE, B_UVA), 0);
+    CHECK_EQ(memtable_remove(&f.mem, FAKE_B_GPA, B_SIZE, B_UVA), 0);
     CHECK_EQ(map_k(e, &o, hB, &m), -EFAULT);
     memset(f.file + 100 * PG, 0x11, 16 * PG);
     CHECK_EQ(map_k(e, &o, hA, &m), 0);
@@ -70,7 +71,7 @@ int main(void)
 
     /* B re-added at the same GPA over a different part of the file: the map
      * must follow the new table, not the offsets cached at lock time */
-    CHECK_EQ(memtable_add(&f.vm.mem, FAKE_B_GPA, B_SIZE, B_UVA, 32u << 20, dup(f.fd)), 0);
+    CHECK_EQ(memtable_add(&f.mem, FAKE_B_GPA, B_SIZE, B_UVA, 32u << 20, dup(f.fd)), 0);
     memset(f.file + (16u << 20) + 8 * PG, 0x22, 4 * PG); /* old backing */
     memset(f.file + (32u << 20) + 8 * PG, 0x33, 4 * PG); /* new backing */
     CHECK_EQ(map_k(e, &o, hB2, &m), 0);

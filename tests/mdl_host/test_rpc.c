@@ -90,11 +90,12 @@ int main(void)
         return 1;
     struct map_limits lim = { .max_vmas = 1000 };
     struct map_engine *e = map_engine_new(&lim);
+    struct map_vm *fv = fake_vm_add(&f, e);
     struct sink s;
     frame_reader_init(&s.rd, MDLMAP_MAX_FRAME);
     s.budget = SIZE_MAX;
     struct rpc_conn c;
-    rpc_conn_init(&c, e, &f.vm, 42, sink_send, &s);
+    rpc_conn_init(&c, e, fv, 42, sink_send, &s);
 
     /* Hello: version ranges */
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
@@ -298,7 +299,7 @@ int main(void)
     CHECK_EQ(st.leaks_reported, 4);
 
     /* oversize frame: error reply, then the connection closes */
-    rpc_conn_init(&c, e, &f.vm, 43, sink_send, &s);
+    rpc_conn_init(&c, e, fv, 43, sink_send, &s);
     uint8_t bad[8] = { 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4 };
     CHECK_EQ(rpc_conn_input(&c, bad, sizeof(bad)), sizeof(bad));
     CHECK(rpc_conn_done(&c));
@@ -307,7 +308,7 @@ int main(void)
     frame_envelope_free(r);
     rpc_conn_fini(&c, "test");
     /* undecodable envelope */
-    rpc_conn_init(&c, e, &f.vm, 44, sink_send, &s);
+    rpc_conn_init(&c, e, fv, 44, sink_send, &s);
     uint8_t junk[7] = { 3, 0, 0, 0, 0xff, 0xff, 0xff };
     rpc_conn_input(&c, junk, sizeof(junk));
     CHECK(rpc_conn_done(&c));
@@ -334,7 +335,7 @@ int main(void)
         for (int i = 0; i < NC && blob; i++) {
             frame_reader_init(&ss[i].rd, MDLMAP_MAX_FRAME);
             ss[i].budget = SIZE_MAX;
-            rpc_conn_init(&cs[i], e, &f.vm, 100 + (uint64_t)i, sink_send, &ss[i]);
+            rpc_conn_init(&cs[i], e, fv, 100 + (uint64_t)i, sink_send, &ss[i]);
             for (size_t off = 0; off < want && !rpc_conn_done(&cs[i]);) {
                 size_t k = want - off < chunk ? want - off : chunk;
                 size_t used = rpc_conn_input(&cs[i], blob + off, k);
@@ -342,7 +343,7 @@ int main(void)
                     break;
                 off += used;
             }
-            CHECK(rpc_conn_vm_buffered(&f.vm) <= RPC_RX_VM_CAP);
+            CHECK(rpc_conn_vm_buffered(fv) <= RPC_RX_VM_CAP);
             if (rpc_conn_done(&cs[i])) {
                 if (refused < 0)
                     refused = i;
@@ -355,14 +356,14 @@ int main(void)
         CHECK_EQ(refused, (int)(RPC_RX_VM_CAP / (MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR)));
         rpc_conn_fini(&cs[0], "test");
         /* the freed share is usable again */
-        rpc_conn_init(&cs[0], e, &f.vm, 200, sink_send, &ss[0]);
+        rpc_conn_init(&cs[0], e, fv, 200, sink_send, &ss[0]);
         CHECK_EQ(rpc_conn_input(&cs[0], blob, chunk), chunk);
         CHECK(!rpc_conn_done(&cs[0]));
         for (int i = 0; i < NC && blob; i++) {
             rpc_conn_fini(&cs[i], "test");
             frame_reader_free(&ss[i].rd);
         }
-        CHECK_EQ(rpc_conn_vm_buffered(&f.vm), 0);
+        CHECK_EQ(rpc_conn_vm_buffered(fv), 0);
         free(blob);
     }
 

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "evloop.h"
-#include "hostd.h"
 #include "log.h"
 #include "unit_check.h"
 #include "vsock.h"
@@ -29,17 +28,39 @@
         }                                                                          \
     } while (0)
 
-/* ---- hostd glue (main.c is not in the library) ---- */
+/* ---- what the daemon layer would give the device ---- */
 
-static struct hostd hd;
+/* A VM as this test needs it: memory, the two queues, the device. */
+struct tvm {
+    char name[64];
+    uint64_t cid;
+    struct memtable mem;
+    struct virtq vq[VSOCK_NUM_VQ];
+    struct vsock_dev *vsock;
+};
 
-struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid)
+static struct evloop *loop;
+static struct tvm *tvms[4];
+static unsigned ntvms;
+static bool routing = true;
+
+static struct vsock_dev *peer_dev(void *ctx, uint64_t cid)
 {
-    for (unsigned i = 0; i < h->nvms; i++)
-        if (h->vms[i] && h->vms[i]->cid == cid)
-            return h->vms[i];
+    for (unsigned i = 0; i < ntvms; i++)
+        if (tvms[i]->cid == cid)
+            return tvms[i]->vsock;
     return NULL;
 }
+
+/* --sibling-routing for every device, as hostd would configure them. */
+static void set_routing(bool on)
+{
+    routing = on;
+    for (unsigned i = 0; i < ntvms; i++)
+        tvms[i]->vsock->sibling_routing = on;
+}
+
+static const struct vsock_service *const *test_services;
 
 /* ---- fake guest driver ---- */
 
@@ -61,7 +82,7 @@ struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid)
 #define GPA_RXBUF 0x600000
 
 struct guest {
-    struct vm vm;
+    struct tvm vm;
     uint8_t *mem;
     struct vring_desc *txd, *rxd;
     struct vring_avail *txa, *rxa;
@@ -116,7 +137,6 @@ static void rx_post(struct guest *g, int slot)
 static void guest_init(struct guest *g, uint64_t cid, const char *name)
 {
     memset(g, 0, sizeof(*g));
-    g->vm.hostd = &hd;
     g->vm.cid = cid;
     snprintf(g->vm.name, sizeof(g->vm.name), "%s", name);
     memtable_init(&g->vm.mem);
@@ -135,22 +155,30 @@ static void guest_init(struct guest *g, uint64_t cid, const char *name)
     for (int i = 0; i < TX_SLOTS; i++)
         g->tx_free[i] = i;
     g->ntx_free = TX_SLOTS;
-    CHECK(vsock_dev_create(&g->vm) == 0);
+    struct vsock_dev_config dc = { .name = g->vm.name, .cid = cid, .loop = loop, .rx = &g->vm.vq[VSOCK_VQ_RX],
+                                   .tx = &g->vm.vq[VSOCK_VQ_TX], .peer = peer_dev, .sibling_routing = routing };
+    g->vm.vsock = vsock_dev_new(&dc);
+    CHECK(g->vm.vsock != NULL);
+    CHECK(vsock_dev_add_service(g->vm.vsock, &vsock_echo_service, NULL) == 0);
+    CHECK(vsock_dev_add_service(g->vm.vsock, &vsock_echo_service, NULL) == -EEXIST);
+    for (unsigned i = 0; test_services[i]; i++)
+        CHECK(vsock_dev_add_service(g->vm.vsock, test_services[i], NULL) == 0);
     for (int i = 0; i < RX_SLOTS; i++)
         rx_post(g, i);
-    hd.vms[hd.nvms++] = &g->vm;
-    vsock_dev_queue_event(&g->vm, VSOCK_VQ_RX);
+    tvms[ntvms++] = &g->vm;
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_RX);
 }
 
 static void guest_fini(struct guest *g)
 {
-    vsock_dev_destroy(&g->vm);
+    vsock_dev_free(g->vm.vsock);
+    for (unsigned i = 0; i < ntvms; i++)
+        if (tvms[i] == &g->vm)
+            tvms[i] = tvms[--ntvms];
+    g->vm.vsock = NULL;
     virtq_reset(&g->vm.vq[0]);
     virtq_reset(&g->vm.vq[1]);
     memtable_clear(&g->vm.mem);
-    for (unsigned i = 0; i < hd.nvms; i++)
-        if (hd.vms[i] == &g->vm)
-            hd.vms[i] = hd.vms[--hd.nvms];
 }
 
 static void tx_reclaim(struct guest *g)
@@ -166,7 +194,7 @@ static void tx_reclaim(struct guest *g)
 
 static void kick_tx(struct guest *g)
 {
-    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
     tx_reclaim(g);
 }
 
@@ -255,7 +283,7 @@ static int guest_rx(struct guest *g, struct rxpkt *out, int max)
         }
     }
     if (reposted)
-        vsock_dev_queue_event(&g->vm, VSOCK_VQ_RX);
+        vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_RX);
     return n;
 }
 
@@ -264,7 +292,7 @@ static void release_rx(struct guest *g)
     g->hold_rx = false;
     while (g->nheld)
         rx_post(g, g->held[--g->nheld]);
-    vsock_dev_queue_event(&g->vm, VSOCK_VQ_RX);
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_RX);
 }
 
 static struct rxpkt pkts[512];
@@ -362,7 +390,7 @@ static void test_handshake_and_rst(struct guest *g)
     CHECK(gconnect(&c, g, 40000, MDLMAP_PORT_ECHO, VSOCK_TYPE_STREAM, 65536));
     CHECK(c.peer_buf_alloc == VSOCK_BUF_ALLOC);
     struct vsock_stats st;
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.conns == 1);
 
     /* unknown port: RST */
@@ -384,7 +412,7 @@ static void test_handshake_and_rst(struct guest *g)
     CHECK(n == 1 && sum_ops(n, &u, VSOCK_OP_RST) == 1);
 
     /* wrong source CID: dropped, counted, no answer */
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     uint64_t bad0 = st.bad_pkts;
     struct vsock_hdr h = ghdr(&u, VSOCK_OP_REQUEST, 0, 0);
     h.src_cid = g->vm.cid + 1;
@@ -407,7 +435,7 @@ static void test_handshake_and_rst(struct guest *g)
     tx_raw(g, wire, sizeof(wire), false);
     kick_tx(g);
     n = guest_rx(g, pkts, 512);
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(n == 0);
     CHECK(st.bad_pkts == bad0 + 6);
 
@@ -416,7 +444,7 @@ static void test_handshake_and_rst(struct guest *g)
     kick_tx(g);
     n = guest_rx(g, pkts, 512);
     CHECK(sum_ops(n, &c, VSOCK_OP_RST) == 1);
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.conns == 0);
 }
 
@@ -575,7 +603,7 @@ static void test_credit_violation(struct guest *g)
     struct gconn c;
     CHECK(gconnect(&c, g, 42000, MDLMAP_PORT_ECHO, VSOCK_TYPE_STREAM, 4096));
     struct vsock_stats st0, st;
-    vsock_dev_stats(&g->vm, &st0);
+    vsock_dev_stats(g->vm.vsock, &st0);
     g->hold_rx = true;   /* the guest app never reads: echo output backs up */
     static uint8_t buf[65536];
     memset(buf, 'x', sizeof(buf));
@@ -588,7 +616,7 @@ static void test_credit_violation(struct guest *g)
     int n, rst = 0;
     for (int k = 0; k < 10 && (n = guest_rx(g, pkts, 512)) > 0; k++)
         rst += (int)sum_ops(n, &c, VSOCK_OP_RST);
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(rst == 2);   /* the violation, then the last packet for a closed connection */
     CHECK(st.bad_pkts == st0.bad_pkts + 1);
     CHECK(st.conns == st0.conns - 1);
@@ -603,7 +631,7 @@ static void test_credit_request_flood(struct guest *g)
         gsend_ctl(&c, VSOCK_OP_CREDIT_REQUEST, 0);
     kick_tx(g);
     g->vm.vq[VSOCK_VQ_RX].enabled = true;
-    vsock_dev_queue_event(&g->vm, VSOCK_VQ_RX);
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_RX);
     int n = guest_rx(g, pkts, 512);
     CHECK(n == 1 && sum_ops(n, &c, VSOCK_OP_CREDIT_UPDATE) == 1);
 
@@ -723,7 +751,7 @@ static void test_service_close(struct guest *g)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rst = 0;
     while (!rst) {
-        evloop_run_once(hd.loop, 3000);
+        evloop_run_once(loop, 3000);
         n = guest_rx(g, pkts, 512);
         rst += (int)sum_ops(n, &c, VSOCK_OP_RST);
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -821,11 +849,11 @@ static void test_reset(struct guest *g)
     }
     kick_tx(g);
     struct vsock_stats st;
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.conns == 4);
     unsigned closed0 = closer_closed;
-    vsock_dev_reset(&g->vm, "test reset");
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_reset(g->vm.vsock, "test reset");
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.conns == 0);
     CHECK(closer_closed == closed0 + 1 && !strcmp(closer_why, "test reset"));
     /* usable again (a real reset would also reset the rings: keep ours) */
@@ -838,7 +866,7 @@ static void test_reset(struct guest *g)
 
 static void test_siblings(struct guest *a, struct guest *b)
 {
-    hd.sibling_routing = true;
+    set_routing(true);
     struct gconn ca = { 0 };
     ca.g = a;
     ca.port = 50000;
@@ -889,21 +917,21 @@ static void test_siblings(struct guest *a, struct guest *b)
         CHECK(n == 1 && pkts[0].h.op == VSOCK_OP_RST && pkts[0].h.src_cid == targets[i] &&
               pkts[0].h.dst_port == 50001);
     }
-    hd.sibling_routing = false;
+    set_routing(false);
     bad.dst_cid = b->vm.cid;
     gsend_ctl(&bad, VSOCK_OP_REQUEST, 0);
     kick_tx(a);
     n = guest_rx(a, pkts, 512);
     CHECK(n == 1 && pkts[0].h.op == VSOCK_OP_RST);
     CHECK(guest_rx(b, pkts, 512) == 0);
-    hd.sibling_routing = true;
+    set_routing(true);
 
     /* a resets: b gets an RST for the connection */
-    vsock_dev_reset(&a->vm, "sibling test");
+    vsock_dev_reset(a->vm.vsock, "sibling test");
     n = guest_rx(b, pkts, 512);
     CHECK(n == 1 && pkts[0].h.op == VSOCK_OP_RST && pkts[0].h.src_cid == a->vm.cid &&
           pkts[0].h.src_port == 50000 && pkts[0].h.dst_port == 6000);
-    vsock_dev_reset(&b->vm, "sibling test");
+    vsock_dev_reset(b->vm.vsock, "sibling test");
     CHECK(guest_rx(a, pkts, 512) == 0);   /* already gone: nothing more */
 }
 
@@ -946,13 +974,13 @@ static bool sib_establish(struct guest *a, struct guest *b, struct gconn *ca, st
 static uint64_t refused(struct guest *g)
 {
     struct vsock_stats st;
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     return st.sib_refused;
 }
 
 static void test_sibling_tracking(struct guest *a, struct guest *b)
 {
-    hd.sibling_routing = true;
+    set_routing(true);
     struct vsock_dev *da = a->vm.vsock, *db = b->vm.vsock;
     CHECK(da->nsibs == 0 && db->nsibs == 0);
     uint64_t ref0 = refused(a);
@@ -1081,7 +1109,7 @@ static void test_sibling_tracking(struct guest *a, struct guest *b)
     CHECK(sib_establish(b, a, &cb, &ca, 52000, 9000));
     CHECK(db->nsibs_out == 1);
     /* a resets: b hears an RST for every one (more than its RST queue holds) */
-    vsock_dev_reset(&a->vm, "cap test");
+    vsock_dev_reset(a->vm.vsock, "cap test");
     int rsts = 0;
     while ((n = guest_rx(b, pkts, 512)) > 0)
         for (int i = 0; i < n; i++)
@@ -1139,14 +1167,14 @@ static void test_budget_and_lazy_rings(struct guest *g)
 
     /* a fills its whole window: accepted, held by the service */
     struct vsock_stats st0, st;
-    vsock_dev_stats(&g->vm, &st0);
+    vsock_dev_stats(g->vm.vsock, &st0);
     fill(g, &a, VSOCK_BUF_ALLOC);
     CHECK(va->in.buf && !va->out.buf && va->in.tail - va->in.head == VSOCK_BUF_ALLOC);
     /* c sends past its (short) window: credit violation, reset */
     fill(g, &c, 90000 + 1);
     int n = guest_rx(g, pkts, 512);
     CHECK(sum_ops(n, &c, VSOCK_OP_RST) == 1 && sum_ops(n, &a, VSOCK_OP_RST) == 0);
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.bad_pkts == st0.bad_pkts + 1 && st.conns == st0.conns - 1);
     CHECK(dev->nshort == 0);
 
@@ -1164,9 +1192,9 @@ static void test_budget_and_lazy_rings(struct guest *g)
     CHECK(upd == VSOCK_BUF_ALLOC && dev->nshort == 0);
     CHECK(dev->in_committed == 2ull * VSOCK_BUF_ALLOC);
     /* a credit-respecting sender is never refused: c fills its full window */
-    vsock_dev_stats(&g->vm, &st0);
+    vsock_dev_stats(g->vm.vsock, &st0);
     fill(g, &c, VSOCK_BUF_ALLOC);
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.bad_pkts == st0.bad_pkts && st.conns == st0.conns);
 
     /* idle rings are freed by the trim sweep (scheduled on the timer) */
@@ -1217,19 +1245,19 @@ static void test_halfclose_timeout(struct guest *g)
     kick_tx(g);
     CHECK(sum_ops(guest_rx(g, pkts, 512), &c, VSOCK_OP_RST) == 0);
     struct vsock_stats st0, st;
-    vsock_dev_stats(&g->vm, &st0);
+    vsock_dev_stats(g->vm.vsock, &st0);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rst = 0;
     for (;;) {
-        evloop_run_once(hd.loop, 1000);
+        evloop_run_once(loop, 1000);
         rst += (int)sum_ops(guest_rx(g, pkts, 512), &c, VSOCK_OP_RST);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (rst || t1.tv_sec - t0.tv_sec > 3)
             break;
     }
     double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(rst == 1 && dt >= 0.25 && dt < 1.5);
     CHECK(st.conns == st0.conns - 1);
     printf("     half-close timeout RST after %.2f s\n", dt);
@@ -1311,7 +1339,7 @@ static void test_shutdown_rcv(struct guest *g)
  * target posts no rx buffers: the sender's tx waits, nothing is lost or reset. */
 static void test_sibling_backpressure(struct guest *a, struct guest *b)
 {
-    hd.sibling_routing = true;
+    set_routing(true);
     struct gconn ca, cb;
     CHECK(sib_establish(a, b, &ca, &cb, 53000, 7100));
     b->hold_rx = true;
@@ -1400,7 +1428,7 @@ static size_t async_recv(struct vsock_conn *c, void *priv, const uint8_t *data, 
     if (len == 5 && !memcmp(data, "reset", 5)) {
         /* the VM goes away under our feet: closed() must wait for us to return */
         unsigned closed0 = async_closed;
-        vsock_dev_reset(vsock_conn_vm(c), "reset from recv");
+        vsock_dev_reset(vsock_conn_dev(c), "reset from recv");
         if (async_closed != closed0)
             async_reentered += 1000;
     }
@@ -1481,7 +1509,7 @@ static void async_wait_timer(void)
 {
     unsigned f0 = async_fired;
     for (int i = 0; i < 100 && async_fired == f0; i++) {
-        evloop_run_once(hd.loop, 50);
+        evloop_run_once(loop, 50);
     }
 }
 
@@ -1489,7 +1517,7 @@ static void test_async_service(struct guest *g)
 {
     struct vsock_dev *dev = g->vm.vsock;
     async_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    CHECK(async_tfd >= 0 && evloop_add(hd.loop, &async_th, async_tfd, EPOLLIN, async_timer_cb, NULL) == 0);
+    CHECK(async_tfd >= 0 && evloop_add(loop, &async_th, async_tfd, EPOLLIN, async_timer_cb, NULL) == 0);
     unsigned closed0 = async_closed;
 
     /* 1. the guest sends its request and SHUTDOWN(SEND); the reply from the
@@ -1508,7 +1536,7 @@ static void test_async_service(struct guest *g)
     /* the next loop iteration, without waiting, delivers */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    CHECK(evloop_run_once(hd.loop, 0) >= 1);
+    CHECK(evloop_run_once(loop, 0) >= 1);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int n = guest_rx(g, pkts, 512);
     CHECK(n == 2 && pkts[0].h.op == VSOCK_OP_RW && pkts[0].n == 7 && !memcmp(pkts[0].data, "re:ping", 7) &&
@@ -1526,7 +1554,7 @@ static void test_async_service(struct guest *g)
     kick_tx(g);
     async_wait_timer();
     CHECK(guest_rx(g, pkts, 512) == 0);
-    evloop_run_once(hd.loop, 0);
+    evloop_run_once(loop, 0);
     n = guest_rx(g, pkts, 512);
     CHECK(n == 2 && pkts[0].h.op == VSOCK_OP_RW && !memcmp(pkts[0].data, "re:cya", 6) &&
           pkts[1].h.op == VSOCK_OP_SHUTDOWN);
@@ -1544,7 +1572,7 @@ static void test_async_service(struct guest *g)
     CHECK(conn_of(g, &c) == NULL && async_q == NULL);
     guest_rx(g, pkts, 512);
     struct vsock_stats st;
-    vsock_dev_stats(&g->vm, &st);
+    vsock_dev_stats(g->vm.vsock, &st);
     CHECK(st.conns == 0);
 
     /* 4. a second send from outside while a pump is already pending: one kick */
@@ -1556,7 +1584,7 @@ static void test_async_service(struct guest *g)
     CHECK(vsock_conn_send(vc, "cd", 2, false) == 0);
     async_in_api = false;
     CHECK(guest_rx(g, pkts, 512) == 0 && dev->pump_pending);
-    evloop_run_once(hd.loop, 0);
+    evloop_run_once(loop, 0);
     n = guest_rx(g, pkts, 512);
     CHECK(n >= 1 && sum_ops(n, &c, VSOCK_OP_RW) >= 1);
     gsend_ctl(&c, VSOCK_OP_RST, 0);
@@ -1565,7 +1593,7 @@ static void test_async_service(struct guest *g)
     CHECK(async_reentered == 0);
     CHECK(async_closed == closed0 + 4);
     printf("     async service: %u closed, %u writable, no re-entry\n", async_closed - closed0, async_writable);
-    evloop_del(hd.loop, &async_th);
+    evloop_del(loop, &async_th);
     close(async_tfd);
     async_tfd = -1;
 }
@@ -1573,8 +1601,8 @@ static void test_async_service(struct guest *g)
 static void test_broken_ring(struct guest *g)
 {
     g->txa->idx = (uint16_t)(g->tx_avail + TXN + 5);   /* more than the ring holds */
-    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
-    vsock_dev_queue_event(&g->vm, VSOCK_VQ_TX);
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
     CHECK(g->vm.vq[VSOCK_VQ_TX].broken);
     CHECK(g->vm.vsock->tx_broken);
     g->txa->idx = g->tx_avail;
@@ -1583,16 +1611,11 @@ static void test_broken_ring(struct guest *g)
 int main(void)
 {
     log_threshold = LOG_WARN;
-    hd.loop = evloop_new();
-    CHECK(hd.loop != NULL);
-    CHECK(echo_service_register(&hd) == 0);
-    CHECK(echo_service_register(&hd) == -EEXIST);
-    CHECK(vsock_register_service(&hd, &closer_svc) == 0);
-    CHECK(vsock_register_service(&hd, &refuser_svc) == 0);
-    CHECK(vsock_register_service(&hd, &seq_svc) == 0);
-    CHECK(vsock_register_service(&hd, &hold_svc) == 0);
-    CHECK(vsock_register_service(&hd, &flags_svc) == 0);
-    CHECK(vsock_register_service(&hd, &async_svc) == 0);
+    loop = evloop_new();
+    CHECK(loop != NULL);
+    static const struct vsock_service *const services[] = { &closer_svc, &refuser_svc, &seq_svc, &hold_svc,
+                                                            &flags_svc, &async_svc, NULL };
+    test_services = services;
 
     static struct guest g, g2;
     guest_init(&g, 3, "g3");
@@ -1624,6 +1647,6 @@ int main(void)
     test_broken_ring(&g);
     guest_fini(&g2);
     guest_fini(&g);
-    evloop_free(hd.loop);
+    evloop_free(loop);
     return UNIT_DONE();
 }

@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hostd.h"
 #include "map_layout.h"
+#include "memtable.h"
 #include "map_leaks.h"
 
 #define MAP_DEFAULT_VM_PAGES (1ull << 18)     /* 1 GiB of 4 KiB pages */
@@ -33,8 +33,18 @@ struct map_limits {
     uint64_t max_vmas;           /* 0: derived from vm.max_map_count */
 };
 
+/* What the engine knows of a VM: its name and CID (for reports) and its
+ * guest memory table (frames are validated and mapped through it). The
+ * engine keeps its per-VM accounting in the struct map_vm it returns. */
+struct map_vm_view {
+    const char *name;
+    uint64_t cid;
+    const struct memtable *mem;  /* must outlive the map_vm */
+};
+struct map_vm;
+
 struct map_owner {
-    struct vm *vm;               /* compared only; never dereferenced after release */
+    struct map_vm *vm;
     uint64_t conn_id;
 };
 
@@ -107,7 +117,15 @@ struct map_engine;
 struct map_engine *map_engine_new(const struct map_limits *lim);
 void map_engine_free(struct map_engine *e);  /* unmaps and frees everything (no leak report) */
 
-/* MmProbeAndLockPages: validate geometry and frames against owner->vm->mem, store. */
+/* A VM the engine serves; NULL when out of memory. */
+struct map_vm *map_engine_vm_add(struct map_engine *e, const struct map_vm_view *view);
+/* The VM goes away: release everything it still holds (leak records with
+ * why), then forget it. */
+void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *why);
+const char *map_vm_name(const struct map_vm *vm);
+uint64_t map_vm_cid(const struct map_vm *vm);
+
+/* MmProbeAndLockPages: validate geometry and frames against the VM's memory table, store. */
 int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
                     uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
                     uint64_t *mdl_handle, char *detail, size_t dlen);
@@ -164,7 +182,7 @@ const struct map_obj *map_engine_first_map(const struct map_engine *e);
 void map_engine_stats(const struct map_engine *e, struct map_stats *s);
 const struct map_leaks *map_engine_leaks(const struct map_engine *e);
 /* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
-void map_engine_vm_usage(const struct map_engine *e, const struct vm *vm, uint64_t *pages, uint64_t *maps);
+void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps);
 
 enum map_prio map_prio_of(uint32_t priority);
 /* Allowed if usage after the request stays within the priority's share of limit. */

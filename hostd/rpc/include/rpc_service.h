@@ -1,5 +1,15 @@
-/* The guest RPC service on vsock port MDLMAP_PORT_RPC (STREAM). */
+/* The guest RPC service on vsock port MDLMAP_PORT_RPC (STREAM): MDL
+ * requests from a guest, served by the mapping engine. */
 #pragma once
-#include "hostd.h"
+#include "map_engine.h"
+#include "vsock.h"
 
-int rpc_service_register(struct hostd *h); /* needs h->maps */
+#define MDLMAP_PORT_RPC 1100
+
+struct rpc_service;
+
+struct rpc_service *rpc_service_new(struct map_engine *eng);
+/* After every device it serves is gone (their connections hold its state). */
+void rpc_service_free(struct rpc_service *s);
+/* Serve the RPC port on dev; its connections act for the engine's VM vm. */
+int rpc_service_attach(struct rpc_service *s, struct vsock_dev *dev, struct map_vm *vm);

@@ -1,83 +1,70 @@
-/* vhost-user backend (device side) for one VM, as QEMU 7.2's vhost-user-vsock
- * drives it. See docs/architecture.md and the vhost-user spec. */
+/* vhost-user backend (device side) for one VM: one listening socket, one
+ * front-end (QEMU) at a time, the guest memory table, the virtqueues and
+ * their eventfds. The backend knows no device: a device plugs in through
+ * struct vu_dev_ops (the shape of libvhost-user's VuDevIface) and reads its
+ * queues with vu_backend_queue(). */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
-#include <stddef.h>
 
-#include "hostd.h"
+#include "evloop.h"
+#include "memtable.h"
+#include "vhost_user_proto.h"
+#include "virtq.h"
 
-/* Requests (vhost-user spec, front-end message types) */
-enum vu_request {
-    VHOST_USER_GET_FEATURES = 1,
-    VHOST_USER_SET_FEATURES = 2,
-    VHOST_USER_SET_OWNER = 3,
-    VHOST_USER_RESET_OWNER = 4,
-    VHOST_USER_SET_MEM_TABLE = 5,
-    VHOST_USER_SET_LOG_BASE = 6,
-    VHOST_USER_SET_LOG_FD = 7,
-    VHOST_USER_SET_VRING_NUM = 8,
-    VHOST_USER_SET_VRING_ADDR = 9,
-    VHOST_USER_SET_VRING_BASE = 10,
-    VHOST_USER_GET_VRING_BASE = 11,
-    VHOST_USER_SET_VRING_KICK = 12,
-    VHOST_USER_SET_VRING_CALL = 13,
-    VHOST_USER_SET_VRING_ERR = 14,
-    VHOST_USER_GET_PROTOCOL_FEATURES = 15,
-    VHOST_USER_SET_PROTOCOL_FEATURES = 16,
-    VHOST_USER_GET_QUEUE_NUM = 17,
-    VHOST_USER_SET_VRING_ENABLE = 18,
-    VHOST_USER_GET_CONFIG = 24,
-    VHOST_USER_SET_CONFIG = 25,
-    VHOST_USER_RESET_DEVICE = 34,
-    VHOST_USER_GET_MAX_MEM_SLOTS = 36,
-    VHOST_USER_ADD_MEM_REG = 37,
-    VHOST_USER_REM_MEM_REG = 38,
+/* What a device tells the transport. Called from the event loop only. */
+struct vu_dev_ops {
+    /* Device-specific feature bits offered to the driver, on top of the ring
+     * features the transport implements (VERSION_1, INDIRECT_DESC, EVENT_IDX). */
+    uint64_t (*features)(void *dev);
+    /* Queues served by this backend (GET_QUEUE_NUM); at most VU_MAX_QUEUES. */
+    unsigned (*queue_count)(void *dev);
+    /* Device config space: copy len bytes at offset into buf. 0, or -EINVAL
+     * when [offset, offset+len) is outside it. */
+    int (*get_config)(void *dev, uint32_t offset, void *buf, uint32_t len);
+    /* Queue qidx is ready and may hold work: kicked, enabled, started,
+     * re-mapped after a memory table change, or polled (NOFD kick). */
+    void (*queue_event)(void *dev, unsigned qidx);
+    /* The device stops: a running ring was stopped (GET_VRING_BASE: guest
+     * reset or reboot, QEMU stop), RESET_OWNER / RESET_DEVICE, or the
+     * front-end went away. Drop all state tied to the guest's driver; the
+     * queues may start again afterwards. */
+    void (*stop)(void *dev, const char *why);
 };
 
-#define VHOST_USER_VERSION 0x1u
-#define VHOST_USER_VERSION_MASK 0x3u
-#define VHOST_USER_REPLY_MASK (0x1u << 2)
-#define VHOST_USER_NEED_REPLY_MASK (0x1u << 3)
-#define VHOST_USER_HDR_SIZE 12u
-#define VHOST_USER_MAX_PAYLOAD 4096u
-#define VHOST_USER_MAX_FDS 8u
-#define VHOST_USER_VRING_IDX_MASK 0xffu
-#define VHOST_USER_VRING_NOFD_MASK (0x1u << 8)
+struct vu_backend_config {
+    const char *name;            /* for log lines (the VM's name) */
+    const char *socket_path;
+    struct evloop *loop;         /* NULL: no listening (tests drive vu_backend_process) */
+    bool socket_group_set;       /* socket gets group socket_gid, mode 0660 */
+    unsigned socket_gid;
+};
 
-#define VHOST_USER_F_PROTOCOL_FEATURES 30
-#define VHOST_USER_PROTOCOL_F_MQ 0
-#define VHOST_USER_PROTOCOL_F_REPLY_ACK 3
-#define VHOST_USER_PROTOCOL_F_CONFIG 9
-#define VHOST_USER_PROTOCOL_F_RESET_DEVICE 13
-#define VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS 15
+struct vu_backend;
 
-#define VIRTIO_F_NOTIFY_ON_EMPTY 24
-#define VIRTIO_RING_F_INDIRECT_DESC 28
-#define VIRTIO_RING_F_EVENT_IDX 29
-#define VIRTIO_F_VERSION_1 32
-#define VIRTIO_VSOCK_F_SEQPACKET 1
+struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg);
+/* Plug the device in (before listening). */
+void vu_backend_attach(struct vu_backend *be, const struct vu_dev_ops *ops, void *dev);
+/* Create/bind/listen on the socket path (replacing a stale socket) and serve. */
+int vu_backend_listen(struct vu_backend *be);
+/* Close the front-end connection (if any); the device is stopped and the
+ * memory table dropped. The backend keeps listening. */
+void vu_backend_disconnect(struct vu_backend *be, const char *why);
+/* Stop listening, disconnect, free. */
+void vu_backend_free(struct vu_backend *be);
 
-#define VU_MAX_MEM_SLOTS 32
+/* The device's queues and the guest memory they live in. Pointers stay
+ * valid for the backend's lifetime. */
+struct virtq *vu_backend_queue(struct vu_backend *be, unsigned qidx);
+const struct memtable *vu_backend_mem(const struct vu_backend *be);
+bool vu_backend_connected(const struct vu_backend *be);
 
-struct vu_msg_hdr { uint32_t request; uint32_t flags; uint32_t size; } __attribute__((packed));
-struct vu_region { uint64_t gpa; uint64_t size; uint64_t uva; uint64_t mmap_offset; } __attribute__((packed));
-struct vu_mem_table { uint32_t nregions; uint32_t padding; struct vu_region r[8]; } __attribute__((packed));
-struct vu_mem_reg { uint64_t padding; struct vu_region r; } __attribute__((packed));
-struct vu_vring_state { uint32_t index; uint32_t num; } __attribute__((packed));
-struct vu_vring_addr {
-    uint32_t index, flags;
-    uint64_t desc, used, avail, log;
-} __attribute__((packed));
-struct vu_config { uint32_t offset, size, flags; uint8_t payload[]; } __attribute__((packed));
-
-/* Create/bind/listen on vm->socket_path (replacing a stale socket) and serve. */
-int vu_vm_listen(struct vm *vm);
-/* Close the QEMU connection (if any) and tear down all device state. */
-void vu_vm_disconnect(struct vm *vm, const char *why);
-/* Stop listening and free everything (hostd shutdown). */
-void vu_vm_close(struct vm *vm);
-
-/* Pure validation of one message (header already read): checks the payload size
- * and fd count that request needs. 0 or -EINVAL / -EPROTO. Used by the server and
- * by the fuzz target. */
-int vu_msg_validate(const struct vu_msg_hdr *hdr, const uint8_t *payload, unsigned nfds);
+/* Take fd (a connected stream socket) as the front-end connection, as an
+ * accepted one would be. Ownership passes on success and on failure. */
+int vu_backend_adopt_conn(struct vu_backend *be, int fd);
+/* Handle one complete message as if it had arrived on the connection
+ * (fuzzing and unit tests drive the backend without a socket peer). Every fd
+ * in fds[] is consumed or closed. 0, or negative when the connection must be
+ * dropped. */
+int vu_backend_process(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,
+                       unsigned nfds);

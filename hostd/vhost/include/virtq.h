@@ -7,21 +7,10 @@
 #include <sys/uio.h>
 
 #include "memtable.h"
+#include "virtio_ring.h"
 
 #define VIRTQ_MAX_SIZE 32768   /* virtio limit on queue size */
 #define VIRTQ_MAX_SG 64        /* max iovecs in one element; longer chains are refused */
-
-/* ring layout as in the spec (little-endian; x86 host) */
-struct vring_desc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; } __attribute__((packed));
-struct vring_avail { uint16_t flags; uint16_t idx; uint16_t ring[]; } __attribute__((packed));
-struct vring_used_elem { uint32_t id; uint32_t len; } __attribute__((packed));
-struct vring_used { uint16_t flags; uint16_t idx; struct vring_used_elem ring[]; } __attribute__((packed));
-
-#define VRING_DESC_F_NEXT 1
-#define VRING_DESC_F_WRITE 2
-#define VRING_DESC_F_INDIRECT 4
-#define VRING_AVAIL_F_NO_INTERRUPT 1
-#define VRING_USED_F_NO_NOTIFY 1
 
 struct virtq {
     unsigned index;
@@ -73,6 +62,8 @@ void virtq_push(struct virtq *vq, const struct virtq_elem *elem, uint32_t writte
 void virtq_notify(struct virtq *vq);
 /* Are there avail entries not consumed yet? */
 bool virtq_has_avail(const struct virtq *vq);
+/* The driver's avail index as it is now (0 when the ring is not mapped). */
+uint16_t virtq_avail_idx(const struct virtq *vq);
 /* Ask for (or suppress) kicks from the driver. With notify re-enabled, callers re-check virtq_has_avail. */
 void virtq_set_notify(struct virtq *vq, bool enable);
 /* Drain a kick eventfd (non-blocking). */

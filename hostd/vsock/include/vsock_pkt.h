@@ -8,6 +8,7 @@
 #define VSOCK_HDR_SIZE 44u
 
 enum vsock_type { VSOCK_TYPE_STREAM = 1, VSOCK_TYPE_SEQPACKET = 2 };
+#define VIRTIO_VSOCK_F_SEQPACKET 1 /* device feature bit (virtio spec 5.10.3) */
 enum vsock_op {
     VSOCK_OP_INVALID = 0,
     VSOCK_OP_REQUEST = 1,
