@@ -274,11 +274,8 @@ static void memfd_pages_free(void *p, size_t npages, void *ctx)
 
 static struct mdl_session *agent_session(void *ctx)
 {
-    struct mdl_transport *t;
     struct mdl_session *s = NULL;
-    if (mdl_transport_agent(ctx, &t) == 0 && mdl_session_open(t, mdl_pinner_agent(), &s) == 0)
-        return s;
-    return NULL;
+    return mdl_session_open_agent(ctx, &s) == 0 ? s : NULL;
 }
 
 int cmd_selftest(int argc, char **argv)

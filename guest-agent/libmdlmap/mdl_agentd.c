@@ -347,10 +347,7 @@ static struct ad_client *client_open(int lfd)
     if (fd < 0)
         return NULL;
     struct ad_client *c = calloc(1, sizeof(*c));
-    struct mdl_transport *t;
-    int rc = c ? mdl_transport_vsock(&t) : -ENOMEM;
-    if (rc == 0)
-        rc = mdl_session_open(t, mdl_pinner_iouring(), &c->s);
+    int rc = c ? mdl_session_open_vsock(mdl_pinner_iouring(), &c->s) : -ENOMEM;
     if (rc < 0) {
         fprintf(stderr, "mdlmap-agent daemon: cannot reach hostd: %s\n", strerror(-rc));
         free(c);
