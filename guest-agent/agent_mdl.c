@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_daemon.h"
 #include "agent_util.h"
 #include "mdl_selftest.h"
-#include "mdl_agentd.h"
 #include "wdm_compat.h"
 
 struct map_opts {
@@ -315,5 +315,5 @@ int cmd_daemon(int argc, char **argv)
             return 2;
         }
     }
-    return mdl_agentd_run(path) == 0 ? 0 : 1;
+    return agent_daemon_run(path) == 0 ? 0 : 1;
 }
