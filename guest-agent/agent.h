@@ -3,6 +3,8 @@
 
 int cmd_echo(int argc, char **argv);     /* agent_vsock.c */
 int cmd_listen(int argc, char **argv);   /* agent_vsock.c */
+int cmd_bench(int argc, char **argv);    /* agent_bench.c */
 int cmd_map(int argc, char **argv);      /* agent_mdl.c */
 int cmd_selftest(int argc, char **argv); /* agent_mdl.c */
 int cmd_daemon(int argc, char **argv);   /* agent_mdl.c */
+int cmd_mapbench(int argc, char **argv); /* agent_mdl_bench.c */

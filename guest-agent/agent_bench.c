@@ -23,7 +23,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
-#include "agent_cmds.h"
+#include "agent.h"
 #include "agent_util.h"
 #include "agent_xfer.h"
 

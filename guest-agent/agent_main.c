@@ -1,12 +1,10 @@
 /* mdlmap-agent: guest-side command-line tool. Dispatches argv[1] to the
- * cmd_* functions of agent.h (and agent_cmds.h). Static binary for the test
- * initramfs. */
+ * cmd_* functions of agent.h. Static binary for the test initramfs. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "agent.h"
-#include "agent_cmds.h"
 
 struct command {
     const char *name;
@@ -14,7 +12,6 @@ struct command {
     const char *help;
 };
 
-int cmd_mapbench(int argc, char **argv); /* agent_mdl_bench.c */
 static const struct command commands[] = {
     { "echo", cmd_echo,
       "[--cid 2] [--port 7] [--bytes 1M] [--type stream|seqpacket] [--conns 1] [--msg-size 64K]\n"

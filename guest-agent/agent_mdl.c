@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_daemon.h"
 #include "agent_util.h"
 #include "mdl_selftest.h"
-#include "mdl_agentd.h"
 #include "wdm_compat.h"
 
 struct map_opts {
@@ -274,11 +274,8 @@ static void memfd_pages_free(void *p, size_t npages, void *ctx)
 
 static struct mdl_session *agent_session(void *ctx)
 {
-    struct mdl_transport *t;
     struct mdl_session *s = NULL;
-    if (mdl_transport_agent(ctx, &t) == 0 && mdl_session_open(t, mdl_pinner_agent(), &s) == 0)
-        return s;
-    return NULL;
+    return mdl_session_open_agent(ctx, &s) == 0 ? s : NULL;
 }
 
 int cmd_selftest(int argc, char **argv)
@@ -318,5 +315,5 @@ int cmd_daemon(int argc, char **argv)
             return 2;
         }
     }
-    return mdl_agentd_run(path) == 0 ? 0 : 1;
+    return agent_daemon_run(path) == 0 ? 0 : 1;
 }

@@ -24,12 +24,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "agent_util.h"
 #include "frame.h"
 #include "mdlmap.h"
 #include "wdm_compat.h"
-
-int cmd_mapbench(int argc, char **argv);
 
 #define MAX_SIZES 8
 

@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "mdl_transport.h"
 #include "mdlmap.h"
 
 #define MDL_MAGIC 0x4d444c31u   /* "MDL1" */

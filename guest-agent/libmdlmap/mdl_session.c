@@ -149,6 +149,27 @@ void mdl_session_close(struct mdl_session *s)
     free(s);
 }
 
+int mdl_session_open_vsock(struct mdl_pinner *pinner, struct mdl_session **out)
+{
+    struct mdl_transport *t;
+    int rc = mdl_transport_vsock(&t);
+    return rc < 0 ? rc : mdl_session_open(t, pinner, out);
+}
+
+int mdl_session_open_agent(const char *path, struct mdl_session **out)
+{
+    struct mdl_transport *t;
+    int rc = mdl_transport_agent(path, &t);
+    return rc < 0 ? rc : mdl_session_open(t, mdl_pinner_agent(), out);
+}
+
+int mdl_session_open_fd(int fd, bool can_pass_fds, struct mdl_pinner *pinner,
+                        struct mdl_session **out)
+{
+    struct mdl_transport *t = mdl_transport_from_fd(fd, can_pass_fds);
+    return t ? mdl_session_open(t, pinner, out) : -ENOMEM;
+}
+
 struct mdl_pinner *mdl_session_pinner(struct mdl_session *s)
 {
     return s->pinner;
@@ -192,11 +213,8 @@ struct mdl_session *mdl_default_session(void)
 {
     pthread_mutex_lock(&dflt_lock);
     if (!dflt) {
-        struct mdl_transport *t = NULL;
         const char *agent = getenv("MDLMAP_AGENT_SOCKET");
-        int rc = agent ? mdl_transport_agent(agent, &t) : mdl_transport_vsock(&t);
-        if (rc == 0)
-            rc = mdl_session_open(t, agent ? mdl_pinner_agent() : NULL, &dflt);
+        int rc = agent ? mdl_session_open_agent(agent, &dflt) : mdl_session_open_vsock(NULL, &dflt);
         if (rc < 0) {
             char why[96];
             snprintf(why, sizeof(why), "cannot reach %s: %s", agent ? agent : "hostd over vsock",

@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
-#include "mdlmap.h"
+#include "mdl_transport.h"
 
 #define MDL_HOST_CID 2
 #define MDL_RPC_PORT 1100
@@ -16,11 +16,7 @@
 static int wrap(int fd, bool pass, struct mdl_transport **out)
 {
     *out = mdl_transport_from_fd(fd, pass);
-    if (!*out) {
-        close(fd);
-        return -ENOMEM;
-    }
-    return 0;
+    return *out ? 0 : -ENOMEM;
 }
 
 int mdl_transport_vsock(struct mdl_transport **out)

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "frame.h"
-#include "mdlmap.h"
+#include "mdl_transport.h"
 
 struct fd_transport {
     struct mdl_transport t;
@@ -78,8 +78,10 @@ static const struct mdl_transport_ops fd_ops = { fd_call, fd_close };
 struct mdl_transport *mdl_transport_from_fd(int fd, bool can_pass_fds)
 {
     struct fd_transport *ft = calloc(1, sizeof(*ft));
-    if (!ft)
+    if (!ft) {
+        close(fd);
         return NULL;
+    }
     ft->t.ops = &fd_ops;
     ft->fd = fd;
     ft->can_pass_fds = can_pass_fds;

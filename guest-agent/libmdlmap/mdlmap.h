@@ -5,22 +5,24 @@
  *
  * Two layers:
  *  - this header: plain functions that return an NTSTATUS and never bug check
- *    or raise (mdl_probe_and_lock, mdl_map, ...), plus the session, transport,
- *    page pinner, IRQL, exception and bug check facilities;
+ *    or raise (mdl_probe_and_lock, mdl_map, ...), plus the session, page
+ *    pinner, IRQL, exception and bug check facilities;
  *  - wdm_compat.h: the Windows routines built on top, which bug check, raise
  *    or return NULL exactly as documented for Windows.
  *
  * The address a map routine returns is a HOST virtual address (the start of
  * hostd's mapping plus ByteOffset). In the guest it is an opaque token: it is
  * never dereferenceable here, only passed back to unmap or handed to a host
- * consumer. */
+ * consumer.
+ *
+ * The wire protocol (protobuf-c envelopes) stays behind the library: no public
+ * header includes a *.pb-c.h, so applications compile without the generated
+ * code; they only link -lprotobuf-c (see README.md). */
 #pragma once
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "mdlmap.pb-c.h"
 
 /* ---------------------------------------------------------------- statuses */
 typedef int32_t mdl_status;   /* an NTSTATUS */
@@ -118,27 +120,6 @@ enum mdl_cache {
 #define MDL_MAPPING_NO_WRITE 0x80000000u
 #define MDL_MAPPING_NO_EXECUTE 0x40000000u
 
-/* ---------------------------------------------------------- transports */
-/* A request/response channel carrying Envelopes. pass_fd >= 0 is sent along
- * with the request (SCM_RIGHTS; only the agent-daemon transport can). */
-struct mdl_transport;
-struct mdl_transport_ops {
-    int (*call)(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int pass_fd,
-                Mdlmap__V1__Envelope **resp);
-    void (*close)(struct mdl_transport *t);
-};
-struct mdl_transport {
-    const struct mdl_transport_ops *ops;
-};
-
-/* A connected stream fd (framing of proto/frame.h); takes ownership of fd. */
-struct mdl_transport *mdl_transport_from_fd(int fd, bool can_pass_fds);
-/* AF_VSOCK to CID 2 port 1100. Only inside a guest VM. */
-int mdl_transport_vsock(struct mdl_transport **out);
-/* The agent daemon's Unix socket (default MDL_AGENT_SOCKET). */
-#define MDL_AGENT_SOCKET "/run/mdlmap-agent.sock"
-int mdl_transport_agent(const char *path, struct mdl_transport **out);
-
 /* ------------------------------------------------------- page pinners */
 /* Pins the pages of a buffer long-term and resolves their frame numbers. */
 struct mdl_pin {
@@ -172,9 +153,24 @@ void mdl_buffer_free(void *buf);
 int mdl_buffer_lookup(uintptr_t va, size_t len, int *fd, uint64_t *offset);
 
 /* ------------------------------------------------------------ sessions */
+/* A connection to hostd (directly or through the agent daemon). hostd treats
+ * each session as one process: what it still holds is released when the
+ * session's connection closes. The open routines send Hello and return 0 or a
+ * negative errno. */
 struct mdl_session;
-/* Takes ownership of t. pinner NULL: io_uring. Sends Hello. */
-int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct mdl_session **out);
+/* AF_VSOCK to hostd (CID 2 port 1100). Only inside a guest VM. pinner NULL:
+ * io_uring (root). */
+int mdl_session_open_vsock(struct mdl_pinner *pinner, struct mdl_session **out);
+/* The agent daemon's Unix socket (path NULL: MDL_AGENT_SOCKET), for
+ * unprivileged programs; buffers must come from mdl_buffer_alloc. */
+#define MDL_AGENT_SOCKET "/run/mdlmap-agent.sock"
+int mdl_session_open_agent(const char *path, struct mdl_session **out);
+/* A stream the caller already connected to hostd or to the agent daemon
+ * (framing of docs/wire-protocol.md). Takes ownership of fd, which is closed
+ * on failure too. can_pass_fds: fd is a Unix socket that can carry the memfd
+ * of agent buffers. pinner NULL: io_uring. */
+int mdl_session_open_fd(int fd, bool can_pass_fds, struct mdl_pinner *pinner,
+                        struct mdl_session **out);
 /* Close; with the verifier on, MDLs still locked/mapped are reported as bug
  * check 0x76 / 0xCB first (R12). */
 void mdl_session_close(struct mdl_session *s);
@@ -188,10 +184,6 @@ struct mdl_session *mdl_default_session_peek(void);
 void mdl_session_set_consumer(struct mdl_session *s, const char *name);
 const char *mdl_session_consumer(const struct mdl_session *s);
 uint64_t mdl_session_guest_cid(const struct mdl_session *s);
-/* One request/response; status is the response's NTSTATUS (or a transport
- * failure as STATUS_DEVICE_NOT_READY). Envelope ownership passes to caller. */
-mdl_status mdl_session_call(struct mdl_session *s, Mdlmap__V1__Envelope *req, int pass_fd,
-                            Mdlmap__V1__Envelope **resp);
 
 /* ------------------------------------------- plain operations (no raise) */
 struct mdl_map_params {

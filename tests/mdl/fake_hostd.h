@@ -2,7 +2,7 @@
  * Unmap/Unlock with hostd's documented behaviour, for host unit tests of the
  * library's bookkeeping. Failures can be injected per request type. */
 #pragma once
-#include "mdlmap.h"
+#include "mdl_transport.h"
 
 struct fake_hostd {
     struct mdl_transport t;

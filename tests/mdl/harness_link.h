@@ -2,7 +2,7 @@
  * harness's socket-like vsock client (CID 2, port 1100) and a pinner/buffer
  * allocator over its memfd guest RAM, whose page numbers are gpa >> 12. */
 #pragma once
-#include "mdlmap.h"
+#include "mdl_transport.h"
 #include "vsock_client.h"
 
 struct harness_link {

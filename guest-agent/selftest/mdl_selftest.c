@@ -144,11 +144,8 @@ struct mdl_session *st_open_session(struct st *t)
 {
     if (t->env->open_session)
         return t->env->open_session(t->env->alloc_ctx);
-    struct mdl_transport *tr;
     struct mdl_session *s = NULL;
-    if (mdl_transport_vsock(&tr) == 0 && mdl_session_open(tr, NULL, &s) == 0)
-        return s;
-    return NULL;
+    return mdl_session_open_vsock(NULL, &s) == 0 ? s : NULL;
 }
 
 static bool matches(const char *filter, const struct st_case *c)

@@ -1,4 +1,4 @@
-/* The conformance suite of the MDL rules R1..R13 (DESIGN.md section 4).
+/* The conformance suite of the MDL rules R1..R13 (docs/semantics.md).
  * Prints one TAP-like line per test ("ok - R3 ..." / "not ok - ...") and
  * "N passed, M failed". Tests whose subject is process death run in a forked
  * child. Needs a live hostd behind env->session. */

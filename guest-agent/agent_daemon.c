@@ -1,7 +1,7 @@
-/* The agent daemon (see mdl_agentd.h): pins pages for unprivileged programs
+/* The agent daemon (see agent_daemon.h): pins pages for unprivileged programs
  * and relays their Lock/Map/Unmap/Unlock to hostd, one hostd connection per
  * program; the program's mappings live as long as its Unix connection. */
-#include "mdl_agentd.h"
+#include "agent_daemon.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -347,10 +347,7 @@ static struct ad_client *client_open(int lfd)
     if (fd < 0)
         return NULL;
     struct ad_client *c = calloc(1, sizeof(*c));
-    struct mdl_transport *t;
-    int rc = c ? mdl_transport_vsock(&t) : -ENOMEM;
-    if (rc == 0)
-        rc = mdl_session_open(t, mdl_pinner_iouring(), &c->s);
+    int rc = c ? mdl_session_open_vsock(mdl_pinner_iouring(), &c->s) : -ENOMEM;
     if (rc < 0) {
         fprintf(stderr, "mdlmap-agent daemon: cannot reach hostd: %s\n", strerror(-rc));
         free(c);
@@ -362,7 +359,7 @@ static struct ad_client *client_open(int lfd)
     return c;
 }
 
-int mdl_agentd_run(const char *socket_path)
+int agent_daemon_run(const char *socket_path)
 {
     int lfd = listen_on(socket_path);
     if (lfd < 0) {

@@ -12,4 +12,4 @@
 #pragma once
 
 /* Serve forever (until SIGTERM/SIGINT). 0 on a clean stop, negative errno. */
-int mdl_agentd_run(const char *socket_path);
+int agent_daemon_run(const char *socket_path);

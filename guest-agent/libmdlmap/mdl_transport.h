@@ -1,0 +1,41 @@
+/* Envelope-level internals of libmdlmap: the transport a session runs over and
+ * one raw request/response on a session.
+ *
+ * Not a public header: mdlmap.h keeps protobuf-c types out of applications, so
+ * this is for code that speaks the wire protocol itself - the library, the
+ * agent daemon, the conformance selftest (forged handles, raw unmaps) and the
+ * host-side tests, which plug in their own transports (an in-process fake
+ * hostd, the vhost-user harness). */
+#pragma once
+#include <stdbool.h>
+
+#include "mdlmap.h"
+#include "mdlmap.pb-c.h"
+
+/* A request/response channel carrying Envelopes. pass_fd >= 0 is sent along
+ * with the request (SCM_RIGHTS; only the agent-daemon transport can). */
+struct mdl_transport;
+struct mdl_transport_ops {
+    int (*call)(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int pass_fd,
+                Mdlmap__V1__Envelope **resp);
+    void (*close)(struct mdl_transport *t);
+};
+struct mdl_transport {
+    const struct mdl_transport_ops *ops;
+};
+
+/* A connected stream fd (framing of proto/frame.h); takes ownership of fd
+ * (NULL: no memory, fd closed). */
+struct mdl_transport *mdl_transport_from_fd(int fd, bool can_pass_fds);
+/* AF_VSOCK to CID 2 port 1100. Only inside a guest VM. */
+int mdl_transport_vsock(struct mdl_transport **out);
+/* The agent daemon's Unix socket (NULL: MDL_AGENT_SOCKET). */
+int mdl_transport_agent(const char *path, struct mdl_transport **out);
+
+/* Takes ownership of t (closed on failure too). pinner NULL: io_uring. Sends
+ * Hello. 0 or negative errno. */
+int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct mdl_session **out);
+/* One request/response; status is the response's NTSTATUS (or a transport
+ * failure as STATUS_DEVICE_NOT_READY). Envelope ownership passes to caller. */
+mdl_status mdl_session_call(struct mdl_session *s, Mdlmap__V1__Envelope *req, int pass_fd,
+                            Mdlmap__V1__Envelope **resp);
