@@ -11,7 +11,8 @@
 #define VIRTQ_MAX_SIZE 32768   /* virtio limit on queue size */
 #define VIRTQ_MAX_SG 64        /* max iovecs in one element; longer chains are refused */
 
-/* ring layout as in the spec (little-endian; x86 host) */
+/* ring layout as in the spec; every field is little-endian in guest memory,
+ * virtq.c converts at each access */
 struct vring_desc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; } __attribute__((packed));
 struct vring_avail { uint16_t flags; uint16_t idx; uint16_t ring[]; } __attribute__((packed));
 struct vring_used_elem { uint32_t id; uint32_t len; } __attribute__((packed));
