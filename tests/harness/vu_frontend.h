@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "vhost_user.h" /* message numbers and payload structs (hostd/src) */
+#include "vhost_user.h" /* message numbers and payload structs (hostd/vhost/include) */
 
 /* ------------------------------------------------------------------ hostd */
 #define HD_MAX_VMS 8

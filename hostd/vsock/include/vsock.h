@@ -63,12 +63,12 @@ int vsock_register_service(struct hostd *h, const struct vsock_service *svc);
  * guest's SHUTDOWN(RCV) bytes are accepted and dropped. */
 int vsock_conn_send(struct vsock_conn *c, const void *data, size_t len, bool eom);
 /* Same with SEQPACKET flags: VSOCK_SEQ_EOM ends a message, VSOCK_SEQ_EOR (with EOM)
- * also sets MSG_EOR for the guest. (Addition by the vsock engineer.) */
+ * also sets MSG_EOR for the guest. */
 int vsock_conn_send_flags(struct vsock_conn *c, const void *data, size_t len, uint32_t seq_flags);
 size_t vsock_conn_send_space(const struct vsock_conn *c);
 /* Valid inside recv(): the guest's SEQPACKET flags for the message this call
  * ends (VSOCK_SEQ_EOM, plus VSOCK_SEQ_EOR when the guest sent MSG_EOR); 0 when
- * eom is false or for STREAM. (Addition by the vsock engineer.) */
+ * eom is false or for STREAM. */
 uint32_t vsock_conn_last_flags(const struct vsock_conn *c);
 /* Graceful close from the service side: flush, SHUTDOWN, then RST. closed() follows,
  * later (never inside this call); c stays valid until then. */
