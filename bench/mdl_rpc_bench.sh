@@ -2,7 +2,7 @@
 # bench/mdl_rpc_bench.sh - MDL map/unmap RPC round trips from a TCG guest,
 # next to the transport floor, plus the host-side mapping engine bench.
 #
-#   1. boots one guest (deploy/run-guest.sh) served by mdlmap-hostd and runs
+#   1. boots one guest (scripts/run-guest.sh) served by mdlmap-hostd and runs
 #      `mdlmap-agent mapbench` (guest-agent/agent_mdl_bench.c): for 4 KiB,
 #      64 KiB and 1 MiB buffers, lock once, then K x (MmMapLockedPagesSpecifyCache
 #      + MmUnmapLockedPages), each an RPC to hostd on CID 2 port 1100; and, on
@@ -45,7 +45,7 @@ for _ in $(seq 50); do grep -q ready "$T/hostd.log" 2>/dev/null && break; sleep 
 grep -q ready "$T/hostd.log" || { cat "$T/hostd.log" >&2; echo "bench: hostd not ready" >&2; exit 1; }
 
 start=$(date +%s.%N)
-MDLMAP_AGENT=$AGENT "$TOP/deploy/run-guest.sh" --name rpcbench --timeout 900 --log "$T/guest.log" \
+MDLMAP_AGENT=$AGENT "$TOP/scripts/run-guest.sh" --name rpcbench --timeout 900 --log "$T/guest.log" \
   --socket "$T/vsock.sock" -- mdlmap-agent mapbench --iterations "$ITERS"
 rc=$?
 end=$(date +%s.%N)

@@ -57,7 +57,7 @@ for s in "${SIZES[@]}"; do
 done
 cmd="$cmd; exit \$rc"
 start=$(date +%s.%N)
-MDLMAP_AGENT=$AGENT "$TOP/deploy/run-guest.sh" --name bench --timeout 900 --log "$T/guest.log" \
+MDLMAP_AGENT=$AGENT "$TOP/scripts/run-guest.sh" --name bench --timeout 900 --log "$T/guest.log" \
   --socket "$T/vsock.sock" --serial-bench "$T/serial.sock" -- sh -c "$cmd"
 rc=$?
 end=$(date +%s.%N)

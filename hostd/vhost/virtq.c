@@ -7,7 +7,11 @@
  * Descriptor buffers whose GPA range crosses from one memory region into an
  * adjacent one are split into one iovec per region (bounded by VIRTQ_MAX_SG).
  * An indirect descriptor is accepted only as the head of a chain (as Linux and
- * QEMU use it); nested indirect tables are refused. */
+ * QEMU use it); nested indirect tables are refused.
+ *
+ * Every ring field is little-endian in guest memory (virtio 1.x); it is
+ * converted at each access so the code does not depend on the host's byte
+ * order. */
 #include "virtq.h"
 
 #include <endian.h>
@@ -40,8 +44,9 @@ static inline uint16_t *avail_event_p(const struct virtq *vq)
     return (uint16_t *)(void *)((uint8_t *)vq->used + 4 + 8 * (size_t)vq->num);
 }
 
-static inline uint16_t load16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-static inline void store16(uint16_t *p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+/* 16-bit ring fields (le16 in guest memory), host order on our side */
+static inline uint16_t load16(const uint16_t *p) { return le16toh(__atomic_load_n(p, __ATOMIC_RELAXED)); }
+static inline void store16(uint16_t *p, uint16_t v) { __atomic_store_n(p, htole16(v), __ATOMIC_RELAXED); }
 
 /* ---- lifecycle ---- */
 
@@ -187,6 +192,10 @@ static int read_chain(struct virtq *vq, uint16_t head, struct virtq_elem *e, con
         struct vring_desc d;
         memcpy(&d, &table[idx], sizeof(d)); /* copy once: the guest may change it */
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        d.addr = le64toh(d.addr);
+        d.len = le32toh(d.len);
+        d.flags = le16toh(d.flags);
+        d.next = le16toh(d.next);
 
         if (d.flags & VRING_DESC_F_INDIRECT) {
             if (!vq->indirect) {
@@ -286,8 +295,8 @@ void virtq_push(struct virtq *vq, const struct virtq_elem *elem, uint32_t writte
     if (written > elem->in_len)
         written = (uint32_t)elem->in_len; /* never claim more than the driver offered */
     struct vring_used_elem *u = used_elem_p(vq, vq->used_idx & (vq->num - 1));
-    __atomic_store_n(&((uint32_t *)(void *)u)[0], (uint32_t)elem->head, __ATOMIC_RELAXED);
-    __atomic_store_n(&((uint32_t *)(void *)u)[1], written, __ATOMIC_RELAXED);
+    __atomic_store_n(&((uint32_t *)(void *)u)[0], htole32((uint32_t)elem->head), __ATOMIC_RELAXED);
+    __atomic_store_n(&((uint32_t *)(void *)u)[1], htole32(written), __ATOMIC_RELAXED);
     /* the element must be visible before the index that publishes it */
     __atomic_thread_fence(__ATOMIC_RELEASE);
     vq->used_idx++;

@@ -1,5 +1,6 @@
 /* Private state of the vsock device, shared by vsock_dev.c (queues),
- * vsock_conn.c (connections, credit, services) and vsock_route.c (sibling VMs). */
+ * vsock_conn.c (connections, credit, services) and vsock_route.c (sibling
+ * VMs), and their white-box tests; the rest of hostd uses include/vsock.h. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,23 +1,19 @@
 /* virtio-vsock packet header codec and field checks (virtio spec 5.10.6).
- * The wire form is packed little-endian; we assemble fields byte by byte so
- * the code neither depends on host endianness nor on alignment. */
+ * The wire form is packed little-endian: fields are copied out of (into) the
+ * byte buffer with memcpy, which needs no alignment, and converted with
+ * le*toh (htole*), which makes the codec independent of host byte order. */
 #include "vsock_pkt.h"
 
+#include <endian.h>
 #include <errno.h>
+#include <string.h>
 
-static uint64_t get_le(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void put_le(uint8_t *p, uint64_t v, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++, v >>= 8)
-        p[i] = (uint8_t)v;
-}
+static uint16_t get_le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, sizeof(v)); return le16toh(v); }
+static uint32_t get_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, sizeof(v)); return le32toh(v); }
+static uint64_t get_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, sizeof(v)); return le64toh(v); }
+static void put_le16(uint8_t *p, uint16_t v) { v = htole16(v); memcpy(p, &v, sizeof(v)); }
+static void put_le32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, sizeof(v)); }
+static void put_le64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, sizeof(v)); }
 
 /* wire offsets */
 enum {
@@ -30,31 +26,31 @@ int vsock_hdr_decode(const uint8_t *wire, size_t len, struct vsock_hdr *out)
 {
     if (!wire || !out || len < VSOCK_HDR_SIZE)
         return -EINVAL;
-    out->src_cid = get_le(wire + OFF_SRC_CID, 8);
-    out->dst_cid = get_le(wire + OFF_DST_CID, 8);
-    out->src_port = (uint32_t)get_le(wire + OFF_SRC_PORT, 4);
-    out->dst_port = (uint32_t)get_le(wire + OFF_DST_PORT, 4);
-    out->len = (uint32_t)get_le(wire + OFF_LEN, 4);
-    out->type = (uint16_t)get_le(wire + OFF_TYPE, 2);
-    out->op = (uint16_t)get_le(wire + OFF_OP, 2);
-    out->flags = (uint32_t)get_le(wire + OFF_FLAGS, 4);
-    out->buf_alloc = (uint32_t)get_le(wire + OFF_BUF_ALLOC, 4);
-    out->fwd_cnt = (uint32_t)get_le(wire + OFF_FWD_CNT, 4);
+    out->src_cid = get_le64(wire + OFF_SRC_CID);
+    out->dst_cid = get_le64(wire + OFF_DST_CID);
+    out->src_port = get_le32(wire + OFF_SRC_PORT);
+    out->dst_port = get_le32(wire + OFF_DST_PORT);
+    out->len = get_le32(wire + OFF_LEN);
+    out->type = get_le16(wire + OFF_TYPE);
+    out->op = get_le16(wire + OFF_OP);
+    out->flags = get_le32(wire + OFF_FLAGS);
+    out->buf_alloc = get_le32(wire + OFF_BUF_ALLOC);
+    out->fwd_cnt = get_le32(wire + OFF_FWD_CNT);
     return 0;
 }
 
 void vsock_hdr_encode(const struct vsock_hdr *h, uint8_t wire[VSOCK_HDR_SIZE])
 {
-    put_le(wire + OFF_SRC_CID, h->src_cid, 8);
-    put_le(wire + OFF_DST_CID, h->dst_cid, 8);
-    put_le(wire + OFF_SRC_PORT, h->src_port, 4);
-    put_le(wire + OFF_DST_PORT, h->dst_port, 4);
-    put_le(wire + OFF_LEN, h->len, 4);
-    put_le(wire + OFF_TYPE, h->type, 2);
-    put_le(wire + OFF_OP, h->op, 2);
-    put_le(wire + OFF_FLAGS, h->flags, 4);
-    put_le(wire + OFF_BUF_ALLOC, h->buf_alloc, 4);
-    put_le(wire + OFF_FWD_CNT, h->fwd_cnt, 4);
+    put_le64(wire + OFF_SRC_CID, h->src_cid);
+    put_le64(wire + OFF_DST_CID, h->dst_cid);
+    put_le32(wire + OFF_SRC_PORT, h->src_port);
+    put_le32(wire + OFF_DST_PORT, h->dst_port);
+    put_le32(wire + OFF_LEN, h->len);
+    put_le16(wire + OFF_TYPE, h->type);
+    put_le16(wire + OFF_OP, h->op);
+    put_le32(wire + OFF_FLAGS, h->flags);
+    put_le32(wire + OFF_BUF_ALLOC, h->buf_alloc);
+    put_le32(wire + OFF_FWD_CNT, h->fwd_cnt);
 }
 
 /* 0, 1 (hypervisor/local), 2 (host) and VMADDR_CID_ANY can never be a guest.

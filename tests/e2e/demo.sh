@@ -1,10 +1,10 @@
 #!/bin/bash
-# e2e: README's first command, deploy/demo.sh, on this build. It must print
+# e2e: README's first command, scripts/demo.sh, on this build. It must print
 # every step and end with DEMO PASSED.
 # usage: demo.sh HOSTD AGENT
 . "$(dirname "$0")/lib.sh"
 BUILD=$(cd "$(dirname "$HOSTD")/.." && pwd)
-MDLMAP_SKIP_SETUP=1 bash "$TOP/deploy/demo.sh" "$BUILD" > "$T/demo.log" 2>&1
+MDLMAP_SKIP_SETUP=1 bash "$TOP/scripts/demo.sh" "$BUILD" > "$T/demo.log" 2>&1
 rc=$?
 sed 's/^/# /' "$T/demo.log" | tail -n 45
 check "demo exits 0 (got $rc)" [ "$rc" = 0 ]

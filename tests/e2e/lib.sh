@@ -10,7 +10,7 @@
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$E2E_DIR/../.." && pwd)
-RUN_GUEST=$TOP/deploy/run-guest.sh
+RUN_GUEST=$TOP/scripts/run-guest.sh
 HOSTD=$(readlink -f "${1:-${MDLMAP_HOSTD:-}}" 2>/dev/null || true)
 AGENT=$(readlink -f "${2:-${MDLMAP_AGENT:-}}" 2>/dev/null || true)
 TEST_NAME=$(basename "$0" .sh)
@@ -21,7 +21,7 @@ if [ ! -x "$HOSTD" ] || [ ! -f "$AGENT" ]; then
   exit 2
 fi
 if [ ! -d "${MDLMAP_CACHE:-/var/cache/mdlmap}/kernel/current/boot" ]; then
-  echo "SKIP: no guest kernel, run deploy/setup.sh first" >&2
+  echo "SKIP: no guest kernel, run scripts/setup.sh first" >&2
   exit 77
 fi
 export MDLMAP_AGENT=$AGENT

@@ -2,7 +2,7 @@
 # e2e: deploy/libvirt/domain-example.xml under a real libvirtd.
 #   0. the example validates (virt-xml-validate); its <memoryBacking> and
 #      <qemu:commandline> blocks are used verbatim in the domains below
-#   1. a private libvirtd + virtlogd (deploy/libvirt/prepare-libvirtd.sh
+#   1. a private libvirtd + virtlogd (scripts/libvirt/prepare-libvirtd.sh
 #      --private, own mount namespace, QEMU runs as libvirt-qemu) and hostd
 #   2. domain "a" (transient, TCG, direct kernel boot, memfd shared RAM,
 #      vhost-user-vsock-pci via <qemu:commandline>, serial console to a file):
@@ -17,7 +17,7 @@
 # usage: libvirt_domain.sh HOSTD AGENT
 . "$(dirname "$0")/lib.sh"
 
-PREP=$TOP/deploy/libvirt/prepare-libvirtd.sh
+PREP=$TOP/scripts/libvirt/prepare-libvirtd.sh
 CACHE=${MDLMAP_CACHE:-/var/cache/mdlmap}
 VM=vm1
 CID=3
@@ -93,7 +93,7 @@ initrd() {
   shift
   for w in "$@"; do printf "%s'%s'" "$sep" "${w//\'/\'\\\'\'}"; sep=" "; done > "$T/$name.cmd"
   echo >> "$T/$name.cmd"
-  "$TOP/deploy/mkinitramfs.sh" -o "$T/$name.initrd" --agent "$AGENT" \
+  "$TOP/scripts/mkinitramfs.sh" -o "$T/$name.initrd" --agent "$AGENT" \
     --add "$T/$name.cmd:/mdlmap/cmd" 2>>"$T/mkinitramfs.log"
 }
 

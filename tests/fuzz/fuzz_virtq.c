@@ -1,6 +1,7 @@
 /* Fuzz the split virtqueue parser: the input becomes a descriptor table, an
  * avail ring and buffer/indirect-table memory inside a memfd-backed memtable;
  * virtq_pop/virtq_push/virtq_notify then run against it repeatedly. */
+#include <endian.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -42,6 +43,24 @@ static int setup_once(void)
     return mem ? 0 : -1;
 }
 
+/* Ring fields are little-endian in guest memory: the input is read as
+ * little-endian too, steered in host order and stored back little-endian. */
+static void desc_from_le(struct vring_desc *d)
+{
+    d->addr = le64toh(d->addr);
+    d->len = le32toh(d->len);
+    d->flags = le16toh(d->flags);
+    d->next = le16toh(d->next);
+}
+
+static void desc_to_le(struct vring_desc *d)
+{
+    d->addr = htole64(d->addr);
+    d->len = htole32(d->len);
+    d->flags = htole16(d->flags);
+    d->next = htole16(d->next);
+}
+
 /* Most addresses land in guest memory so the parser gets past translation. */
 static uint64_t steer_addr(uint64_t a)
 {
@@ -80,23 +99,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (unsigned i = 0; i < vq.num && in.n; i++) {
         struct vring_desc d;
         fuzz_take(&in, &d, sizeof(d));
+        desc_from_le(&d);
         d.addr = steer_addr(d.addr);
         if (!(cfg & 0x80)) {
             d.next %= (uint16_t)(vq.num + 1);
             d.len %= 0x1000;
             d.flags &= 7;
         }
+        desc_to_le(&d);
         memcpy(mem + DESC_OFF + i * sizeof(d), &d, sizeof(d));
     }
     /* avail ring: flags, idx, entries, used_event */
     uint16_t aflags = fuzz_take8(&in) & 1;
     uint16_t aidx = (uint16_t)(vq.last_avail_idx + (fuzz_take8(&in) % (vq.num + 2u)));
+    aflags = htole16(aflags);
+    aidx = htole16(aidx);
     memcpy(mem + AVAIL_OFF, &aflags, 2);
     memcpy(mem + AVAIL_OFF + 2, &aidx, 2);
     for (unsigned i = 0; i <= vq.num; i++) {
         uint16_t v = fuzz_take8(&in);
         if (!(cfg & 0x80))
             v %= (uint16_t)(vq.num + 1);
+        v = htole16(v);
         memcpy(mem + AVAIL_OFF + 4 + 2 * i, &v, 2);
     }
     /* the rest: buffer memory, where indirect tables may live */
@@ -105,12 +129,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t off = BUF_OFF; off + 16 <= BUF_OFF + rest; off += 16) {
         struct vring_desc d;
         memcpy(&d, mem + off, sizeof(d));
+        desc_from_le(&d);
         d.addr = steer_addr(d.addr);
         if (!(cfg & 0x80)) {
             d.len %= 0x1000;
             d.flags &= 7;
             d.next %= 80;
         }
+        desc_to_le(&d);
         memcpy(mem + off, &d, sizeof(d));
     }
 

@@ -6,6 +6,7 @@
  * window). Invariants: no crash or sanitizer report, bounded connection
  * count, every rx packet well formed and addressed to its guest, receive
  * windows within the budget, sibling tracking mirrored in both VMs. */
+#include <endian.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,15 +68,21 @@ static bool ready;
 
 static void *gp(struct fguest *g, uint64_t gpa) { return g->mem + gpa; }
 
+/* ring fields are little-endian in guest memory, as the device expects */
+static struct vring_desc desc_le(uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+    return (struct vring_desc){ htole64(addr), htole32(len), htole16(flags), htole16(next) };
+}
+
 static void post_rx(struct fguest *g, uint16_t slot)
 {
     struct vring_desc *d = gp(g, GPA_RXD);
     struct vring_avail *a = gp(g, GPA_RXA);
-    d[slot] = (struct vring_desc){ GPA_RXBUF + (uint64_t)slot * RXSLOT, RXSLOT, VRING_DESC_F_WRITE, 0 };
-    a->ring[g->rx_avail % QN] = slot;
+    d[slot] = desc_le(GPA_RXBUF + (uint64_t)slot * RXSLOT, RXSLOT, VRING_DESC_F_WRITE, 0);
+    a->ring[g->rx_avail % QN] = htole16(slot);
     g->rx_avail++;
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    a->idx = g->rx_avail;
+    a->idx = htole16(g->rx_avail);
 }
 
 static void vq_setup(struct fguest *g, unsigned i, uint64_t d, uint64_t a, uint64_t u)
@@ -128,14 +135,16 @@ static void guest_restart(struct fguest *g)
 static void drain(struct fguest *g)
 {
     struct vring_used *tu = gp(g, GPA_TXU);
-    while (g->tx_used != tu->idx) {
+    while (g->tx_used != le16toh(tu->idx)) {
         g->tx_used++;
         g->tx_inflight--;
     }
     struct vring_used *ru = gp(g, GPA_RXU);
     bool posted = false;
-    while (!g->hold && g->rx_used != ru->idx) {
+    while (!g->hold && g->rx_used != le16toh(ru->idx)) {
         struct vring_used_elem e = ru->ring[g->rx_used % QN];
+        e.id = le32toh(e.id);
+        e.len = le32toh(e.len);
         g->rx_used++;
         if (e.id >= QN)
             abort();
@@ -171,19 +180,19 @@ static void send_tx(struct fguest *g, const uint8_t *bytes, size_t n, unsigned l
     uint16_t head = (uint16_t)(slot * 2);
     size_t cut = layout % 3 == 0 ? n : (layout % 3 == 1 ? (n < 44 ? n : 44) : n / 2);
     if (cut == n) {
-        d[head] = (struct vring_desc){ buf, (uint32_t)n, (uint16_t)(layout & 8 ? VRING_DESC_F_NEXT : 0), (uint16_t)(head + 1) };
+        d[head] = desc_le(buf, (uint32_t)n, (uint16_t)(layout & 8 ? VRING_DESC_F_NEXT : 0), (uint16_t)(head + 1));
         /* layout bit 3: a trailing writable descriptor (malformed for tx) */
-        d[head + 1] = (struct vring_desc){ buf + TXSLOT - 64, 64, VRING_DESC_F_WRITE, 0 };
+        d[head + 1] = desc_le(buf + TXSLOT - 64, 64, VRING_DESC_F_WRITE, 0);
     } else {
-        d[head] = (struct vring_desc){ buf, (uint32_t)cut, VRING_DESC_F_NEXT, (uint16_t)(head + 1) };
-        d[head + 1] = (struct vring_desc){ buf + cut, (uint32_t)(n - cut), 0, 0 };
+        d[head] = desc_le(buf, (uint32_t)cut, VRING_DESC_F_NEXT, (uint16_t)(head + 1));
+        d[head + 1] = desc_le(buf + cut, (uint32_t)(n - cut), 0, 0);
     }
     struct vring_avail *a = gp(g, GPA_TXA);
-    a->ring[g->tx_avail % QN] = head;
+    a->ring[g->tx_avail % QN] = htole16(head);
     g->tx_avail++;
     g->tx_inflight++;
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    a->idx = g->tx_avail;
+    a->idx = htole16(g->tx_avail);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -177,15 +177,15 @@ static void case_reboot(void)
     uint32_t base[2] = { 0, 0 };
     int rc = guest_stop(&a->g, base);
     tap_check(rc == 0, "reboot: SET_VRING_ENABLE 0 + GET_VRING_BASE answered%s%s", rc ? ": " : "", rc ? a->g.err : "");
-    uint16_t rx_used = *gvq_used_idx_p(&a->g.q[0]);
+    uint16_t rx_used = le16toh(*gvq_used_idx_p(&a->g.q[0]));
     tap_check(base[1] == a->g.q[1].avail_idx, "reboot: tx GET_VRING_BASE = %u, the next avail index (%u)", base[1],
               a->g.q[1].avail_idx);
     tap_check(base[0] == rx_used, "reboot: rx GET_VRING_BASE = %u, buffers consumed (used idx %u, avail %u)", base[0],
               rx_used, a->g.q[0].avail_idx);
     /* the device is stopped: nothing may land in the old rings any more */
-    uint16_t tx_used = *gvq_used_idx_p(&a->g.q[1]);
+    uint16_t tx_used = le16toh(*gvq_used_idx_p(&a->g.q[1]));
     settle(200);
-    tap_check(*gvq_used_idx_p(&a->g.q[0]) == rx_used && *gvq_used_idx_p(&a->g.q[1]) == tx_used,
+    tap_check(le16toh(*gvq_used_idx_p(&a->g.q[0])) == rx_used && le16toh(*gvq_used_idx_p(&a->g.q[1])) == tx_used,
               "reboot: stopped rings are left alone");
     rc = guest_restart(&a->g, true);
     tap_check(rc == 0, "reboot: fresh rings at new addresses started%s%s", rc ? ": " : "", rc ? a->g.err : "");
@@ -284,11 +284,11 @@ static void case_enable(void)
     tap_check(rc == 0 && vdev_wait_pkt(a, mark, OP_RESPONSE, 7, 47000, 1000) != NULL,
               "%s: enabling the tx ring processes it without a kick", name);
     rc = vu_fe_vring_state(fe, VHOST_USER_SET_VRING_ENABLE, 0, 0);
-    uint16_t used0 = *gvq_used_idx_p(&a->g.q[0]);
+    uint16_t used0 = le16toh(*gvq_used_idx_p(&a->g.q[0]));
     mark = vdev_log_mark(a);
     send_request(a, 47001);
     settle(300);
-    tap_check(rc == 0 && *gvq_used_idx_p(&a->g.q[0]) == used0,
+    tap_check(rc == 0 && le16toh(*gvq_used_idx_p(&a->g.q[0])) == used0,
               "%s: nothing is written to a disabled rx ring", name);
     rc = vu_fe_vring_state(fe, VHOST_USER_SET_VRING_ENABLE, 0, 1);
     tap_check(rc == 0 && vdev_wait_pkt(a, mark, OP_RESPONSE, 7, 47001, 1000) != NULL,

@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <endian.h>
+
 #include "tcommon.h"
 
 #define BIT(n) (1ull << (n))
@@ -62,6 +64,7 @@ static void raw_handshake(const struct hd_proc *p, unsigned vm)
               rc ? ": " : "", rc ? fe.err : "");
     uint64_t got = 0;
     rc = vu_fe_get_config(&fe, 0, 8, &got);
+    got = le64toh(got); /* config space is little-endian */
     tap_check(rc == 0 && got == cid, "GET_CONFIG(0, 8) gives guest_cid %llu (got %llu)%s%s",
               (unsigned long long)cid, (unsigned long long)got, rc ? ": " : "", rc ? fe.err : "");
     /* SET_FEATURES with NEED_REPLY */

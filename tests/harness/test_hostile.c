@@ -81,11 +81,7 @@ static void put_hdr(struct vdev *a, uint64_t gpa, uint16_t op, uint32_t sport, u
 
 static void desc(struct vdev *a, unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
 {
-    struct vring_desc *d = gvq_desc(txq(a), i);
-    d->addr = addr;
-    d->len = len;
-    d->flags = flags;
-    d->next = next;
+    *gvq_desc(txq(a), i) = gvq_desc_le(addr, len, flags, next);
 }
 
 static void go(struct vdev *a, uint16_t head)
@@ -139,10 +135,8 @@ static void c_indirect_300(struct vdev *a)
     struct vring_desc *tab = gm_ptr(&a->g.gm, t, 300 * 16);
     put_hdr(a, SCRATCH, OP_RW, 45000, 299);
     for (unsigned i = 0; i < 300; i++) {
-        tab[i].addr = i ? SCRATCH + 64 + i : SCRATCH;
-        tab[i].len = i ? 1 : 44;
-        tab[i].flags = i < 299 ? VRING_DESC_F_NEXT : 0;
-        tab[i].next = (uint16_t)(i + 1);
+        tab[i] = gvq_desc_le(i ? SCRATCH + 64 + i : SCRATCH, i ? 1 : 44, i < 299 ? VRING_DESC_F_NEXT : 0,
+                             (uint16_t)(i + 1));
     }
     desc(a, 200, t, 300 * 16, VRING_DESC_F_INDIRECT, 0);
     go(a, 200);
@@ -152,8 +146,8 @@ static void c_indirect_loop(struct vdev *a)
     uint64_t t = SCRATCH + 0x10000;
     struct vring_desc *tab = gm_ptr(&a->g.gm, t, 2 * 16);
     put_hdr(a, SCRATCH, OP_REQUEST, 45000, 0);
-    tab[0] = (struct vring_desc){ SCRATCH, 44, VRING_DESC_F_NEXT, 1 };
-    tab[1] = (struct vring_desc){ SCRATCH + 64, 4, VRING_DESC_F_NEXT, 0 };
+    tab[0] = gvq_desc_le(SCRATCH, 44, VRING_DESC_F_NEXT, 1);
+    tab[1] = gvq_desc_le(SCRATCH + 64, 4, VRING_DESC_F_NEXT, 0);
     desc(a, 200, t, 32, VRING_DESC_F_INDIRECT, 0);
     go(a, 200);
 }
@@ -224,12 +218,12 @@ static void c_indirect_in_indirect(struct vdev *a)
     uint64_t t = SCRATCH + 0x10000, t2 = SCRATCH + 0x11000;
     struct vring_desc *tab = gm_ptr(&a->g.gm, t, 32), *tab2 = gm_ptr(&a->g.gm, t2, 32);
     put_hdr(a, SCRATCH, OP_REQUEST, 45000, 0);
-    tab2[0] = (struct vring_desc){ SCRATCH, 44, 0, 0 };
-    tab[0] = (struct vring_desc){ t2, 16, VRING_DESC_F_INDIRECT, 0 };
+    tab2[0] = gvq_desc_le(SCRATCH, 44, 0, 0);
+    tab[0] = gvq_desc_le(t2, 16, VRING_DESC_F_INDIRECT, 0);
     desc(a, 200, t, 16, VRING_DESC_F_INDIRECT, 0);
     go(a, 200);
-    tab[0] = (struct vring_desc){ SCRATCH, 44, VRING_DESC_F_NEXT, 1 };
-    tab[1] = (struct vring_desc){ t, 32, VRING_DESC_F_INDIRECT, 0 };
+    tab[0] = gvq_desc_le(SCRATCH, 44, VRING_DESC_F_NEXT, 1);
+    tab[1] = gvq_desc_le(t, 32, VRING_DESC_F_INDIRECT, 0);
     desc(a, 201, t, 32, VRING_DESC_F_INDIRECT, 0);
     go(a, 201);
 }
@@ -238,8 +232,8 @@ static void c_indirect_bad_len(struct vdev *a)
     uint64_t t = SCRATCH + 0x10000;
     struct vring_desc *tab = gm_ptr(&a->g.gm, t, 48);
     put_hdr(a, SCRATCH, OP_REQUEST, 45000, 0);
-    tab[0] = (struct vring_desc){ SCRATCH, 44, VRING_DESC_F_NEXT, 1 };
-    tab[1] = (struct vring_desc){ SCRATCH + 64, 4, 0, 0 };
+    tab[0] = gvq_desc_le(SCRATCH, 44, VRING_DESC_F_NEXT, 1);
+    tab[1] = gvq_desc_le(SCRATCH + 64, 4, 0, 0);
     desc(a, 200, t, 40, VRING_DESC_F_INDIRECT, 0);
     go(a, 200);
     desc(a, 201, t, 0, VRING_DESC_F_INDIRECT, 0);
@@ -255,8 +249,8 @@ static void c_indirect_next_out_of_table(struct vdev *a)
     uint64_t t = SCRATCH + 0x10000;
     struct vring_desc *tab = gm_ptr(&a->g.gm, t, 32);
     put_hdr(a, SCRATCH, OP_REQUEST, 45000, 0);
-    tab[0] = (struct vring_desc){ SCRATCH, 44, VRING_DESC_F_NEXT, 7 };
-    tab[1] = (struct vring_desc){ SCRATCH + 64, 4, 0, 0 };
+    tab[0] = gvq_desc_le(SCRATCH, 44, VRING_DESC_F_NEXT, 7);
+    tab[1] = gvq_desc_le(SCRATCH + 64, 4, 0, 0);
     desc(a, 200, t, 32, VRING_DESC_F_INDIRECT, 0);
     go(a, 200);
 }
@@ -265,16 +259,16 @@ static void c_avail_jump(struct vdev *a)
     struct gvq *q = txq(a);
     put_hdr(a, SCRATCH, OP_REQUEST, 45000, 0);
     desc(a, 200, SCRATCH, 44, 0, 0);
-    *gvq_avail_ring_p(q, q->avail_idx) = 200;
+    *gvq_avail_ring_p(q, q->avail_idx) = htole16(200);
     q->avail_idx = (uint16_t)(q->avail_idx + 1000);
-    __atomic_store_n(gvq_avail_idx_p(q), q->avail_idx, __ATOMIC_RELEASE);
+    __atomic_store_n(gvq_avail_idx_p(q), htole16(q->avail_idx), __ATOMIC_RELEASE);
     gvq_kick(q, true);
     settle(300);
 }
 static void c_avail_backwards(struct vdev *a)
 {
     struct gvq *q = txq(a);
-    __atomic_store_n(gvq_avail_idx_p(q), (uint16_t)(q->avail_idx - 5), __ATOMIC_RELEASE);
+    __atomic_store_n(gvq_avail_idx_p(q), htole16((uint16_t)(q->avail_idx - 5)), __ATOMIC_RELEASE);
     gvq_kick(q, true);
     settle(300);
 }
@@ -290,11 +284,11 @@ static void c_rx_bad_buffers(struct vdev *a)
     for (unsigned i = 0; i < GVQ_NUM; i++) {
         struct vring_desc *d = gvq_desc(q, i);
         if (i % 3 == 0)
-            d->addr = HOLE_GPA;
+            d->addr = htole64(HOLE_GPA);
         else if (i % 3 == 1)
-            d->flags = 0; /* read-only rx buffer */
+            d->flags = htole16(0); /* read-only rx buffer */
         else
-            d->len = 10;  /* smaller than a header */
+            d->len = htole32(10);  /* smaller than a header */
     }
     uint8_t w[44];
     struct vhdr h = { .src_cid = a->cid, .dst_cid = HOST_CID, .src_port = 45000, .dst_port = 7,
@@ -808,7 +802,7 @@ static void v_vring_params(void)
         vu_fe_vring_fd(fe, VHOST_USER_SET_VRING_KICK, 1, q->kick_fd);
         vu_fe_vring_fd(fe, VHOST_USER_SET_VRING_CALL, 1, q->call_fd);
         vu_fe_vring_state(fe, VHOST_USER_SET_VRING_ENABLE, 1, 1);
-        *gvq_avail_idx_p(q) = 17;
+        *gvq_avail_idx_p(q) = htole16(17);
         uint64_t one = 1;
         if (write(q->kick_fd, &one, 8) != 8)
             tap_diag("kick failed");

@@ -20,6 +20,9 @@
 
 #define fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
+/* Ring fields are little-endian in guest memory (virtio 1.x); the driver
+ * side converts at every access, as the device side does. */
+
 static int g_fail(struct guest *g, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int g_fail(struct guest *g, int rc, const char *fmt, ...)
 {
@@ -111,9 +114,9 @@ void gvq_reset(struct gvq *q, struct guest_mem *gm, unsigned index, uint64_t rin
     q->nfree = q->num;
     if (p) {
         q->avail_idx = q->kicked_idx = q->last_used = start;
-        *gvq_avail_idx_p(q) = start;
-        *gvq_used_idx_p(q) = start;
-        *used_event_p(q) = start;
+        *gvq_avail_idx_p(q) = htole16(start);
+        *gvq_used_idx_p(q) = htole16(start);
+        *used_event_p(q) = htole16(start);
     }
 }
 
@@ -136,10 +139,10 @@ int gvq_add(struct gvq *q, const struct gseg *s, unsigned n, uint64_t cookie)
     uint16_t head = q->free_head, i = head;
     for (unsigned k = 0; k < n; k++) {
         struct vring_desc *d = gvq_desc(q, i);
-        d->addr = s[k].gpa;
-        d->len = s[k].len;
-        d->flags = (uint16_t)((s[k].write ? VRING_DESC_F_WRITE : 0) | (k + 1 < n ? VRING_DESC_F_NEXT : 0));
-        d->next = k + 1 < n ? q->link[i] : 0;
+        d->addr = htole64(s[k].gpa);
+        d->len = htole32(s[k].len);
+        d->flags = htole16((uint16_t)((s[k].write ? VRING_DESC_F_WRITE : 0) | (k + 1 < n ? VRING_DESC_F_NEXT : 0)));
+        d->next = htole16(k + 1 < n ? q->link[i] : 0);
         if (k + 1 < n)
             i = q->link[i];
     }
@@ -157,14 +160,14 @@ int gvq_add_indirect(struct gvq *q, uint64_t table_gpa, const struct gseg *s, un
     if (!t || n == 0)
         return -EINVAL;
     for (unsigned k = 0; k < n; k++) {
-        t[k].addr = s[k].gpa;
-        t[k].len = s[k].len;
-        t[k].flags = (uint16_t)((s[k].write ? VRING_DESC_F_WRITE : 0) | (k + 1 < n ? VRING_DESC_F_NEXT : 0));
-        t[k].next = (uint16_t)(k + 1 < n ? k + 1 : 0);
+        t[k].addr = htole64(s[k].gpa);
+        t[k].len = htole32(s[k].len);
+        t[k].flags = htole16((uint16_t)((s[k].write ? VRING_DESC_F_WRITE : 0) | (k + 1 < n ? VRING_DESC_F_NEXT : 0)));
+        t[k].next = htole16((uint16_t)(k + 1 < n ? k + 1 : 0));
     }
     int head = gvq_add(q, &(struct gseg){ table_gpa, 16u * n, false }, 1, cookie);
     if (head >= 0)
-        gvq_desc(q, (unsigned)head)->flags = VRING_DESC_F_INDIRECT;
+        gvq_desc(q, (unsigned)head)->flags = htole16(VRING_DESC_F_INDIRECT);
     return head;
 }
 
@@ -175,10 +178,10 @@ void gvq_publish_raw(struct gvq *q, uint16_t head)
         q->chain_n[head] = 0;
         q->cookie[head] = UINT64_MAX;
     }
-    *gvq_avail_ring_p(q, q->avail_idx) = head;
+    *gvq_avail_ring_p(q, q->avail_idx) = htole16(head);
     fence();
     q->avail_idx++;
-    __atomic_store_n(gvq_avail_idx_p(q), q->avail_idx, __ATOMIC_RELEASE);
+    __atomic_store_n(gvq_avail_idx_p(q), htole16(q->avail_idx), __ATOMIC_RELEASE);
 }
 
 void gvq_publish(struct gvq *q, uint16_t head)
@@ -197,10 +200,10 @@ void gvq_kick(struct gvq *q, bool force)
     else if (old == nw)
         need = false;
     else if (q->event_idx) {
-        uint16_t ev = __atomic_load_n(avail_event_p(q), __ATOMIC_ACQUIRE);
+        uint16_t ev = le16toh(__atomic_load_n(avail_event_p(q), __ATOMIC_ACQUIRE));
         need = (uint16_t)(nw - ev - 1) < (uint16_t)(nw - old);
     } else
-        need = !(__atomic_load_n(used_flags_p(q), __ATOMIC_ACQUIRE) & VRING_USED_F_NO_NOTIFY);
+        need = !(le16toh(__atomic_load_n(used_flags_p(q), __ATOMIC_ACQUIRE)) & VRING_USED_F_NO_NOTIFY);
     if (!need) {
         q->kicks_suppressed++;
         return;
@@ -212,12 +215,12 @@ void gvq_kick(struct gvq *q, bool force)
 
 bool gvq_has_used(struct gvq *q)
 {
-    return __atomic_load_n(gvq_used_idx_p(q), __ATOMIC_ACQUIRE) != q->last_used;
+    return le16toh(__atomic_load_n(gvq_used_idx_p(q), __ATOMIC_ACQUIRE)) != q->last_used;
 }
 
 int gvq_pop_used(struct gvq *q, uint64_t *cookie, uint32_t *len)
 {
-    uint16_t uidx = __atomic_load_n(gvq_used_idx_p(q), __ATOMIC_ACQUIRE);
+    uint16_t uidx = le16toh(__atomic_load_n(gvq_used_idx_p(q), __ATOMIC_ACQUIRE));
     if (uidx == q->last_used)
         return 0;
     if ((uint16_t)(uidx - q->last_used) > q->num) {
@@ -225,7 +228,7 @@ int gvq_pop_used(struct gvq *q, uint64_t *cookie, uint32_t *len)
         return -EPROTO;
     }
     volatile uint32_t *e = used_elem_p(q, q->last_used);
-    uint32_t id = e[0], l = e[1];
+    uint32_t id = le32toh(e[0]), l = le32toh(e[1]);
     q->last_used++;
     if (id >= q->num || !q->busy[id]) {
         q->bad_used++;
@@ -253,9 +256,9 @@ int gvq_pop_used(struct gvq *q, uint64_t *cookie, uint32_t *len)
 bool gvq_enable_cb(struct gvq *q)
 {
     if (q->event_idx)
-        __atomic_store_n(used_event_p(q), q->last_used, __ATOMIC_RELEASE);
+        __atomic_store_n(used_event_p(q), htole16(q->last_used), __ATOMIC_RELEASE);
     else
-        __atomic_store_n(avail_flags_p(q), 0, __ATOMIC_RELEASE);
+        __atomic_store_n(avail_flags_p(q), htole16(0), __ATOMIC_RELEASE);
     fence();
     return gvq_has_used(q);
 }

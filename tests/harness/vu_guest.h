@@ -8,6 +8,7 @@
  * can be re-laid-out (gm_relayout) under a running device.
  */
 #pragma once
+#include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,11 +54,18 @@ struct gvq {
     unsigned bad_used;          /* used entries naming a head that is not outstanding */
 };
 
-/* Descriptor / ring access for raw (hostile) tests. */
+/* Descriptor / ring access for raw (hostile) tests. The fields behind these
+ * pointers are little-endian (virtio 1.x): write them with htole*, read them
+ * with le*toh, or build descriptors with gvq_desc_le. */
 struct vring_desc *gvq_desc(struct gvq *q, unsigned i);
 volatile uint16_t *gvq_avail_idx_p(struct gvq *q);
 volatile uint16_t *gvq_avail_ring_p(struct gvq *q, unsigned i);
 volatile uint16_t *gvq_used_idx_p(struct gvq *q);
+/* A descriptor in its guest-memory (little-endian) form. */
+static inline struct vring_desc gvq_desc_le(uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+    return (struct vring_desc){ htole64(addr), htole32(len), htole16(flags), htole16(next) };
+}
 
 /* Lay out an empty ring at ring_gpa; indices start at `start` (SET_VRING_BASE start). */
 void gvq_reset(struct gvq *q, struct guest_mem *gm, unsigned index, uint64_t ring_gpa, bool event_idx,

@@ -1,5 +1,6 @@
 /* virtq: split rings laid out in a memfd-backed memtable, driven as a guest
  * driver would, including malformed rings. */
+#include <endian.h>
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -31,19 +32,23 @@ static uint16_t *used_w(unsigned i) { return (uint16_t *)g2h(USED_GPA) + i; }  /
 static struct vring_used_elem *used_elem(unsigned i) { return (struct vring_used_elem *)((uint8_t *)g2h(USED_GPA) + 4 + 8 * i); }
 static uint16_t *used_event(void) { return avail_w(2 + NUM); }
 static uint16_t *avail_event(void) { return (uint16_t *)((uint8_t *)g2h(USED_GPA) + 4 + 8 * NUM); }
+/* ring fields are little-endian in guest memory; the test reads and writes
+ * them as the driver does */
+static uint16_t rd(const uint16_t *p) { return le16toh(*p); }
+static void wr(uint16_t *p, uint16_t v) { *p = htole16(v); }
 
 static void set_desc(struct vring_desc *t, unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
 {
-    struct vring_desc d = { addr, len, flags, next };
+    struct vring_desc d = { htole64(addr), htole32(len), htole16(flags), htole16(next) };
     memcpy(&t[i], &d, sizeof(d));
 }
 
 /* driver side: make head available */
 static void post(uint16_t head)
 {
-    uint16_t idx = *avail_w(1);
-    *avail_w(2 + (idx % NUM)) = head;
-    *avail_w(1) = (uint16_t)(idx + 1);
+    uint16_t idx = rd(avail_w(1));
+    wr(avail_w(2 + (idx % NUM)), head);
+    wr(avail_w(1), (uint16_t)(idx + 1));
 }
 
 static void setup(bool event_idx, bool indirect)
@@ -88,10 +93,10 @@ static void test_normal_chain(void)
     CHECK(virtq_pop(&vq, &e) == 0);
 
     virtq_push(&vq, &e, 10);
-    CHECK(*used_w(1) == 1);
-    CHECK(used_elem(0)->id == 0 && used_elem(0)->len == 10);
+    CHECK(rd(used_w(1)) == 1);
+    CHECK(le32toh(used_elem(0)->id) == 0 && le32toh(used_elem(0)->len) == 10);
     virtq_push(&vq, &e, 1000); /* clamped to the writable length */
-    CHECK(*used_w(1) == 2 && used_elem(1)->len == 32);
+    CHECK(rd(used_w(1)) == 2 && le32toh(used_elem(1)->len) == 32);
     CHECK(vq.pops == 1 && vq.pushes == 2);
 
     /* unpop returns the element */
@@ -104,11 +109,11 @@ static void test_normal_chain(void)
     /* index wrap-around of the 16-bit avail index */
     setup(false, false);
     vq.last_avail_idx = 0xffff;
-    *avail_w(1) = 0xffff;
+    wr(avail_w(1), 0xffff);
     set_desc(desc_tab(), 1, BUF_GPA, 8, 0, 0);
     post(1);
     post(1);
-    CHECK(*avail_w(1) == 1);
+    CHECK(rd(avail_w(1)) == 1);
     CHECK(virtq_pop(&vq, &e) == 1 && virtq_pop(&vq, &e) == 1 && virtq_pop(&vq, &e) == 0);
 }
 
@@ -153,11 +158,11 @@ static void test_malformed(void)
 
     setup(false, false);
     set_desc(desc_tab(), 0, BUF_GPA, 16, 0, 0);
-    *avail_w(1) = NUM + 1;
+    wr(avail_w(1), NUM + 1);
     expect_broken("avail idx jumped more than num");
 
     setup(false, false);
-    *avail_w(1) = NUM; /* exactly num ahead is legal */
+    wr(avail_w(1), NUM); /* exactly num ahead is legal */
     struct virtq_elem e;
     CHECK(virtq_pop(&vq, &e) == 1);
 
@@ -275,13 +280,13 @@ static void test_notify(void)
     virtq_push(&vq, &e, 8);
     virtq_notify(&vq);
     CHECK(read_call(efd) == 1);
-    *avail_w(0) = VRING_AVAIL_F_NO_INTERRUPT;
+    wr(avail_w(0), VRING_AVAIL_F_NO_INTERRUPT);
     virtq_notify(&vq);
     CHECK(read_call(efd) == 0);
     virtq_set_notify(&vq, false);
-    CHECK(*used_w(0) & VRING_USED_F_NO_NOTIFY);
+    CHECK(rd(used_w(0)) & VRING_USED_F_NO_NOTIFY);
     virtq_set_notify(&vq, true);
-    CHECK(!(*used_w(0) & VRING_USED_F_NO_NOTIFY));
+    CHECK(!(rd(used_w(0)) & VRING_USED_F_NO_NOTIFY));
 
     /* EVENT_IDX: vring_need_event with used_event */
     setup(true, false);
@@ -290,27 +295,27 @@ static void test_notify(void)
     for (int i = 0; i < 4; i++)
         post(0);
     CHECK(virtq_pop(&vq, &e) == 1);
-    CHECK(*avail_event() == 1); /* device asks to be kicked after the next entry */
+    CHECK(rd(avail_event()) == 1); /* device asks to be kicked after the next entry */
     virtq_push(&vq, &e, 8);     /* used idx 1 */
-    *used_event() = 0;
+    wr(used_event(), 0);
     virtq_notify(&vq);          /* first notify always goes */
     CHECK(read_call(efd) == 1);
     virtq_notify(&vq);          /* nothing new used */
     CHECK(read_call(efd) == 0);
     CHECK(virtq_pop(&vq, &e) == 1);
     virtq_push(&vq, &e, 8);     /* used idx 2; driver wants an interrupt after idx 5 only */
-    *used_event() = 5;
+    wr(used_event(), 5);
     virtq_notify(&vq);
     CHECK(read_call(efd) == 0);
     CHECK(virtq_pop(&vq, &e) == 1);
     virtq_push(&vq, &e, 8);     /* used idx 3; driver now wants one once idx passes 2 */
-    *used_event() = 2;
+    wr(used_event(), 2);
     virtq_notify(&vq);
     CHECK(read_call(efd) == 1);
     /* set_notify(true) publishes the current avail idx as avail_event */
-    *avail_event() = 0;
+    wr(avail_event(), 0);
     virtq_set_notify(&vq, true);
-    CHECK(*avail_event() == 4);
+    CHECK(rd(avail_event()) == 4);
 
     /* no call fd: nothing happens, no crash */
     setup(true, false);
@@ -376,8 +381,8 @@ static void test_split_regions(void)
     struct vring_desc *d = memtable_gpa_to_hva(&m2, 0, 64);
     set_desc(d, 0, 0xff00, 0x200, 0, 0);
     uint16_t *av = memtable_gpa_to_hva(&m2, 0x1000, 8);
-    av[2] = 0;
-    av[1] = 1;
+    av[2] = htole16(0);
+    av[1] = htole16(1);
     struct virtq_elem e;
     CHECK(virtq_pop(&q, &e) == 1);
     CHECK(e.n_out == 2 && e.iov[0].iov_len == 0x100 && e.iov[1].iov_len == 0x100 && e.out_len == 0x200);

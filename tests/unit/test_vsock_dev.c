@@ -1,6 +1,7 @@
 /* Device-level test of the virtio-vsock device: the test plays the guest
  * driver on split rings laid out in a memfd-backed memtable and calls
  * vsock_dev_queue_event() the way the vhost-user layer would. */
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,21 +118,28 @@ static void setup_vq(struct guest *g, unsigned idx, uint16_t num, uint64_t d, ui
     vq->started = true;
 }
 
+/* Ring fields are little-endian in guest memory; the test converts at every
+ * access, as a driver does. */
+static struct vring_desc desc_le(uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+    return (struct vring_desc){ htole64(addr), htole32(len), htole16(flags), htole16(next) };
+}
+
 static void rx_post(struct guest *g, int slot)
 {
     uint64_t buf = GPA_RXBUF + (uint64_t)slot * 8192;
     struct vring_desc *d = &g->rxd[slot * 2];
     g->slot_single[slot] = g->rx_single;
     if (g->rx_single) {
-        d[0] = (struct vring_desc){ buf, VSOCK_HDR_SIZE + RX_PAY, VRING_DESC_F_WRITE, 0 };
+        d[0] = desc_le(buf, VSOCK_HDR_SIZE + RX_PAY, VRING_DESC_F_WRITE, 0);
     } else {
-        d[0] = (struct vring_desc){ buf, VSOCK_HDR_SIZE, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, (uint16_t)(slot * 2 + 1) };
-        d[1] = (struct vring_desc){ buf + 64, RX_PAY, VRING_DESC_F_WRITE, 0 };
+        d[0] = desc_le(buf, VSOCK_HDR_SIZE, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, (uint16_t)(slot * 2 + 1));
+        d[1] = desc_le(buf + 64, RX_PAY, VRING_DESC_F_WRITE, 0);
     }
-    g->rxa->ring[g->rx_avail % RXN] = (uint16_t)(slot * 2);
+    g->rxa->ring[g->rx_avail % RXN] = htole16((uint16_t)(slot * 2));
     __atomic_thread_fence(__ATOMIC_RELEASE);
     g->rx_avail++;
-    g->rxa->idx = g->rx_avail;
+    g->rxa->idx = htole16(g->rx_avail);
 }
 
 static void guest_init(struct guest *g, uint64_t cid, const char *name)
@@ -183,8 +191,10 @@ static void guest_fini(struct guest *g)
 
 static void tx_reclaim(struct guest *g)
 {
-    while (g->txu->idx != g->tx_used_seen) {
+    while (le16toh(g->txu->idx) != g->tx_used_seen) {
         struct vring_used_elem e = g->txu->ring[g->tx_used_seen % TXN];
+        e.id = le32toh(e.id);
+        e.len = le32toh(e.len);
         g->tx_used_seen++;
         if (e.len != 0)
             printf("FAIL tx used len %u\n", e.len), unit_failures++;
@@ -228,16 +238,15 @@ static void tx_raw(struct guest *g, const uint8_t *bytes, size_t n, bool add_in)
         ndesc = 4, pieces = 3;
     for (int i = 0; i < pieces; i++) {
         size_t end = i == pieces - 1 ? n : cuts[i + 1];
-        g->txd[base + i] = (struct vring_desc){ buf + cuts[i], (uint32_t)(end - cuts[i]),
-                                                (uint16_t)(i + 1 < ndesc ? VRING_DESC_F_NEXT : 0),
-                                                (uint16_t)(base + i + 1) };
+        g->txd[base + i] = desc_le(buf + cuts[i], (uint32_t)(end - cuts[i]),
+                                   (uint16_t)(i + 1 < ndesc ? VRING_DESC_F_NEXT : 0), (uint16_t)(base + i + 1));
     }
     if (add_in)
-        g->txd[base + pieces] = (struct vring_desc){ buf + 65536, 64, VRING_DESC_F_WRITE, 0 };
-    g->txa->ring[g->tx_avail % TXN] = (uint16_t)base;
+        g->txd[base + pieces] = desc_le(buf + 65536, 64, VRING_DESC_F_WRITE, 0);
+    g->txa->ring[g->tx_avail % TXN] = htole16((uint16_t)base);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     g->tx_avail++;
-    g->txa->idx = g->tx_avail;
+    g->txa->idx = htole16(g->tx_avail);
 }
 
 static void tx_pkt(struct guest *g, const struct vsock_hdr *h, const void *payload)
@@ -254,9 +263,11 @@ static int guest_rx(struct guest *g, struct rxpkt *out, int max)
 {
     int n = 0;
     bool reposted = false;
-    while (n < max && g->rxu->idx != g->rx_used_seen) {
+    while (n < max && le16toh(g->rxu->idx) != g->rx_used_seen) {
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         struct vring_used_elem e = g->rxu->ring[g->rx_used_seen % RXN];
+        e.id = le32toh(e.id);
+        e.len = le32toh(e.len);
         g->rx_used_seen++;
         int slot = (int)(e.id / 2);
         uint8_t *buf = g->mem + GPA_RXBUF + (size_t)slot * 8192;
@@ -1356,7 +1367,7 @@ static void test_sibling_backpressure(struct guest *a, struct guest *b)
             kick_tx(a);
     }
     kick_tx(a);
-    CHECK(a->vm.vsock->fwd_blocked && a->txu->idx != a->tx_avail);   /* left in a's ring */
+    CHECK(a->vm.vsock->fwd_blocked && le16toh(a->txu->idx) != a->tx_avail);   /* left in a's ring */
     CHECK(guest_rx(a, pkts, 512) == 0);                              /* no RST */
     release_rx(b);
     uint64_t got = 0;
@@ -1600,12 +1611,12 @@ static void test_async_service(struct guest *g)
 
 static void test_broken_ring(struct guest *g)
 {
-    g->txa->idx = (uint16_t)(g->tx_avail + TXN + 5);   /* more than the ring holds */
+    g->txa->idx = htole16((uint16_t)(g->tx_avail + TXN + 5));   /* more than the ring holds */
     vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
     vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);
     CHECK(g->vm.vq[VSOCK_VQ_TX].broken);
     CHECK(g->vm.vsock->tx_broken);
-    g->txa->idx = g->tx_avail;
+    g->txa->idx = htole16(g->tx_avail);
 }
 
 int main(void)

@@ -1,5 +1,5 @@
-/* Split virtqueue layout and flags (virtio 1.x, section 2.7). Fields are
- * little-endian in guest memory; readers and writers convert at access. */
+/* Split virtqueue layout and flags (virtio 1.x, section 2.7). Every field is
+ * little-endian in guest memory; readers and writers convert at each access. */
 #pragma once
 #include <stdint.h>
 

@@ -1,5 +1,6 @@
-/* virtio-vsock packet header (virtio spec 1.2 section 5.10.6), host byte order
- * view plus a bounds-checked parser of the wire form. */
+/* virtio-vsock packet header (virtio spec 1.2 section 5.10.6): struct
+ * vsock_hdr is the host byte order view; the 44-byte wire form is packed
+ * little-endian and is read and written only by vsock_hdr_decode/encode. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>

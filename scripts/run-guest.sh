@@ -1,8 +1,8 @@
 #!/bin/bash
-# deploy/run-guest.sh - boot a throw-away Linux guest under QEMU, run one
+# scripts/run-guest.sh - boot a throw-away Linux guest under QEMU, run one
 # command in it, and exit with that command's exit status.
 #
-#   deploy/run-guest.sh [options] -- CMD [ARGS...]
+#   scripts/run-guest.sh [options] -- CMD [ARGS...]
 #
 #   --socket PATH      attach a vhost-user-vsock-pci device backed by the
 #                      vhost-user socket PATH (mdlmap-hostd, started by the
@@ -32,7 +32,7 @@
 # (guest crashed, QEMU killed, ...), 126 on a usage or setup error.
 #
 # Example (hostd already serving cid 3 on /tmp/vm1.sock):
-#   deploy/run-guest.sh --socket /tmp/vm1.sock -- mdlmap-agent echo --bytes 16M
+#   scripts/run-guest.sh --socket /tmp/vm1.sock -- mdlmap-agent echo --bytes 16M
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -82,7 +82,7 @@ fi
 KROOT=$(readlink -f "$KROOT")
 KVER=$(ls "$KROOT/lib/modules" 2>/dev/null | head -n1)
 KERNEL=$KROOT/boot/vmlinuz-$KVER
-[ -n "$KVER" ] && [ -f "$KERNEL" ] || die "no guest kernel in $KROOT (run deploy/setup.sh)"
+[ -n "$KVER" ] && [ -f "$KERNEL" ] || die "no guest kernel in $KROOT (run scripts/setup.sh)"
 [ -z "$SOCKET" ] || [ -S "$SOCKET" ] || die "vhost-user socket $SOCKET does not exist (start mdlmap-hostd first)"
 [ -z "$SERIAL_BENCH" ] || [ -S "$SERIAL_BENCH" ] || die "--serial-bench socket $SERIAL_BENCH does not exist"
 

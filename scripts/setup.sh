@@ -1,10 +1,10 @@
 #!/bin/bash
-# deploy/setup.sh - install what building, running and testing mdlmap needs,
+# scripts/setup.sh - install what building, running and testing mdlmap needs,
 # and fetch the Debian guest kernel into a cache. Idempotent; run as root.
 #
-#   deploy/setup.sh                 # packages + guest kernel
-#   deploy/setup.sh --packages-only
-#   deploy/setup.sh --kernel-only
+#   scripts/setup.sh                 # packages + guest kernel
+#   scripts/setup.sh --packages-only
+#   scripts/setup.sh --kernel-only
 #
 # Environment:
 #   MDLMAP_CACHE   cache root (default /var/cache/mdlmap); the kernel lands in

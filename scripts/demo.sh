@@ -1,10 +1,10 @@
 #!/bin/bash
-# deploy/demo.sh - the mdlmap demo: a guest program locks and maps a buffer,
+# scripts/demo.sh - the mdlmap demo: a guest program locks and maps a buffer,
 # the host reads the guest's bytes through hostd's zero-copy mapping, writes
-# a reply the guest sees, and the guest unmaps. Runs deploy/setup.sh first
+# a reply the guest sees, and the guest unmaps. Runs scripts/setup.sh first
 # (MDLMAP_SKIP_SETUP=1 skips it).
 #
-#   deploy/demo.sh [BUILD_DIR]      (default: $MDLMAP_BUILD, else ./build; built if missing)
+#   scripts/demo.sh [BUILD_DIR]      (default: $MDLMAP_BUILD, else ./build; built if missing)
 #
 # Environment: MDLMAP_ACCEL=tcg|kvm (default tcg), DEMO_TIMEOUT (seconds, default 300),
 # MDLMAP_DEMO_KEEP=1 keeps the temp dir with the logs.
@@ -61,7 +61,7 @@ info "hostd pid $HOSTD_PID is listening"
 
 say "2. Booting a guest (QEMU ${MDLMAP_ACCEL:-tcg}); in it, a program fills 8192 bytes at page offset 100"
 info "with \"$PATTERN\", locks the pages (MmProbeAndLockPages) and asks hostd to map them (MmMapLockedPagesSpecifyCache)"
-"$TOP/deploy/run-guest.sh" --socket "$T/vm.sock" --name demo --agent "$AGENT" --timeout "$TIMEOUT" --quiet \
+"$HERE/run-guest.sh" --socket "$T/vm.sock" --name demo --agent "$AGENT" --timeout "$TIMEOUT" --quiet \
   --log "$T/guest.out" -- \
   mdlmap-agent map --bytes 8192 --offset 100 --pattern "$PATTERN" --wait-for "$REPLY" --timeout 60 \
   >"$T/guest.stdout" 2>&1 &

@@ -1,5 +1,5 @@
 #!/bin/bash
-# deploy/libvirt/prepare-libvirtd.sh - make libvirtd (9.x, Debian) usable for
+# scripts/libvirt/prepare-libvirtd.sh - make libvirtd (9.x, Debian) usable for
 # mdlmap on a host without systemd. Run as root. Idempotent.
 #
 #   prepare-libvirtd.sh --user            only create the QEMU user/group
@@ -90,7 +90,7 @@ start_private() {
     rm -f "$D"/etc/qemu/networks/autostart/* "$D"/etc/storage/autostart/* 2>/dev/null
     cat >> "$D/etc/qemu.conf" <<EOF
 
-# ---- mdlmap private instance (deploy/libvirt/prepare-libvirtd.sh) ----
+# ---- mdlmap private instance (scripts/libvirt/prepare-libvirtd.sh) ----
 user = "$QUSER"
 group = "$QGROUP"
 dynamic_ownership = 1

@@ -1,13 +1,13 @@
 #!/bin/bash
-# deploy/mkinitramfs.sh - build the mdlmap test initramfs (cpio newc, gzip).
+# scripts/mkinitramfs.sh - build the mdlmap test initramfs (cpio newc, gzip).
 #
-#   deploy/mkinitramfs.sh -o OUT.cpio.gz [--kernel-root DIR] [--agent PATH]
+#   scripts/mkinitramfs.sh -o OUT.cpio.gz [--kernel-root DIR] [--agent PATH]
 #                         [--add SRC[:DEST]]... [--print-base]
 #
 # OUT is two concatenated gzip'd cpio archives (the kernel unpacks both):
 #   base    busybox-static + applet links, the virtio/vsock modules (paths and
 #           dependencies resolved from the kernel's modules.dep, decompressed
-#           if .ko.xz/.ko.zst/.ko.gz), /init (deploy/guest-init.sh).
+#           if .ko.xz/.ko.zst/.ko.gz), /init (scripts/guest-init.sh).
 #           Cached in $MDLMAP_CACHE/initramfs/, keyed on a hash of its inputs.
 #   overlay the per-run files: --agent (as /bin/mdlmap-agent) and every --add
 #           SRC[:DEST] (DEST defaults to /bin/NAME; DEST ending in / is a dir).
@@ -47,9 +47,9 @@ done
 
 KROOT=$(readlink -f "$KROOT")
 KVER=$(ls "$KROOT/lib/modules" 2>/dev/null | head -n1)
-[ -n "$KVER" ] || die "no kernel in $KROOT (run deploy/setup.sh)"
+[ -n "$KVER" ] || die "no kernel in $KROOT (run scripts/setup.sh)"
 MODDIR=$KROOT/lib/modules/$KVER
-[ -s "$MODDIR/modules.dep" ] || die "$MODDIR/modules.dep missing (run deploy/setup.sh)"
+[ -s "$MODDIR/modules.dep" ] || die "$MODDIR/modules.dep missing (run scripts/setup.sh)"
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || BUSYBOX=$(command -v busybox || true)
 [ -x "$BUSYBOX" ] || die "busybox not found (apt-get install busybox-static)"
