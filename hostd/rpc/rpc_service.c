@@ -20,8 +20,57 @@
  * the rpc code -- recv, writable, the engine's done() -- holds p (busy);
  * closed() while busy only marks p gone (vsend then fails without touching
  * the freed vsock_conn) and the last entry out releases it. */
+/* Each VM's receive budget (RPC_RX_VM_CAP), shared by its connections;
+ * it goes away with the VM's last connection. */
+struct rpc_vm_budget {
+    struct rpc_vm_budget *next;
+    const struct vm *vm;
+    unsigned conns;
+    struct fconn_budget b;
+};
+
+/* The registration: the vsock service and what its connections share. */
+struct rpc_service {
+    struct vsock_service svc;
+    struct hostd *h;
+    struct rpc_vm_budget *budgets;
+};
+
+static struct rpc_vm_budget *budget_get(struct rpc_service *s, const struct vm *vm)
+{
+    struct rpc_vm_budget *b;
+    for (b = s->budgets; b; b = b->next)
+        if (b->vm == vm)
+            break;
+    if (!b) {
+        b = calloc(1, sizeof(*b));
+        if (!b)
+            return NULL;
+        b->vm = vm;
+        rpc_rx_budget_init(&b->b);
+        b->next = s->budgets;
+        s->budgets = b;
+    }
+    b->conns++;
+    return b;
+}
+
+static void budget_put(struct rpc_service *s, struct rpc_vm_budget *b)
+{
+    if (--b->conns)
+        return;
+    for (struct rpc_vm_budget **pp = &s->budgets; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    free(b);
+}
+
 struct rpc_vconn {
     struct rpc_conn rc;
+    struct rpc_service *svc;
+    struct rpc_vm_budget *budget;
     struct vsock_conn *vc; /* NULL once gone */
     unsigned busy;         /* entries into the rpc code in progress */
     bool gone;             /* closed() ran while busy: release on the way out */
@@ -50,15 +99,22 @@ static void map_done(void *ctx, int err, const struct map_obj *m, const char *de
 
 static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
 {
-    struct hostd *h = ctx;
+    struct rpc_service *s = ctx;
+    struct hostd *h = s->h;
     struct vm *vm = vsock_conn_vm(vc);
     if (!h->maps || !vm)
         return -ECONNREFUSED;
     struct rpc_vconn *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
+    p->budget = budget_get(s, vm);
+    if (!p->budget) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->svc = s;
     p->vc = vc;
-    rpc_conn_init(&p->rc, h->maps, vm, vsock_conn_id(vc), vsend, p);
+    rpc_conn_init(&p->rc, h->maps, vm, vsock_conn_id(vc), vsend, p, &p->budget->b);
     p->rc.sess.done = map_done;
     p->rc.sess.done_ctx = p;
     *priv = p;
@@ -70,8 +126,9 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
 static void release(struct rpc_vconn *p, const char *why)
 {
     log_info("rpc: conn %llu closed after %llu requests: %s", (unsigned long long)p->rc.sess.owner.conn_id,
-             (unsigned long long)p->rc.requests, why ? why : "closed");
+             (unsigned long long)p->rc.fc.requests, why ? why : "closed");
     rpc_conn_fini(&p->rc, why ? why : "connection closed");
+    budget_put(p->svc, p->budget);
     free(p->why);
     free(p);
 }
@@ -135,7 +192,7 @@ static void rpc_closed(struct vsock_conn *vc, void *priv, const char *why)
                   (unsigned long long)p->rc.sess.owner.conn_id, why ? why : "closed");
         p->gone = true;
         p->vc = NULL;
-        p->rc.closing = true;
+        p->rc.fc.closing = true;
         p->why = why ? strdup(why) : NULL;
         return;
     }
@@ -156,9 +213,11 @@ static const struct vsock_service rpc_svc = {
 
 int rpc_service_register(struct hostd *h)
 {
-    /* the service struct must outlive hostd and carry h as ctx */
-    static struct vsock_service svc;
-    svc = rpc_svc;
-    svc.ctx = h;
-    return vsock_register_service(h, &svc);
+    /* the service struct must outlive hostd and carry the registration as ctx */
+    static struct rpc_service svc;
+    svc.svc = rpc_svc;
+    svc.svc.ctx = &svc;
+    svc.h = h;
+    h->rpc = &svc;
+    return vsock_register_service(h, &svc.svc);
 }
