@@ -9,23 +9,22 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/timerfd.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "fconn.h"
 #include "frame.h"
 #include "host_api_handlers.h"
 #include "host_api_int.h"
 #include "log.h"
-#include "rpc_outq.h"
-#include "rpc_reply.h"
+#include "usock.h"
+
+_Static_assert(OUTQ_MAX_FDS <= USOCK_MAX_FDS, "a queued frame's fds must fit one sendmsg");
 
 static void client_free(void *ptr)
 {
     struct api_client *c = ptr;
-    frame_reader_free(&c->rd);
-    rpc_outq_free(&c->out);
+    fconn_fini(&c->fc);
     free(c);
 }
 
@@ -49,88 +48,39 @@ static void client_close(struct api_client *c, const char *why)
         client_free(c);
 }
 
-static long sock_send(void *ctx, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
+static long client_send(void *ctx, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
 {
     struct api_client *c = ctx;
-    struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * RPC_OUTQ_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (nfds) {
-        memset(&u, 0, sizeof(u));
-        msg.msg_control = u.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-    }
-    ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    return (long)w;
+    long w = usock_send(c->fd, p, n, fds, nfds, MSG_DONTWAIT);
+    return w == -EINTR ? -EAGAIN : w;
 }
 
-void api_client_queue(struct api_client *c, uint8_t *f, size_t n)
+/* Consumer messages first (registration and answers), then host API requests. */
+static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
 {
-    if (rpc_outq_push(&c->out, f, n) < 0)
-        c->closing = true;
-    free(f);
+    struct api_client *c = ctx;
+    if (api_consumer_message(c, req))
+        return 0;
+    uint8_t *f;
+    size_t n;
+    int rc = host_api_handle(c->api->eng, req, &f, &n);
+    if (rc < 0)
+        return rc;
+    fconn_queue(fc, f, n);
+    return 0;
 }
 
-static void process(struct api_client *c)
+static void client_stopping(void *ctx, int err, const char *what)
 {
-    struct map_engine *e = c->api->eng;
-    while (!c->closing && c->out.bytes < API_OUTQ_HIGH) {
-        const uint8_t *p;
-        size_t plen;
-        uint8_t *f;
-        size_t n;
-        int r = frame_reader_next(&c->rd, &p, &plen);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            if (rpc_reply_error(0, -EINVAL, "frame length is 0 or exceeds the 1 MiB limit", &f, &n) == 0)
-                api_client_queue(c, f, n);
-            c->closing = true;
-            break;
-        }
-        mdl_envelope *req;
-        if (frame_decode(p, plen, &req) < 0) {
-            if (rpc_reply_error(0, -EINVAL, "undecodable envelope", &f, &n) == 0)
-                api_client_queue(c, f, n);
-            c->closing = true;
-            break;
-        }
-        if (req->version > MDLMAP_PROTO_VERSION) {
-            /* Version 0 is an unset field (proto3 default): read as version 1. */
-            char detail[64];
-            snprintf(detail, sizeof(detail), "envelope version %u, hostd speaks %u", req->version,
-                     MDLMAP_PROTO_VERSION);
-            r = rpc_reply_error(req->request_id, -EPROTO, detail, &f, &n);
-            frame_envelope_free(req);
-            if (r == 0)
-                api_client_queue(c, f, n);
-            continue;
-        }
-        if (api_consumer_message(c, req)) { /* consumer registration and answers */
-            frame_envelope_free(req);
-            continue;
-        }
-        r = host_api_handle(e, req, &f, &n);
-        frame_envelope_free(req);
-        if (r < 0) {
-            if (rpc_reply_error(0, -EINVAL, "response could not be encoded", &f, &n) == 0)
-                api_client_queue(c, f, n);
-            c->closing = true;
-            break;
-        }
-        api_client_queue(c, f, n);
-    }
+    struct api_client *c = ctx;
+    log_debug("api: client fd %d: %s; closing", c->fd, what);
 }
+
+static const struct fconn_ops client_ops = {
+    .send = client_send,
+    .dispatch = client_dispatch,
+    .stopping = client_stopping,
+};
 
 /* Re-arm epoll for what the client can do now (never flushes nor closes). */
 void api_client_arm(struct api_client *c)
@@ -138,22 +88,21 @@ void api_client_arm(struct api_client *c)
     if (c->dead)
         return;
     uint32_t ev = 0;
-    if (!c->closing && c->out.bytes < API_OUTQ_HIGH && frame_reader_room(&c->rd))
+    if (fconn_input_room(&c->fc))
         ev |= EPOLLIN;
-    if (!rpc_outq_empty(&c->out) || c->closing)
+    if (!outq_empty(&c->fc.out) || c->fc.closing)
         ev |= EPOLLOUT;
     evloop_mod(c->api->loop, &c->h, ev);
 }
 
 /* Flush and re-arm; returns false if the client was closed. */
-bool api_client_settle(struct api_client *c)
+static bool client_settle(struct api_client *c)
 {
-    int rc = rpc_outq_flush_fds(&c->out, sock_send, c);
-    if (rc < 0) {
+    if (fconn_flush(&c->fc) < 0) {
         client_close(c, "send failed");
         return false;
     }
-    if (c->closing && rpc_outq_empty(&c->out)) {
+    if (fconn_done(&c->fc)) {
         client_close(c, "protocol error");
         return false;
     }
@@ -165,12 +114,15 @@ static void client_event(void *opaque, uint32_t events)
 {
     struct api_client *c = opaque;
     if (events & EPOLLOUT) {
-        process(c); /* frames held back while output was full */
-        if (!api_client_settle(c))
+        fconn_pump(&c->fc); /* frames held back while output was full */
+        if (!client_settle(c))
             return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        size_t room = frame_reader_room(&c->rd);
+        /* Dispatch what is buffered first: then the room below is what
+         * fconn_input() takes, and no byte read is left over. */
+        fconn_pump(&c->fc);
+        size_t room = fconn_input_room(&c->fc);
         if (room > 65536)
             room = 65536;
         uint8_t buf[65536];
@@ -183,12 +135,11 @@ static void client_event(void *opaque, uint32_t events)
             client_close(c, "recv failed");
             return;
         }
-        if (r > 0 && frame_reader_feed(&c->rd, buf, (size_t)r) < 0) {
-            client_close(c, "out of memory");
+        if (r > 0 && fconn_input(&c->fc, buf, (size_t)r) != (size_t)r) {
+            client_close(c, "input not taken");
             return;
         }
-        process(c);
-        api_client_settle(c);
+        client_settle(c);
     }
 }
 
@@ -241,8 +192,9 @@ static void listen_event(void *opaque, uint32_t events)
         }
         c->api = api;
         c->fd = fd;
-        frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
-        rpc_outq_init(&c->out);
+        /* the host API names every undecodable frame alike */
+        struct fconn_config cfg = { .out_high = API_OUTQ_HIGH, .name_empty_body = false };
+        fconn_init(&c->fc, &client_ops, c, &cfg);
         if (evloop_add(api->loop, &c->h, fd, EPOLLIN, client_event, c) < 0) {
             close(fd);
             client_free(c);
@@ -259,38 +211,15 @@ static void listen_event(void *opaque, uint32_t events)
 
 struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (!eng || !loop || !path || strlen(path) >= sizeof(sa.sun_path)) {
+    if (!eng || !loop || !path) {
         log_err("api: bad socket path or no engine");
         return NULL;
     }
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-        if (probe >= 0)
-            close(probe);
-        if (live) {
-            log_err("api: %s is in use by another process", path);
-            return NULL;
-        }
-        unlink(path); /* stale socket of an earlier hostd */
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
     if (fd < 0) {
-        log_err("api: socket: %m");
-        return NULL;
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        log_err("api: %s: %m", path);
-        close(fd);
-        return NULL; /* the path is not ours: leave it */
-    }
-    if (chmod(path, 0660) < 0 || listen(fd, 16) < 0) {
-        log_err("api: %s: %m", path);
-        close(fd);
-        unlink(path); /* the socket file we just bound */
+        log_err("api: %s: %s", path,
+                fd == -EADDRINUSE ? "in use by another process" :
+                fd == -EEXIST ? "exists and is not a socket" : strerror(-fd));
         return NULL;
     }
     struct host_api *api = calloc(1, sizeof(*api));

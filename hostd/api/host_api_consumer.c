@@ -9,7 +9,7 @@
 #include "host_api_int.h"
 #include "log.h"
 #include "map_engine.h"
-#include "rpc_reply.h"
+#include "fconn.h"
 
 static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigned nfds)
 {
@@ -23,8 +23,7 @@ static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigne
             close(fds[i]);
         return rc;
     }
-    rc = rpc_outq_push_fds(&c->out, f, n, fds, nfds);
-    free(f);
+    rc = fconn_push(&c->fc, f, n, fds, nfds);
     if (rc == 0)
         api_client_arm(c); /* the event loop flushes: never close from here */
     return rc;
@@ -33,11 +32,11 @@ static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigne
 static int map_into(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns)
 {
     struct api_client *c = ctx;
-    if (c->dead || c->closing)
+    if (c->dead || c->fc.closing)
         return -ENOTCONN;
     Mdlmap__V1__MapIntoRun *rv = calloc(nruns, sizeof(*rv));
     Mdlmap__V1__MapIntoRun **rp = calloc(nruns, sizeof(*rp));
-    int fds[RPC_OUTQ_MAX_FDS], src[RPC_OUTQ_MAX_FDS];
+    int fds[OUTQ_MAX_FDS], src[OUTQ_MAX_FDS];
     unsigned nfds = 0;
     int rc = rv && rp ? 0 : -ENOMEM;
     for (uint32_t i = 0; rc == 0 && i < nruns; i++) {
@@ -45,7 +44,7 @@ static int map_into(void *ctx, const struct map_obj *m, const struct map_run *ru
         while (k < nfds && src[k] != runs[i].fd)
             k++;
         if (k == nfds) {
-            if (nfds == RPC_OUTQ_MAX_FDS) {
+            if (nfds == OUTQ_MAX_FDS) {
                 rc = -E2BIG;
                 break;
             }
@@ -94,7 +93,7 @@ static int map_into(void *ctx, const struct map_obj *m, const struct map_run *ru
 
 static void send_unmap(struct api_client *c, uint64_t map_handle, uint64_t base, uint64_t len)
 {
-    if (c->dead || c->closing)
+    if (c->dead || c->fc.closing)
         return;
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__UnmapFromRequest rq = MDLMAP__V1__UNMAP_FROM_REQUEST__INIT;
@@ -115,13 +114,17 @@ static void unmap_from(void *ctx, uint64_t map_handle, uint64_t base, uint64_t l
 
 static const struct map_consumer_ops consumer_ops = { .map_into = map_into, .unmap_from = unmap_from };
 
+/* A consumer's failure as the guest will see it: these statuses pass
+ * through; any other failure reads as a bad request (STATUS_INVALID_PARAMETER). */
 static int errno_of(int32_t status)
 {
     switch (status) {
-    case MDLMAP__V1__NT_STATUS__STATUS_CONFLICTING_ADDRESSES: return -EBUSY;
-    case MDLMAP__V1__NT_STATUS__STATUS_INSUFFICIENT_RESOURCES: return -ENOMEM;
-    case MDLMAP__V1__NT_STATUS__STATUS_ACCESS_DENIED: return -EACCES;
-    default: return -EINVAL;
+    case MDLMAP__V1__NT_STATUS__STATUS_CONFLICTING_ADDRESSES:
+    case MDLMAP__V1__NT_STATUS__STATUS_INSUFFICIENT_RESOURCES:
+    case MDLMAP__V1__NT_STATUS__STATUS_ACCESS_DENIED:
+        return ntstatus_to_errno(status);
+    default:
+        return -EINVAL;
     }
 }
 
@@ -146,8 +149,8 @@ bool api_consumer_message(struct api_client *c, const mdl_envelope *req)
         rp.consumer_id = c->consumer_id;
         uint8_t *f;
         size_t n;
-        if (rpc_reply_encode(&env, req->request_id, rc, detail, &f, &n) == 0)
-            api_client_queue(c, f, n);
+        if (fconn_reply_encode(&env, req->request_id, rc, detail, &f, &n) == 0)
+            fconn_queue(&c->fc, f, n);
         return true;
     }
     case MDLMAP__V1__ENVELOPE__BODY_MAP_INTO_REPLY: {

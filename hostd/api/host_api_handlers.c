@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "rpc_reply.h"
+#include "fconn.h"
 
 #define DETAIL_LEN 200
 
@@ -50,7 +50,7 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
     if (!infos || !ptrs) {
         free(infos);
         free(ptrs);
-        return rpc_reply_encode(&env, rid, -ENOMEM, "out of memory", out, out_len);
+        return fconn_reply_encode(&env, rid, -ENOMEM, "out of memory", out, out_len);
     }
     size_t k = 0;
     for (const struct map_obj *m = map_engine_first_map(e); m && k < n; m = m->next) {
@@ -62,7 +62,7 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
     }
     rp.n_mappings = k;
     rp.mappings = ptrs;
-    int rc = rpc_reply_encode(&env, rid, 0, NULL, out, out_len);
+    int rc = fconn_reply_encode(&env, rid, 0, NULL, out, out_len);
     free(infos);
     free(ptrs);
     return rc;
@@ -113,7 +113,7 @@ static int do_read(struct map_engine *e, const Mdlmap__V1__ReadRequest *rq, uint
         rp.data.data = p;
         rp.data.len = rq->length;
     }
-    return rpc_reply_encode(&env, rid, rc, detail, out, out_len);
+    return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
 
 static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, uint64_t rid, uint8_t **out,
@@ -139,7 +139,7 @@ static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, ui
         log_info("api: wrote %zu bytes at offset %llu of map 0x%llx", rq->data.len,
                  (unsigned long long)rq->offset, (unsigned long long)rq->map_handle);
     }
-    return rpc_reply_encode(&env, rid, rc, detail, out, out_len);
+    return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
 
 static int do_stats(struct map_engine *e, uint64_t rid, uint8_t **out, size_t *out_len)
@@ -176,7 +176,7 @@ static int do_stats(struct map_engine *e, uint64_t rid, uint8_t **out, size_t *o
     }
     rp.n_recent_leaks = n;
     rp.recent_leaks = ptrs;
-    return rpc_reply_encode(&env, rid, 0, NULL, out, out_len);
+    return fconn_reply_encode(&env, rid, 0, NULL, out, out_len);
 }
 
 int host_api_handle(struct map_engine *e, const mdl_envelope *req, uint8_t **out, size_t *out_len)
@@ -193,7 +193,7 @@ int host_api_handle(struct map_engine *e, const mdl_envelope *req, uint8_t **out
     default: {
         char detail[DETAIL_LEN];
         snprintf(detail, sizeof(detail), "request type %d is not served on the host API", (int)req->body_case);
-        return rpc_reply_error(req->request_id, -ENOSYS, detail, out, out_len);
+        return fconn_reply_error(req->request_id, -ENOSYS, detail, out, out_len);
     }
     }
 }

@@ -3,10 +3,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fconn.h"
 #include "frame.h"
 #include "evloop.h"
 #include "map_engine.h"
-#include "rpc_outq.h"
 
 #define API_MAX_CLIENTS 64
 #define API_OUTQ_HIGH (2u * 1024u * 1024u)
@@ -15,9 +15,7 @@ struct api_client {
     struct host_api *api;
     int fd;
     struct ev_handler h;
-    struct frame_reader rd;
-    struct rpc_outq out;
-    bool closing;
+    struct fconn fc;        /* framing, output queue, protocol errors */
     bool dead;              /* closed; memory freed after the event batch */
     uint64_t consumer_id;   /* registered UserMode consumer, or 0 */
     uint64_t push_id;       /* request ids of hostd's pushes */
@@ -39,9 +37,6 @@ struct host_api {
     unsigned nclients;
 };
 
-/* Queue an encoded frame (takes f) / flush and re-arm (false: client closed). */
-void api_client_queue(struct api_client *c, uint8_t *f, size_t n);
-bool api_client_settle(struct api_client *c);
 /* Re-arm epoll only (safe from any context: never closes the client). */
 void api_client_arm(struct api_client *c);
 /* Start the 1 s expiry tick (idempotent). */

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
+
+#include "usock.h"
 
 int mdlmap_client_open(struct mdlmap_client *c, const char *path)
 {
@@ -18,18 +18,9 @@ int mdlmap_client_open(struct mdlmap_client *c, const char *path)
         path = getenv("MDLMAP_API");
     if (!path || !*path)
         path = MDLMAP_DEFAULT_API;
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = usock_connect(path, 0);
     if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
+        return fd;
     c->fd = fd;
     return 0;
 }

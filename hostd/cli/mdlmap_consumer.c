@@ -8,14 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
+
+#include "usock.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
-
-#define MAX_FDS 64
 
 int mdlmap_consumer_register(struct mdlmap_consumer *co, struct mdlmap_client *cl, const char *name,
                              mdlmap_consumer_cb cb, void *ctx)
@@ -34,43 +33,6 @@ int mdlmap_consumer_register(struct mdlmap_consumer *co, struct mdlmap_client *c
         co->id = r->register_consumer_reply->consumer_id;
     frame_envelope_free(r);
     return rc;
-}
-
-/* recvmsg exactly n bytes, collecting passed fds */
-static int recv_all(int fd, uint8_t *p, size_t n, int *fds, unsigned *nfds)
-{
-    while (n) {
-        union {
-            char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-            struct cmsghdr align;
-        } u;
-        struct iovec iov = { .iov_base = p, .iov_len = n };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                              .msg_controllen = sizeof(u.buf) };
-        ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-                continue;
-            unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            int *in = (int *)CMSG_DATA(cm);
-            for (unsigned i = 0; i < k; i++) {
-                if (*nfds < MAX_FDS)
-                    fds[(*nfds)++] = in[i];
-                else
-                    close(in[i]);
-            }
-        }
-        if (r == 0)
-            return -ECONNRESET;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
 }
 
 static int reply(struct mdlmap_consumer *co, uint64_t id, int32_t status, const char *detail, uint64_t base,
@@ -192,31 +154,17 @@ int mdlmap_consumer_serve(struct mdlmap_consumer *co, int timeout_ms)
         return errno == EINTR ? -ETIMEDOUT : -errno;
     if (pr == 0)
         return -ETIMEDOUT;
-    int fds[MAX_FDS];
-    unsigned nfds = 0;
-    uint8_t hdr[4];
-    int rc = recv_all(co->cl->fd, hdr, 4, fds, &nfds);
-    uint32_t n = rc == 0 ? (hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24) : 0;
-    uint8_t *p = NULL;
+    struct usock_fds fds = { .n = 0 };
     mdl_envelope *env = NULL;
-    if (rc == 0 && (n == 0 || n > MDLMAP_MAX_FRAME))
-        rc = -EMSGSIZE;
-    if (rc == 0 && !(p = malloc(n)))
-        rc = -ENOMEM;
-    if (rc == 0)
-        rc = recv_all(co->cl->fd, p, n, fds, &nfds);
-    if (rc == 0)
-        rc = frame_decode(p, n, &env);
-    free(p);
+    int rc = frame_read_fd_fds(co->cl->fd, &env, &fds);
     if (rc == 0) {
         if (env->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_INTO)
-            rc = do_map(co, env->map_into, env->request_id, fds, nfds);
+            rc = do_map(co, env->map_into, env->request_id, fds.fd, fds.n);
         else if (env->body_case == MDLMAP__V1__ENVELOPE__BODY_UNMAP_FROM)
             rc = do_unmap(co, env->unmap_from, env->request_id);
     }
     frame_envelope_free(env);
-    for (unsigned i = 0; i < nfds; i++) /* the mappings keep the files */
-        close(fds[i]);
+    usock_fds_close(&fds); /* the mappings keep the files */
     return rc;
 }
 

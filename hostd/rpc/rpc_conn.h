@@ -1,14 +1,14 @@
-/* One guest RPC stream: incremental framing with flow control, dispatch to
- * the handlers, a bounded output queue. Transport-neutral: the transport
- * gives a send function (bytes sent, or -EAGAIN) and feeds input. */
+/* One guest RPC stream: a framed connection (fconn) whose requests go to the
+ * RPC handlers. Transport-neutral: the transport gives a send function
+ * (bytes sent, or -EAGAIN) and feeds input. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fconn.h"
 #include "frame.h"
 #include "rpc_handlers.h"
-#include "rpc_outq.h"
 
 #define RPC_OUTQ_HIGH (256u * 1024u) /* stop taking input while this much output waits */
 /* Input buffered in the frame readers of all RPC connections of one VM.
@@ -16,7 +16,7 @@
  * and keeps its capacity until the connection closes, so without this a
  * guest could pin VSOCK_MAX_CONNS (256) x 1 MiB = 256 MiB per VM by leaving
  * a partial maximal frame on every connection. With it the worst case is
- * RPC_RX_VM_CAP per VM (16 MiB; 1 GiB across HOSTD_MAX_VMS = 64 VMs):
+ * RPC_RX_VM_CAP per VM (16 MiB):
  * growth is checked before the reader reallocates, so it is never passed
  * even transiently. The connection whose input would pass it gets
  * STATUS_INSUFFICIENT_RESOURCES and is closed. */
@@ -26,28 +26,25 @@ typedef long (*rpc_send_fn)(void *ctx, const uint8_t *p, size_t n);
 
 struct rpc_conn {
     struct rpc_session sess;
-    struct frame_reader rd;
-    struct rpc_outq out;
+    struct fconn fc;
     rpc_send_fn send;
     void *send_ctx;
-    bool closing;        /* protocol error: no more input; close once output drained */
-    bool flushing, processing; /* re-entrancy guards: send may call writable() */
-    uint64_t requests;
-    size_t rx_charged;   /* frame reader capacity charged to this VM's RPC_RX_VM_CAP */
-    /* called after an asynchronous completion was queued (the transport may
-     * need to close or re-arm); optional */
-    void (*kick)(void *kick_ctx);
-    void *kick_ctx;
 };
 
+/* The receive budget of one VM (RPC_RX_VM_CAP), shared by all its RPC
+ * connections. Owned by whoever owns the VM's connections; it must outlive
+ * them. */
+void rpc_rx_budget_init(struct fconn_budget *b);
+/* Bytes of frame reader capacity held by the connections sharing b. */
+size_t rpc_rx_budget_buffered(const struct fconn_budget *b);
+
+/* budget: the VM's receive budget (see above). */
 void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct map_vm *vm, uint64_t conn_id,
-                   rpc_send_fn send, void *send_ctx);
-/* The session's UserMode completion (the default sess.done). A transport
- * whose send can close and free its connection re-entrantly should install
- * its own sess.done that holds the connection around this call. */
+                   rpc_send_fn send, void *send_ctx, struct fconn_budget *budget);
+/* The session's UserMode completion (the default sess.done). It runs outside
+ * any call into the connection: the engine completes UserMode maps from the
+ * host API side and its timer, never from inside map_engine_map. */
 void rpc_conn_map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
-/* Bytes of frame reader capacity held for vm's RPC connections (tests). */
-size_t rpc_conn_vm_buffered(const struct map_vm *vm);
 /* Offer stream bytes; returns how many were consumed (the rest is offered again later). */
 size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len);
 /* Output space freed: flush, then handle frames still buffered. */

@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #include "log.h"
-#include "rpc_reply.h"
+#include "fconn.h"
 
 #define DETAIL_LEN 200
 
@@ -61,7 +61,7 @@ int rpc_encode_map_reply(uint64_t request_id, int err, const char *detail, const
     env.map_reply = &rp;
     if (err == 0 && m)
         fill_map_reply(&rp, m);
-    return rpc_reply_encode(&env, request_id, err, detail, out, out_len);
+    return fconn_reply_encode(&env, request_id, err, detail, out, out_len);
 }
 
 static int do_map(struct rpc_session *s, const Mdlmap__V1__MapRequest *rq, mdl_envelope *env,
@@ -122,12 +122,6 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
     char detail[DETAIL_LEN] = "";
     int rc;
 
-    if (req->version > MDLMAP_PROTO_VERSION) {
-        /* Version 0 is an unset field (proto3 default): read as version 1. */
-        snprintf(detail, sizeof(detail), "envelope version %u, hostd speaks %u", req->version,
-                 MDLMAP_PROTO_VERSION);
-        return rpc_reply_error(req->request_id, -EPROTO, detail, out, out_len);
-    }
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_HELLO:
         rc = do_hello(s, req->hello, &env, &hello, detail);
@@ -163,5 +157,5 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
         log_debug("rpc: conn %llu request %llu (type %d) failed: %s",
                   (unsigned long long)s->owner.conn_id, (unsigned long long)req->request_id,
                   (int)req->body_case, detail);
-    return rpc_reply_encode(&env, req->request_id, rc, detail, out, out_len);
+    return fconn_reply_encode(&env, req->request_id, rc, detail, out, out_len);
 }

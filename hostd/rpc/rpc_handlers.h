@@ -22,7 +22,8 @@ struct rpc_session {
     uint64_t pending_id;      /* its request_id */
 };
 
-/* Handle one request; *out gets the encoded response frame (free()).
+/* Handle one request whose envelope version is served (the framed
+ * connection answers newer ones); *out gets the encoded response frame (free()).
  * Returns 0; 1 when the answer comes later (UserMode Map: *out is NULL, the
  * session is pending until s->done runs); or a negative errno when no
  * response could be encoded. */

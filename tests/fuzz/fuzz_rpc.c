@@ -265,7 +265,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sink s = { .budget = data[0] & 0x80 ? 64 + data[0] * 16u : SIZE_MAX };
     frame_reader_init(&s.rd, MDLMAP_MAX_FRAME);
     struct rpc_conn c;
-    rpc_conn_init(&c, eng, fuzz_vm, ++conn_ids, sink_send, &s);
+    struct fconn_budget rx;
+    rpc_rx_budget_init(&rx);
+    rpc_conn_init(&c, eng, fuzz_vm, ++conn_ids, sink_send, &s, &rx);
     struct in in = { data + 1, size - 1 };
     if (data[0] & 1) {
         program(&c, &s, &in);

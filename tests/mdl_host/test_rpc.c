@@ -94,8 +94,10 @@ int main(void)
     struct sink s;
     frame_reader_init(&s.rd, MDLMAP_MAX_FRAME);
     s.budget = SIZE_MAX;
+    struct fconn_budget rx; /* the VM's receive budget: owned here, shared by its connections */
+    rpc_rx_budget_init(&rx);
     struct rpc_conn c;
-    rpc_conn_init(&c, e, fv, 42, sink_send, &s);
+    rpc_conn_init(&c, e, fv, 42, sink_send, &s, &rx);
 
     /* Hello: version ranges */
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
@@ -252,7 +254,7 @@ int main(void)
     env.hello = &hello;
     s.budget = 0;
     size_t queued = 0;
-    for (int i = 0; i < 100000 && c.out.bytes < RPC_OUTQ_HIGH; i++) {
+    for (int i = 0; i < 100000 && c.fc.out.bytes < RPC_OUTQ_HIGH; i++) {
         uint8_t *fr;
         size_t n;
         env.request_id = 1000 + (uint64_t)i;
@@ -260,7 +262,7 @@ int main(void)
         queued += rpc_conn_input(&c, fr, n) == n;
         free(fr);
     }
-    CHECK(c.out.bytes >= RPC_OUTQ_HIGH);
+    CHECK(c.fc.out.bytes >= RPC_OUTQ_HIGH);
     uint8_t *fr;
     size_t n;
     frame_encode(&env, &fr, &n);
@@ -268,7 +270,7 @@ int main(void)
     free(fr);
     s.budget = SIZE_MAX;
     rpc_conn_pump(&c);
-    CHECK_EQ(c.out.bytes, 0);
+    CHECK_EQ(c.fc.out.bytes, 0);
     size_t got = 0;
     while ((r = next_resp(&s))) {
         got++;
@@ -299,7 +301,7 @@ int main(void)
     CHECK_EQ(st.leaks_reported, 4);
 
     /* oversize frame: error reply, then the connection closes */
-    rpc_conn_init(&c, e, fv, 43, sink_send, &s);
+    rpc_conn_init(&c, e, fv, 43, sink_send, &s, &rx);
     uint8_t bad[8] = { 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4 };
     CHECK_EQ(rpc_conn_input(&c, bad, sizeof(bad)), sizeof(bad));
     CHECK(rpc_conn_done(&c));
@@ -308,7 +310,7 @@ int main(void)
     frame_envelope_free(r);
     rpc_conn_fini(&c, "test");
     /* undecodable envelope */
-    rpc_conn_init(&c, e, fv, 44, sink_send, &s);
+    rpc_conn_init(&c, e, fv, 44, sink_send, &s, &rx);
     uint8_t junk[7] = { 3, 0, 0, 0, 0xff, 0xff, 0xff };
     rpc_conn_input(&c, junk, sizeof(junk));
     CHECK(rpc_conn_done(&c));
@@ -335,7 +337,7 @@ int main(void)
         for (int i = 0; i < NC && blob; i++) {
             frame_reader_init(&ss[i].rd, MDLMAP_MAX_FRAME);
             ss[i].budget = SIZE_MAX;
-            rpc_conn_init(&cs[i], e, fv, 100 + (uint64_t)i, sink_send, &ss[i]);
+            rpc_conn_init(&cs[i], e, fv, 100 + (uint64_t)i, sink_send, &ss[i], &rx);
             for (size_t off = 0; off < want && !rpc_conn_done(&cs[i]);) {
                 size_t k = want - off < chunk ? want - off : chunk;
                 size_t used = rpc_conn_input(&cs[i], blob + off, k);
@@ -343,7 +345,7 @@ int main(void)
                     break;
                 off += used;
             }
-            CHECK(rpc_conn_vm_buffered(fv) <= RPC_RX_VM_CAP);
+            CHECK(rpc_rx_budget_buffered(&rx) <= RPC_RX_VM_CAP);
             if (rpc_conn_done(&cs[i])) {
                 if (refused < 0)
                     refused = i;
@@ -356,14 +358,14 @@ int main(void)
         CHECK_EQ(refused, (int)(RPC_RX_VM_CAP / (MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR)));
         rpc_conn_fini(&cs[0], "test");
         /* the freed share is usable again */
-        rpc_conn_init(&cs[0], e, fv, 200, sink_send, &ss[0]);
+        rpc_conn_init(&cs[0], e, fv, 200, sink_send, &ss[0], &rx);
         CHECK_EQ(rpc_conn_input(&cs[0], blob, chunk), chunk);
         CHECK(!rpc_conn_done(&cs[0]));
         for (int i = 0; i < NC && blob; i++) {
             rpc_conn_fini(&cs[i], "test");
             frame_reader_free(&ss[i].rd);
         }
-        CHECK_EQ(rpc_conn_vm_buffered(fv), 0);
+        CHECK_EQ(rpc_rx_budget_buffered(&rx), 0);
         free(blob);
     }
 

@@ -1,11 +1,13 @@
 #include "frame.h"
 
+#include <endian.h>
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "usock.h"
 
 void frame_reader_init(struct frame_reader *r, size_t max_frame)
 {
@@ -26,9 +28,18 @@ size_t frame_reader_room(const struct frame_reader *r)
     return held >= limit ? 0 : limit - held;
 }
 
-static uint32_t le32(const uint8_t *p)
+/* The length prefix is little-endian on the wire whatever the host order. */
+static uint32_t hdr_get(const uint8_t *p)
 {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return le32toh(v);
+}
+
+static void hdr_put(uint8_t *p, size_t n)
+{
+    uint32_t v = htole32((uint32_t)n);
+    memcpy(p, &v, sizeof(v));
 }
 
 size_t frame_reader_cap_after(const struct frame_reader *r, size_t len)
@@ -72,7 +83,7 @@ int frame_reader_next(struct frame_reader *r, const uint8_t **payload, size_t *p
     size_t held = r->len - r->consumed;
     if (held < MDLMAP_FRAME_HDR)
         return 0;
-    uint32_t n = le32(r->buf + r->consumed);
+    uint32_t n = hdr_get(r->buf + r->consumed);
     if (n == 0 || n > r->max_frame)
         return -EMSGSIZE;
     if (held - MDLMAP_FRAME_HDR < n)
@@ -91,10 +102,7 @@ int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len)
     uint8_t *buf = malloc(MDLMAP_FRAME_HDR + n);
     if (!buf)
         return -ENOMEM;
-    buf[0] = (uint8_t)n;
-    buf[1] = (uint8_t)(n >> 8);
-    buf[2] = (uint8_t)(n >> 16);
-    buf[3] = (uint8_t)(n >> 24);
+    hdr_put(buf, n);
     mdlmap__v1__envelope__pack(env, buf + MDLMAP_FRAME_HDR);
     *out = buf;
     *out_len = MDLMAP_FRAME_HDR + n;
@@ -140,15 +148,18 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int read_all(int fd, uint8_t *p, size_t n)
+/* fds NULL: plain read() (works on pipes and files too); else recvmsg()
+ * collecting passed fds. */
+static int read_all(int fd, uint8_t *p, size_t n, struct usock_fds *fds)
 {
     while (n) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
+        ssize_t r = fds ? usock_recv(fd, p, n, fds, 0) : read(fd, p, n);
+        if (r < 0 && !fds)
+            r = -errno;
+        if (r == -EINTR)
+            continue;
+        if (r < 0)
+            return (int)r;
         if (r == 0)
             return -ECONNRESET;
         p += r;
@@ -171,31 +182,25 @@ int frame_write_fd(int fd, const mdl_envelope *env)
 
 int frame_read_fd(int fd, mdl_envelope **out)
 {
+    return frame_read_fd_fds(fd, out, NULL);
+}
+
+int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds)
+{
     uint8_t hdr[MDLMAP_FRAME_HDR];
     *out = NULL;
-    int rc = read_all(fd, hdr, sizeof(hdr));
+    int rc = read_all(fd, hdr, sizeof(hdr), fds);
     if (rc < 0)
         return rc;
-    uint32_t n = le32(hdr);
+    uint32_t n = hdr_get(hdr);
     if (n == 0 || n > MDLMAP_MAX_FRAME)
         return -EMSGSIZE;
     uint8_t *buf = malloc(n);
     if (!buf)
         return -ENOMEM;
-    rc = read_all(fd, buf, n);
+    rc = read_all(fd, buf, n, fds);
     if (rc == 0)
         rc = frame_decode(buf, n, out);
     free(buf);
     return rc;
-}
-
-const char *ntstatus_name(int32_t status)
-{
-    const ProtobufCEnumValue *v =
-        protobuf_c_enum_descriptor_get_value(&mdlmap__v1__nt_status__descriptor, status);
-    if (v)
-        return v->name;
-    static __thread char buf[24];
-    snprintf(buf, sizeof(buf), "STATUS_0x%08x", (uint32_t)status);
-    return buf;
 }

@@ -7,6 +7,9 @@
 #include <stdint.h>
 
 #include "mdlmap.pb-c.h"
+#include "ntstatus.h" /* whoever reads envelopes prints their status */
+
+struct usock_fds;
 
 #define MDLMAP_PROTO_VERSION 1u
 #define MDLMAP_FRAME_HDR 4u
@@ -48,6 +51,6 @@ void frame_envelope_free(mdl_envelope *env);
  * frame_read_fd returns 0, -ECONNRESET on EOF, -EMSGSIZE, -EBADMSG, -errno. */
 int frame_write_fd(int fd, const mdl_envelope *env);
 int frame_read_fd(int fd, mdl_envelope **out);
-
-/* Name of an NTSTATUS value ("STATUS_INVALID_PARAMETER"), or "STATUS_0x%08x". */
-const char *ntstatus_name(int32_t status);
+/* Same on a Unix socket, collecting fds passed with the frame (SCM_RIGHTS)
+ * into fds (see usock.h); fds NULL: any passed fds are closed. */
+int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds);

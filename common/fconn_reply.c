@@ -1,24 +1,22 @@
-/* Response encoding. */
-#include "rpc_reply.h"
+/* Response encoding shared by every mdlmap server. */
+#include "fconn.h"
 
-#include "rpc_status.h"
-
-int rpc_reply_encode(mdl_envelope *env, uint64_t request_id, int err, const char *detail,
-                     uint8_t **out, size_t *out_len)
+int fconn_reply_encode(mdl_envelope *env, uint64_t request_id, int err, const char *detail,
+                       uint8_t **out, size_t *out_len)
 {
     env->version = MDLMAP_PROTO_VERSION;
     env->request_id = request_id;
-    env->status = rpc_status_from_errno(err);
+    env->status = ntstatus_from_errno(err);
     /* protobuf-c wants a non-NULL string; the empty default is fine */
     env->detail = (char *)(err && detail && *detail ? detail : "");
     return frame_encode(env, out, out_len);
 }
 
-int rpc_reply_error(uint64_t request_id, int err, const char *detail, uint8_t **out, size_t *out_len)
+int fconn_reply_error(uint64_t request_id, int err, const char *detail, uint8_t **out, size_t *out_len)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__ErrorResponse body = MDLMAP__V1__ERROR_RESPONSE__INIT;
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_ERROR_REPLY;
     env.error_reply = &body;
-    return rpc_reply_encode(&env, request_id, err, detail, out, out_len);
+    return fconn_reply_encode(&env, request_id, err, detail, out, out_len);
 }

@@ -1,0 +1,34 @@
+/* Output queue of encoded frames for non-blocking peers; a frame may carry
+ * file descriptors to pass with its first byte. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define OUTQ_MAX_FDS 64 /* per frame; usock_send() passes up to USOCK_MAX_FDS */
+
+struct outbuf {
+    struct outbuf *next;
+    size_t len, off;
+    int fds[OUTQ_MAX_FDS]; /* owned; sent with the first byte (SCM_RIGHTS) */
+    unsigned nfds;
+    uint8_t data[];
+};
+
+struct outq {
+    struct outbuf *head, *tail;
+    size_t bytes;     /* unsent bytes */
+};
+
+/* Bytes sent (> 0), 0 or -EAGAIN when blocked, another negative errno when
+ * broken. fds (nfds of them) go with the first byte. */
+typedef long (*outq_send_fn)(void *ctx, const uint8_t *p, size_t n, const int *fds, unsigned nfds);
+
+void outq_init(struct outq *q);
+void outq_free(struct outq *q);
+/* Append a copy of data with fds attached (ownership of the fds taken, even
+ * on failure). 0 or -ENOMEM (also for nfds > OUTQ_MAX_FDS). */
+int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds);
+/* Send as much as possible: 0 (all sent or blocked) or send's error. */
+int outq_flush(struct outq *q, outq_send_fn send, void *ctx);
+static inline bool outq_empty(const struct outq *q) { return q->bytes == 0; }

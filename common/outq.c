@@ -1,0 +1,80 @@
+/* Output queue: frames wait here while the peer is not reading. */
+#include "outq.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void buf_free(struct outbuf *b)
+{
+    for (unsigned i = 0; i < b->nfds; i++)
+        close(b->fds[i]);
+    free(b);
+}
+
+void outq_init(struct outq *q)
+{
+    q->head = q->tail = NULL;
+    q->bytes = 0;
+}
+
+void outq_free(struct outq *q)
+{
+    while (q->head) {
+        struct outbuf *b = q->head;
+        q->head = b->next;
+        buf_free(b);
+    }
+    outq_init(q);
+}
+
+int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds)
+{
+    struct outbuf *b = len && nfds <= OUTQ_MAX_FDS ? malloc(sizeof(*b) + len) : NULL;
+    if (!b) {
+        for (unsigned i = 0; i < nfds; i++)
+            close(fds[i]);
+        return len ? -ENOMEM : 0;
+    }
+    b->next = NULL;
+    b->len = len;
+    b->off = 0;
+    b->nfds = nfds;
+    if (nfds)
+        memcpy(b->fds, fds, nfds * sizeof(*fds));
+    memcpy(b->data, data, len);
+    if (q->tail)
+        q->tail->next = b;
+    else
+        q->head = b;
+    q->tail = b;
+    q->bytes += len;
+    return 0;
+}
+
+int outq_flush(struct outq *q, outq_send_fn send, void *ctx)
+{
+    while (q->head) {
+        struct outbuf *b = q->head;
+        long n = send(ctx, b->data + b->off, b->len - b->off, b->fds, b->nfds);
+        if (n == 0 || n == -EAGAIN)
+            return 0;
+        if (n < 0)
+            return (int)n;
+        if ((size_t)n > b->len - b->off)
+            return -EIO; /* a send function that claims more than it was given */
+        for (unsigned i = 0; i < b->nfds; i++) /* they went with the first byte */
+            close(b->fds[i]);
+        b->nfds = 0;
+        b->off += (size_t)n;
+        q->bytes -= (size_t)n;
+        if (b->off == b->len) {
+            q->head = b->next;
+            if (!q->head)
+                q->tail = NULL;
+            buf_free(b);
+        }
+    }
+    return 0;
+}
