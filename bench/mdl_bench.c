@@ -67,8 +67,10 @@ static int engine_once(struct map_engine *e, struct map_owner *o, const uint64_t
     if (map_engine_map(e, o, h, &p, &m, detail, sizeof(detail)) < 0)
         goto fail;
     double t2 = now_us();
-    *runs = m->runs;
-    if (map_engine_unmap(e, o, m->handle, m->address, h, detail, sizeof(detail)) < 0)
+    struct map_info mi;
+    map_obj_info(m, &mi);
+    *runs = mi.runs;
+    if (map_engine_unmap(e, o, mi.handle, mi.address, h, detail, sizeof(detail)) < 0)
         goto fail;
     double t3 = now_us();
     map_engine_unlock(e, o, h, &rel, detail, sizeof(detail));

@@ -163,4 +163,5 @@ void usock_fds_close(struct usock_fds *fds)
     for (unsigned i = 0; i < fds->n; i++)
         close(fds->fd[i]);
     fds->n = 0;
+    fds->dropped = false;
 }

@@ -41,5 +41,5 @@ struct usock_fds {
 /* Receive up to n bytes; descriptors passed with them are appended to fds
  * (NULL: closed). Returns bytes received, 0 at end of stream. */
 long usock_recv(int fd, void *p, size_t n, struct usock_fds *fds, int msg_flags);
-/* Close every descriptor held in fds. */
+/* Close every descriptor held in fds and start over (dropped cleared). */
 void usock_fds_close(struct usock_fds *fds);

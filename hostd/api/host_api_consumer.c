@@ -29,8 +29,10 @@ static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigne
     return rc;
 }
 
-static int map_into(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns)
+static int map_into(void *ctx, const struct map_obj *mo, const struct map_run *runs, uint32_t nruns)
 {
+    struct map_info mi, *m = &mi;
+    map_obj_info(mo, m);
     struct api_client *c = ctx;
     if (c->dead || c->fc.closing)
         return -ENOTCONN;
@@ -68,13 +70,13 @@ static int map_into(void *ctx, const struct map_obj *m, const struct map_run *ru
         rq.map_handle = m->handle;
         rq.requested_address = (uint64_t)(uintptr_t)m->base;
         rq.length = m->reserve_len;
-        rq.byte_offset = m->mdl->byte_offset;
-        rq.byte_count = m->mdl->byte_count;
+        rq.byte_offset = m->byte_offset;
+        rq.byte_count = m->byte_count;
         rq.read_only = m->read_only;
         rq.runs = rp;
         rq.n_runs = nruns;
-        rq.vm_name = m->mdl->vm_name;
-        rq.guest_cid = m->mdl->cid;
+        rq.vm_name = (char *)m->vm_name;
+        rq.guest_cid = m->cid;
         rq.cache_type = (Mdlmap__V1__CacheType)m->cache_type;
         env.request_id = m->handle;
         env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP_INTO;

@@ -12,23 +12,23 @@
 
 #define DETAIL_LEN 200
 
-static void fill_info(Mdlmap__V1__MappingInfo *mi, const struct map_obj *m)
+static void fill_info(Mdlmap__V1__MappingInfo *mi, const struct map_info *m)
 {
     mdlmap__v1__mapping_info__init(mi);
     mi->map_handle = m->handle;
-    mi->vm_name = (char *)(m->mdl ? m->mdl->vm_name : "");
-    mi->guest_cid = m->mdl ? m->mdl->cid : 0;
-    mi->mdl_handle = m->mdl ? m->mdl->handle : 0;
+    mi->vm_name = (char *)m->vm_name;
+    mi->guest_cid = m->cid;
+    mi->mdl_handle = m->mdl_handle;
     mi->address = m->address;
-    mi->byte_offset = m->mdl ? m->mdl->byte_offset : 0;
-    mi->byte_count = m->mdl ? m->mdl->byte_count : 0;
+    mi->byte_offset = m->byte_offset;
+    mi->byte_count = m->byte_count;
     mi->page_count = m->page_count;
     mi->vma_count = m->runs;
     mi->access_mode = (Mdlmap__V1__AccessMode)m->mode;
     mi->cache_type = (Mdlmap__V1__CacheType)m->cache_type;
     mi->priority = m->priority;
     mi->read_only = m->read_only;
-    mi->conn_id = m->owner.conn_id;
+    mi->conn_id = m->conn_id;
     mi->consumer = (char *)m->consumer;
 }
 
@@ -41,7 +41,7 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
     env.list_reply = &rp;
     size_t n = 0;
     const char *filter = rq->vm_name && *rq->vm_name ? rq->vm_name : NULL;
-    for (const struct map_obj *m = map_engine_first_map(e); m; m = m->next)
+    for (const struct map_obj *m = map_engine_next_map(e, NULL); m; m = map_engine_next_map(e, m))
         n++;
     if (n > HOST_API_MAX_LIST)
         n = HOST_API_MAX_LIST;
@@ -53,10 +53,12 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
         return fconn_reply_encode(&env, rid, -ENOMEM, "out of memory", out, out_len);
     }
     size_t k = 0;
-    for (const struct map_obj *m = map_engine_first_map(e); m && k < n; m = m->next) {
-        if (filter && (!m->mdl || strcmp(m->mdl->vm_name, filter) != 0))
+    for (const struct map_obj *m = map_engine_next_map(e, NULL); m && k < n; m = map_engine_next_map(e, m)) {
+        struct map_info mi;
+        map_obj_info(m, &mi);
+        if (filter && strcmp(mi.vm_name, filter) != 0)
             continue;
-        fill_info(&infos[k], m);
+        fill_info(&infos[k], &mi);
         ptrs[k] = &infos[k];
         k++;
     }
@@ -70,10 +72,10 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
 
 /* Buffer range [offset, offset+len) of m in hostd, or an error. */
 static int io_range(const struct map_engine *e, uint64_t handle, uint64_t offset, uint64_t len,
-                    const struct map_obj **mo, uint8_t **p, char *detail)
+                    struct map_info *m, uint8_t **p, char *detail)
 {
-    const struct map_obj *m = map_engine_find_map(e, handle);
-    if (!m) {
+    const struct map_obj *mo = map_engine_find_map(e, handle);
+    if (!mo) {
         snprintf(detail, DETAIL_LEN, "no mapping 0x%llx", (unsigned long long)handle);
         return -EBADF;
     }
@@ -81,7 +83,8 @@ static int io_range(const struct map_engine *e, uint64_t handle, uint64_t offset
         snprintf(detail, DETAIL_LEN, "length %llu exceeds %u", (unsigned long long)len, MDLMAP_MAX_IO_CHUNK);
         return -EINVAL;
     }
-    uint32_t count = m->mdl ? m->mdl->byte_count : 0;
+    map_obj_info(mo, m);
+    uint32_t count = m->byte_count;
     if (offset > count || len > count - offset) {
         snprintf(detail, DETAIL_LEN, "range %llu+%llu outside the %u-byte buffer",
                  (unsigned long long)offset, (unsigned long long)len, count);
@@ -92,7 +95,6 @@ static int io_range(const struct map_engine *e, uint64_t handle, uint64_t offset
                  (unsigned long long)handle);
         return -EOPNOTSUPP;
     }
-    *mo = m;
     *p = (uint8_t *)(uintptr_t)m->address + offset;
     return 0;
 }
@@ -105,7 +107,7 @@ static int do_read(struct map_engine *e, const Mdlmap__V1__ReadRequest *rq, uint
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_READ_REPLY;
     env.read_reply = &rp;
     char detail[DETAIL_LEN] = "";
-    const struct map_obj *m;
+    struct map_info m;
     uint8_t *p;
     int rc = io_range(e, rq->map_handle, rq->offset, rq->length, &m, &p, detail);
     if (rc == 0) {
@@ -124,10 +126,10 @@ static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, ui
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_WRITE_REPLY;
     env.write_reply = &rp;
     char detail[DETAIL_LEN] = "";
-    const struct map_obj *m;
+    struct map_info m;
     uint8_t *p;
     int rc = io_range(e, rq->map_handle, rq->offset, rq->data.len, &m, &p, detail);
-    if (rc == 0 && m->read_only) {
+    if (rc == 0 && m.read_only) {
         snprintf(detail, sizeof(detail), "map 0x%llx is read-only (MdlMappingNoWrite)",
                  (unsigned long long)rq->map_handle);
         rc = -EACCES;

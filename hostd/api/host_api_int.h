@@ -18,7 +18,6 @@ struct api_client {
     struct fconn fc;        /* framing, output queue, protocol errors */
     bool dead;              /* closed; memory freed after the event batch */
     uint64_t consumer_id;   /* registered UserMode consumer, or 0 */
-    uint64_t push_id;       /* request ids of hostd's pushes */
     struct api_client *prev, *next;
 };
 

@@ -599,9 +599,33 @@ const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t m
     return m && !m->orphaned ? m : NULL;
 }
 
-const struct map_obj *map_engine_first_map(const struct map_engine *e)
+const struct map_obj *map_engine_next_map(const struct map_engine *e, const struct map_obj *prev)
 {
-    return e->map_head;
+    return prev ? prev->next : e->map_head;
+}
+
+void map_obj_info(const struct map_obj *m, struct map_info *out)
+{
+    *out = (struct map_info){
+        .handle = m->handle,
+        .mdl_handle = m->mdl ? m->mdl->handle : 0,
+        .vm_name = m->mdl ? m->mdl->vm_name : "",
+        .cid = m->mdl ? m->mdl->cid : 0,
+        .conn_id = m->owner.conn_id,
+        .base = m->base,
+        .reserve_len = m->reserve_len,
+        .address = m->address,
+        .byte_offset = m->mdl ? m->mdl->byte_offset : 0,
+        .byte_count = m->mdl ? m->mdl->byte_count : 0,
+        .page_count = m->page_count,
+        .runs = m->runs,
+        .mode = m->mode,
+        .cache_type = m->cache_type,
+        .priority = m->priority,
+        .read_only = m->read_only,
+        .pending = m->pending,
+        .consumer = m->consumer,
+    };
 }
 
 void map_engine_stats(const struct map_engine *e, struct map_stats *s)

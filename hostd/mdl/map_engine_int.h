@@ -5,6 +5,41 @@
 #include "map_handle.h"
 #include "map_table.h"
 
+struct mdl_obj {
+    uint64_t handle;
+    struct map_owner owner;
+    char vm_name[64];
+    uint64_t cid;
+    uint32_t byte_offset, byte_count, npages;
+    uint32_t operation;
+    uint64_t *pfns;
+    struct map_layout_cache layout; /* runs from lock time, reused by map while the memtable is unchanged */
+    unsigned nmaps;
+    struct map_obj *system_map;  /* the KernelMode mapping, if any (MDL_MAPPED_TO_SYSTEM_VA) */
+    struct mdl_obj *prev, *next;
+};
+
+struct map_obj {
+    uint64_t handle;
+    struct mdl_obj *mdl;
+    struct map_owner owner;
+    uint8_t *base;               /* page-aligned start (hostd VA for KernelMode) */
+    size_t reserve_len;          /* bytes reserved incl. guard page */
+    uint64_t address;            /* base + byte_offset, as returned to the guest */
+    uint32_t page_count, runs, vmas_accounted;
+    enum map_mode mode;
+    uint32_t cache_type, priority;
+    bool read_only;
+    char consumer[64];
+    uint64_t consumer_id;        /* UserMode: the consumer it lives in; 0 once it went away */
+    bool pending;                /* UserMode: waiting for the consumer's answer */
+    bool orphaned;               /* UserMode: the consumer died with it mapped (see below) */
+    uint64_t pending_since_ms;   /* CLOCK_MONOTONIC when the consumer was asked */
+    map_done_fn done;            /* UserMode: called once when the consumer answers */
+    void *done_ctx;
+    struct map_obj *prev, *next;
+};
+
 /* Bounds on what one VM may keep locked (the pfn arrays live in hostd). */
 #define MAP_MAX_MDLS_PER_VM 8192u
 #define MAP_MAX_LOCKED_PAGES_PER_VM (4ull << 20)

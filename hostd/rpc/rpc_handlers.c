@@ -41,8 +41,10 @@ static int do_lock(struct rpc_session *s, const Mdlmap__V1__LockRequest *rq, mdl
     return rc;
 }
 
-static void fill_map_reply(Mdlmap__V1__MapResponse *rp, const struct map_obj *m)
+static void fill_map_reply(Mdlmap__V1__MapResponse *rp, const struct map_obj *mo)
 {
+    struct map_info mi, *m = &mi;
+    map_obj_info(mo, m);
     rp->address = m->address;
     rp->map_handle = m->handle;
     rp->base_address = (uint64_t)(uintptr_t)m->base;

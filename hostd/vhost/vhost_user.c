@@ -13,16 +13,14 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "usock.h"
 #include "vu_internal.h"
 
 #define VU_MSGS_PER_EVENT 32 /* fairness between VMs: level-triggered epoll resumes us */
 
 static void rx_reset(struct vu_backend *c)
 {
-    for (unsigned i = 0; i < c->nfds; i++)
-        if (c->fds[i] >= 0)
-            close(c->fds[i]);
-    c->nfds = 0;
+    usock_fds_close(&c->fds);
     c->hdr_got = 0;
     c->pay_got = 0;
 }
@@ -32,32 +30,6 @@ static uint32_t hdr_size(const struct vu_backend *c)
     struct vu_msg_hdr h;
     memcpy(&h, c->hdr, sizeof(h));
     return h.size;
-}
-
-/* Keep fds from SCM_RIGHTS; any beyond the per-message limit are closed. */
-static int collect_fds(struct vu_backend *c, struct msghdr *msg)
-{
-    int ret = 0;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(fd));
-            if (c->nfds < VHOST_USER_MAX_FDS) {
-                c->fds[c->nfds++] = fd;
-            } else {
-                close(fd);
-                ret = -EPROTO;
-            }
-        }
-    }
-    if (msg->msg_flags & MSG_CTRUNC)
-        ret = -EPROTO; /* the kernel dropped fds that did not fit */
-    if (ret < 0)
-        log_warn("vm %s: too many fds in one message", c->name);
-    return ret;
 }
 
 /* 1: a whole message is buffered; 0: need more data; <0: drop connection. */
@@ -82,25 +54,19 @@ static int rx_step(struct vu_backend *c)
             dst = c->payload + c->pay_got;
             want = hdr_size(c) - c->pay_got;
         }
-        union {
-            char buf[CMSG_SPACE(sizeof(int) * VHOST_USER_MAX_FDS)];
-            struct cmsghdr align;
-        } ctl;
-        struct iovec iov = { dst, want };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                              .msg_controllen = sizeof(ctl.buf) };
-        ssize_t n = recvmsg(c->conn_fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        long n = usock_recv(c->conn_fd, dst, want, &c->fds, MSG_DONTWAIT);
+        if (n == -EINTR)
+            continue;
+        if (n == -EAGAIN)
+            return 0;
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            log_warn("vm %s: vhost-user recvmsg: %m", c->name);
-            return -errno;
+            log_warn("vm %s: vhost-user receive: %s", c->name, strerror((int)-n));
+            return (int)n;
         }
-        int r = collect_fds(c, &msg);
-        if (r < 0)
-            return r;
+        if (c->fds.dropped || c->fds.n > VHOST_USER_MAX_FDS) {
+            log_warn("vm %s: too many fds in one message", c->name);
+            return -EPROTO;
+        }
         if (n == 0)
             return -ECONNRESET;
         if (c->hdr_got < VHOST_USER_HDR_SIZE)
@@ -126,9 +92,9 @@ static void on_conn(void *opaque, uint32_t events)
         }
         struct vu_msg_hdr h;
         memcpy(&h, be->hdr, sizeof(h));
-        unsigned nfds = be->nfds;
-        be->nfds = 0; /* vu_process_msg owns them now */
-        r = vu_process_msg(be, &h, be->payload, be->fds, nfds);
+        unsigned nfds = be->fds.n;
+        be->fds.n = 0; /* vu_process_msg owns them now */
+        r = vu_process_msg(be, &h, be->payload, be->fds.fd, nfds);
         be->hdr_got = 0;
         be->pay_got = 0;
         if (r < 0) {
@@ -178,27 +144,6 @@ static void on_accept(void *opaque, uint32_t events)
     }
     if (vu_backend_adopt_conn(be, fd) == 0)
         log_info("vm %s: vhost-user front-end connected (pid %d)", be->name, (int)cred.pid);
-}
-
-/* Remove a stale socket file, but never a live socket or a non-socket. */
-static int remove_stale(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISSOCK(st.st_mode))
-        return -EEXIST;
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s < 0)
-        return -errno;
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    memcpy(a.sun_path, path, strnlen(path, sizeof(a.sun_path) - 1));
-    /* EAGAIN: a live listener with a full backlog */
-    int live = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EAGAIN;
-    close(s);
-    if (live)
-        return -EADDRINUSE;
-    return unlink(path) < 0 ? -errno : 0;
 }
 
 struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
@@ -263,38 +208,17 @@ int vu_backend_listen(struct vu_backend *be)
     size_t plen = strnlen(be->socket_path, sizeof(be->socket_path));
     if (plen == 0 || plen >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return -ENAMETOOLONG;
-    int ret = remove_stale(be->socket_path);
-    if (ret < 0) {
-        log_err("vm %s: socket path %s: %s", be->name, be->socket_path,
-                ret == -EEXIST ? "exists and is not a socket" :
-                ret == -EADDRINUSE ? "another server is listening" : strerror(-ret));
-        return ret;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* Without --socket-group only the owner (QEMU as hostd's user) may
+     * connect; with it, QEMU as another user of that group (libvirt). */
+    int fd = usock_listen(be->socket_path, be->socket_group_set ? 0660 : 0600,
+                          be->socket_group_set ? (gid_t)be->socket_gid : USOCK_NO_GROUP, 4, SOCK_NONBLOCK);
     if (fd < 0) {
-        ret = -errno;
-        log_err("vm %s: socket: %m", be->name);
-        return ret;
+        log_err("vm %s: socket path %s: %s", be->name, be->socket_path,
+                fd == -EEXIST ? "exists and is not a socket" :
+                fd == -EADDRINUSE ? "another server is listening" : strerror(-fd));
+        return fd;
     }
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    memcpy(a.sun_path, be->socket_path, plen);
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0) {
-        ret = -errno;
-        log_err("vm %s: bind/listen %s: %m", be->name, be->socket_path);
-        close(fd);
-        return ret;
-    }
-    /* Let a QEMU that runs as another user (libvirt's libvirt-qemu) connect
-     * without opening the socket to everyone. */
-    if (be->socket_group_set &&
-        (chown(be->socket_path, (uid_t)-1, (gid_t)be->socket_gid) < 0 || chmod(be->socket_path, 0660) < 0)) {
-        ret = -errno;
-        log_err("vm %s: chown/chmod %s: %m", be->name, be->socket_path);
-        close(fd);
-        unlink(be->socket_path);
-        return ret;
-    }
-    ret = evloop_add(be->loop, &be->listen_h, fd, EPOLLIN, on_accept, be);
+    int ret = evloop_add(be->loop, &be->listen_h, fd, EPOLLIN, on_accept, be);
     if (ret < 0) {
         close(fd);
         unlink(be->socket_path);

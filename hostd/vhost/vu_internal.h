@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "usock.h"
 #include "vhost_user.h"
 
 /* Returned by handlers when the connection must be dropped (reply could not
@@ -47,8 +48,7 @@ struct vu_backend {
     size_t hdr_got;
     uint8_t payload[VHOST_USER_MAX_PAYLOAD];
     size_t pay_got;
-    int fds[VHOST_USER_MAX_FDS];
-    unsigned nfds;
+    struct usock_fds fds;        /* received with the message so far */
 
     uint64_t features;           /* acked by SET_FEATURES */
     uint64_t protocol_features;  /* acked by SET_PROTOCOL_FEATURES */

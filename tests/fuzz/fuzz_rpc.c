@@ -23,7 +23,9 @@ static uint64_t last_user_map; /* handle the fake consumer was last asked to map
 /* a fake UserMode consumer: remembers the request, answers when the input says so */
 static int fake_map_into(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns)
 {
-    last_user_map = m->handle;
+    struct map_info mi;
+    map_obj_info(m, &mi);
+    last_user_map = mi.handle;
     return runs && nruns ? 0 : -22;
 }
 

@@ -9,6 +9,15 @@
 
 extern int mdl_test_failures;
 
+/* A mapping's fields, read the way every engine user reads them. */
+static inline struct map_info mdl_test_info(const struct map_obj *m)
+{
+    struct map_info i;
+    map_obj_info(m, &i);
+    return i;
+}
+#define MI(m) mdl_test_info(m)
+
 #define CHECK(cond)                                                                     \
     do {                                                                                \
         if (!(cond)) {                                                                  \

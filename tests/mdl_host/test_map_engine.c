@@ -45,7 +45,7 @@ static void test_coalescing(struct fake_vm *f)
         pfns[i] = 100 + (uint64_t)i; /* contiguous */
     CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
-    CHECK_EQ(m->runs, 1);
+    CHECK_EQ(MI(m).runs, 1);
     map_engine_stats(e, &st);
     CHECK_EQ(st.vmas, 2); /* run + guard */
     CHECK_EQ(st.mapped_pages, 16);
@@ -54,20 +54,20 @@ static void test_coalescing(struct fake_vm *f)
         pfns[i] = 1000 + 2 * (uint64_t)i; /* scattered */
     CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
-    CHECK_EQ(m->runs, 16);
+    CHECK_EQ(MI(m).runs, 16);
 
     for (int i = 0; i < 16; i++)
         pfns[i] = 3000 - (uint64_t)i; /* descending: not contiguous in the file order */
     CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
-    CHECK_EQ(m->runs, 16);
+    CHECK_EQ(MI(m).runs, 16);
 
     /* last page of region A + first page of region B: different regions, same
      * file, adjacent file offsets -> one run */
     uint64_t cross[2] = { (FAKE_HOLE_GPA >> 12) - 1, FAKE_B_GPA >> 12 };
     CHECK_EQ(lock_pages(e, &o, cross, 2, &h), 0);
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
-    CHECK_EQ(m->runs, 1);
+    CHECK_EQ(MI(m).runs, 1);
     map_engine_stats(e, &st);
     CHECK_EQ(st.vmas, 2 + 17 + 17 + 2);
     CHECK_EQ(st.mappings, 4);
@@ -120,7 +120,7 @@ static void test_bounds(struct fake_vm *f)
     CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), -EINVAL);
     bad.access_mode = MAP_MODE_KERNEL;
     CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), 0);
-    CHECK_EQ(m->cache_type, 0); /* MmNonCached recorded */
+    CHECK_EQ(MI(m).cache_type, 0); /* MmNonCached recorded */
     CHECK_EQ(map_engine_map(e, &o, h, &bad, &m, detail, DL), -EBUSY); /* mapped twice */
     map_engine_free(e);
 }
@@ -167,18 +167,18 @@ static void test_nowrite(struct fake_vm *f)
     char perm[5];
     CHECK_EQ(lock_pages(e, &o, pfns, 2, &h), 0);
     CHECK_EQ(map_k(e, &o, h, 16 | MAP_FLAG_NOWRITE | MAP_FLAG_NOEXEC, &m), 0);
-    CHECK(m->read_only);
-    perms_of(m->address, perm);
+    CHECK(MI(m).read_only);
+    perms_of(MI(m).address, perm);
     CHECK(strcmp(perm, "r--s") == 0);
-    perms_of((uint64_t)(uintptr_t)m->base + 2 * PG, perm); /* guard page */
+    perms_of((uint64_t)(uintptr_t)MI(m).base + 2 * PG, perm); /* guard page */
     CHECK(strcmp(perm, "---p") == 0);
-    CHECK(write_faults((volatile uint8_t *)(uintptr_t)m->address));
+    CHECK(write_faults((volatile uint8_t *)(uintptr_t)MI(m).address));
     uint64_t h2;
     CHECK_EQ(lock_pages(e, &o, pfns, 2, &h2), 0);
     CHECK_EQ(map_k(e, &o, h2, 16, &m), 0);
-    perms_of(m->address, perm);
+    perms_of(MI(m).address, perm);
     CHECK(strcmp(perm, "rw-s") == 0);
-    CHECK(!write_faults((volatile uint8_t *)(uintptr_t)m->address));
+    CHECK(!write_faults((volatile uint8_t *)(uintptr_t)MI(m).address));
     map_engine_free(e);
 }
 
@@ -237,7 +237,7 @@ static void test_zero_copy(struct fake_vm *f)
     const struct map_obj *m;
     CHECK_EQ(map_engine_lock(e, &o, 100, 3 * PG - 200, pfns, 3, 2, &h, detail, DL), 0);
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
-    uint8_t *buf = (uint8_t *)(uintptr_t)m->address;
+    uint8_t *buf = (uint8_t *)(uintptr_t)MI(m).address;
     CHECK_EQ((uintptr_t)buf & (PG - 1), 100);
     /* guest side writes (through the memfd) are visible through the mapping */
     for (int pg = 0; pg < 3; pg++) {
@@ -272,7 +272,7 @@ static void test_scoping(struct fake_vm *f, struct fake_vm *g)
     CHECK_EQ(map_engine_unlock(e, &a2, h, &rel, detail, DL), -ENOLCK); /* other connection */
     CHECK_EQ(map_engine_unlock(e, &a, h ^ 1, &rel, detail, DL), -ENOLCK); /* never locked */
     CHECK_EQ(map_k(e, &a, h, 16, &m), 0);
-    uint64_t mh = m->handle, addr = m->address;
+    uint64_t mh = MI(m).handle, addr = MI(m).address;
     CHECK(mh != h);
     CHECK_EQ(map_engine_unmap(e, &b, mh, addr, h, detail, DL), -EBADF);
     CHECK_EQ(map_engine_unmap(e, &a2, mh, addr, h, detail, DL), -EBADF);
@@ -286,7 +286,7 @@ static void test_scoping(struct fake_vm *f, struct fake_vm *g)
     CHECK_EQ(map_engine_unlock(e, &a, h, &rel, detail, DL), 0);
     CHECK_EQ(rel, 1);
     CHECK_EQ(map_engine_unlock(e, &a, h, &rel, detail, DL), -ENOLCK);
-    CHECK(map_engine_first_map(e) == NULL);
+    CHECK(map_engine_next_map(e, NULL) == NULL);
     /* connection teardown: leaks recorded, everything released */
     uint64_t h2;
     CHECK_EQ(lock_pages(e, &a, pfns, 1, &h), 0);
@@ -325,7 +325,7 @@ static void test_memtable_change(struct fake_vm *f)
     CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
     t.file[20 * PG] = 0x5a;
     memtable_clear(&t.mem);
-    CHECK_EQ(((uint8_t *)(uintptr_t)m->address)[0], 0x5a);
+    CHECK_EQ(((uint8_t *)(uintptr_t)MI(m).address)[0], 0x5a);
     /* a new map of the locked MDL now fails: frames are no longer RAM */
     uint64_t h2;
     CHECK_EQ(lock_pages(e, &o, pfns, 1, &h2), -EFAULT);
@@ -344,7 +344,7 @@ static int fc_map_into(void *ctx, const struct map_obj *m, const struct map_run 
 {
     struct fake_consumer *fc = ctx;
     fc->map_into++;
-    fc->last_handle = m->handle;
+    fc->last_handle = MI(m).handle;
     return 0;
 }
 
@@ -398,8 +398,8 @@ static void test_user_orphans(struct fake_vm *f)
     const struct map_obj *a = map_u(e, &o, h, "view", &fc, id, 0x100000, &d1);
     const struct map_obj *b = map_u(e, &o, h, "view", &fc, id, 0x200000, &d2);
     const struct map_obj *pend = map_u(e, &o, h, "view", &fc, id, 0, &d3); /* unanswered */
-    uint64_t ha = a ? a->handle : 0, hp = pend ? pend->handle : 0;
-    uint64_t aaddr = a ? a->address : 0, baddr = b ? b->address : 0;
+    uint64_t ha = a ? MI(a).handle : 0, hp = pend ? MI(pend).handle : 0;
+    uint64_t aaddr = a ? MI(a).address : 0, baddr = b ? MI(b).address : 0;
     CHECK_EQ(d1.calls + d2.calls, 2);
     struct map_stats st;
     map_engine_stats(e, &st);
@@ -424,7 +424,7 @@ static void test_user_orphans(struct fake_vm *f)
     const struct map_leak *l = map_leaks_get(lk, 0);
     CHECK(l && strcmp(l->reason, "consumer gone: view") == 0 && l->was_mapped && l->page_count == 4 &&
           l->mdl_handle == h && l->conn_id == 7);
-    CHECK(map_engine_first_map(e) == NULL);
+    CHECK(map_engine_next_map(e, NULL) == NULL);
     CHECK(map_engine_find_map(e, ha) == NULL);
     CHECK(map_engine_find_map(e, hp) == NULL);
     uint64_t pages, maps;

@@ -53,8 +53,8 @@ int main(void)
     CHECK_EQ(lock_run(e, &o, 200, 8, &hU), 0);
     memset(f.file + 200 * PG, 0x5a, 8 * PG);
     CHECK_EQ(map_k(e, &o, hU, &m), 0);
-    CHECK_EQ(m->runs, 1);
-    CHECK(((const uint8_t *)(uintptr_t)m->address)[8 * PG - 1] == 0x5a);
+    CHECK_EQ(MI(m).runs, 1);
+    CHECK(((const uint8_t *)(uintptr_t)MI(m).address)[8 * PG - 1] == 0x5a);
 
     CHECK_EQ(lock_run(e, &o, 100, 16, &hA), 0);   /* region A */
     CHECK_EQ(lock_run(e, &o, b + 4, 16, &hB), 0); /* region B */
@@ -66,8 +66,8 @@ int main(void)
     CHECK_EQ(map_k(e, &o, hB, &m), -EFAULT);
     memset(f.file + 100 * PG, 0x11, 16 * PG);
     CHECK_EQ(map_k(e, &o, hA, &m), 0);
-    CHECK_EQ(m->runs, 1);
-    CHECK(((const uint8_t *)(uintptr_t)m->address)[0] == 0x11);
+    CHECK_EQ(MI(m).runs, 1);
+    CHECK(((const uint8_t *)(uintptr_t)MI(m).address)[0] == 0x11);
 
     /* B re-added at the same GPA over a different part of the file: the map
      * must follow the new table, not the offsets cached at lock time */
@@ -75,9 +75,9 @@ int main(void)
     memset(f.file + (16u << 20) + 8 * PG, 0x22, 4 * PG); /* old backing */
     memset(f.file + (32u << 20) + 8 * PG, 0x33, 4 * PG); /* new backing */
     CHECK_EQ(map_k(e, &o, hB2, &m), 0);
-    CHECK_EQ(m->runs, 1);
-    CHECK(((const uint8_t *)(uintptr_t)m->address)[0] == 0x33);
-    CHECK(((const uint8_t *)(uintptr_t)m->address)[4 * PG - 1] == 0x33);
+    CHECK_EQ(MI(m).runs, 1);
+    CHECK(((const uint8_t *)(uintptr_t)MI(m).address)[0] == 0x33);
+    CHECK(((const uint8_t *)(uintptr_t)MI(m).address)[4 * PG - 1] == 0x33);
 
     map_engine_free(e);
     fake_vm_fini(&f);

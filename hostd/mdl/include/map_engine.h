@@ -48,44 +48,34 @@ struct map_owner {
     uint64_t conn_id;
 };
 
+/* Locked MDLs and mappings are the engine's own objects; others hold
+ * pointers to them only as long as the engine says they live, and read them
+ * through struct map_info. */
 struct map_obj;
 
-struct mdl_obj {
+/* A snapshot of one mapping. Strings point into the engine's object and stay
+ * valid while the mapping exists. */
+struct map_info {
     uint64_t handle;
-    struct map_owner owner;
-    char vm_name[64];
+    uint64_t mdl_handle;
+    const char *vm_name;
     uint64_t cid;
-    uint32_t byte_offset, byte_count, npages;
-    uint32_t operation;
-    uint64_t *pfns;
-    struct map_layout_cache layout; /* runs from lock time, reused by map while the memtable is unchanged */
-    unsigned nmaps;
-    struct map_obj *system_map;  /* the KernelMode mapping, if any (MDL_MAPPED_TO_SYSTEM_VA) */
-    struct mdl_obj *prev, *next;
-};
-
-typedef void (*map_done_fn)(void *ctx, int err, const struct map_obj *m, const char *detail);
-
-struct map_obj {
-    uint64_t handle;
-    struct mdl_obj *mdl;
-    struct map_owner owner;
+    uint64_t conn_id;            /* the owning guest connection */
     uint8_t *base;               /* page-aligned start (hostd VA for KernelMode) */
-    size_t reserve_len;          /* bytes reserved incl. guard page */
+    size_t reserve_len;          /* bytes reserved from base, guard page included */
     uint64_t address;            /* base + byte_offset, as returned to the guest */
-    uint32_t page_count, runs, vmas_accounted;
+    uint32_t byte_offset, byte_count;
+    uint32_t page_count, runs;
     enum map_mode mode;
     uint32_t cache_type, priority;
     bool read_only;
-    char consumer[64];
-    uint64_t consumer_id;        /* UserMode: the consumer it lives in; 0 once it went away */
     bool pending;                /* UserMode: waiting for the consumer's answer */
-    bool orphaned;               /* UserMode: the consumer died with it mapped (see below) */
-    uint64_t pending_since_ms;   /* CLOCK_MONOTONIC when the consumer was asked */
-    map_done_fn done;            /* UserMode: called once when the consumer answers */
-    void *done_ctx;
-    struct map_obj *prev, *next;
+    const char *consumer;        /* UserMode: the consumer's name ("" for KernelMode) */
 };
+
+void map_obj_info(const struct map_obj *m, struct map_info *out);
+
+typedef void (*map_done_fn)(void *ctx, int err, const struct map_obj *m, const char *detail);
 
 /* A host consumer process (UserMode target), served by the host API. */
 struct map_consumer_ops {
@@ -178,7 +168,8 @@ uint64_t map_now_ms(void);
 /* Host API access (no owner scoping: the host sees everything live; orphaned
  * UserMode mappings are neither found nor listed). */
 const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t map_handle);
-const struct map_obj *map_engine_first_map(const struct map_engine *e);
+/* Iterate over live mappings: prev NULL gives the first, NULL ends. */
+const struct map_obj *map_engine_next_map(const struct map_engine *e, const struct map_obj *prev);
 void map_engine_stats(const struct map_engine *e, struct map_stats *s);
 const struct map_leaks *map_engine_leaks(const struct map_engine *e);
 /* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
