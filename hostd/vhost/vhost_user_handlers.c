@@ -428,22 +428,6 @@ static int h_get_config(struct vu_backend *be, const uint8_t *p)
     return send_reply(be, VHOST_USER_GET_CONFIG, out, (uint32_t)(sizeof(c) + c.size));
 }
 
-/* Does this request have a reply of its own (so REPLY_ACK does not apply)? */
-static bool has_own_reply(uint32_t req)
-{
-    switch (req) {
-    case VHOST_USER_GET_FEATURES:
-    case VHOST_USER_GET_PROTOCOL_FEATURES:
-    case VHOST_USER_GET_VRING_BASE:
-    case VHOST_USER_GET_QUEUE_NUM:
-    case VHOST_USER_GET_CONFIG:
-    case VHOST_USER_GET_MAX_MEM_SLOTS:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static int dispatch(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *p, int *fds, unsigned nfds)
 {
     struct vu_vring_state s = { 0, 0 };
@@ -522,7 +506,7 @@ int vu_process_msg(struct vu_backend *be, const struct vu_msg_hdr *hdr, const ui
         goto out;
     if (ret < 0)
         log_warn("vm %s: %s failed: %s", be->name, vu_request_name(hdr->request), strerror(-ret));
-    if ((hdr->flags & VHOST_USER_NEED_REPLY_MASK) && !has_own_reply(hdr->request) &&
+    if ((hdr->flags & VHOST_USER_NEED_REPLY_MASK) && !vu_request_has_reply(hdr->request) &&
         (be->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
         ret = reply_u64(be, hdr->request, ret < 0 ? 1 : 0);
         goto out;

@@ -476,21 +476,6 @@ int vu_fe_recv(struct vu_fe *fe, struct vu_msg_hdr *hdr, void *payload, uint32_t
     return 0;
 }
 
-static bool expects_reply(uint32_t req)
-{
-    switch (req) {
-    case VHOST_USER_GET_FEATURES:
-    case VHOST_USER_GET_PROTOCOL_FEATURES:
-    case VHOST_USER_GET_VRING_BASE:
-    case VHOST_USER_GET_QUEUE_NUM:
-    case VHOST_USER_GET_CONFIG:
-    case VHOST_USER_GET_MAX_MEM_SLOTS:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static int check_reply(struct vu_fe *fe, const struct vu_msg_hdr *h, uint32_t req, uint32_t size)
 {
     if (h->request != req)
@@ -523,7 +508,7 @@ int vu_fe_call(struct vu_fe *fe, uint32_t req, const void *payload, uint32_t siz
 int vu_fe_req(struct vu_fe *fe, uint32_t req, const void *payload, uint32_t size,
               const int *fds, unsigned nfds)
 {
-    bool ack = fe->need_reply && !expects_reply(req);
+    bool ack = fe->need_reply && !vu_request_has_reply(req);
     uint32_t flags = VHOST_USER_VERSION | (ack ? VHOST_USER_NEED_REPLY_MASK : 0);
     int rc = vu_fe_send_raw(fe, req, flags, size, payload, size, fds, nfds);
     if (rc || !ack)

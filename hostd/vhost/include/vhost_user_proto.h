@@ -3,6 +3,7 @@
  * order (the protocol never crosses machines); the rings and config space
  * they describe are little-endian (virtio). */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Requests (vhost-user spec, front-end message types) */
@@ -73,3 +74,20 @@ struct vu_config { uint32_t offset, size, flags; uint8_t payload[]; } __attribut
  * and fd count that request needs. 0 or -EINVAL / -EPROTO. */
 int vu_msg_validate(const struct vu_msg_hdr *hdr, const uint8_t *payload, unsigned nfds);
 const char *vu_request_name(uint32_t req);
+
+/* Requests whose reply is part of the request itself (the spec's "reply"
+ * messages); REPLY_ACK never applies to them. */
+static inline bool vu_request_has_reply(uint32_t req)
+{
+    switch (req) {
+    case VHOST_USER_GET_FEATURES:
+    case VHOST_USER_GET_PROTOCOL_FEATURES:
+    case VHOST_USER_GET_VRING_BASE:
+    case VHOST_USER_GET_QUEUE_NUM:
+    case VHOST_USER_GET_CONFIG:
+    case VHOST_USER_GET_MAX_MEM_SLOTS:
+        return true;
+    default:
+        return false;
+    }
+}
