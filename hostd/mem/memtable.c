@@ -68,12 +68,6 @@ int memtable_add(struct memtable *mt, uint64_t gpa, uint64_t size, uint64_t uva,
         goto fail;
     }
 
-    /* A front-end that shrinks the file later would make our accesses SIGBUS;
-     * QEMU's memory-backend-memfd seals against that by default. */
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || !(seals & F_SEAL_SHRINK))
-        log_debug("memtable: region gpa 0x%llx: fd not sealed against shrinking", (unsigned long long)gpa);
-
     /* mmap needs a page-aligned offset: map from the aligned-down offset. */
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t aligned = mmap_offset & ~(page - 1);

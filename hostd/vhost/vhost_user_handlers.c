@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -73,6 +74,13 @@ static void device_stop(struct vu_backend *be, const char *why)
 static void on_kick(void *opaque, uint32_t events)
 {
     struct vu_kick *k = opaque;
+    /* An eventfd never hangs up; a kick fd that does is not what the
+     * front-end promised, and level-triggered epoll would report it forever. */
+    if (events & (EPOLLHUP | EPOLLERR)) {
+        log_warn("vm %s: kick fd of vq %u hung up: protocol violation", k->be->name, k->qidx);
+        vu_backend_disconnect(k->be, "kick fd hung up");
+        return;
+    }
     virtq_drain_kick(&k->be->vq[k->qidx]);
     queue_event(k->be, k->qidx);
 }
@@ -170,6 +178,39 @@ static int take_fd(int *fds, unsigned i)
     return fd;
 }
 
+/* Kick, call and error fds are eventfds (vhost-user spec). Anything else (a
+ * pipe whose writer is gone, a socket, a file) could hang up or never drain. */
+static bool is_eventfd(int fd)
+{
+    char path[64], target[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+    if (n <= 0)
+        return false;
+    target[n] = 0;
+    return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+/* A region's file must not be able to shrink under hostd: every access to
+ * the lost tail would be a SIGBUS that kills hostd and every VM it serves
+ * (the size is checked once, in memtable_add). QEMU's memory-backend-memfd
+ * seals against shrinking by default; a sealable memfd without the seal gets
+ * it here. Anything that cannot be sealed (memory-backend-file, hugetlbfs
+ * files, plain shared memory) is refused: memory-backend-memfd,hugetlb=on
+ * gives huge pages with sealing. Takes fd (closed on failure). */
+static int region_fd_sealed(struct vu_backend *be, int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals >= 0 && (seals & F_SEAL_SHRINK))
+        return 0;
+    if (seals >= 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
+        return 0;
+    log_warn("vm %s: memory region fd cannot be sealed against shrinking (%s): refused; use "
+             "memory-backend-memfd", be->name, seals < 0 ? "not a memfd" : "sealing not allowed");
+    close(fd);
+    return -EPERM;
+}
+
 /* ---- handlers: return 0 / -errno (failure, NACKed) / VU_FATAL ---- */
 
 static int h_set_features(struct vu_backend *be, const uint8_t *p)
@@ -219,7 +260,9 @@ static int h_set_mem_table(struct vu_backend *be, const uint8_t *p, int *fds, un
         memcpy(&r, p + 8 + i * sizeof(r), sizeof(r));
         int fd = fds[i];
         fds[i] = -1;
-        int ret = memtable_add(nt, r.gpa, r.size, r.uva, r.mmap_offset, fd);
+        int ret = region_fd_sealed(be, fd);
+        if (ret == 0)
+            ret = memtable_add(nt, r.gpa, r.size, r.uva, r.mmap_offset, fd);
         if (ret < 0) {
             log_warn("vm %s: SET_MEM_TABLE region %u refused: %s", be->name, i, strerror(-ret));
             memtable_clear(nt);
@@ -257,7 +300,9 @@ static int h_add_mem_reg(struct vu_backend *be, const uint8_t *p, int *fds)
         log_warn("vm %s: ADD_MEM_REG: all %u slots used", be->name, VU_MAX_MEM_SLOTS);
         return -ENOSPC;
     }
-    int ret = memtable_add(&be->mem, m.r.gpa, m.r.size, m.r.uva, m.r.mmap_offset, fd);
+    int ret = region_fd_sealed(be, fd);
+    if (ret == 0)
+        ret = memtable_add(&be->mem, m.r.gpa, m.r.size, m.r.uva, m.r.mmap_offset, fd);
     if (ret < 0)
         return ret;
     remap_rings(be);
@@ -361,6 +406,11 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
         return q;
     struct virtq *vq = &be->vq[q];
     int fd = (v & VHOST_USER_VRING_NOFD_MASK) || nfds == 0 ? -1 : take_fd(fds, 0);
+    if (fd >= 0 && !is_eventfd(fd)) {
+        log_warn("vm %s: %s for vq %d: the fd is not an eventfd", be->name, vu_request_name(req), q);
+        close(fd);
+        return -EINVAL;
+    }
 
     if (req == VHOST_USER_SET_VRING_CALL) {
         if (vq->call_fd >= 0)

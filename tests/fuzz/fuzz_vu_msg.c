@@ -121,8 +121,8 @@ static uint32_t natural_size(uint32_t req, unsigned nreg)
 
 static int make_memfd(void)
 {
-    int fd = memfd_create("fuzz_vu", MFD_CLOEXEC);
-    if (fd >= 0 && ftruncate(fd, MEMFD_SIZE) < 0) {
+    int fd = memfd_create("fuzz_vu", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd >= 0 && (ftruncate(fd, MEMFD_SIZE) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)) {
         close(fd);
         return -1;
     }

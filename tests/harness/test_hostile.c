@@ -5,6 +5,7 @@
  * Packet-level cases (valid chains, bad contents) must not even break VM A's
  * rings: an echo on A in the same session must work. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -672,8 +673,9 @@ static void v_mem_table(void)
     /* a region larger than its file: touching it would SIGBUS an unchecked backend */
     struct vdev *a = fe_a(name);
     if (a) {
-        int small = memfd_create("small", MFD_CLOEXEC);
-        if (small >= 0 && ftruncate(small, 4096) == 0) {
+        int small = memfd_create("small", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        /* sealed, so that it is the size check that must refuse it */
+        if (small >= 0 && ftruncate(small, 4096) == 0 && fcntl(small, F_ADD_SEALS, F_SEAL_SHRINK) == 0) {
             struct vu_mem_table t;
             memset(&t, 0, sizeof(t));
             t.nregions = 2;

@@ -615,10 +615,11 @@ bool vu_fe_peer_closed(struct vu_fe *fe)
 int gm_create(struct guest_mem *gm, size_t size)
 {
     memset(gm, 0, sizeof(*gm));
-    gm->fd = memfd_create("harness-guest-ram", MFD_CLOEXEC);
+    gm->fd = memfd_create("harness-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (gm->fd < 0)
         return -errno;
-    if (ftruncate(gm->fd, (off_t)size) != 0) {
+    /* sealed against resizing, as QEMU's memory-backend-memfd does */
+    if (ftruncate(gm->fd, (off_t)size) != 0 || fcntl(gm->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
         int e = errno;
         close(gm->fd);
         return -e;
@@ -683,10 +684,10 @@ void gm_resplit(struct guest_mem *gm)
 
 int gm_relayout(struct guest_mem *gm)
 {
-    int fd = memfd_create("harness-guest-ram-2", MFD_CLOEXEC);
+    int fd = memfd_create("harness-guest-ram-2", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -errno;
-    if (ftruncate(fd, (off_t)gm->size) != 0) {
+    if (ftruncate(fd, (off_t)gm->size) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
         close(fd);
         return -errno;
     }

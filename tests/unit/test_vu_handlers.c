@@ -1,9 +1,12 @@
 /* vhost-user request handlers driven directly through vu_backend_process():
  * the test plays a (hostile) front-end on a backend that has no event loop,
  * with a two-queue device that does nothing. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -46,8 +49,8 @@ static void test_vring_num_after_addr(void)
     vu_backend_attach(be, &null_dev, NULL);
     const struct memtable *mem = vu_backend_mem(be);
 
-    int fd = memfd_create("vu-test", MFD_CLOEXEC);
-    CHECK(fd >= 0 && ftruncate(fd, MEM_SZ) == 0);
+    int fd = memfd_create("vu-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(fd >= 0 && ftruncate(fd, MEM_SZ) == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
     struct vu_mem_table t;
     memset(&t, 0, sizeof(t));
     t.nregions = 1;
@@ -76,8 +79,75 @@ static void test_vring_num_after_addr(void)
     vu_backend_free(be);
 }
 
+static int one_region(struct vu_backend *be, int fd)
+{
+    struct vu_mem_table t;
+    memset(&t, 0, sizeof(t));
+    t.nregions = 1;
+    t.r[0] = (struct vu_region){ 0, MEM_SZ, UVA_BASE, 0 };
+    return send_msg(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd);
+}
+
+/* A region whose file the front-end can still shrink would SIGBUS hostd (and
+ * every VM) on the next ring access: hostd seals it, or refuses it. */
+static void test_region_seals(void)
+{
+    struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "t" });
+    CHECK(be != NULL);
+    vu_backend_attach(be, &null_dev, NULL);
+    const struct memtable *mem = vu_backend_mem(be);
+
+    /* not sealable (memfd without MFD_ALLOW_SEALING, like shared memory or a
+     * plain file; a pipe): refused (NACKed), the table stays empty */
+    int fd = memfd_create("vu-nosealing", MFD_CLOEXEC);
+    CHECK(fd >= 0 && ftruncate(fd, MEM_SZ) == 0);
+    one_region(be, fd);
+    CHECK(mem->n == 0);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    one_region(be, p[0]);
+    CHECK(mem->n == 0);
+    close(p[1]);
+
+    /* sealable but not sealed: hostd adds F_SEAL_SHRINK; the front-end's
+     * later truncate fails instead of pulling pages from under hostd */
+    fd = memfd_create("vu-unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(fd >= 0 && ftruncate(fd, MEM_SZ) == 0);
+    int keep = dup(fd);
+    CHECK(one_region(be, fd) == 0 && mem->n == 1);
+    CHECK((fcntl(keep, F_GET_SEALS) & F_SEAL_SHRINK) != 0);
+    CHECK(ftruncate(keep, 4096) < 0 && errno == EPERM);
+    close(keep);
+    vu_backend_free(be);
+}
+
+/* Kick/call/error fds must be eventfds: a pipe whose writer has gone reports
+ * EOF forever and made hostd spin at 100 % CPU. */
+static void test_vring_fd_type(void)
+{
+    struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "t" });
+    CHECK(be != NULL);
+    vu_backend_attach(be, &null_dev, NULL);
+    uint64_t idx = 1;
+    int p[2];
+    CHECK(pipe(p) == 0);
+    close(p[1]);
+    send_msg(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), p[0]);
+    CHECK(!vu_backend_queue(be, 1)->started && vu_backend_queue(be, 1)->kick_fd < 0);
+    CHECK(pipe(p) == 0);
+    close(p[1]);
+    send_msg(be, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), p[0]);
+    CHECK(vu_backend_queue(be, 1)->call_fd < 0);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    CHECK(send_msg(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), efd) == 0);
+    CHECK(vu_backend_queue(be, 1)->started && vu_backend_queue(be, 1)->kick_fd >= 0);
+    vu_backend_free(be);
+}
+
 int main(void)
 {
     test_vring_num_after_addr();
+    test_region_seals();
+    test_vring_fd_type();
     return UNIT_DONE();
 }
