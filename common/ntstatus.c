@@ -19,6 +19,16 @@
  *   -ENOTCONN    STATUS_DEVICE_NOT_READY       consumer went away before answering; no session
  *   -ETIMEDOUT   STATUS_DEVICE_NOT_READY       consumer did not answer in time
  *   -EIO         STATUS_UNSUCCESSFUL           anything else
+ *
+ * Forward only, failures of the guest library pinning pages (io_uring
+ * registration, pagemap), which MmProbeAndLockPages raises. hostd never
+ * answers with these errnos (its -EAGAIN is a send result, its -EPERM a
+ * vsock/vhost-user refusal), so what it sends is unchanged:
+ *   -EPERM       STATUS_ACCESS_DENIED          frame numbers hidden (no CAP_SYS_ADMIN), io_uring disabled
+ *   -EAGAIN      STATUS_INSUFFICIENT_RESOURCES transient kernel resource shortage
+ *   -ENFILE      STATUS_INSUFFICIENT_RESOURCES system file table full (pin ring)
+ * -EMFILE has no row on purpose: hostd answers it (dup() of a memfd for a
+ * UserMode consumer) as STATUS_UNSUCCESSFUL; the library decides it locally.
  */
 #include "ntstatus.h"
 
@@ -51,6 +61,10 @@ static const struct {
     { -ENOTCONN, ST(DEVICE_NOT_READY) },
     { -ETIMEDOUT, ST(DEVICE_NOT_READY) },
     { -EIO, ST(UNSUCCESSFUL) },
+    /* forward only: the guest library's pinning failures (see above) */
+    { -EPERM, ST(ACCESS_DENIED) },
+    { -EAGAIN, ST(INSUFFICIENT_RESOURCES) },
+    { -ENFILE, ST(INSUFFICIENT_RESOURCES) },
     /* reverse only: statuses hostd never produces but a peer may send */
     { -ENOMEM, ST(NO_MEMORY) },
     { -ENOSPC, ST(QUOTA_EXCEEDED) },

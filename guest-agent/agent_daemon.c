@@ -1,6 +1,8 @@
 /* The agent daemon (see agent_daemon.h): pins pages for unprivileged programs
  * and relays their Lock/Map/Unmap/Unlock to hostd, one hostd connection per
- * program; the program's mappings live as long as its Unix connection. */
+ * program; the program's mappings live as long as its Unix connection.
+ * Framing, the version check, error replies for bad frames and the output
+ * queue are the framed connection's (common/fconn.h), as in hostd. */
 #include "agent_daemon.h"
 
 #include <errno.h>
@@ -12,13 +14,16 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "fconn.h"
 #include "mdl_internal.h"
+#include "usock.h"
 
 #define AD_MAX_CLIENTS 64
-#define AD_MAX_FDS 8
+#define AD_MAX_FDS 8          /* memfds held per client for LockRequests to come */
+#define AD_OUTQ_HIGH (256u * 1024u) /* replies waiting: stop reading requests */
+#define AD_RECV_CHUNK 16384u
 
 struct ad_pin {
     uint64_t mdl_handle;
@@ -32,8 +37,8 @@ struct ad_map {
 struct ad_client {
     int fd;
     struct mdl_session *s;
-    struct frame_reader rd;
-    int fds[AD_MAX_FDS];
+    struct fconn fc;
+    int fds[AD_MAX_FDS];  /* received, oldest first: one per LockRequest */
     unsigned nfds;
     struct ad_pin *pins;
     size_t npins;
@@ -45,16 +50,20 @@ static volatile sig_atomic_t stopping;
 static void on_signal(int sig) { (void)sig; stopping = 1; }
 
 /* ---- replies ---- */
-static void reply(struct ad_client *c, Mdlmap__V1__Envelope *resp, uint64_t id)
+/* Queue resp as the answer to request id. 0, or a negative errno when it
+ * could not be encoded or queued (the connection is then closing). */
+static int reply(struct ad_client *c, Mdlmap__V1__Envelope *resp, uint64_t id)
 {
+    uint8_t *f;
+    size_t n;
     resp->request_id = id;
-    if (frame_write_fd(c->fd, resp) < 0)
-        shutdown(c->fd, SHUT_RDWR);   /* poll sees the hangup and cleans up */
+    int rc = frame_encode(resp, &f, &n);
+    return rc < 0 ? rc : fconn_queue(&c->fc, f, n);
 }
 
 /* A failure answered by the daemon itself, with the reply body of the request. */
-static void reply_status(struct ad_client *c, const Mdlmap__V1__Envelope *req, mdl_status st,
-                         const char *detail)
+static int reply_status(struct ad_client *c, const Mdlmap__V1__Envelope *req, mdl_status st,
+                        const char *detail)
 {
     Mdlmap__V1__Envelope e;
     Mdlmap__V1__HelloResponse h = MDLMAP__V1__HELLO_RESPONSE__INIT;
@@ -72,24 +81,23 @@ static void reply_status(struct ad_client *c, const Mdlmap__V1__Envelope *req, m
     case MDLMAP__V1__ENVELOPE__BODY_UNLOCK: e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK_REPLY; e.unlock_reply = &k; break;
     default: e.body_case = MDLMAP__V1__ENVELOPE__BODY_HELLO_REPLY; e.hello_reply = &h; break;
     }
-    reply(c, &e, req->request_id);
+    return reply(c, &e, req->request_id);
 }
 
-/* Forward to hostd; on success *out keeps the response for the caller. */
-static void forward(struct ad_client *c, Mdlmap__V1__Envelope *req, Mdlmap__V1__Envelope **out)
+/* Forward to hostd; on success *out keeps hostd's response for the caller.
+ * The request is copied: the session numbers it with its own request id. */
+static int forward(struct ad_client *c, const Mdlmap__V1__Envelope *req, Mdlmap__V1__Envelope **out)
 {
-    uint64_t id = req->request_id;
-    Mdlmap__V1__Envelope *r;
-    mdl_status st = mdl_session_call(c->s, req, -1, &r);
-    if (!r) {
-        reply_status(c, req, st, mdl_last_detail());
-        return;
-    }
-    reply(c, r, id);
+    Mdlmap__V1__Envelope e = *req, *r;
+    mdl_status st = mdl_session_call(c->s, &e, -1, &r);
+    if (!r)
+        return reply_status(c, req, st, mdl_last_detail());
+    int rc = reply(c, r, req->request_id);
     if (out && MDL_SUCCESS(st))
         *out = r;
     else
         frame_envelope_free(r);
+    return rc;
 }
 
 /* ---- ownership records ---- */
@@ -124,9 +132,9 @@ static int take_fd(struct ad_client *c)
 }
 
 /* ---- requests ---- */
-static void handle_lock(struct ad_client *c, Mdlmap__V1__Envelope *req)
+static int handle_lock(struct ad_client *c, const Mdlmap__V1__Envelope *req)
 {
-    Mdlmap__V1__LockRequest *l = req->lock;
+    const Mdlmap__V1__LockRequest *l = req->lock;
     int fd = take_fd(c);
     struct stat sb;
     size_t npages = MDL_SPAN_PAGES(l->byte_offset, l->byte_count);
@@ -136,8 +144,7 @@ static void handle_lock(struct ad_client *c, Mdlmap__V1__Envelope *req)
         l->memfd_offset > (uint64_t)sb.st_size || len > (uint64_t)sb.st_size - l->memfd_offset) {
         if (fd >= 0)
             close(fd);
-        reply_status(c, req, MDL_STATUS_INVALID_PARAMETER, "agent: need a memfd covering the buffer");
-        return;
+        return reply_status(c, req, MDL_STATUS_INVALID_PARAMETER, "agent: need a memfd covering the buffer");
     }
     void *va = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, (off_t)l->memfd_offset);
     close(fd);
@@ -149,8 +156,7 @@ static void handle_lock(struct ad_client *c, Mdlmap__V1__Envelope *req)
         if (va != MAP_FAILED)
             munmap(va, len);
         free(pfns);
-        reply_status(c, req, MDL_STATUS_INSUFFICIENT_RESOURCES, "agent: cannot map the memfd");
-        return;
+        return reply_status(c, req, MDL_STATUS_INSUFFICIENT_RESOURCES, "agent: cannot map the memfd");
     }
     struct mdl_pin pin = { .pass_fd = -1 };
     struct mdl_pinner *pinner = mdl_pinner_iouring();
@@ -158,57 +164,65 @@ static void handle_lock(struct ad_client *c, Mdlmap__V1__Envelope *req)
     if (rc < 0) {
         munmap(va, len);
         free(pfns);
-        reply_status(c, req, rc == -EPERM ? MDL_STATUS_ACCESS_DENIED : MDL_STATUS_INSUFFICIENT_RESOURCES,
-                     "agent: cannot pin the pages");
-        return;
+        /* The daemon pins pages it has just mapped itself: short of being
+         * refused the right to, every failure is the daemon's lack of
+         * resources, whatever the errno (so not the library's pin_status()). */
+        return reply_status(c, req,
+                            rc == -EPERM ? MDL_STATUS_ACCESS_DENIED : MDL_STATUS_INSUFFICIENT_RESOURCES,
+                            "agent: cannot pin the pages");
     }
-    l->pfns = pfns;   /* free_unpacked frees the envelope's own pointers: restore below */
-    l->n_pfns = npages;
-    Mdlmap__V1__Envelope *r = NULL;
-    uint64_t id = req->request_id;
-    mdl_status st = mdl_session_call(c->s, req, -1, &r);
-    l->pfns = NULL;
-    l->n_pfns = 0;
+    /* hostd gets the program's request with the frames filled in (copies:
+     * the decoded request belongs to the framed connection). */
+    Mdlmap__V1__LockRequest lk = *l;
+    Mdlmap__V1__Envelope e = *req, *r = NULL;
+    lk.pfns = pfns;
+    lk.n_pfns = npages;
+    e.lock = &lk;
+    mdl_status st = mdl_session_call(c->s, &e, -1, &r);
     if (MDL_SUCCESS(st) && r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY) {
         c->pins[c->npins++] = (struct ad_pin){ r->lock_reply->mdl_handle, va, len, pin };
+        /* the program needs the frames (it has no pagemap rights); hostd
+         * does not echo them: lend ours to the reply, then restore hostd's
+         * so that frame_envelope_free() frees what it allocated */
         uint64_t *keep = r->lock_reply->pfns;
         size_t nkeep = r->lock_reply->n_pfns;
         r->lock_reply->pfns = pfns;
         r->lock_reply->n_pfns = npages;
-        reply(c, r, id);
+        rc = reply(c, r, req->request_id);
         r->lock_reply->pfns = keep;
         r->lock_reply->n_pfns = nkeep;
     } else {
         pinner->unpin(pinner, &pin);
         munmap(va, len);
-        if (r)
-            reply(c, r, id);
-        else
-            reply_status(c, req, st, mdl_last_detail());
+        rc = r ? reply(c, r, req->request_id) : reply_status(c, req, st, mdl_last_detail());
     }
     if (r)
         frame_envelope_free(r);
     free(pfns);
+    return rc;
 }
 
-static void handle(struct ad_client *c, Mdlmap__V1__Envelope *req)
+static int handle(struct ad_client *c, const Mdlmap__V1__Envelope *req)
 {
     Mdlmap__V1__Envelope *r = NULL;
+    int rc;
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_HELLO:
-        forward(c, req, NULL);
+        rc = forward(c, req, NULL);
         break;
     case MDLMAP__V1__ENVELOPE__BODY_LOCK:
-        handle_lock(c, req);
+        rc = handle_lock(c, req);
         break;
     case MDLMAP__V1__ENVELOPE__BODY_MAP: {
         uint64_t mdl = req->map->mdl_handle;
         if (!find_pin(c, mdl)) {
-            reply_status(c, req, MDL_STATUS_INVALID_HANDLE, "agent: not your MDL");
+            rc = reply_status(c, req, MDL_STATUS_INVALID_HANDLE, "agent: not your MDL");
             break;
         }
-        forward(c, req, &r);
-        struct ad_map *grown = r ? realloc(c->maps, (c->nmaps + 1) * sizeof(*c->maps)) : NULL;
+        rc = forward(c, req, &r);
+        /* a success without a MapResponse records nothing */
+        bool mapped = r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY;
+        struct ad_map *grown = mapped ? realloc(c->maps, (c->nmaps + 1) * sizeof(*c->maps)) : NULL;
         if (grown) {
             c->maps = grown;
             c->maps[c->nmaps++] = (struct ad_map){ r->map_reply->map_handle, mdl, r->map_reply->address };
@@ -220,10 +234,10 @@ static void handle(struct ad_client *c, Mdlmap__V1__Envelope *req)
         while (i < c->nmaps && c->maps[i].map_handle != req->unmap->map_handle)
             i++;
         if (i == c->nmaps) {
-            reply_status(c, req, MDL_STATUS_NOT_FOUND, "agent: not your mapping");
+            rc = reply_status(c, req, MDL_STATUS_NOT_FOUND, "agent: not your mapping");
             break;
         }
-        forward(c, req, &r);
+        rc = forward(c, req, &r);
         if (r)
             c->maps[i] = c->maps[--c->nmaps];
         break;
@@ -231,21 +245,50 @@ static void handle(struct ad_client *c, Mdlmap__V1__Envelope *req)
     case MDLMAP__V1__ENVELOPE__BODY_UNLOCK: {
         struct ad_pin *p = find_pin(c, req->unlock->mdl_handle);
         if (!p) {
-            reply_status(c, req, MDL_STATUS_INVALID_HANDLE, "agent: not your MDL");
+            rc = reply_status(c, req, MDL_STATUS_INVALID_HANDLE, "agent: not your MDL");
             break;
         }
-        forward(c, req, NULL);
+        rc = forward(c, req, NULL);
         drop_pin(c, p);   /* unpinned whatever hostd said, as MmUnlockPages */
         break;
     }
     default:
-        reply_status(c, req, MDL_STATUS_INVALID_DEVICE_REQUEST, "agent: request not served here");
+        rc = reply_status(c, req, MDL_STATUS_INVALID_DEVICE_REQUEST, "agent: request not served here");
     }
     if (r)
         frame_envelope_free(r);
+    return rc;
 }
 
 /* ---- connections ---- */
+static long client_send(void *ctx, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
+{
+    struct ad_client *c = ctx;
+    long w = usock_send(c->fd, p, n, fds, nfds, MSG_DONTWAIT);
+    return w == -EINTR ? -EAGAIN : w;
+}
+
+/* Requests whose version this side serves; fconn answered the rest. */
+static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
+{
+    (void)fc;
+    int rc = handle(ctx, req);
+    return rc < 0 ? rc : 0;
+}
+
+static void client_stopping(void *ctx, int err, const char *what)
+{
+    (void)err;
+    struct ad_client *c = ctx;
+    fprintf(stderr, "mdlmap-agent daemon: client fd %d: %s; closing\n", c->fd, what);
+}
+
+static const struct fconn_ops client_ops = {
+    .send = client_send,
+    .dispatch = client_dispatch,
+    .stopping = client_stopping,
+};
+
 static void client_close(struct ad_client *c)
 {
     /* The program went away: undo what it left, as hostd would for a guest. */
@@ -271,79 +314,68 @@ static void client_close(struct ad_client *c)
         close(take_fd(c));
     free(c->pins);
     free(c->maps);
-    frame_reader_free(&c->rd);
+    fconn_fini(&c->fc);
     mdl_session_close(c->s);
     close(c->fd);
     free(c);
 }
 
-/* Read what is there (with any fds); handle complete frames. <0: close. */
-static int client_readable(struct ad_client *c)
+/* Descriptors that came with the bytes join the client's queue (a
+ * LockRequest takes the oldest); past AD_MAX_FDS they are closed and the
+ * request they came for finds no memfd. */
+static void keep_fds(struct ad_client *c, struct usock_fds *got)
 {
-    uint8_t buf[16384];
-    union { struct cmsghdr h; char b[CMSG_SPACE(AD_MAX_FDS * sizeof(int))]; } cm;
-    struct iovec iov = { buf, sizeof(buf) };
-    size_t room = frame_reader_room(&c->rd);
-    if (room < iov.iov_len)
-        iov.iov_len = room;
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
-    ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0)
-        return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-    for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h)) {
-        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-            if (c->nfds < AD_MAX_FDS)
-                c->fds[c->nfds++] = fd;
-            else
-                close(fd);
-        }
+    for (unsigned i = 0; i < got->n; i++) {
+        if (c->nfds < AD_MAX_FDS)
+            c->fds[c->nfds++] = got->fd[i];
+        else
+            close(got->fd[i]);
     }
-    if (n == 0)
-        return -ECONNRESET;
-    if (frame_reader_feed(&c->rd, buf, (size_t)n) < 0)
-        return -ENOBUFS;
-    const uint8_t *payload;
-    size_t plen;
-    int rc;
-    while ((rc = frame_reader_next(&c->rd, &payload, &plen)) == 1) {
-        Mdlmap__V1__Envelope *req;
-        if (frame_decode(payload, plen, &req) < 0)
-            return -EBADMSG;
-        handle(c, req);
-        frame_envelope_free(req);
-    }
-    return rc;
+    got->n = 0;
 }
 
-/* Bound, chmod'ed and listening under a temporary name, then renamed: once
- * PATH exists, connecting to it works (no window between bind and listen). */
-static int listen_on(const char *path)
+/* What poll() should wait for: requests while there is room for them,
+ * writability while replies wait. */
+static short client_events(const struct ad_client *c)
 {
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s.new", path) >= sizeof(a.sun_path))
-        return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    unlink(a.sun_path);
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(a.sun_path, 0666) < 0 ||
-        listen(fd, 16) < 0 || rename(a.sun_path, path) < 0) {
-        int e = -errno;
-        unlink(a.sun_path);
-        close(fd);
-        return e;
+    short ev = 0;
+    if (fconn_input_room(&c->fc))
+        ev |= POLLIN;
+    if (!outq_empty(&c->fc.out))
+        ev |= POLLOUT;
+    return ev;
+}
+
+/* poll() reported revents. 0, or negative: close the client. */
+static int client_event(struct ad_client *c, short revents)
+{
+    /* Send what waits and dispatch what is buffered first: then the room
+     * below is what fconn_input() takes, and descriptors are never read
+     * ahead of a frame still waiting for its own. */
+    fconn_pump(&c->fc);
+    size_t room = fconn_input_room(&c->fc);
+    if (room > AD_RECV_CHUNK)
+        room = AD_RECV_CHUNK;
+    if ((revents & (POLLIN | POLLHUP | POLLERR)) && room) {
+        uint8_t buf[AD_RECV_CHUNK];
+        struct usock_fds got = { .n = 0 };
+        long n = usock_recv(c->fd, buf, room, &got, MSG_DONTWAIT);
+        keep_fds(c, &got);
+        if (n == 0)
+            return -ECONNRESET;
+        if (n < 0 && n != -EAGAIN && n != -EINTR)
+            return (int)n;
+        if (n > 0 && fconn_input(&c->fc, buf, (size_t)n) != (size_t)n)
+            return -ENOBUFS;
     }
-    return fd;
+    if (fconn_flush(&c->fc) < 0)
+        return -EPIPE;
+    return fconn_done(&c->fc) ? -ECONNRESET : 0;   /* a bad frame was answered */
 }
 
 static struct ad_client *client_open(int lfd)
 {
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return NULL;
     struct ad_client *c = calloc(1, sizeof(*c));
@@ -355,15 +387,21 @@ static struct ad_client *client_open(int lfd)
         return NULL;
     }
     c->fd = fd;
-    frame_reader_init(&c->rd, MDLMAP_MAX_FRAME);
+    /* programs speak to the daemon as to hostd's RPC port: same replies */
+    struct fconn_config cfg = { .out_high = AD_OUTQ_HIGH, .name_empty_body = true };
+    fconn_init(&c->fc, &client_ops, c, &cfg);
     return c;
 }
 
 int agent_daemon_run(const char *socket_path)
 {
-    int lfd = listen_on(socket_path);
+    /* 0666: any program may connect; the daemon checks per connection that
+     * the handles it is given are that connection's. */
+    int lfd = usock_listen(socket_path, 0666, USOCK_NO_GROUP, 16, 0);
     if (lfd < 0) {
-        fprintf(stderr, "mdlmap-agent daemon: %s: %s\n", socket_path, strerror(-lfd));
+        fprintf(stderr, "mdlmap-agent daemon: %s: %s\n", socket_path,
+                lfd == -EADDRINUSE ? "in use by another daemon" :
+                lfd == -EEXIST ? "exists and is not a socket" : strerror(-lfd));
         return lfd;
     }
     struct sigaction sa = { .sa_handler = on_signal };
@@ -378,26 +416,30 @@ int agent_daemon_run(const char *socket_path)
         struct pollfd pf[AD_MAX_CLIENTS + 1];
         pf[0] = (struct pollfd){ lfd, POLLIN, 0 };
         for (int i = 0; i < AD_MAX_CLIENTS; i++)
-            pf[i + 1] = (struct pollfd){ cl[i] ? cl[i]->fd : -1, POLLIN, 0 };
+            pf[i + 1] = (struct pollfd){ cl[i] ? cl[i]->fd : -1, cl[i] ? client_events(cl[i]) : 0, 0 };
         if (poll(pf, AD_MAX_CLIENTS + 1, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
         for (int i = 0; i < AD_MAX_CLIENTS; i++)
-            if (cl[i] && pf[i + 1].revents && client_readable(cl[i]) < 0) {
+            if (cl[i] && pf[i + 1].revents && client_event(cl[i], pf[i + 1].revents) < 0) {
                 client_close(cl[i]);
                 cl[i] = NULL;
             }
         if (pf[0].revents & POLLIN) {
-            struct ad_client *c = client_open(lfd);
             int i = 0;
-            while (c && i < AD_MAX_CLIENTS && cl[i])
+            while (i < AD_MAX_CLIENTS && cl[i])
                 i++;
-            if (c && i < AD_MAX_CLIENTS)
-                cl[i] = c;
-            else if (c)
-                client_close(c);
+            if (i < AD_MAX_CLIENTS) {
+                cl[i] = client_open(lfd);
+            } else {
+                /* full: the program sees its connection closed, and no
+                 * hostd session is opened for it */
+                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0)
+                    close(fd);
+            }
         }
     }
     for (int i = 0; i < AD_MAX_CLIENTS; i++)

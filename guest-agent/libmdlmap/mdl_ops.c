@@ -7,6 +7,7 @@
 
 #include "frame.h"
 #include "mdl_internal.h"
+#include "ntstatus.h"
 
 static mdl_status fail(mdl_status st, const char *detail)
 {
@@ -14,15 +15,37 @@ static mdl_status fail(mdl_status st, const char *detail)
     return st;
 }
 
-static mdl_status errno_status(int err)
+/* The status a pinner's failure (negative errno) makes MmProbeAndLockPages
+ * fail with. The errno is read through the common table (ntstatus.c), except
+ * where it means something else here than in hostd's answers. */
+static mdl_status pin_status(int err)
 {
+    mdl_status st;
     switch (err) {
-    case -EFAULT: return MDL_STATUS_ACCESS_VIOLATION;
-    case -EPERM: case -EACCES: return MDL_STATUS_ACCESS_DENIED;
-    case -ENOMEM: case -EAGAIN: case -ENOSPC: case -EMFILE: case -ENFILE:
+    case -ENOSYS:
+        /* No io_uring in this kernel: pinning is not supported. In the table
+         * -ENOSYS is hostd's "request not served" (INVALID_DEVICE_REQUEST). */
+        return MDL_STATUS_NOT_SUPPORTED;
+    case -EMFILE:
+        /* Out of descriptors for the pin ring: a resource shortage, as
+         * -ENFILE. hostd answers its own -EMFILE as STATUS_UNSUCCESSFUL, so
+         * this cannot be a table row. */
         return MDL_STATUS_INSUFFICIENT_RESOURCES;
-    case -ENOSYS: case -EOPNOTSUPP: return MDL_STATUS_NOT_SUPPORTED;
-    default: return MDL_STATUS_UNSUCCESSFUL;
+    default:
+        st = ntstatus_from_errno(err);
+        break;
+    }
+    /* A pin fails for the buffer, for rights, for resources or for want of
+     * support. Other rows name hostd's conditions (a mapping conflict, an
+     * unknown handle, ...) that a pin failure is not: it stays unspecified. */
+    switch (st) {
+    case MDL_STATUS_ACCESS_VIOLATION:
+    case MDL_STATUS_ACCESS_DENIED:
+    case MDL_STATUS_INSUFFICIENT_RESOURCES:
+    case MDL_STATUS_NOT_SUPPORTED:
+        return st;
+    default:
+        return MDL_STATUS_UNSUCCESSFUL;
     }
 }
 
@@ -56,7 +79,7 @@ mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_loc
     int rc = pin->pin(pin, (uintptr_t)m->start_va, npages, mdl_pfns(m), &pn);
     if (rc < 0) {
         snprintf(why, sizeof(why), "pinning %zu pages: %s", npages, strerror(-rc));
-        return fail(errno_status(rc), why);
+        return fail(pin_status(rc), why);
     }
     Mdlmap__V1__Envelope e, *r;
     Mdlmap__V1__LockRequest b;

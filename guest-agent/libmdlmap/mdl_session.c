@@ -74,6 +74,9 @@ int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct 
     if (!MDL_SUCCESS(st)) {
         t->ops->close(t);
         free(s);
+        /* Two outcomes only, not ntstatus_to_errno(): callers print "cannot
+         * reach hostd" (no transport) or "hostd refused the Hello"; the
+         * status itself is left in mdl_last_status(). */
         return st == MDL_STATUS_DEVICE_NOT_READY ? -ECONNREFUSED : -EPROTO;
     }
     *out = s;

@@ -24,10 +24,10 @@ struct mdl_transport {
     const struct mdl_transport_ops *ops;
 };
 
-/* A connected stream fd (framing of proto/frame.h); takes ownership of fd
- * (NULL: no memory, fd closed). */
+/* A connected stream fd (the framing of common/include/frame.h); takes
+ * ownership of fd (NULL: no memory, fd closed). */
 struct mdl_transport *mdl_transport_from_fd(int fd, bool can_pass_fds);
-/* AF_VSOCK to CID 2 port 1100. Only inside a guest VM. */
+/* AF_VSOCK to CID 2 port MDLMAP_PORT_RPC (mdlmap_ports.h). Only inside a guest VM. */
 int mdl_transport_vsock(struct mdl_transport **out);
 /* The agent daemon's Unix socket (NULL: MDL_AGENT_SOCKET). */
 int mdl_transport_agent(const char *path, struct mdl_transport **out);

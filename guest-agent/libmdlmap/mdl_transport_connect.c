@@ -1,17 +1,15 @@
 /* Connecting the two stream transports: AF_VSOCK to hostd (guest only) and
  * the agent daemon's Unix socket. */
 #include <errno.h>
-#include <stdio.h>
-#include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
 #include "mdl_transport.h"
+#include "mdlmap_ports.h"
+#include "usock.h"
 
 #define MDL_HOST_CID 2
-#define MDL_RPC_PORT 1100
 
 static int wrap(int fd, bool pass, struct mdl_transport **out)
 {
@@ -24,7 +22,7 @@ int mdl_transport_vsock(struct mdl_transport **out)
     int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = MDL_HOST_CID, .svm_port = MDL_RPC_PORT };
+    struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = MDL_HOST_CID, .svm_port = MDLMAP_PORT_RPC };
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
         int e = -errno;
         close(fd);
@@ -35,19 +33,8 @@ int mdl_transport_vsock(struct mdl_transport **out)
 
 int mdl_transport_agent(const char *path, struct mdl_transport **out)
 {
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    if (!path)
-        path = MDL_AGENT_SOCKET;
-    if (strlen(path) >= sizeof(a.sun_path))
-        return -ENAMETOOLONG;
-    strcpy(a.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = usock_connect(path ? path : MDL_AGENT_SOCKET, 0);
     if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
+        return fd;
     return wrap(fd, true, out);
 }

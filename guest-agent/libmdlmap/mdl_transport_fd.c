@@ -1,12 +1,11 @@
 /* Envelope request/response over a connected stream fd (vsock or Unix). */
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "frame.h"
 #include "mdl_transport.h"
+#include "usock.h"
 
 struct fd_transport {
     struct mdl_transport t;
@@ -14,35 +13,19 @@ struct fd_transport {
     bool can_pass_fds;
 };
 
-/* Send a whole frame; the fd (if any) rides on its first byte. */
-static int send_frame_with_fd(int fd, const uint8_t *buf, size_t len, int pass_fd)
+/* Send a whole frame (blocking); the fd (if any) rides on its first byte.
+ * usock_send() is a plain sendmsg(), so this serves vsock as well. */
+static int send_frame(int fd, const uint8_t *buf, size_t len, int pass_fd)
 {
     size_t off = 0;
-    if (pass_fd >= 0) {
-        union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } cm;
-        memset(&cm, 0, sizeof(cm));
-        struct iovec iov = { (void *)buf, len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-        ssize_t n;
-        do
-            n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-            return -errno;
-        off = (size_t)n;
-    }
+    bool fd_sent = pass_fd < 0;
     while (off < len) {
-        ssize_t n = send(fd, buf + off, len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
+        long n = usock_send(fd, buf + off, len - off, fd_sent ? NULL : &pass_fd, fd_sent ? 0 : 1, 0);
+        if (n == -EINTR)
+            continue;   /* nothing went out, the fd neither: send both again */
         if (n < 0)
-            return -errno;
+            return (int)n;
+        fd_sent = true;
         off += (size_t)n;
     }
     return 0;
@@ -59,11 +42,18 @@ static int fd_call(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int
     int rc = frame_encode(req, &buf, &len);
     if (rc < 0)
         return rc;
-    rc = send_frame_with_fd(ft->fd, buf, len, pass_fd);
+    rc = send_frame(ft->fd, buf, len, pass_fd);
     free(buf);
     if (rc < 0)
         return rc;
-    return frame_read_fd(ft->fd, resp);
+    if (!ft->can_pass_fds)
+        return frame_read_fd(ft->fd, resp);
+    /* No answer carries descriptors; a peer that attaches some anyway must
+     * not leave them open in this process. */
+    struct usock_fds fds = { .n = 0 };
+    rc = frame_read_fd_fds(ft->fd, resp, &fds);
+    usock_fds_close(&fds);
+    return rc;
 }
 
 static void fd_close(struct mdl_transport *t)

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "frame.h"
+#include "mdlmap_ports.h"
 
 #define MDL_RAM_GPA (8ull << 20)
 #define MDL_RAM_END (16ull << 20)
@@ -85,7 +86,7 @@ void harness_link_init(struct harness_link *l, struct vdev *d)
 struct mdl_session *harness_session(struct harness_link *l)
 {
     int err = 0;
-    struct vc_conn *c = vc_connect(l->d, VSOCK_TYPE_STREAM, HOST_CID, 1100, 3000, &err);
+    struct vc_conn *c = vc_connect(l->d, VSOCK_TYPE_STREAM, HOST_CID, MDLMAP_PORT_RPC, 3000, &err);
     if (!c)
         return NULL;
     struct harness_transport *h = calloc(1, sizeof(*h));

@@ -16,9 +16,9 @@
 
 #include "frame.h"
 #include "mdlmap_client.h"
+#include "mdlmap_ports.h"
 #include "tcommon.h"
 
-#define RPC_PORT 1100
 #define CALL_MS 5000
 #define BUF_PFN 0x800u            /* GPA 8 MiB: unused by the harness rings */
 #define HIGH_PFN 0x100000u        /* GPA 4 GiB: start of the high region */
@@ -53,9 +53,9 @@ static bool rpc_open(struct rpc *r, struct vdev *d)
 {
     memset(r, 0, sizeof(*r));
     int err = 0;
-    r->c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, RPC_PORT, 3000, &err);
+    r->c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, MDLMAP_PORT_RPC, 3000, &err);
     if (!r->c) {
-        tap_diag("connect to port %d: %s", RPC_PORT, strerror(-err));
+        tap_diag("connect to port %d: %s", MDLMAP_PORT_RPC, strerror(-err));
         return false;
     }
     frame_reader_init(&r->rd, MDLMAP_MAX_FRAME);

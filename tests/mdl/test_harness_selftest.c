@@ -5,13 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "frame.h"
 #include "harness_link.h"
 #include "mdl_selftest.h"
+#include "usock.h"
 #include "wdm_compat.h"
 
 static struct mdl_session *open_second(void *ctx)
@@ -19,17 +18,14 @@ static struct mdl_session *open_second(void *ctx)
     return harness_session(ctx);
 }
 
+/* One request on a fresh host API connection. */
 static int api_call(const char *path, Mdlmap__V1__Envelope *e, Mdlmap__V1__Envelope **out)
 {
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        if (fd >= 0)
-            close(fd);
+    *out = NULL;
+    int fd = usock_connect(path, 0);
+    if (fd < 0)
         return -1;
-    }
-    e->version = 1;
+    e->version = MDLMAP_PROTO_VERSION;
     e->request_id = 1;
     int rc = frame_write_fd(fd, e);
     if (rc == 0)
@@ -83,25 +79,15 @@ static int check_host_view(const char *api, struct harness_link *link)
 
 static int api_stats(const char *path, Mdlmap__V1__Envelope **out)
 {
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
     Mdlmap__V1__Envelope e = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__StatsRequest s = MDLMAP__V1__STATS_REQUEST__INIT;
-    e.version = 1;
-    e.request_id = 1;
     e.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
     e.stats = &s;
-    int rc = frame_write_fd(fd, &e);
-    if (rc == 0)
-        rc = frame_read_fd(fd, out);
-    close(fd);
-    return rc == 0 && (*out)->body_case == MDLMAP__V1__ENVELOPE__BODY_STATS_REPLY ? 0 : -1;
+    if (api_call(path, &e, out) == 0 && (*out)->body_case == MDLMAP__V1__ENVELOPE__BODY_STATS_REPLY)
+        return 0;
+    frame_envelope_free(*out);   /* an answer that is not the stats */
+    *out = NULL;
+    return -1;
 }
 
 int main(int argc, char **argv)
