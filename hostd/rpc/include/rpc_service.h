@@ -2,9 +2,8 @@
  * requests from a guest, served by the mapping engine. */
 #pragma once
 #include "map_engine.h"
+#include "mdlmap_ports.h"
 #include "vsock.h"
-
-#define MDLMAP_PORT_RPC 1100
 
 struct rpc_service;
 
