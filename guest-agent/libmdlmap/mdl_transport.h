@@ -8,6 +8,7 @@
  * hostd, the vhost-user harness). */
 #pragma once
 #include <stdbool.h>
+#include <sys/socket.h>
 
 #include "mdlmap.h"
 #include "mdlmap.pb-c.h"
@@ -27,6 +28,16 @@ struct mdl_transport {
 /* A connected stream fd (the framing of common/include/frame.h); takes
  * ownership of fd (NULL: no memory, fd closed). */
 struct mdl_transport *mdl_transport_from_fd(int fd, bool can_pass_fds);
+/* A connected SOCK_STREAM socket of family to addr, or negative errno.
+ * Interrupted attempts (EINTR) are retried on a fresh socket until timeout_ms
+ * has passed; each attempt is bounded by what is left of it (AF_VSOCK:
+ * SO_VM_SOCKETS_CONNECT_TIMEOUT, others: SO_SNDTIMEO). Any family, so the
+ * host-side tests can exercise it over AF_UNIX. */
+int mdl_stream_connect(int family, const struct sockaddr *addr, socklen_t alen, unsigned timeout_ms);
+/* hostd answers a vsock REQUEST at once (RESPONSE or RST); the bound only
+ * matters when it hangs, and a loaded TCG guest can need more than the
+ * kernel's default of 2 s. */
+#define MDL_CONNECT_TIMEOUT_MS 10000u
 /* AF_VSOCK to CID 2 port MDLMAP_PORT_RPC (mdlmap_ports.h). Only inside a guest VM. */
 int mdl_transport_vsock(struct mdl_transport **out);
 /* The agent daemon's Unix socket (NULL: MDL_AGENT_SOCKET). */

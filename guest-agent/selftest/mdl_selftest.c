@@ -1,6 +1,5 @@
 /* Selftest runner and fixtures. */
 #include <errno.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -121,10 +120,12 @@ int st_child(void (*fn)(void *), void *arg, int *status, char *out, size_t outle
     close(pfd[1]);
     size_t n = 0;
     for (;;) {
-        struct pollfd p = { pfd[0], POLLIN, 0 };
-        if (poll(&p, 1, 10000) <= 0)
-            break;
+        /* Until EOF (the child's exit closes the pipe): waitpid below waits
+         * for the child anyway, so a timeout here would only cut its output
+         * short on a slow machine. */
         ssize_t r = read(pfd[0], out + n, outlen - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r <= 0)
             break;
         n += (size_t)r;
@@ -145,7 +146,14 @@ struct mdl_session *st_open_session(struct st *t)
     if (t->env->open_session)
         return t->env->open_session(t->env->alloc_ctx);
     struct mdl_session *s = NULL;
-    return mdl_session_open_vsock(NULL, &s) == 0 ? s : NULL;
+    int rc = mdl_session_open_vsock(NULL, &s);
+    if (rc < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "vsock session: %s%s%s", strerror(-rc),
+                 *mdl_last_detail() ? ", " : "", mdl_last_detail());
+        mdl_set_last_status(MDL_STATUS_DEVICE_NOT_READY, why);
+    }
+    return rc == 0 ? s : NULL;
 }
 
 static bool matches(const char *filter, const struct st_case *c)

@@ -349,8 +349,9 @@ static bool verifier_off_silent(struct st *t)
 /* ---- R12: the "process" (session) ends with pages locked or mapped ---- */
 static bool session_leak(struct st *t, bool map, uint32_t want)
 {
+    mdl_set_last_status(MDL_STATUS_SUCCESS, "");
     struct mdl_session *s = st_open_session(t);
-    CHECK(t, s, "cannot open a second session");
+    CHECK(t, s, "cannot open a second session (%s)", mdl_last_detail());
     struct mdl_session *prev = mdl_default_session_peek();
     mdl_set_default_session(s);
     struct fx f;

@@ -25,9 +25,12 @@ guest selftest --socket "$T/vm1.sock" -- sh -c '
   echo "mdluser:x:1000:" >> /etc/group
   su -s /bin/sh mdluser -c "id; MDLMAP_AGENT_SOCKET=/tmp/agent.sock mdlmap-agent selftest" 2>&1; r2=$?
   echo "USER-STATUS $r2"
+  echo "== agent daemon log"; cat /tmp/daemon.log
   [ $r1 = 0 ] && [ $r2 = 0 ]'
 rc=$?
 LOG=$T/selftest.log
+# Name the conformance tests that failed (the log tail may not reach them).
+tr -d '\r' < "$LOG" | grep -E '^not ok|^(ROOT|USER)-STATUS|mdlmap-agent daemon:' | sed 's/^/# guest: /'
 check "guest selftest runs exited 0 (runner status $rc)" [ "$rc" = 0 ]
 check "root run: exit 0" log_has "$LOG" '^ROOT-STATUS 0'
 check "root run: closing line 'N passed, 0 failed'" log_has "$LOG" '^[0-9]+ passed, 0 failed'
