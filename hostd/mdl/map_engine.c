@@ -390,7 +390,7 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     free(runs);
     if (rc < 0) {
         free(m);
-        log_warn("mdl: vm %s conn %llu map mdl 0x%llx (%u pages, %s): %s", mdl->vm_name,
+        map_vm_warn(o->vm, "mdl: vm %s conn %llu map mdl 0x%llx (%u pages, %s): %s", mdl->vm_name,
                  (unsigned long long)o->conn_id, (unsigned long long)mdl->handle, mdl->npages,
                  map_prio_name(pr), detail);
         return rc;
@@ -415,7 +415,7 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     mdl->system_map = m;
     /* guest RAM mapped by a host process is always cache-coherent with the
      * guest; the requested type is recorded and reported, not applied */
-    log_info("mdl: vm %s conn %llu mapped mdl 0x%llx -> map 0x%llx at %p: %u pages, %u runs, %s%s, "
+    log_debug("mdl: vm %s conn %llu mapped mdl 0x%llx -> map 0x%llx at %p: %u pages, %u runs, %s%s, "
              "cache type %u recorded%s",
              mdl->vm_name, (unsigned long long)o->conn_id, (unsigned long long)mdl->handle,
              (unsigned long long)m->handle, (void *)(uintptr_t)m->address, m->page_count, nruns,
@@ -458,10 +458,10 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
         return -EINVAL;
     }
     if (m->orphaned)
-        log_info("mdl: vm %s conn %llu unmapped orphaned map 0x%llx (consumer '%s' is gone: nothing to undo)",
+        log_debug("mdl: vm %s conn %llu unmapped orphaned map 0x%llx (consumer '%s' is gone: nothing to undo)",
                  m->mdl->vm_name, (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->consumer);
     else
-        log_info("mdl: vm %s conn %llu unmapped map 0x%llx (%u pages)", m->mdl->vm_name,
+        log_debug("mdl: vm %s conn %llu unmapped map 0x%llx (%u pages)", m->mdl->vm_name,
                  (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->page_count);
     map_destroy(e, m);
     return 0;
@@ -537,7 +537,7 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
             if (!owned(&it->owner, o, vm_only))
                 continue;
             map_leak_record(e, it, reason);
-            log_warn("mdl: leak (0xCB-style, mapped%s): vm %s conn %llu mdl 0x%llx map 0x%llx, %u pages: %s",
+            map_vm_warn(o->vm, "mdl: leak (0xCB-style, mapped%s): vm %s conn %llu mdl 0x%llx map 0x%llx, %u pages: %s",
                      it->orphaned ? ", orphaned" : "", it->mdl ? it->mdl->vm_name : "?",
                      (unsigned long long)it->owner.conn_id, (unsigned long long)(it->mdl ? it->mdl->handle : 0),
                      (unsigned long long)it->handle, it->page_count, reason);
@@ -558,14 +558,14 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
         snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->vm_name);
         snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
         map_leaks_add(&e->leaks, &rec);
-        log_warn("mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages: %s", rec.vm_name,
+        map_vm_warn(o->vm, "mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages: %s", rec.vm_name,
                  (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
                  reason);
         nmdls++;
         mdl_destroy(e, it);
     }
     if (nmaps || nmdls)
-        log_warn("mdl: %s conn %llu went away (%s): released %u mappings (%llu pages) and %u MDLs",
+        map_vm_warn(o->vm, "mdl: %s conn %llu went away (%s): released %u mappings (%llu pages) and %u MDLs",
                  vm_only ? "VM" : "connection", (unsigned long long)o->conn_id, reason, nmaps,
                  (unsigned long long)pages, nmdls);
     return nmaps + nmdls;

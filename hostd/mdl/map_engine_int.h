@@ -1,6 +1,7 @@
 /* Internals shared by map_engine.c (KernelMode, objects, accounting) and
  * map_user.c (UserMode consumers). */
 #pragma once
+#include "log.h"
 #include "map_engine.h"
 #include "map_handle.h"
 #include "map_table.h"
@@ -46,6 +47,10 @@ struct map_obj {
 #define MAP_MAX_CONSUMERS 64u
 #define MAP_ORPHAN_REASON "consumer gone: " /* + name; leak record reason */
 
+/* Warnings a VM's requests cause, through its limiter (a guest must not be
+ * able to flood the log: one line per failed map or leaked MDL otherwise). */
+#define map_vm_warn(vm, ...) log_warn_limited(&(vm)->rl, (vm)->name, __VA_ARGS__)
+
 struct vm_acct {
     uint64_t pages, maps, mdls, locked_pages;
 };
@@ -55,6 +60,7 @@ struct map_vm {
     uint64_t cid;
     const struct memtable *mem;
     struct vm_acct acct;
+    struct log_limit rl;         /* warnings the VM's requests cause */
     struct map_vm *prev, *next;
 };
 

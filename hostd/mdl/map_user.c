@@ -81,7 +81,7 @@ void map_engine_consumer_remove(struct map_engine *e, uint64_t id)
         if (m->mode != MAP_MODE_USER || m->consumer_id != id || m->pending)
             continue;
         map_leak_record(e, m, reason);
-        log_warn("mdl: map 0x%llx (vm %s conn %llu mdl 0x%llx, %u pages): consumer '%s' died with it mapped; "
+        map_vm_warn(m->owner.vm, "mdl: map 0x%llx (vm %s conn %llu mdl 0x%llx, %u pages): consumer '%s' died with it mapped; "
                  "orphaned: quota released, the guest's unmap will succeed",
                  (unsigned long long)m->handle, m->mdl ? m->mdl->vm_name : "?",
                  (unsigned long long)m->owner.conn_id, (unsigned long long)(m->mdl ? m->mdl->handle : 0),
@@ -180,11 +180,11 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
     }
     free(runs);
     if (rc < 0) {
-        log_warn("mdl: vm %s conn %llu UserMode map of mdl 0x%llx into '%s': %s", mdl->vm_name,
+        map_vm_warn(o->vm, "mdl: vm %s conn %llu UserMode map of mdl 0x%llx into '%s': %s", mdl->vm_name,
                  (unsigned long long)o->conn_id, (unsigned long long)mdl->handle, name, detail);
         return rc;
     }
-    log_info("mdl: vm %s conn %llu map 0x%llx: asked consumer '%s' to map %u pages (%u runs)", mdl->vm_name,
+    log_debug("mdl: vm %s conn %llu map 0x%llx: asked consumer '%s' to map %u pages (%u runs)", mdl->vm_name,
              (unsigned long long)o->conn_id, (unsigned long long)m->handle, c->name, m->page_count, nruns);
     *out = m;
     return -EINPROGRESS;
@@ -214,7 +214,7 @@ int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_
     }
     m->base = (uint8_t *)(uintptr_t)base;
     m->address = base + m->mdl->byte_offset;
-    log_info("mdl: map 0x%llx: consumer '%s' mapped %u pages at 0x%llx", (unsigned long long)map_handle,
+    log_debug("mdl: map 0x%llx: consumer '%s' mapped %u pages at 0x%llx", (unsigned long long)map_handle,
              m->consumer, m->page_count, (unsigned long long)base);
     if (done)
         done(ctx, 0, m, NULL);

@@ -51,11 +51,12 @@ static int conn_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
 static void conn_stopping(void *ctx, int err, const char *what)
 {
     struct rpc_conn *c = ctx;
+    const char *vm = map_vm_name(c->sess.owner.vm);
     if (err == -ENOSPC && c->fc.cfg.budget)
-        log_warn("rpc: vm %s: RPC input buffered across its connections would pass %u MiB",
-                 map_vm_name(c->sess.owner.vm), (unsigned)(c->fc.cfg.budget->cap >> 20));
-    log_warn("rpc: conn %llu: %s (%s); closing", (unsigned long long)c->sess.owner.conn_id, what,
-             strerror(-err));
+        log_warn_limited(c->rl, vm, "rpc: vm %s: RPC input buffered across its connections would pass %u MiB", vm,
+                         (unsigned)(c->fc.cfg.budget->cap >> 20));
+    log_warn_limited(c->rl, vm, "rpc: vm %s conn %llu: %s (%s); closing", vm,
+                     (unsigned long long)c->sess.owner.conn_id, what, strerror(-err));
 }
 
 static const struct fconn_ops conn_ops = {

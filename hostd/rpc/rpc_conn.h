@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "fconn.h"
+#include "log.h"
 #include "frame.h"
 #include "rpc_handlers.h"
 
@@ -29,6 +30,7 @@ struct rpc_conn {
     struct fconn fc;
     rpc_send_fn send;
     void *send_ctx;
+    struct log_limit *rl;        /* the VM's limiter for the warnings it causes (NULL: none) */
 };
 
 /* The receive budget of one VM (RPC_RX_VM_CAP), shared by all its RPC

@@ -24,6 +24,7 @@ struct rpc_vm {
     struct rpc_service *svc;
     struct map_vm *vm;
     struct fconn_budget budget;
+    struct log_limit rl;         /* warnings this VM's connections cause */
     struct rpc_vm *next;
 };
 
@@ -78,8 +79,9 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
     rpc_conn_init(&p->rc, rv->svc->eng, rv->vm, vsock_conn_id(vc), vsend, p, &rv->budget);
     p->rc.sess.done = map_done;
     p->rc.sess.done_ctx = p;
+    p->rc.rl = &rv->rl;
     *priv = p;
-    log_info("rpc: vm %s (cid %llu) conn %llu opened from port %u", map_vm_name(rv->vm),
+    log_debug("rpc: vm %s (cid %llu) conn %llu opened from port %u", map_vm_name(rv->vm),
              (unsigned long long)map_vm_cid(rv->vm), (unsigned long long)vsock_conn_id(vc),
              vsock_conn_peer_port(vc));
     return 0;
@@ -105,7 +107,7 @@ static void rpc_closed(struct vsock_conn *vc, void *priv, const char *why)
     struct rpc_vconn *p = priv;
     if (!p)
         return;
-    log_info("rpc: conn %llu closed after %llu requests: %s", (unsigned long long)p->rc.sess.owner.conn_id,
+    log_debug("rpc: conn %llu closed after %llu requests: %s", (unsigned long long)p->rc.sess.owner.conn_id,
              (unsigned long long)p->rc.fc.requests, why ? why : "closed");
     rpc_conn_fini(&p->rc, why ? why : "connection closed");
     free(p);

@@ -39,7 +39,7 @@ static int rx_step(struct vu_backend *c)
         if (c->hdr_got == VHOST_USER_HDR_SIZE) {
             uint32_t sz = hdr_size(c);
             if (sz > VHOST_USER_MAX_PAYLOAD) {
-                log_warn("vm %s: message payload %u too large", c->name, sz);
+                vu_warn(c, "vm %s: message payload %u too large", c->name, sz);
                 return -EMSGSIZE;
             }
             if (c->pay_got == sz)
@@ -60,11 +60,11 @@ static int rx_step(struct vu_backend *c)
         if (n == -EAGAIN)
             return 0;
         if (n < 0) {
-            log_warn("vm %s: vhost-user receive: %s", c->name, strerror((int)-n));
+            vu_warn(c, "vm %s: vhost-user receive: %s", c->name, strerror((int)-n));
             return (int)n;
         }
         if (c->fds.dropped || c->fds.n > VHOST_USER_MAX_FDS) {
-            log_warn("vm %s: too many fds in one message", c->name);
+            vu_warn(c, "vm %s: too many fds in one message", c->name);
             return -EPROTO;
         }
         if (n == 0)
@@ -137,7 +137,7 @@ static void on_accept(void *opaque, uint32_t events)
     socklen_t cl = sizeof(cred);
     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
     if (be->conn_fd >= 0) {
-        log_warn("vm %s: refusing second vhost-user connection (pid %d): one front-end at a time",
+        vu_warn(be, "vm %s: refusing second vhost-user connection (pid %d): one front-end at a time",
                  be->name, (int)cred.pid);
         close(fd);
         return;

@@ -31,7 +31,7 @@ static int send_reply(struct vu_backend *be, uint32_t request, const void *paylo
     /* Non-blocking: a front-end that does not read its replies is dropped. */
     ssize_t n = send(be->conn_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n != (ssize_t)len) {
-        log_warn("vm %s: cannot send %s reply: %s", be->name, vu_request_name(request),
+        vu_warn(be, "vm %s: cannot send %s reply: %s", be->name, vu_request_name(request),
                  n < 0 ? strerror(errno) : "short write");
         return VU_FATAL;
     }
@@ -77,7 +77,7 @@ static void on_kick(void *opaque, uint32_t events)
     /* An eventfd never hangs up; a kick fd that does is not what the
      * front-end promised, and level-triggered epoll would report it forever. */
     if (events & (EPOLLHUP | EPOLLERR)) {
-        log_warn("vm %s: kick fd of vq %u hung up: protocol violation", k->be->name, k->qidx);
+        vu_warn(k->be, "vm %s: kick fd of vq %u hung up: protocol violation", k->be->name, k->qidx);
         vu_backend_disconnect(k->be, "kick fd hung up");
         return;
     }
@@ -118,7 +118,7 @@ static void update_poll(struct vu_backend *be)
         struct itimerspec its = { { 0, VU_POLL_NS }, { 0, VU_POLL_NS } };
         if (fd < 0 || timerfd_settime(fd, 0, &its, NULL) < 0 ||
             evloop_add(be->loop, &be->poll_h, fd, EPOLLIN, on_poll, be) < 0) {
-            log_warn("vm %s: cannot start ring polling for NOFD kick", be->name);
+            vu_warn(be, "vm %s: cannot start ring polling for NOFD kick", be->name);
             if (fd >= 0)
                 close(fd);
             return;
@@ -141,7 +141,7 @@ static void remap_rings(struct vu_backend *be)
             continue;
         if (virtq_map_rings(vq) < 0) {
             if (vq->started)
-                log_warn("vm %s: vq %u rings not in the new memory table", be->name, q);
+                vu_warn(be, "vm %s: vq %u rings not in the new memory table", be->name, q);
             continue;
         }
         queue_event(be, q);
@@ -158,10 +158,10 @@ void vu_device_teardown(struct vu_backend *be, const char *why)
     update_poll(be);
 }
 
-static int vring_index(const struct vu_backend *be, uint32_t index, const char *req)
+static int vring_index(struct vu_backend *be, uint32_t index, const char *req)
 {
     if (index >= be->nq) {
-        log_warn("vm %s: %s for vq %u refused (the device serves %u queues)", be->name, req, index, be->nq);
+        vu_warn(be, "vm %s: %s for vq %u refused (the device serves %u queues)", be->name, req, index, be->nq);
         return -EINVAL;
     }
     return (int)index;
@@ -205,7 +205,7 @@ static int region_fd_sealed(struct vu_backend *be, int fd)
         return 0;
     if (seals >= 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
         return 0;
-    log_warn("vm %s: memory region fd cannot be sealed against shrinking (%s): refused; use "
+    vu_warn(be, "vm %s: memory region fd cannot be sealed against shrinking (%s): refused; use "
              "memory-backend-memfd", be->name, seals < 0 ? "not a memfd" : "sealing not allowed");
     close(fd);
     return -EPERM;
@@ -218,7 +218,7 @@ static int h_set_features(struct vu_backend *be, const uint8_t *p)
     uint64_t f;
     memcpy(&f, p, sizeof(f));
     if (f & ~offered_features(be)) {
-        log_warn("vm %s: SET_FEATURES 0x%llx has unoffered bits", be->name, (unsigned long long)f);
+        vu_warn(be, "vm %s: SET_FEATURES 0x%llx has unoffered bits", be->name, (unsigned long long)f);
         return -EINVAL;
     }
     be->features = f;
@@ -239,7 +239,7 @@ static int h_set_protocol_features(struct vu_backend *be, const uint8_t *p)
     uint64_t f;
     memcpy(&f, p, sizeof(f));
     if (f & ~VU_OFFERED_PROTOCOL_FEATURES) {
-        log_warn("vm %s: SET_PROTOCOL_FEATURES 0x%llx has unoffered bits", be->name, (unsigned long long)f);
+        vu_warn(be, "vm %s: SET_PROTOCOL_FEATURES 0x%llx has unoffered bits", be->name, (unsigned long long)f);
         return -EINVAL;
     }
     be->protocol_features = f;
@@ -264,7 +264,7 @@ static int h_set_mem_table(struct vu_backend *be, const uint8_t *p, int *fds, un
         if (ret == 0)
             ret = memtable_add(nt, r.gpa, r.size, r.uva, r.mmap_offset, fd);
         if (ret < 0) {
-            log_warn("vm %s: SET_MEM_TABLE region %u refused: %s", be->name, i, strerror(-ret));
+            vu_warn(be, "vm %s: SET_MEM_TABLE region %u refused: %s", be->name, i, strerror(-ret));
             memtable_clear(nt);
             free(nt);
             return ret;
@@ -297,7 +297,7 @@ static int h_add_mem_reg(struct vu_backend *be, const uint8_t *p, int *fds)
     }
     if (be->mem.n >= VU_MAX_MEM_SLOTS) {
         close(fd);
-        log_warn("vm %s: ADD_MEM_REG: all %u slots used", be->name, VU_MAX_MEM_SLOTS);
+        vu_warn(be, "vm %s: ADD_MEM_REG: all %u slots used", be->name, VU_MAX_MEM_SLOTS);
         return -ENOSPC;
     }
     int ret = region_fd_sealed(be, fd);
@@ -326,11 +326,11 @@ static int h_vring_num(struct vu_backend *be, const struct vu_vring_state *s)
     if (q < 0)
         return q;
     if (s->num == 0 || s->num > VIRTQ_MAX_SIZE || (s->num & (s->num - 1))) {
-        log_warn("vm %s: SET_VRING_NUM %u invalid", be->name, s->num);
+        vu_warn(be, "vm %s: SET_VRING_NUM %u invalid", be->name, s->num);
         return -EINVAL;
     }
     if (be->vq[q].started) {
-        log_warn("vm %s: SET_VRING_NUM on running vq %d", be->name, q);
+        vu_warn(be, "vm %s: SET_VRING_NUM on running vq %d", be->name, q);
         return -EBUSY;
     }
     struct virtq *vq = &be->vq[q];
@@ -407,7 +407,7 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
     struct virtq *vq = &be->vq[q];
     int fd = (v & VHOST_USER_VRING_NOFD_MASK) || nfds == 0 ? -1 : take_fd(fds, 0);
     if (fd >= 0 && !is_eventfd(fd)) {
-        log_warn("vm %s: %s for vq %d: the fd is not an eventfd", be->name, vu_request_name(req), q);
+        vu_warn(be, "vm %s: %s for vq %d: the fd is not an eventfd", be->name, vu_request_name(req), q);
         close(fd);
         return -EINVAL;
     }
@@ -432,7 +432,7 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
     if (fd >= 0) {
         int ret = be->loop ? evloop_add(be->loop, &be->kick[q].h, fd, EPOLLIN, on_kick, &be->kick[q]) : 0;
         if (ret < 0) {
-            log_warn("vm %s: cannot watch kick fd of vq %d: %s", be->name, q, strerror(-ret));
+            vu_warn(be, "vm %s: cannot watch kick fd of vq %d: %s", be->name, q, strerror(-ret));
             close(fd);
             vq->kick_fd = -1;
             return ret;
@@ -471,7 +471,7 @@ static int h_get_config(struct vu_backend *be, const uint8_t *p)
     uint32_t room = (uint32_t)(sizeof(out) - sizeof(c));
     if (c.size == 0 || c.size > room || !be->ops || !be->ops->get_config ||
         be->ops->get_config(be->dev, c.offset, out + sizeof(c), c.size) < 0) {
-        log_warn("vm %s: GET_CONFIG offset %u size %u out of range", be->name, c.offset, c.size);
+        vu_warn(be, "vm %s: GET_CONFIG offset %u size %u out of range", be->name, c.offset, c.size);
         return send_reply(be, VHOST_USER_GET_CONFIG, NULL, 0); /* empty payload = error */
     }
     memcpy(out, &c, sizeof(c));
@@ -530,11 +530,11 @@ static int dispatch(struct vu_backend *be, const struct vu_msg_hdr *hdr, const u
     case VHOST_USER_GET_CONFIG:
         return h_get_config(be, p);
     case VHOST_USER_SET_CONFIG:
-        log_warn("vm %s: SET_CONFIG refused (config space is read-only)", be->name);
+        vu_warn(be, "vm %s: SET_CONFIG refused (config space is read-only)", be->name);
         return -EPERM;
     case VHOST_USER_SET_LOG_BASE:
     case VHOST_USER_SET_LOG_FD:
-        log_warn("vm %s: %s refused (dirty logging not offered)", be->name, vu_request_name(hdr->request));
+        vu_warn(be, "vm %s: %s refused (dirty logging not offered)", be->name, vu_request_name(hdr->request));
         return -ENOTSUP;
     default:
         return VU_FATAL; /* unreachable: validate refuses unknown requests */
@@ -545,7 +545,7 @@ int vu_process_msg(struct vu_backend *be, const struct vu_msg_hdr *hdr, const ui
 {
     int ret = vu_msg_validate(hdr, payload, nfds);
     if (ret < 0) {
-        log_warn("vm %s: invalid vhost-user message: request %u (%s) flags 0x%x size %u fds %u",
+        vu_warn(be, "vm %s: invalid vhost-user message: request %u (%s) flags 0x%x size %u fds %u",
                  be->name, hdr->request, vu_request_name(hdr->request), hdr->flags, hdr->size, nfds);
         ret = VU_FATAL;
         goto out;
@@ -555,7 +555,7 @@ int vu_process_msg(struct vu_backend *be, const struct vu_msg_hdr *hdr, const ui
     if (ret == VU_FATAL)
         goto out;
     if (ret < 0)
-        log_warn("vm %s: %s failed: %s", be->name, vu_request_name(hdr->request), strerror(-ret));
+        vu_warn(be, "vm %s: %s failed: %s", be->name, vu_request_name(hdr->request), strerror(-ret));
     if ((hdr->flags & VHOST_USER_NEED_REPLY_MASK) && !vu_request_has_reply(hdr->request) &&
         (be->protocol_features & (1ull << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
         ret = reply_u64(be, hdr->request, ret < 0 ? 1 : 0);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "usock.h"
 #include "vhost_user.h"
 
@@ -50,6 +51,7 @@ struct vu_backend {
     size_t pay_got;
     struct usock_fds fds;        /* received with the message so far */
 
+    struct log_limit rl;         /* warnings the front-end can cause */
     uint64_t features;           /* acked by SET_FEATURES */
     uint64_t protocol_features;  /* acked by SET_PROTOCOL_FEATURES */
     bool owner_set;
@@ -64,6 +66,9 @@ struct vu_backend {
     struct ev_handler poll_h;
     uint16_t polled_avail[VU_MAX_QUEUES]; /* avail idx seen at the last poll tick */
 };
+
+/* Warnings a front-end (or its guest) can cause, through the backend's limiter. */
+#define vu_warn(be, ...) log_warn_limited(&(be)->rl, (be)->name, __VA_ARGS__)
 
 /* Validate, handle and answer one complete message (vhost_user_handlers.c). */
 int vu_process_msg(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,

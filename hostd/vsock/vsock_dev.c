@@ -25,22 +25,7 @@ int64_t vsock_now_ms(void)
 /* At most 10 per-packet warnings per 5 s per device. */
 bool vsock_ratelimit(struct vsock_dev *dev)
 {
-    struct ratelimit *rl = &dev->rl;
-    int64_t now = vsock_now_ms();
-    if (now - rl->start_ms >= 5000) {
-        if (rl->suppressed)
-            log_warn("vm %s: vsock: %llu warnings suppressed", dev->name,
-                     (unsigned long long)rl->suppressed);
-        rl->start_ms = now;
-        rl->n = 0;
-        rl->suppressed = 0;
-    }
-    if (rl->n < 10) {
-        rl->n++;
-        return true;
-    }
-    rl->suppressed++;
-    return false;
+    return log_limit_allow(&dev->rl, dev->name);
 }
 
 void vsock_rstq_push(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, uint32_t dst_port, uint16_t type)

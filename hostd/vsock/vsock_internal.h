@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "evloop.h"
+#include "log.h"
 #include "virtq.h"
 #include "vsock.h"
 #include "vsock_pkt.h"
@@ -142,7 +143,6 @@ struct vsock_sib {
     uint8_t shut_local, shut_peer;  /* SHUTDOWN flags sent by this VM / by the peer */
 };
 
-struct ratelimit { int64_t start_ms; unsigned n; uint64_t suppressed; };
 
 struct vsock_svc_entry {
     const struct vsock_service *svc;
@@ -189,7 +189,7 @@ struct vsock_dev {
     int timer_fd;
     struct ev_handler timer_h;
     struct vsock_stats st;
-    struct ratelimit rl;
+    struct log_limit rl;         /* guest-triggered warnings */
 };
 
 /* vsock_dev.c */
