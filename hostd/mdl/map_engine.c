@@ -32,6 +32,7 @@ struct map_vm *map_engine_vm_add(struct map_engine *e, const struct map_vm_view 
     if (e->vms)
         e->vms->prev = vm;
     e->vms = vm;
+    e->nvms++;
     return vm;
 }
 
@@ -47,6 +48,7 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
         e->vms = vm->next;
     if (vm->next)
         vm->next->prev = vm->prev;
+    e->nvms--;
     free(vm);
 }
 
@@ -211,6 +213,7 @@ static void map_unaccount(struct map_engine *e, struct map_obj *m)
     struct vm_acct *a = map_acct_of(m->owner.vm);
     a->pages -= m->page_count;
     a->maps--;
+    a->vmas -= m->vmas_accounted;
     e->pages -= m->page_count;
     e->vmas -= m->vmas_accounted;
     e->nmaps--;
@@ -270,25 +273,49 @@ int map_check_params(const struct map_params *p, char *detail, size_t dlen)
     return 0;
 }
 
-int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages,
-                        uint64_t vmas, char *detail, size_t dlen)
+/* A VM's guaranteed share of a pool: an equal part for every VM. */
+static uint64_t fair_share(const struct map_engine *e, uint64_t pool)
 {
+    return pool / (e->nvms ? e->nvms : 1);
+}
+
+/* What the other VMs are guaranteed and do not use yet. */
+static uint64_t others_unused(const struct map_engine *e, const struct map_vm *self, bool vmas)
+{
+    uint64_t g = fair_share(e, vmas ? e->lim.max_vmas : e->lim.global_page_quota);
+    if (!vmas && g > e->lim.vm_page_quota)
+        g = e->lim.vm_page_quota; /* no VM can use more than its quota anyway */
+    uint64_t sum = 0;
+    for (const struct map_vm *v = e->vms; v; v = v->next) {
+        uint64_t used = vmas ? v->acct.vmas : v->acct.pages;
+        if (v != self && used < g)
+            sum += g - used;
+    }
+    return sum;
+}
+
+int map_check_budget(struct map_engine *e, const struct map_vm *vm, enum map_prio pr, uint64_t pages,
+                     uint64_t vmas, char *detail, size_t dlen)
+{
+    const struct vm_acct *a = &vm->acct;
     if (!map_prio_allows(pr, a->pages, pages, e->lim.vm_page_quota)) {
         snprintf(detail, dlen, "VM page quota: %llu mapped + %llu > %s share of %llu",
                  (unsigned long long)a->pages, (unsigned long long)pages, map_prio_name(pr),
                  (unsigned long long)e->lim.vm_page_quota);
         return -ENOSPC;
     }
-    if (!map_prio_allows(pr, e->pages, pages, e->lim.global_page_quota)) {
-        snprintf(detail, dlen, "global page quota: %llu mapped + %llu > %s share of %llu",
-                 (unsigned long long)e->pages, (unsigned long long)pages, map_prio_name(pr),
-                 (unsigned long long)e->lim.global_page_quota);
+    uint64_t held = others_unused(e, vm, false);
+    if (!map_prio_allows(pr, e->pages + held, pages, e->lim.global_page_quota)) {
+        snprintf(detail, dlen, "global page quota: %llu mapped + %llu guaranteed to other VMs + %llu > %s share of %llu",
+                 (unsigned long long)e->pages, (unsigned long long)held, (unsigned long long)pages,
+                 map_prio_name(pr), (unsigned long long)e->lim.global_page_quota);
         return -ENOSPC;
     }
-    if (!map_prio_allows(pr, e->vmas, vmas, e->lim.max_vmas)) {
-        snprintf(detail, dlen, "VMA budget: %llu used + %llu > %s share of %llu",
-                 (unsigned long long)e->vmas, (unsigned long long)vmas, map_prio_name(pr),
-                 (unsigned long long)e->lim.max_vmas);
+    held = others_unused(e, vm, true);
+    if (!map_prio_allows(pr, e->vmas + held, vmas, e->lim.max_vmas)) {
+        snprintf(detail, dlen, "VMA budget: %llu used + %llu guaranteed to other VMs + %llu > %s share of %llu",
+                 (unsigned long long)e->vmas, (unsigned long long)held, (unsigned long long)vmas,
+                 map_prio_name(pr), (unsigned long long)e->lim.max_vmas);
         return -ENOSPC;
     }
     return 0;
@@ -304,6 +331,7 @@ void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a)
     m->mdl->nmaps++;
     a->pages += m->page_count;
     a->maps++;
+    a->vmas += m->vmas_accounted;
     e->pages += m->page_count;
     e->vmas += m->vmas_accounted;
     e->nmaps++;
@@ -374,7 +402,7 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);
-    rc = map_check_budget(e, a, pr, mdl->npages, (uint64_t)nruns + 1, detail, dlen);
+    rc = map_check_budget(e, o->vm, pr, mdl->npages, (uint64_t)nruns + 1, detail, dlen);
     struct map_obj *m = NULL;
     if (rc == 0) {
         m = calloc(1, sizeof(*m));

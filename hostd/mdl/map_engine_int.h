@@ -52,7 +52,7 @@ struct map_obj {
 #define map_vm_warn(vm, ...) log_warn_limited(&(vm)->rl, (vm)->name, __VA_ARGS__)
 
 struct vm_acct {
-    uint64_t pages, maps, mdls, locked_pages;
+    uint64_t pages, maps, mdls, locked_pages, vmas;
 };
 
 struct map_vm {
@@ -81,6 +81,7 @@ struct map_engine {
     uint64_t norphans;
     uint64_t nmaps, pages, vmas, nmdls;
     struct map_vm *vms;
+    unsigned nvms;
     struct map_leaks leaks;
     struct map_consumer *consumers;
     unsigned nconsumers;
@@ -96,8 +97,12 @@ int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj 
                 struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen);
 const char *map_prio_name(enum map_prio p);
 int map_check_params(const struct map_params *p, char *detail, size_t dlen);
-int map_check_budget(struct map_engine *e, struct vm_acct *a, enum map_prio pr, uint64_t pages, uint64_t vmas,
-                     char *detail, size_t dlen);
+/* May vm map pages more pages costing vmas more VMAs at priority pr? Every
+ * VM is guaranteed its fair share of the global page quota and of the VMA
+ * budget: another VM can only use what is left after every other VM's unused
+ * guarantee. */
+int map_check_budget(struct map_engine *e, const struct map_vm *vm, enum map_prio pr, uint64_t pages,
+                     uint64_t vmas, char *detail, size_t dlen);
 /* Insert m (handle set, in the table, m->mdl set) into lists and counters. */
 void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a);
 void map_destroy(struct map_engine *e, struct map_obj *m);

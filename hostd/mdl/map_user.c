@@ -138,7 +138,7 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
         return rc;
     enum map_prio pr = map_prio_of(p->priority);
     /* the VMAs live in the consumer: only pages count against hostd's quotas */
-    rc = map_check_budget(e, a, pr, mdl->npages, 0, detail, dlen);
+    rc = map_check_budget(e, o->vm, pr, mdl->npages, 0, detail, dlen);
     struct map_obj *m = rc == 0 ? calloc(1, sizeof(*m)) : NULL;
     if (rc == 0 && !m) {
         snprintf(detail, dlen, "out of memory");

@@ -187,8 +187,9 @@ static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
     /* 100 pages per VM, 150 global */
     struct map_engine *e = engine(100, 150, 1000);
     struct map_vm *fv = fake_vm_add(f, e); (void)fv;
-    struct map_vm *gv = fake_vm_add(g, e); (void)gv;
-    struct map_owner o = { fv, 1 }, o2 = { gv, 2 };
+    /* the second VM joins after the first mapped: alone, a VM's guaranteed
+     * share is the whole pool, and the priority shares are what is tested */
+    struct map_owner o = { fv, 1 }, o2 = { NULL, 2 };
     uint64_t pfns[80], h, h2, h3;
     const struct map_obj *m;
     for (int i = 0; i < 80; i++)
@@ -206,6 +207,7 @@ static void test_quota_priority(struct fake_vm *f, struct fake_vm *g)
     CHECK_EQ(pages, 95);
     CHECK_EQ(maps, 2);
     /* global: 95 used of 150; other VM maps 40 Normal: 135 <= 135 ok, then Low 1 fails */
+    o2.vm = fake_vm_add(g, e);
     uint64_t k1, k2;
     CHECK_EQ(lock_pages(e, &o2, pfns, 40, &k1), 0);
     CHECK_EQ(map_k(e, &o2, k1, 16, &m), 0);
@@ -485,6 +487,51 @@ static void test_user_orphans(struct fake_vm *f)
     map_engine_free(e);
 }
 
+/* One VM cannot take another's share of the VMA budget or of the global
+ * page quota: a guest repeating frames (one VMA each) used to fill the whole
+ * budget and starve every other VM. */
+static void test_fair_share(struct fake_vm *f, struct fake_vm *g)
+{
+    struct map_engine *e = engine(1000, 1000, 100);
+    struct map_owner a = { fake_vm_add(f, e), 1 }, b = { fake_vm_add(g, e), 1 };
+    uint64_t pfns[64], h;
+    const struct map_obj *m;
+    /* A: repeated frames, 64 pages in 64 runs = 65 VMAs > its 50 */
+    for (int i = 0; i < 64; i++)
+        pfns[i] = 300;
+    CHECK_EQ(lock_pages(e, &a, pfns, 64, &h), 0);
+    CHECK_EQ(map_k(e, &a, h, 32, &m), -ENOSPC);
+    /* ... 48 of them (49 VMAs) fit its share, and then nothing more */
+    uint64_t h2, h3;
+    CHECK_EQ(lock_pages(e, &a, pfns, 48, &h2), 0);
+    CHECK_EQ(map_k(e, &a, h2, 32, &m), 0);
+    CHECK_EQ(MI(m).runs, 48);
+    CHECK_EQ(lock_pages(e, &a, pfns, 2, &h3), 0);
+    CHECK_EQ(map_k(e, &a, h3, 32, &m), -ENOSPC);
+    /* B still gets its guaranteed 50 VMAs */
+    uint64_t k;
+    for (int i = 0; i < 48; i++)
+        pfns[i] = 600 + 2 * (uint64_t)i;
+    CHECK_EQ(lock_pages(e, &b, pfns, 48, &k), 0);
+    CHECK_EQ(map_k(e, &b, k, 32, &m), 0);
+    map_engine_free(e);
+
+    /* pages: 1000 global, two VMs, 500 each guaranteed */
+    e = engine(1000, 1000, 1000);
+    a.vm = fake_vm_add(f, e);
+    b.vm = fake_vm_add(g, e);
+    uint64_t big[600];
+    for (int i = 0; i < 600; i++)
+        big[i] = 1000 + (uint64_t)i;
+    CHECK_EQ(lock_pages(e, &a, big, 600, &h), 0);
+    CHECK_EQ(map_k(e, &a, h, 32, &m), -ENOSPC);   /* 600 > 1000 - B's unused 500 */
+    CHECK_EQ(lock_pages(e, &a, big, 500, &h2), 0);
+    CHECK_EQ(map_k(e, &a, h2, 32, &m), 0);
+    CHECK_EQ(lock_pages(e, &b, big, 500, &k), 0);
+    CHECK_EQ(map_k(e, &b, k, 32, &m), 0);         /* B's share was kept for it */
+    map_engine_free(e);
+}
+
 int main(void)
 {
     struct fake_vm f, g;
@@ -496,6 +543,7 @@ int main(void)
     test_bounds(&f);
     test_nowrite(&f);
     test_quota_priority(&f, &g);
+    test_fair_share(&f, &g);
     test_zero_copy(&f);
     test_scoping(&f, &g);
     test_memtable_change(&f);
