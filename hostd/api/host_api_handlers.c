@@ -160,12 +160,12 @@ static int do_stats(struct map_engine *e, uint64_t rid, uint8_t **out, size_t *o
     rp.vma_budget = st.vma_budget;
     rp.global_page_quota = st.global_page_quota;
     rp.vm_page_quota = st.vm_page_quota;
-    const struct map_leaks *lk = map_engine_leaks(e);
-    unsigned n = map_leaks_count(lk);
-    Mdlmap__V1__LeakRecord recs[MAP_LEAK_RING];
-    Mdlmap__V1__LeakRecord *ptrs[MAP_LEAK_RING];
+    const struct map_leak *lk[HOST_API_RECENT_LEAKS];
+    unsigned n = map_engine_recent_leaks(e, lk, HOST_API_RECENT_LEAKS);
+    Mdlmap__V1__LeakRecord recs[HOST_API_RECENT_LEAKS];
+    Mdlmap__V1__LeakRecord *ptrs[HOST_API_RECENT_LEAKS];
     for (unsigned i = 0; i < n; i++) {
-        const struct map_leak *l = map_leaks_get(lk, i);
+        const struct map_leak *l = lk[i];
         mdlmap__v1__leak_record__init(&recs[i]);
         recs[i].vm_name = (char *)l->vm_name;
         recs[i].conn_id = l->conn_id;

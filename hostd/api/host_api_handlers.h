@@ -7,6 +7,7 @@
 #include "map_engine.h"
 
 #define HOST_API_MAX_LIST 8192u /* mappings per ListMappingsResponse */
+#define HOST_API_RECENT_LEAKS 64u /* leak records per StatsResponse, newest of all VMs */
 
 /* *out: encoded response frame (free()). Returns 0 or negative errno if no
  * response could be encoded. Unknown bodies get STATUS_INVALID_DEVICE_REQUEST. */

@@ -75,6 +75,8 @@ struct map_engine *map_engine_new(const struct map_limits *lim)
         e->lim.global_page_quota = MAP_DEFAULT_GLOBAL_PAGES;
     if (!e->lim.max_vmas)
         e->lim.max_vmas = map_budget_default_vmas();
+    if (!e->lim.consumer_vmas)
+        e->lim.consumer_vmas = MAP_DEFAULT_CONSUMER_VMAS;
     map_handle_gen_init(&e->gen);
     map_table_init(&e->mdls);
     map_table_init(&e->maps);
@@ -226,6 +228,8 @@ void map_destroy(struct map_engine *e, struct map_obj *m)
                 (void *)m->base, m->reserve_len);
     if (m->mode == MAP_MODE_USER && !m->pending && !m->orphaned && m->consumer_id)
         map_user_unmap_from(e, m);
+    if (m->mode == MAP_MODE_USER && m->consumer_id)
+        map_user_uncharge(e, m);
     map_table_del(&e->maps, m->handle);
     map_list_del(e, m);
     if (m->orphaned)
@@ -540,6 +544,12 @@ static bool owned(const struct map_owner *mine, const struct map_owner *o, bool 
     return vm_only ? mine->vm == o->vm : map_owner_eq(mine, o);
 }
 
+static void leak_add(struct map_engine *e, struct map_vm *vm, struct map_leak *rec)
+{
+    rec->seq = ++e->leak_seq;
+    map_leaks_add(&vm->leaks, rec);
+}
+
 void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason)
 {
     struct map_leak rec = { .conn_id = m->owner.conn_id,
@@ -549,7 +559,7 @@ void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *
                             .was_mapped = true };
     snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", m->mdl ? m->mdl->vm_name : "?");
     snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
-    map_leaks_add(&e->leaks, &rec);
+    leak_add(e, m->owner.vm, &rec);
 }
 
 unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
@@ -585,7 +595,7 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
                                 .was_mapped = false };
         snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->vm_name);
         snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
-        map_leaks_add(&e->leaks, &rec);
+        leak_add(e, it->owner.vm, &rec);
         map_vm_warn(o->vm, "mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages: %s", rec.vm_name,
                  (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
                  reason);
@@ -663,16 +673,46 @@ void map_engine_stats(const struct map_engine *e, struct map_stats *s)
     s->mapped_pages = e->pages;
     s->vmas = e->vmas;
     s->locked_mdls = e->nmdls;
-    s->leaks_reported = e->leaks.total;
+    s->leaks_reported = e->leak_seq;
     s->orphaned = e->norphans;
     s->vma_budget = e->lim.max_vmas;
     s->global_page_quota = e->lim.global_page_quota;
     s->vm_page_quota = e->lim.vm_page_quota;
 }
 
-const struct map_leaks *map_engine_leaks(const struct map_engine *e)
+const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm)
 {
-    return &e->leaks;
+    return &vm->leaks;
+}
+
+unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max)
+{
+    /* Merge the VMs' rings by sequence number, newest first, then reverse:
+     * at most max passes over a few records per VM. */
+    unsigned n = 0;
+    uint64_t below = UINT64_MAX;
+    while (n < max) {
+        const struct map_leak *best = NULL;
+        for (const struct map_vm *vm = e->vms; vm; vm = vm->next)
+            for (unsigned i = map_leaks_count(&vm->leaks); i-- > 0;) {
+                const struct map_leak *l = map_leaks_get(&vm->leaks, i);
+                if (l->seq < below) {
+                    if (!best || l->seq > best->seq)
+                        best = l;
+                    break; /* older ones in this ring are older still */
+                }
+            }
+        if (!best)
+            break;
+        out[n++] = best;
+        below = best->seq;
+    }
+    for (unsigned i = 0; i < n / 2; i++) {
+        const struct map_leak *t = out[i];
+        out[i] = out[n - 1 - i];
+        out[n - 1 - i] = t;
+    }
+    return n;
 }
 
 void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps)

@@ -28,6 +28,7 @@ struct map_obj {
     size_t reserve_len;          /* bytes reserved incl. guard page */
     uint64_t address;            /* base + byte_offset, as returned to the guest */
     uint32_t page_count, runs, vmas_accounted;
+    uint32_t consumer_vmas;      /* UserMode: VMAs charged to its consumer */
     enum map_mode mode;
     uint32_t cache_type, priority;
     bool read_only;
@@ -61,12 +62,14 @@ struct map_vm {
     const struct memtable *mem;
     struct vm_acct acct;
     struct log_limit rl;         /* warnings the VM's requests cause */
+    struct map_leaks leaks;      /* its own recent leak records */
     struct map_vm *prev, *next;
 };
 
 struct map_consumer {
     uint64_t id;
     char name[64];
+    uint64_t vmas;               /* VMAs its live UserMode mappings cost it */
     const struct map_consumer_ops *ops;
     void *ctx;
 };
@@ -82,7 +85,7 @@ struct map_engine {
     uint64_t nmaps, pages, vmas, nmdls;
     struct map_vm *vms;
     unsigned nvms;
-    struct map_leaks leaks;
+    uint64_t leak_seq;           /* leak records ever made */
     struct map_consumer *consumers;
     unsigned nconsumers;
     uint64_t next_consumer_id;
@@ -113,6 +116,8 @@ void map_orphan(struct map_engine *e, struct map_obj *m);
 void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason);
 
 /* map_user.c */
+/* A UserMode mapping goes: give its VMAs back to its consumer (if alive). */
+void map_user_uncharge(struct map_engine *e, const struct map_obj *m);
 int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen);
 void map_user_unmap_from(struct map_engine *e, const struct map_obj *m);

@@ -137,8 +137,17 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
     if (rc < 0)
         return rc;
     enum map_prio pr = map_prio_of(p->priority);
-    /* the VMAs live in the consumer: only pages count against hostd's quotas */
+    /* the VMAs live in the consumer: only pages count against hostd's quotas;
+     * the VMAs count against the consumer's own budget (a frame-repeating MDL
+     * would otherwise make it create one VMA per page) */
     rc = map_check_budget(e, o->vm, pr, mdl->npages, 0, detail, dlen);
+    uint64_t cost = (uint64_t)nruns + 1;
+    if (rc == 0 && c->vmas + cost > e->lim.consumer_vmas) {
+        snprintf(detail, dlen, "consumer '%s' VMA budget: %llu used + %llu > %llu", c->name,
+                 (unsigned long long)c->vmas, (unsigned long long)cost,
+                 (unsigned long long)e->lim.consumer_vmas);
+        rc = -ENOSPC;
+    }
     struct map_obj *m = rc == 0 ? calloc(1, sizeof(*m)) : NULL;
     if (rc == 0 && !m) {
         snprintf(detail, dlen, "out of memory");
@@ -170,10 +179,13 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
     }
     if (rc == 0) {
         map_link(e, m, a);
+        m->consumer_vmas = (uint32_t)cost;
+        c->vmas += cost;
         rc = c->ops->map_into(c->ctx, m, runs, nruns);
         if (rc < 0) {
             snprintf(detail, dlen, "cannot reach consumer '%s': %s", c->name, strerror(-rc));
             m->pending = false;
+            c->vmas -= m->consumer_vmas;
             m->consumer_id = 0;
             map_destroy(e, m);
         }
@@ -219,6 +231,13 @@ int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_
     if (done)
         done(ctx, 0, m, NULL);
     return 0;
+}
+
+void map_user_uncharge(struct map_engine *e, const struct map_obj *m)
+{
+    struct map_consumer *c = consumer_by_id(e, m->consumer_id);
+    if (c)
+        c->vmas -= m->consumer_vmas;
 }
 
 void map_user_unmap_from(struct map_engine *e, const struct map_obj *m)

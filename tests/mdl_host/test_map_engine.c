@@ -301,7 +301,7 @@ static void test_scoping(struct fake_vm *f, struct fake_vm *g)
     CHECK_EQ(st.mappings, 0);
     CHECK_EQ(st.locked_mdls, 1); /* the other VM's */
     CHECK_EQ(st.leaks_reported, 3);
-    const struct map_leaks *lk = map_engine_leaks(e);
+    const struct map_leaks *lk = map_engine_vm_leaks(a.vm);
     CHECK_EQ(map_leaks_count(lk), 3);
     CHECK(map_leaks_get(lk, 0)->was_mapped);
     CHECK(!map_leaks_get(lk, 1)->was_mapped);
@@ -422,7 +422,7 @@ static void test_user_orphans(struct fake_vm *f)
     CHECK_EQ(st.mapped_pages, 0);
     CHECK_EQ(st.orphaned, 2);
     CHECK_EQ(st.leaks_reported, 2);
-    const struct map_leaks *lk = map_engine_leaks(e);
+    const struct map_leaks *lk = map_engine_vm_leaks(o.vm);
     const struct map_leak *l = map_leaks_get(lk, 0);
     CHECK(l && strcmp(l->reason, "consumer gone: view") == 0 && l->was_mapped && l->page_count == 4 &&
           l->mdl_handle == h && l->conn_id == 7);
@@ -473,9 +473,9 @@ static void test_user_orphans(struct fake_vm *f)
     CHECK_EQ(lock_pages(e, &o, pfns, 2, &h), 0);
     CHECK(map_u(e, &o, h, "view", &fc, id, 0x500000, &d4) != NULL);
     map_engine_consumer_remove(e, id);
-    uint64_t before = map_engine_leaks(e)->total;
+    uint64_t before = map_engine_vm_leaks(o.vm)->total;
     CHECK_EQ(map_engine_release(e, &o, false, "connection closed"), 2); /* the orphan + the MDL */
-    CHECK_EQ(map_engine_leaks(e)->total, before + 2);
+    CHECK_EQ(map_engine_vm_leaks(o.vm)->total, before + 2);
     map_engine_stats(e, &st);
     CHECK_EQ(st.orphaned, 0);
     CHECK_EQ(st.locked_mdls, 0);
@@ -532,6 +532,69 @@ static void test_fair_share(struct fake_vm *f, struct fake_vm *g)
     map_engine_free(e);
 }
 
+/* A consumer's VMAs are metered against its own budget: a frame-repeating
+ * MDL mapped UserMode made the consumer create one VMA per page, unbounded. */
+static void test_consumer_vmas(struct fake_vm *f)
+{
+    struct map_limits lim = { .max_vmas = 1000, .consumer_vmas = 10 };
+    struct map_engine *e = map_engine_new(&lim);
+    struct map_owner o = { fake_vm_add(f, e), 1 };
+    struct fake_consumer fc = { 0 };
+    uint64_t id, h, h2, h3;
+    CHECK_EQ(map_engine_consumer_add(e, "view", &fc_ops, &fc, &id), 0);
+    uint64_t pfns[16];
+    for (int i = 0; i < 16; i++)
+        pfns[i] = 500; /* the same frame 16 times: 16 runs, 17 VMAs */
+    CHECK_EQ(lock_pages(e, &o, pfns, 16, &h), 0);
+    struct map_params p = { .access_mode = MAP_MODE_USER, .cache_type = 1, .priority = 16, .consumer = "view" };
+    const struct map_obj *m = NULL;
+    CHECK_EQ(map_engine_map(e, &o, h, &p, &m, detail, DL), -ENOSPC);
+    CHECK_EQ(fc.map_into, 0);
+    /* 8 runs (9 VMAs) fit; 2 more runs (3 VMAs) do not, until the first goes */
+    struct done_rec d1 = { 0 }, d2 = { 0 };
+    CHECK_EQ(lock_pages(e, &o, pfns, 8, &h2), 0);
+    const struct map_obj *a = map_u(e, &o, h2, "view", &fc, id, 0x100000, &d1);
+    CHECK(a != NULL);
+    CHECK_EQ(lock_pages(e, &o, pfns, 2, &h3), 0);
+    CHECK_EQ(map_engine_map(e, &o, h3, &p, &m, detail, DL), -ENOSPC);
+    CHECK_EQ(map_engine_unmap(e, &o, MI(a).handle, MI(a).address, h2, detail, DL), 0);
+    CHECK(map_u(e, &o, h3, "view", &fc, id, 0x200000, &d2) != NULL);
+    map_engine_consumer_remove(e, id);
+    map_engine_free(e);
+}
+
+/* Leak records are kept per VM: a guest leaking many MDLs must not push
+ * another VM's records out (a single engine-wide ring did). */
+static void test_leaks_per_vm(struct fake_vm *f, struct fake_vm *g)
+{
+    struct map_engine *e = engine(0, 0, 1000);
+    struct map_owner a = { fake_vm_add(f, e), 1 }, b = { fake_vm_add(g, e), 1 };
+    uint64_t pfn = 40, h;
+    CHECK_EQ(lock_pages(e, &b, &pfn, 1, &h), 0);
+    CHECK_EQ(map_engine_release(e, &b, false, "program exited"), 1);
+    for (int i = 0; i < 200; i++)
+        CHECK_EQ(lock_pages(e, &a, &pfn, 1, &h), 0);
+    CHECK_EQ(map_engine_release(e, &a, false, "program exited"), 200);
+    const struct map_leaks *lb = map_engine_vm_leaks(b.vm);
+    CHECK(map_leaks_count(lb) == 1 && strcmp(map_leaks_get(lb, 0)->vm_name, g->name) == 0);
+    CHECK_EQ(map_leaks_count(map_engine_vm_leaks(a.vm)), MAP_LEAK_RING);
+    struct map_stats st;
+    map_engine_stats(e, &st);
+    CHECK_EQ(st.leaks_reported, 201);
+    /* the engine-wide view: newest first across VMs, B's record among them */
+    const struct map_leak *rec[64];
+    unsigned n = map_engine_recent_leaks(e, rec, 64);
+    CHECK_EQ(n, MAP_LEAK_RING + 1);
+    bool ordered = true, has_b = false;
+    for (unsigned i = 0; i < n; i++) {
+        ordered &= i == 0 || rec[i - 1]->seq < rec[i]->seq;
+        has_b |= strcmp(rec[i]->vm_name, g->name) == 0;
+    }
+    CHECK(ordered && has_b);
+    CHECK_EQ(rec[n - 1]->seq, 201);
+    map_engine_free(e);
+}
+
 int main(void)
 {
     struct fake_vm f, g;
@@ -544,6 +607,8 @@ int main(void)
     test_nowrite(&f);
     test_quota_priority(&f, &g);
     test_fair_share(&f, &g);
+    test_leaks_per_vm(&f, &g);
+    test_consumer_vmas(&f);
     test_zero_copy(&f);
     test_scoping(&f, &g);
     test_memtable_change(&f);

@@ -27,10 +27,13 @@ enum map_prio { MAP_PRIO_LOW, MAP_PRIO_NORMAL, MAP_PRIO_HIGH };
 enum map_mode { MAP_MODE_KERNEL = 0, MAP_MODE_USER = 1 };
 #define MAP_CACHE_MAX 5 /* MmNonCached .. MmUSWCCached */
 
+#define MAP_DEFAULT_CONSUMER_VMAS 32768u /* half of a process's default vm.max_map_count */
+
 struct map_limits {
     uint64_t vm_page_quota;      /* 0: default */
     uint64_t global_page_quota;  /* 0: default */
     uint64_t max_vmas;           /* 0: derived from vm.max_map_count */
+    uint64_t consumer_vmas;      /* VMAs UserMode maps may create in one consumer; 0: default */
 };
 
 /* What the engine knows of a VM: its name and CID (for reports) and its
@@ -171,7 +174,11 @@ const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t m
 /* Iterate over live mappings: prev NULL gives the first, NULL ends. */
 const struct map_obj *map_engine_next_map(const struct map_engine *e, const struct map_obj *prev);
 void map_engine_stats(const struct map_engine *e, struct map_stats *s);
-const struct map_leaks *map_engine_leaks(const struct map_engine *e);
+/* The VM's own leak records. */
+const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm);
+/* The most recent leak records of all VMs, oldest first: fills out[] with at
+ * most max pointers (valid until the engine changes); returns how many. */
+unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max);
 /* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
 void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps);
 

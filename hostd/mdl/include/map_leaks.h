@@ -1,12 +1,14 @@
 /* Bounded ring of leak records (R12): MDLs a connection left locked (0x76
- * style) or mapped (0xCB style) when it went away. */
+ * style) or mapped (0xCB style) when it went away. Each VM has its own ring,
+ * so one guest's leaks cannot push another VM's records out. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
 
-#define MAP_LEAK_RING 64
+#define MAP_LEAK_RING 16   /* records kept per VM */
 
 struct map_leak {
+    uint64_t seq;     /* engine-wide order of the records (1, 2, ...) */
     char vm_name[64];
     uint64_t conn_id;
     uint64_t mdl_handle;
