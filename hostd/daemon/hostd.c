@@ -82,6 +82,10 @@ static int vm_build(struct hostd *h, struct vm *vm)
         .loop = h->loop,
         .socket_group_set = h->opt.socket_group_set,
         .socket_gid = h->opt.socket_gid,
+        .owner_uid_set = vm->cfg.owner_uid_set,
+        .owner_gid_set = vm->cfg.owner_gid_set,
+        .owner_uid = vm->cfg.owner_uid,
+        .owner_gid = vm->cfg.owner_gid,
     };
     vm->vu = vu_backend_new(&bc);
     if (!vm->vu)

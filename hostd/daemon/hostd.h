@@ -22,6 +22,8 @@ struct vm_config {
     char name[HOSTD_VM_NAME_MAX];
     uint64_t cid;
     char socket_path[HOSTD_SOCKET_PATH_MAX];
+    bool owner_uid_set, owner_gid_set; /* only this user / group may be its QEMU */
+    unsigned owner_uid, owner_gid;
 };
 
 struct vm {

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <pwd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,7 +23,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH [--vm ...]\n"
+            "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP] [--vm ...]\n"
             "                    [--sibling-routing on|off] [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
             "                    [--log-level error|warn|info|debug] [--help]\n"
@@ -54,7 +55,36 @@ static bool valid_name(const char *s)
     return true;
 }
 
-/* --vm name=NAME,cid=CID,socket=PATH */
+/* A user or group by name, or by number. */
+static int lookup_uid(const char *s, unsigned *out)
+{
+    uint64_t v;
+    struct passwd *pw = getpwnam(s);
+    if (pw) {
+        *out = pw->pw_uid;
+        return 0;
+    }
+    if (parse_u64(s, 0xfffffffeull, &v) < 0)
+        return -ENOENT;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int lookup_gid(const char *s, unsigned *out)
+{
+    uint64_t v;
+    struct group *gr = getgrnam(s);
+    if (gr) {
+        *out = gr->gr_gid;
+        return 0;
+    }
+    if (parse_u64(s, 0xfffffffeull, &v) < 0)
+        return -ENOENT;
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP] */
 static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg)
 {
     char *dup = strdup(arg);
@@ -97,6 +127,18 @@ static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg)
             }
             snprintf(vm->socket_path, sizeof(vm->socket_path), "%s", v);
             have_sock = true;
+        } else if (!strcmp(kv, "uid") || !strcmp(kv, "user")) {
+            if (lookup_uid(v, &vm->owner_uid) < 0) {
+                fprintf(stderr, "--vm: no user '%s'\n", v);
+                goto out;
+            }
+            vm->owner_uid_set = true;
+        } else if (!strcmp(kv, "group")) {
+            if (lookup_gid(v, &vm->owner_gid) < 0) {
+                fprintf(stderr, "--vm: no group '%s'\n", v);
+                goto out;
+            }
+            vm->owner_gid_set = true;
         } else {
             fprintf(stderr, "--vm: unknown key '%s'\n", kv);
             goto out;
@@ -224,16 +266,13 @@ int main(int argc, char **argv)
         case OPT_API:
             mo.api_path = optarg;
             break;
-        case OPT_SOCKGRP: {
-            struct group *gr = getgrnam(optarg);
-            if (!gr) {
+        case OPT_SOCKGRP:
+            if (lookup_gid(optarg, &mo.socket_gid) < 0) {
                 fprintf(stderr, "--socket-group: no group '%s'\n", optarg);
                 goto out;
             }
-            mo.socket_gid = gr->gr_gid;
             mo.socket_group_set = true;
             break;
-        }
         case OPT_VMQ:
         case OPT_GQ:
         case OPT_VMAS:

@@ -124,6 +124,25 @@ int vu_backend_adopt_conn(struct vu_backend *be, int fd)
     return 0;
 }
 
+/* Is the peer this VM's front-end by the configured owner? */
+static bool peer_allowed(const struct vu_backend *be, int fd, const struct ucred *cred)
+{
+    if (cred->uid == 0 || (!be->owner_uid_set && !be->owner_gid_set))
+        return true;
+    if (be->owner_uid_set && cred->uid != be->owner_uid)
+        return false;
+    if (!be->owner_gid_set || cred->gid == be->owner_gid)
+        return true;
+    gid_t groups[256];
+    socklen_t len = sizeof(groups);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+        return false; /* more groups than we look at, or no answer: not proven a member */
+    for (size_t i = 0; i < len / sizeof(gid_t); i++)
+        if (groups[i] == be->owner_gid)
+            return true;
+    return false;
+}
+
 static void on_accept(void *opaque, uint32_t events)
 {
     struct vu_backend *be = opaque;
@@ -133,9 +152,15 @@ static void on_accept(void *opaque, uint32_t events)
             log_warn("vm %s: accept: %m", be->name);
         return;
     }
-    struct ucred cred = { 0, 0, 0 };
+    struct ucred cred = { 0, (uid_t)-1, (gid_t)-1 };
     socklen_t cl = sizeof(cred);
-    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || !peer_allowed(be, fd, &cred)) {
+        /* another VM's QEMU must not take this VM's socket (and its CID) */
+        vu_warn(be, "vm %s: refusing vhost-user connection from uid %d gid %d (pid %d): not this VM's owner",
+                be->name, (int)cred.uid, (int)cred.gid, (int)cred.pid);
+        close(fd);
+        return;
+    }
     if (be->conn_fd >= 0) {
         vu_warn(be, "vm %s: refusing second vhost-user connection (pid %d): one front-end at a time",
                  be->name, (int)cred.pid);
@@ -159,6 +184,10 @@ struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
     be->loop = cfg->loop;
     be->socket_group_set = cfg->socket_group_set;
     be->socket_gid = cfg->socket_gid;
+    be->owner_uid_set = cfg->owner_uid_set;
+    be->owner_gid_set = cfg->owner_gid_set;
+    be->owner_uid = cfg->owner_uid;
+    be->owner_gid = cfg->owner_gid;
     be->listen_fd = -1;
     be->conn_fd = -1;
     be->poll_fd = -1;
@@ -208,15 +237,26 @@ int vu_backend_listen(struct vu_backend *be)
     size_t plen = strnlen(be->socket_path, sizeof(be->socket_path));
     if (plen == 0 || plen >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return -ENAMETOOLONG;
-    /* Without --socket-group only the owner (QEMU as hostd's user) may
-     * connect; with it, QEMU as another user of that group (libvirt). */
-    int fd = usock_listen(be->socket_path, be->socket_group_set ? 0660 : 0600,
-                          be->socket_group_set ? (gid_t)be->socket_gid : USOCK_NO_GROUP, 4, SOCK_NONBLOCK);
+    /* Without a group only hostd's user (QEMU as root or as hostd's user)
+     * may connect; with one, QEMU as another user of that group (libvirt).
+     * A VM's own owner group wins over --socket-group. */
+    bool grp = be->owner_gid_set || be->socket_group_set;
+    gid_t gid = be->owner_gid_set ? (gid_t)be->owner_gid : be->socket_group_set ? (gid_t)be->socket_gid : USOCK_NO_GROUP;
+    int fd = usock_listen(be->socket_path, grp ? 0660 : 0600, gid, 4, SOCK_NONBLOCK);
     if (fd < 0) {
         log_err("vm %s: socket path %s: %s", be->name, be->socket_path,
                 fd == -EEXIST ? "exists and is not a socket" :
                 fd == -EADDRINUSE ? "another server is listening" : strerror(-fd));
         return fd;
+    }
+    /* The owner user can reach its socket; until this chown only root can,
+     * so there is no window where it is more open than configured. */
+    if (be->owner_uid_set && chown(be->socket_path, (uid_t)be->owner_uid, (gid_t)-1) < 0) {
+        int e = -errno;
+        log_err("vm %s: chown %s to uid %u: %m", be->name, be->socket_path, be->owner_uid);
+        close(fd);
+        unlink(be->socket_path);
+        return e;
     }
     int ret = evloop_add(be->loop, &be->listen_h, fd, EPOLLIN, on_accept, be);
     if (ret < 0) {

@@ -36,6 +36,8 @@ struct vu_backend {
     struct evloop *loop;
     bool socket_group_set;
     unsigned socket_gid;
+    bool owner_uid_set, owner_gid_set;
+    unsigned owner_uid, owner_gid;
     const struct vu_dev_ops *ops;
     void *dev;
 

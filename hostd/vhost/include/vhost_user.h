@@ -38,6 +38,13 @@ struct vu_backend_config {
     struct evloop *loop;         /* NULL: no listening (tests drive vu_backend_process) */
     bool socket_group_set;       /* socket gets group socket_gid, mode 0660 */
     unsigned socket_gid;
+    /* Who may be this VM's front-end, checked with SO_PEERCRED at accept
+     * (root always may): with owner_uid_set only that user (the socket file
+     * is also chowned to it); with owner_gid_set only members of that group
+     * (primary or supplementary; the socket file gets that group). Without
+     * either, whoever the socket's mode lets connect. */
+    bool owner_uid_set, owner_gid_set;
+    unsigned owner_uid, owner_gid;
 };
 
 struct vu_backend;
