@@ -5,7 +5,7 @@
 
 #include <endian.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 #define BIT(n) (1ull << (n))
 

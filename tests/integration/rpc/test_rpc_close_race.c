@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "frame.h"
-#include "tcommon.h"
+#include "harness.h"
 
 #define PG 4096u
 #define BUF_GPA (8u << 20)

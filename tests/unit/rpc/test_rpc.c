@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "host_api_handlers.h"
-#include "mdl_test.h"
+#include "fake_vm.h"
 #include "rpc_conn.h"
 
 struct sink {

@@ -1,7 +1,7 @@
 /* 4. concurrency: 8 echo connections (stream and seqpacket mixed) interleaved. */
 #include <string.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 #define NC 8
 

@@ -2,7 +2,7 @@
  * never an RST in answer to an RST. */
 #include <string.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 static struct vhdr mk(struct vdev *d, uint16_t type, uint16_t op, uint32_t sport, uint64_t dcid, uint32_t dport,
                       uint32_t flags)

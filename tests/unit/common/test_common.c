@@ -10,7 +10,7 @@
 
 #include "fconn.h"
 #include "frame.h"
-#include "mdl_test.h"
+#include "fake_vm.h"
 #include "ntstatus.h"
 #include "usock.h"
 

@@ -16,7 +16,7 @@
 
 #include "frame.h"
 #include "mdlmap_client.h"
-#include "tcommon.h"
+#include "harness.h"
 
 #define RPC_PORT 1100
 #define CALL_MS 5000

@@ -4,7 +4,7 @@
  * the connect is refused by RST. */
 #include <string.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 #define N (4u << 20)
 

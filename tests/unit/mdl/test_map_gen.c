@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "map_engine.h"
-#include "mdl_test.h"
+#include "fake_vm.h"
 
 #define PG 4096u
 #define DL 200

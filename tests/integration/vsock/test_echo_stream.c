@@ -4,7 +4,7 @@
  * peer's fwd_cnt accounting, and half-close. */
 #include <string.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 static uint8_t *out, *in;
 

@@ -1,7 +1,7 @@
 /* 3. seqpacket: messages keep their boundaries (EOM) through the echo service. */
 #include <string.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 int main(int argc, char **argv)
 {

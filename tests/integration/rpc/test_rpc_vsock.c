@@ -9,7 +9,7 @@
 
 #include "frame.h"
 #include "mdlmap_client.h"
-#include "tcommon.h"
+#include "harness.h"
 
 #define PG 4096u
 #define BUF_GPA (8u << 20) /* free low RAM in the harness layout */

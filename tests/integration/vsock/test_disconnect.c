@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 #define BIG (8u << 20)
 

@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "tcommon.h"
+#include "harness.h"
 
 #define BIT(n) (1ull << (n))
 #define SCRATCH 0x800000ull       /* unused guest RAM in the low region */

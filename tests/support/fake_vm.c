@@ -1,5 +1,5 @@
 /* memfd-backed fake VM for engine tests, fuzzing and the benchmark. */
-#include "mdl_test.h"
+#include "fake_vm.h"
 
 #include <string.h>
 #include <sys/mman.h>
