@@ -1,11 +1,9 @@
-/* memfd-backed fake VM for engine tests, fuzzing and the benchmark. */
+/* memfd-backed fake VM for the engine tests and fuzzing. */
 #include "fake_vm.h"
 
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-int mdl_test_failures;
 
 int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid)
 {

@@ -1,4 +1,5 @@
-/* Tiny test helpers and a memfd-backed fake VM for the MDL engine tests. */
+/* A memfd-backed fake VM for the MDL engine tests (and fuzz_rpc): guest RAM
+ * as a memtable, registered with a map engine. Links mdl_dep only. */
 #pragma once
 #include <stdint.h>
 #include <stdio.h>
@@ -6,8 +7,6 @@
 
 #include "map_engine.h"
 #include "memtable.h"
-
-extern int mdl_test_failures;
 
 /* A mapping's fields, read the way every engine user reads them. */
 static inline struct map_info mdl_test_info(const struct map_obj *m)
@@ -17,23 +16,6 @@ static inline struct map_info mdl_test_info(const struct map_obj *m)
     return i;
 }
 #define MI(m) mdl_test_info(m)
-
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
-            mdl_test_failures++;                                                        \
-        }                                                                               \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                  \
-    do {                                                                                \
-        long long _a = (long long)(a), _b = (long long)(b);                             \
-        if (_a != _b) {                                                                 \
-            fprintf(stderr, "FAIL %s:%d: %s == %lld, expected %s == %lld\n", __FILE__,  \
-                    __LINE__, #a, _a, #b, _b);                                          \
-            mdl_test_failures++;                                                        \
-        }                                                                               \
-    } while (0)
 
 /* Fake VM: one memfd of 64 MiB. Region A: gpa 0..16 MiB = file 0..16 MiB;
  * MMIO hole 16..32 MiB; region B: gpa 32..48 MiB = file 16..32 MiB.

@@ -9,18 +9,7 @@
 
 #include "frame.h"
 #include "mdlmap_client.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            printf("ok   %s:%d %s\n", __FILE__, __LINE__, #cond);                        \
-        } else {                                                                         \
-            failures++;                                                                  \
-            printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #cond);                        \
-        }                                                                                \
-    } while (0)
+#include "tap.h"
 
 /* Serve one Write request on fd, answering `written` bytes (and the request's id). */
 static void serve_write(int fd, uint32_t written)
@@ -71,6 +60,5 @@ int main(void)
     CHECK(write_against(100, 100) == 0);       /* all written */
     CHECK(write_against(50, 100) == -EPROTO);  /* a short write is not success */
     CHECK(write_against(0, 100) == -EPROTO);
-    printf("%d failures\n", failures);
-    return failures ? 1 : 0;
+    return tap_done();
 }

@@ -2,6 +2,8 @@
  * the Unix socket helpers (stale-socket rule, mode at bind, fd passing) and
  * the framed connection (version check, bad frames, input budget). */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -10,8 +12,8 @@
 
 #include "fconn.h"
 #include "frame.h"
-#include "fake_vm.h"
 #include "ntstatus.h"
+#include "tap.h"
 #include "usock.h"
 
 #define ST(name) MDLMAP__V1__NT_STATUS__STATUS_##name
@@ -238,10 +240,5 @@ int main(void)
     test_frame_prefix();
     test_usock();
     test_fconn();
-    if (mdl_test_failures) {
-        fprintf(stderr, "%d check(s) failed\n", mdl_test_failures);
-        return 1;
-    }
-    printf("common: all checks passed\n");
-    return 0;
+    return tap_done();
 }

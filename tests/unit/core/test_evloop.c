@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "evloop.h"
-#include "unit_check.h"
+#include "tap.h"
 
 struct obj {
     struct evloop *loop;
@@ -87,5 +87,5 @@ int main(void)
     evloop_free(loop);
     free(a);
     close(p1[0]); close(p1[1]); close(p2[0]); close(p2[1]);
-    return UNIT_DONE();
+    return tap_done();
 }

@@ -1,11 +1,12 @@
 /* libmdlmap without hostd: MDL arithmetic, IRQL emulation, try/except,
  * bug check hook and its default action. */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tcheck.h"
+#include "tap.h"
 #include "wdm_compat.h"
 
 static struct mdl_bugcheck last_bc;
@@ -20,20 +21,20 @@ static void record(const struct mdl_bugcheck *bc, void *ctx)
 static void test_arithmetic(void)
 {
     uint8_t *base = (uint8_t *)(uintptr_t)0x200000;
-    check(ADDRESS_AND_SIZE_TO_SPAN_PAGES(base + 4094, 3) == 2, "unaligned 3-byte buffer across a page boundary spans 2 pages");
-    check(ADDRESS_AND_SIZE_TO_SPAN_PAGES(base + 4093, 3) == 1, "3 bytes ending at the page end span 1 page");
-    check(ADDRESS_AND_SIZE_TO_SPAN_PAGES(base, 8192) == 2 && ADDRESS_AND_SIZE_TO_SPAN_PAGES(base + 1, 8192) == 3,
+    tap_check(ADDRESS_AND_SIZE_TO_SPAN_PAGES(base + 4094, 3) == 2, "unaligned 3-byte buffer across a page boundary spans 2 pages");
+    tap_check(ADDRESS_AND_SIZE_TO_SPAN_PAGES(base + 4093, 3) == 1, "3 bytes ending at the page end span 1 page");
+    tap_check(ADDRESS_AND_SIZE_TO_SPAN_PAGES(base, 8192) == 2 && ADDRESS_AND_SIZE_TO_SPAN_PAGES(base + 1, 8192) == 3,
           "8 KiB aligned: 2 pages, unaligned: 3");
-    check(BYTE_OFFSET(base + 0x1234) == 0x234 && PAGE_ALIGN(base + 0x1234) == base + 0x1000, "BYTE_OFFSET/PAGE_ALIGN");
+    tap_check(BYTE_OFFSET(base + 0x1234) == 0x234 && PAGE_ALIGN(base + 0x1234) == base + 0x1000, "BYTE_OFFSET/PAGE_ALIGN");
     PMDL m = IoAllocateMdl(base + 4094, 3, FALSE, FALSE, NULL);
-    check(m && m->StartVa == base && m->ByteOffset == 4094 && m->ByteCount == 3 && m->MdlFlags == 0,
+    tap_check(m && m->StartVa == base && m->ByteOffset == 4094 && m->ByteCount == 3 && m->MdlFlags == 0,
           "IoAllocateMdl: StartVa page-aligned, ByteOffset, ByteCount, no flags");
-    check(m && (void *)MmGetMdlPfnArray(m) == (void *)(m + 1) && MmGetMdlVirtualAddress(m) == base + 4094 &&
+    tap_check(m && (void *)MmGetMdlPfnArray(m) == (void *)(m + 1) && MmGetMdlVirtualAddress(m) == base + 4094 &&
           MmGetMdlByteCount(m) == 3 && MmGetMdlByteOffset(m) == 4094, "PFN array follows the MDL; accessors");
-    check(m && m->Size == (CSHORT)(sizeof(MDL) + 2 * sizeof(PFN_NUMBER)), "Size = MDL + 2 PFNs (%d)", m ? m->Size : -1);
-    check(sizeof(MDL) == 48 && offsetof(MDL, ByteOffset) == 44, "MDL has the x64 Windows layout");
+    tap_check(m && m->Size == (CSHORT)(sizeof(MDL) + 2 * sizeof(PFN_NUMBER)), "Size = MDL + 2 PFNs (%d)", m ? m->Size : -1);
+    tap_check(sizeof(MDL) == 48 && offsetof(MDL, ByteOffset) == 44, "MDL has the x64 Windows layout");
     IoFreeMdl(m);
-    check(!IoAllocateMdl(base, 0, FALSE, FALSE, NULL), "zero-length MDL refused");
+    tap_check(!IoAllocateMdl(base, 0, FALSE, FALSE, NULL), "zero-length MDL refused");
 }
 
 static void *thread_irql(void *arg)
@@ -48,25 +49,25 @@ static void test_irql(void)
     n_bc = 0;
     KIRQL old;
     KeRaiseIrql(DISPATCH_LEVEL, &old);
-    check(old == PASSIVE_LEVEL && KeGetCurrentIrql() == DISPATCH_LEVEL, "KeRaiseIrql to DISPATCH_LEVEL");
+    tap_check(old == PASSIVE_LEVEL && KeGetCurrentIrql() == DISPATCH_LEVEL, "KeRaiseIrql to DISPATCH_LEVEL");
     pthread_t th;
     void *other;
     pthread_create(&th, NULL, thread_irql, NULL);
     pthread_join(th, &other);
-    check((uintptr_t)other == PASSIVE_LEVEL, "IRQL is per thread (other thread at PASSIVE_LEVEL)");
+    tap_check((uintptr_t)other == PASSIVE_LEVEL, "IRQL is per thread (other thread at PASSIVE_LEVEL)");
     KeLowerIrql(HIGH_LEVEL);
-    check(n_bc == 1 && last_bc.code == 0xA && last_bc.p[0] == HIGH_LEVEL && last_bc.p[1] == DISPATCH_LEVEL,
+    tap_check(n_bc == 1 && last_bc.code == 0xA && last_bc.p[0] == HIGH_LEVEL && last_bc.p[1] == DISPATCH_LEVEL,
           "KeLowerIrql to a higher level: bug check 0xA (new, current)");
-    check(KeGetCurrentIrql() == DISPATCH_LEVEL, "IRQL unchanged after the refused lowering");
+    tap_check(KeGetCurrentIrql() == DISPATCH_LEVEL, "IRQL unchanged after the refused lowering");
     KIRQL o2;
     KeRaiseIrql(APC_LEVEL, &o2);
-    check(n_bc == 2 && last_bc.code == 0x9, "KeRaiseIrql to a lower level: bug check 0x9");
-    check(mdl_irql_check(DISPATCH_LEVEL, 1, 2) && n_bc == 2, "check at the limit passes");
-    check(!mdl_irql_check(APC_LEVEL, 0x1234, 7) && n_bc == 3 && last_bc.code == 0xA && last_bc.p[0] == 0x1234 &&
+    tap_check(n_bc == 2 && last_bc.code == 0x9, "KeRaiseIrql to a lower level: bug check 0x9");
+    tap_check(mdl_irql_check(DISPATCH_LEVEL, 1, 2) && n_bc == 2, "check at the limit passes");
+    tap_check(!mdl_irql_check(APC_LEVEL, 0x1234, 7) && n_bc == 3 && last_bc.code == 0xA && last_bc.p[0] == 0x1234 &&
           last_bc.p[1] == DISPATCH_LEVEL && last_bc.p[2] == APC_LEVEL && last_bc.p[3] == 7,
           "check above the limit: 0xA (object, irql, max, routine)");
     KeLowerIrql(old);
-    check(KeGetCurrentIrql() == PASSIVE_LEVEL, "back to PASSIVE_LEVEL");
+    tap_check(KeGetCurrentIrql() == PASSIVE_LEVEL, "back to PASSIVE_LEVEL");
     mdl_set_bugcheck_handler(NULL, NULL);
 }
 
@@ -96,7 +97,7 @@ static void test_try(void)
     } MDL_EXCEPT(EXCEPTION_EXECUTE_HANDLER) {
         where = 2;
     } MDL_END_TRY;
-    check(where == 1 && mdl_try_depth() == 0, "no exception: body runs, handler does not, frame popped");
+    tap_check(where == 1 && mdl_try_depth() == 0, "no exception: body runs, handler does not, frame popped");
     volatile int inner = 0, outer = 0;
     MDL_TRY {
         MDL_TRY {
@@ -107,13 +108,13 @@ static void test_try(void)
     } MDL_EXCEPT(filter(GetExceptionCode(), STATUS_NOT_LOCKED)) {
         outer = GetExceptionCode() == STATUS_NOT_LOCKED;
     } MDL_END_TRY;
-    check(!inner && outer && filter_calls == 2, "CONTINUE_SEARCH reaches the outer frame, filters ran twice");
-    check(mdl_try_depth() == 0, "frames balanced after nested raise");
+    tap_check(!inner && outer && filter_calls == 2, "CONTINUE_SEARCH reaches the outer frame, filters ran twice");
+    tap_check(mdl_try_depth() == 0, "frames balanced after nested raise");
     pthread_t th;
     void *got;
     pthread_create(&th, NULL, thread_try, (void *)(intptr_t)STATUS_QUOTA_EXCEEDED);
     pthread_join(th, &got);
-    check((NTSTATUS)(intptr_t)got == STATUS_QUOTA_EXCEEDED, "frames are per thread");
+    tap_check((NTSTATUS)(intptr_t)got == STATUS_QUOTA_EXCEEDED, "frames are per thread");
 }
 
 static int run_child(void (*fn)(void), char *out, size_t len)
@@ -146,17 +147,17 @@ static void test_process_death(void)
 {
     char out[512];
     int st = run_child(child_unhandled, out, sizeof(out));
-    check(st == MDL_EXCEPTION_EXIT && strstr(out, "*** UNHANDLED EXCEPTION 0xC0000005 (STATUS_ACCESS_VIOLATION)"),
+    tap_check(st == MDL_EXCEPTION_EXIT && strstr(out, "*** UNHANDLED EXCEPTION 0xC0000005 (STATUS_ACCESS_VIOLATION)"),
           "unhandled exception: message, exit %d (got %d)", MDL_EXCEPTION_EXIT, st);
     st = run_child(child_bugcheck, out, sizeof(out));
-    check(st == MDL_BUGCHECK_EXIT &&
+    tap_check(st == MDL_BUGCHECK_EXIT &&
           strstr(out, "*** BUGCHECK 0x000000C4 (0x0000000000001004,0x0000000000000010,0x0000000000000002,"
                       "0x0000000000000000) DRIVER_VERIFIER_DETECTED_VIOLATION"),
           "default bug check: code and parameters printed, exit %d (got %d)", MDL_BUGCHECK_EXIT, st);
     mdl_set_bugcheck_handler(record, NULL);
     n_bc = 0;
     KeBugCheckEx(0x3F, 1, 2, 3, 4);
-    check(n_bc == 1 && last_bc.code == 0x3F && last_bc.p[3] == 4, "a registered handler replaces the default");
+    tap_check(n_bc == 1 && last_bc.code == 0x3F && last_bc.p[3] == 4, "a registered handler replaces the default");
     mdl_set_bugcheck_handler(NULL, NULL);
 }
 
@@ -166,5 +167,5 @@ int main(void)
     test_irql();
     test_try();
     test_process_death();
-    return check_done();
+    return tap_done();
 }

@@ -8,6 +8,7 @@
 
 #include "map_engine.h"
 #include "fake_vm.h"
+#include "tap.h"
 
 #define PG 4096u
 #define DL 200
@@ -502,10 +503,5 @@ int main(void)
     test_user_orphans(&f);
     fake_vm_fini(&f);
     fake_vm_fini(&g);
-    if (mdl_test_failures) {
-        fprintf(stderr, "%d check(s) failed\n", mdl_test_failures);
-        return 1;
-    }
-    printf("map engine: all checks passed\n");
-    return 0;
+    return tap_done();
 }

@@ -7,6 +7,7 @@
 
 #include "map_engine.h"
 #include "fake_vm.h"
+#include "tap.h"
 
 #define PG 4096u
 #define DL 200
@@ -81,7 +82,5 @@ int main(void)
 
     map_engine_free(e);
     fake_vm_fini(&f);
-    if (mdl_test_failures)
-        fprintf(stderr, "%d failures\n", mdl_test_failures);
-    return mdl_test_failures != 0;
+    return tap_done();
 }

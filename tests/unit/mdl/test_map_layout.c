@@ -9,7 +9,7 @@
 
 #include "map_layout.h"
 #include "memtable.h"
-#include "unit_check.h"
+#include "tap.h"
 
 static int make_memfd(size_t size)
 {
@@ -140,5 +140,5 @@ int main(void)
     test_runs();
     test_unaligned();
     test_generation();
-    return UNIT_DONE();
+    return tap_done();
 }

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "memtable.h"
-#include "unit_check.h"
+#include "tap.h"
 
 static int make_memfd(size_t size)
 {
@@ -160,5 +160,5 @@ int main(void)
     test_basic();
     test_bad_regions();
     test_full();
-    return UNIT_DONE();
+    return tap_done();
 }

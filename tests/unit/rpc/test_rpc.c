@@ -5,6 +5,7 @@
 
 #include "host_api_handlers.h"
 #include "fake_vm.h"
+#include "tap.h"
 #include "rpc_conn.h"
 
 struct sink {
@@ -372,10 +373,5 @@ int main(void)
     frame_reader_free(&s.rd);
     map_engine_free(e);
     fake_vm_fini(&f);
-    if (mdl_test_failures) {
-        fprintf(stderr, "%d check(s) failed\n", mdl_test_failures);
-        return 1;
-    }
-    printf("rpc + host api: all checks passed\n");
-    return 0;
+    return tap_done();
 }

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "memtable.h"
-#include "unit_check.h"
+#include "tap.h"
 #include "virtq.h"
 
 #define GPA_BASE 0x100000ull
@@ -63,7 +63,7 @@ static void setup(bool event_idx, bool indirect)
     vq.indirect = indirect;
     int r = virtq_map_rings(&vq);
     if (r != 0)
-        printf("map_rings failed %d\n", r);
+        tap_diag("map_rings failed %d", r);
     vq.enabled = vq.started = true;
 }
 
@@ -121,7 +121,7 @@ static void expect_broken(const char *what)
 {
     struct virtq_elem e;
     int r = virtq_pop(&vq, &e);
-    printf("  (%s)\n", what);
+    tap_diag("(%s)", what);
     CHECK(r == -EIO);
     CHECK(vq.broken);
     CHECK(virtq_pop(&vq, &e) == -EIO); /* stays broken */
@@ -396,8 +396,8 @@ int main(void)
     memtable_init(&mt);
     int fd = memfd_create("test_virtq", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, MEM_SIZE) < 0 || memtable_add(&mt, GPA_BASE, MEM_SIZE, GPA_BASE + UVA_OFF, 0, fd) < 0) {
-        printf("FAIL setup\n");
-        return 1;
+        tap_check(false, "setup: guest memory");
+        return tap_done();
     }
     virtq_init(&vq, 0, &mt);
     test_normal_chain();
@@ -408,5 +408,5 @@ int main(void)
     test_split_regions();
     virtq_reset(&vq);
     memtable_clear(&mt);
-    return UNIT_DONE();
+    return tap_done();
 }

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "memtable.h"
-#include "unit_check.h"
+#include "tap.h"
 #include "vhost_user.h"
 
 #define MEM_SZ (1u << 20)
@@ -79,5 +79,5 @@ static void test_vring_num_after_addr(void)
 int main(void)
 {
     test_vring_num_after_addr();
-    return UNIT_DONE();
+    return tap_done();
 }

@@ -3,6 +3,7 @@
  * vsock_dev_queue_event() the way the vhost-user layer would. */
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -13,7 +14,7 @@
 
 #include "evloop.h"
 #include "log.h"
-#include "unit_check.h"
+#include "tap.h"
 #include "vsock.h"
 #include "vsock_internal.h"
 #include "vsock_pkt.h"
@@ -21,10 +22,8 @@
 #define FAILIF(cond, ...)                                                          \
     do {                                                                           \
         if (cond) {                                                                \
-            printf("FAIL %s:%d ", __FILE__, __LINE__);                             \
-            printf(__VA_ARGS__);                                                   \
-            printf("\n");                                                          \
-            unit_failures++;                                                       \
+            tap_check_expr(false, __FILE__, __LINE__, "not (" #cond ")");     \
+            tap_diag(__VA_ARGS__);                                                 \
             return;                                                                \
         }                                                                          \
     } while (0)
@@ -197,7 +196,7 @@ static void tx_reclaim(struct guest *g)
         e.len = le32toh(e.len);
         g->tx_used_seen++;
         if (e.len != 0)
-            printf("FAIL tx used len %u\n", e.len), unit_failures++;
+            tap_check(false, "tx used len %u is 0", e.len);
         g->tx_free[g->ntx_free++] = (int)(e.id / 4);
     }
 }
@@ -214,8 +213,7 @@ static void tx_raw(struct guest *g, const uint8_t *bytes, size_t n, bool add_in)
     if (!g->ntx_free)
         kick_tx(g);
     if (!g->ntx_free) {
-        printf("FAIL no tx slot\n");
-        unit_failures++;
+        tap_check(false, "a tx slot is free");
         return;
     }
     int slot = g->tx_free[--g->ntx_free];
@@ -273,14 +271,12 @@ static int guest_rx(struct guest *g, struct rxpkt *out, int max)
         uint8_t *buf = g->mem + GPA_RXBUF + (size_t)slot * 8192;
         struct rxpkt *p = &out[n];
         if (e.len < VSOCK_HDR_SIZE) {
-            printf("FAIL rx used len %u\n", e.len);
-            unit_failures++;
+            tap_check(false, "rx used len %u holds a header", e.len);
         } else {
             vsock_hdr_decode(buf, VSOCK_HDR_SIZE, &p->h);
             p->n = e.len - VSOCK_HDR_SIZE;
             if (p->h.len != p->n || p->n > RX_PAY) {
-                printf("FAIL rx hdr len %u vs written %u\n", p->h.len, p->n);
-                unit_failures++;
+                tap_check(false, "rx hdr len %u matches the %u bytes written", p->h.len, p->n);
                 p->n = 0;
             }
             memcpy(p->data, g->slot_single[slot] ? buf + VSOCK_HDR_SIZE : buf + 64, p->n);
@@ -532,7 +528,7 @@ static void test_echo_stream(struct guest *g, uint64_t total, uint32_t guest_buf
                (unsigned long long)got, gcredit(&c));
     }
     CHECK(got == total);
-    printf("     stream echo %llu bytes, guest buf %u: %u credit requests, %u credit updates\n",
+    tap_diag("stream echo %llu bytes, guest buf %u: %u credit requests, %u credit updates\n",
            (unsigned long long)total, guest_buf, creq, cupd);
     /* close from the guest: SHUTDOWN(3) -> RST in the same event */
     gsend_ctl(&c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND);
@@ -604,7 +600,7 @@ static void test_echo_seqpacket(struct guest *g)
     }
     CHECK(m == NMSG);
     CHECK(bad_flags == 0);
-    printf("     seqpacket: %u messages, %llu bytes, boundaries kept\n", m, (unsigned long long)got);
+    tap_diag("seqpacket: %u messages, %llu bytes, boundaries kept\n", m, (unsigned long long)got);
     gsend_ctl(&c, VSOCK_OP_RST, 0);
     kick_tx(g);
 }
@@ -772,7 +768,7 @@ static void test_service_close(struct guest *g)
     double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     CHECK(rst == 1 && dt >= 1.9 && dt < 3.0);
     CHECK(closer_closed == closed0 + 2);
-    printf("     close timeout RST after %.2f s (%s)\n", dt, closer_why);
+    tap_diag("close timeout RST after %.2f s (%s)\n", dt, closer_why);
 
     /* guest SHUTDOWN after our SHUTDOWN: RST at once */
     CHECK(gconnect(&c, g, 44002, 9, VSOCK_TYPE_STREAM, 65536));
@@ -833,7 +829,7 @@ static void test_seq_flags_and_fairness(struct guest *g)
         na += is_reply(&pkts[i], &a) && pkts[i].h.op == VSOCK_OP_RW;
         nb += is_reply(&pkts[i], &b) && pkts[i].h.op == VSOCK_OP_RW;
     }
-    printf("     fairness: %d rx buffers, %u / %u data packets\n", n, na, nb);
+    tap_diag("fairness: %d rx buffers, %u / %u data packets\n", n, na, nb);
     CHECK(n == RX_SLOTS && na >= 30 && nb >= 30);
     release_rx(g);
     for (int k = 0; k < 20 && guest_rx(g, pkts, 512) > 0; k++)
@@ -1271,7 +1267,7 @@ static void test_halfclose_timeout(struct guest *g)
     vsock_dev_stats(g->vm.vsock, &st);
     CHECK(rst == 1 && dt >= 0.25 && dt < 1.5);
     CHECK(st.conns == st0.conns - 1);
-    printf("     half-close timeout RST after %.2f s\n", dt);
+    tap_diag("half-close timeout RST after %.2f s\n", dt);
     hold_all = false;
     dev->halfclose_ms = VSOCK_HALFCLOSE_TIMEOUT_MS;
 }
@@ -1555,7 +1551,7 @@ static void test_async_service(struct guest *g)
     CHECK(async_closed == closed0 + 1 && !strcmp(async_why, "peer finished sending"));
     CHECK(!dev->pump_pending && conn_of(g, &c) == NULL);
     double us = (double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3;
-    printf("     deferred pump: reply %.0f us after the timer's send\n", us);
+    tap_diag("deferred pump: reply %.0f us after the timer's send\n", us);
 
     /* 2. send + close from the timer on an open connection: data, SHUTDOWN;
      * closed() when the guest's RST comes */
@@ -1603,7 +1599,7 @@ static void test_async_service(struct guest *g)
 
     CHECK(async_reentered == 0);
     CHECK(async_closed == closed0 + 4);
-    printf("     async service: %u closed, %u writable, no re-entry\n", async_closed - closed0, async_writable);
+    tap_diag("async service: %u closed, %u writable, no re-entry\n", async_closed - closed0, async_writable);
     evloop_del(loop, &async_th);
     close(async_tfd);
     async_tfd = -1;
@@ -1659,5 +1655,5 @@ int main(void)
     guest_fini(&g2);
     guest_fini(&g);
     evloop_free(loop);
-    return UNIT_DONE();
+    return tap_done();
 }

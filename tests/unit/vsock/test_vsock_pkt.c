@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "unit_check.h"
+#include "tap.h"
 #include "vsock_pkt.h"
 
 static const uint8_t sample_wire[VSOCK_HDR_SIZE] = {
@@ -110,5 +110,5 @@ int main(void)
     test_codec();
     test_check();
     test_cids();
-    return UNIT_DONE();
+    return tap_done();
 }
