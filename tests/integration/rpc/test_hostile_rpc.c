@@ -14,16 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "frame.h"
 #include "mdlmap_client.h"
-#include "harness.h"
+#include "rpc_session.h"
 
-#define RPC_PORT 1100
 #define CALL_MS 5000
 #define BUF_PFN 0x800u            /* GPA 8 MiB: unused by the harness rings */
 #define HIGH_PFN 0x100000u        /* GPA 4 GiB: start of the high region */
 #define RAM_END_PFN 0x101000u     /* first pfn past the high region */
-#define NO_REPLY INT32_MIN
 
 enum {
     ST_OK = MDLMAP__V1__NT_STATUS__STATUS_SUCCESS,
@@ -36,226 +33,54 @@ enum {
     ST_DEVREQ = MDLMAP__V1__NT_STATUS__STATUS_INVALID_DEVICE_REQUEST,
 };
 
-static struct hd_proc P;
-static char api_path[160];
+static struct rig RIG;
 static uint64_t max_mdl_pages;
 
-/* ------------------------------------------------------------ raw RPC */
-struct rpc {
-    struct vc_conn *c;
-    struct frame_reader rd;
-    uint64_t next_id;
-    char detail[256];   /* of the last response */
-    int body;           /* body case of the last response */
-};
-
-static bool rpc_open(struct rpc *r, struct vdev *d)
-{
-    memset(r, 0, sizeof(*r));
-    int err = 0;
-    r->c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, RPC_PORT, 3000, &err);
-    if (!r->c) {
-        tap_diag("connect to port %d: %s", RPC_PORT, strerror(-err));
-        return false;
-    }
-    frame_reader_init(&r->rd, MDLMAP_MAX_FRAME);
-    r->next_id = 1;
-    return true;
-}
-
-static bool peer_closed(const struct rpc *r)
-{
-    return r->c->got_rst || (r->c->peer_shutdown & SHUT_SEND_F) || r->c->d->dead;
-}
-
-/* 1: a frame (*out), 0: hostd closed the connection, <0: error / timeout. */
-static int rpc_wait(struct rpc *r, mdl_envelope **out, int timeout_ms)
-{
-    long long deadline = now_ms() + timeout_ms;
-    for (;;) {
-        const uint8_t *p;
-        size_t n;
-        int rc = frame_reader_next(&r->rd, &p, &n);
-        if (rc == 1)
-            return frame_decode(p, n, out) == 0 ? 1 : -EBADMSG;
-        if (rc < 0)
-            return rc;
-        uint8_t tmp[16384];
-        size_t room = frame_reader_room(&r->rd);
-        long got = vc_try_recv(r->c, tmp, room < sizeof(tmp) ? room : sizeof(tmp));
-        if (got > 0) {
-            if (frame_reader_feed(&r->rd, tmp, (size_t)got) < 0)
-                return -ENOBUFS;
-            continue;
-        }
-        if (got < 0 || peer_closed(r))
-            return 0;
-        if (now_ms() > deadline)
-            return -ETIMEDOUT;
-        vdev_pump(20);
-    }
-}
-
-static int32_t rpc_call(struct rpc *r, mdl_envelope *e, mdl_envelope **out)
-{
-    *out = NULL;
-    r->detail[0] = 0;
-    r->body = 0;
-    e->version = MDLMAP_PROTO_VERSION;
-    e->request_id = r->next_id++;
-    uint8_t *buf;
-    size_t len;
-    if (frame_encode(e, &buf, &len) < 0)
-        return NO_REPLY;
-    int rc = vc_send_all(r->c, buf, len, CALL_MS);
-    free(buf);
-    if (rc < 0)
-        return NO_REPLY;
-    if (rpc_wait(r, out, CALL_MS) != 1)
-        return NO_REPLY;
-    snprintf(r->detail, sizeof(r->detail), "%s", (*out)->detail ? (*out)->detail : "");
-    r->body = (int)(*out)->body_case;
-    if ((*out)->request_id != e->request_id) {
-        tap_diag("response id %" PRIu64 " for request %" PRIu64, (*out)->request_id, e->request_id);
-        return NO_REPLY;
-    }
-    return (*out)->status;
-}
-
-static void rpc_close(struct rpc *r)
-{
-    if (r->c)
-        vc_close(r->c, 2000, NULL);
-    r->c = NULL;
-    frame_reader_free(&r->rd);
-}
-
-static const char *stname(int32_t st)
-{
-    return st == NO_REPLY ? "no reply (connection closed)" : ntstatus_name(st);
-}
-
-static bool expect(int32_t got, int32_t want, const struct rpc *r, const char *what)
+static bool expect(int32_t got, int32_t want, const struct rpc_session *r, const char *what)
 {
     char hex[16] = "";
-    if (got != NO_REPLY)
+    if (got != RPC_NO_REPLY)
         snprintf(hex, sizeof(hex), " (0x%08x)", (uint32_t)got);
-    bool ok = tap_check(got == want, "%s -> %s%s%s%s", what, stname(got), hex, got == want ? "" : ", expected ",
-                        got == want ? "" : stname(want));
+    bool ok = tap_check(got == want, "%s -> %s%s%s%s", what, rpc_status_name(got), hex, got == want ? "" : ", expected ",
+                        got == want ? "" : rpc_status_name(want));
     if (r->detail[0])
         tap_diag("  detail: %s", r->detail);
     return ok;
 }
 
 /* ------------------------------------------------------- requests */
-static int32_t do_hello(struct rpc *r, uint32_t lo, uint32_t hi)
+static int32_t do_hello(struct rpc_session *r, uint32_t lo, uint32_t hi)
 {
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
-    Mdlmap__V1__HelloRequest h = MDLMAP__V1__HELLO_REQUEST__INIT;
-    h.min_version = lo;
-    h.max_version = hi;
-    h.client = (char *)"hostile-rpc test";
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    int32_t st = rpc_call(r, &e, &o);
-    if (st == ST_OK && o->body_case == MDLMAP__V1__ENVELOPE__BODY_HELLO_REPLY)
-        max_mdl_pages = o->hello_reply->max_mdl_pages;
-    if (o)
-        frame_envelope_free(o);
-    return st;
-}
-
-static int32_t do_lock(struct rpc *r, uint32_t off, uint32_t count, const uint64_t *pfns, size_t n, uint32_t op,
-                       uint64_t *handle)
-{
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
-    Mdlmap__V1__LockRequest l = MDLMAP__V1__LOCK_REQUEST__INIT;
-    l.byte_offset = off;
-    l.byte_count = count;
-    l.pfns = (uint64_t *)pfns;
-    l.n_pfns = n;
-    l.operation = (Mdlmap__V1__LockOperation)op;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
-    e.lock = &l;
-    int32_t st = rpc_call(r, &e, &o);
-    if (handle)
-        *handle = st == ST_OK && o->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY ? o->lock_reply->mdl_handle : 0;
-    if (o)
-        frame_envelope_free(o);
+    struct rpc_hello_info h;
+    int32_t st = rpc_hello(r, lo, hi, "hostile-rpc test", &h);
+    if (st == ST_OK && h.max_mdl_pages)
+        max_mdl_pages = h.max_mdl_pages;
     return st;
 }
 
 /* A valid MDL over npages frames from pfn0, byte_offset 100. */
-static int32_t lock_ok(struct rpc *r, uint64_t pfn0, unsigned npages, uint64_t *handle)
+static int32_t lock_ok(struct rpc_session *r, uint64_t pfn0, unsigned npages, uint64_t *handle)
 {
     uint64_t pfns[16];
     for (unsigned i = 0; i < npages; i++)
         pfns[i] = pfn0 + i;
-    return do_lock(r, 100, npages * 4096u - 200, pfns, npages, 1, handle);
+    return rpc_lock(r, 100, npages * 4096u - 200, pfns, npages, 1, handle);
 }
 
-struct mapped {
-    uint64_t map, address;
-};
-
-static int32_t do_map(struct rpc *r, uint64_t mdl, uint32_t mode, uint32_t cache, struct mapped *out)
+static int32_t do_map(struct rpc_session *r, uint64_t mdl, uint32_t mode, uint32_t cache, struct rpc_mapping *out)
 {
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
     Mdlmap__V1__MapRequest m = MDLMAP__V1__MAP_REQUEST__INIT;
     m.mdl_handle = mdl;
     m.access_mode = (Mdlmap__V1__AccessMode)mode;
     m.cache_type = (Mdlmap__V1__CacheType)cache;
     m.priority = MDLMAP__V1__PAGE_PRIORITY__NORMAL_PAGE_PRIORITY;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
-    e.map = &m;
-    int32_t st = rpc_call(r, &e, &o);
-    if (out) {
-        memset(out, 0, sizeof(*out));
-        if (st == ST_OK && o->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY) {
-            out->map = o->map_reply->map_handle;
-            out->address = o->map_reply->address;
-        }
-    }
-    if (o)
-        frame_envelope_free(o);
-    return st;
-}
-
-static int32_t do_unmap(struct rpc *r, uint64_t map, uint64_t address, uint64_t mdl)
-{
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
-    Mdlmap__V1__UnmapRequest u = MDLMAP__V1__UNMAP_REQUEST__INIT;
-    u.map_handle = map;
-    u.address = address;
-    u.mdl_handle = mdl;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP;
-    e.unmap = &u;
-    int32_t st = rpc_call(r, &e, &o);
-    if (o)
-        frame_envelope_free(o);
-    return st;
-}
-
-static int32_t do_unlock(struct rpc *r, uint64_t mdl, unsigned *released)
-{
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
-    Mdlmap__V1__UnlockRequest u = MDLMAP__V1__UNLOCK_REQUEST__INIT;
-    u.mdl_handle = mdl;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK;
-    e.unlock = &u;
-    int32_t st = rpc_call(r, &e, &o);
-    if (released)
-        *released = st == ST_OK && o->body_case == MDLMAP__V1__ENVELOPE__BODY_UNLOCK_REPLY
-                        ? o->unlock_reply->mappings_released : 0;
-    if (o)
-        frame_envelope_free(o);
-    return st;
+    return rpc_map(r, &m, out);
 }
 
 /* ------------------------------------------------------- host API */
 static int api_open(struct mdlmap_client *c)
 {
-    return mdlmap_client_open(c, api_path);
+    return mdlmap_client_open(c, RIG.api);
 }
 
 /* Mappings the host API lists for vm ("" all); -1 on error. If map != 0,
@@ -315,16 +140,16 @@ static void settle(int ms)
 static bool healthy(struct vdev *vd, const char *after)
 {
     char why[320] = "";
-    bool ok = hd_alive(&P);
+    bool ok = hd_alive(&RIG.p);
     ok = ok && vdev_echo_check(A, 3000, 5000, why, sizeof(why)) == 0;
     ok = ok && vdev_echo_check(B, 3000, 5000, why, sizeof(why)) == 0;
-    struct rpc r;
+    struct rpc_session r;
     if (ok && rpc_open(&r, vd)) {
         uint64_t h = 0;
-        struct mapped m = { 0, 0 };
+        struct rpc_mapping m = { 0, 0, 0, 0 };
         ok = do_hello(&r, 1, 1) == ST_OK && lock_ok(&r, BUF_PFN + 32, 2, &h) == ST_OK &&
-             do_map(&r, h, 0, 1, &m) == ST_OK && do_unmap(&r, m.map, m.address, h) == ST_OK &&
-             do_unlock(&r, h, NULL) == ST_OK;
+             do_map(&r, h, 0, 1, &m) == ST_OK && rpc_unmap(&r, m.map, m.address, h) == ST_OK &&
+             rpc_unlock(&r, h, NULL) == ST_OK;
         if (!ok)
             snprintf(why, sizeof(why), "map round trip failed: %s", r.detail);
         rpc_close(&r);
@@ -339,14 +164,14 @@ static bool healthy(struct vdev *vd, const char *after)
 }
 
 /* ------------------------------------------------------- cases */
-static void forged_locks(struct rpc *r)
+static void forged_locks(struct rpc_session *r)
 {
     uint64_t h = 0;
     uint64_t one[1];
 #define LOCK1(pfn, want, what)                                                                   \
     do {                                                                                         \
         one[0] = (pfn);                                                                          \
-        expect(do_lock(r, 0, 4096, one, 1, 1, &h), want, r, what);                               \
+        expect(rpc_lock(r, 0, 4096, one, 1, 1, &h), want, r, what);                               \
     } while (0)
     LOCK1(RAM_END_PFN, ST_AV, "Lock of the first frame past the RAM (pfn 0x101000)");
     LOCK1(0x7fffffffull, ST_AV, "Lock of a frame far beyond the RAM (pfn 0x7fffffff)");
@@ -357,24 +182,24 @@ static void forged_locks(struct rpc *r)
     LOCK1(UINT64_MAX, ST_PARAM, "Lock with pfn 0xffffffffffffffff");
     LOCK1((UINT64_MAX >> 12), ST_AV, "Lock with the largest pfn that does not overflow");
     uint64_t mixed[3] = { BUF_PFN, BUF_PFN + 1, 0x1000 };
-    expect(do_lock(r, 0, 3 * 4096, mixed, 3, 1, &h), ST_AV, r, "Lock of RAM frames + one hole frame at the end");
+    expect(rpc_lock(r, 0, 3 * 4096, mixed, 3, 1, &h), ST_AV, r, "Lock of RAM frames + one hole frame at the end");
     uint64_t straddle[2] = { 0xfff, 0x1000 };
-    expect(do_lock(r, 4000, 200, straddle, 2, 1, &h), ST_AV, r, "Lock straddling the end of low RAM");
+    expect(rpc_lock(r, 4000, 200, straddle, 2, 1, &h), ST_AV, r, "Lock straddling the end of low RAM");
     uint64_t hi[2] = { RAM_END_PFN - 1, RAM_END_PFN };
-    expect(do_lock(r, 4000, 200, hi, 2, 1, &h), ST_AV, r, "Lock straddling the end of high RAM");
+    expect(rpc_lock(r, 4000, 200, hi, 2, 1, &h), ST_AV, r, "Lock straddling the end of high RAM");
     one[0] = BUF_PFN;
-    expect(do_lock(r, 4096, 1, one, 1, 1, &h), ST_PARAM, r, "Lock with byte_offset 4096");
-    expect(do_lock(r, UINT32_MAX, 1, one, 1, 1, &h), ST_PARAM, r, "Lock with byte_offset 0xffffffff");
-    expect(do_lock(r, 0, 0, one, 1, 1, &h), ST_PARAM, r, "Lock with byte_count 0");
-    expect(do_lock(r, 4095, UINT32_MAX, one, 1, 1, &h), ST_PARAM, r,
+    expect(rpc_lock(r, 4096, 1, one, 1, 1, &h), ST_PARAM, r, "Lock with byte_offset 4096");
+    expect(rpc_lock(r, UINT32_MAX, 1, one, 1, 1, &h), ST_PARAM, r, "Lock with byte_offset 0xffffffff");
+    expect(rpc_lock(r, 0, 0, one, 1, 1, &h), ST_PARAM, r, "Lock with byte_count 0");
+    expect(rpc_lock(r, 4095, UINT32_MAX, one, 1, 1, &h), ST_PARAM, r,
            "Lock with byte_offset 4095 + byte_count 0xffffffff (overflows 32 bits)");
-    expect(do_lock(r, 0, 4096, NULL, 0, 1, &h), ST_PARAM, r, "Lock with no pfns");
-    expect(do_lock(r, 0, 8192, one, 1, 1, &h), ST_PARAM, r, "Lock: 1 pfn for a buffer spanning 2 pages");
+    expect(rpc_lock(r, 0, 4096, NULL, 0, 1, &h), ST_PARAM, r, "Lock with no pfns");
+    expect(rpc_lock(r, 0, 8192, one, 1, 1, &h), ST_PARAM, r, "Lock: 1 pfn for a buffer spanning 2 pages");
     uint64_t three[3] = { BUF_PFN, BUF_PFN + 1, BUF_PFN + 2 };
-    expect(do_lock(r, 0, 8192, three, 3, 1, &h), ST_PARAM, r, "Lock: 3 pfns for a buffer spanning 2 pages");
-    expect(do_lock(r, 4000, 100, three, 1, 1, &h), ST_PARAM, r,
+    expect(rpc_lock(r, 0, 8192, three, 3, 1, &h), ST_PARAM, r, "Lock: 3 pfns for a buffer spanning 2 pages");
+    expect(rpc_lock(r, 4000, 100, three, 1, 1, &h), ST_PARAM, r,
            "Lock: 1 pfn for 100 bytes at offset 4000 (spans 2 pages)");
-    expect(do_lock(r, 0, 4096, one, 1, 3, &h), ST_PARAM, r, "Lock with LockOperation 3");
+    expect(rpc_lock(r, 0, 4096, one, 1, 3, &h), ST_PARAM, r, "Lock with LockOperation 3");
 
     /* huge counts: more than max_mdl_pages, with and without a matching span */
     size_t big = (size_t)(max_mdl_pages ? max_mdl_pages : 65536) + 1;
@@ -385,12 +210,12 @@ static void forged_locks(struct rpc *r)
     if (span <= UINT32_MAX) {
         char w[120];
         snprintf(w, sizeof(w), "Lock of %zu pages (max_mdl_pages + 1, matching span)", big);
-        expect(do_lock(r, 0, (uint32_t)span, many, big, 1, &h), ST_PARAM, r, w);
+        expect(rpc_lock(r, 0, (uint32_t)span, many, big, 1, &h), ST_PARAM, r, w);
     }
     char w2[120];
     snprintf(w2, sizeof(w2), "Lock of %zu pfns for a 4 KiB buffer", big);
-    expect(do_lock(r, 0, 4096, many, big, 1, &h), ST_PARAM, r, w2);
-    expect(do_lock(r, 0, UINT32_MAX, many, 1, 1, &h), ST_PARAM, r,
+    expect(rpc_lock(r, 0, 4096, many, big, 1, &h), ST_PARAM, r, w2);
+    expect(rpc_lock(r, 0, UINT32_MAX, many, 1, 1, &h), ST_PARAM, r,
            "Lock with byte_count 0xffffffff (1 Mi pages) and 1 pfn");
     free(many);
     /* the largest frame hostd takes: 1 MiB of pfns (about 100k varints) */
@@ -398,15 +223,15 @@ static void forged_locks(struct rpc *r)
     many = malloc(nmax * sizeof(*many));
     for (size_t i = 0; i < nmax; i++)
         many[i] = 0x1ffffffffull + i;   /* 5-byte varints: ~600 KB */
-    expect(do_lock(r, 0, 4096, many, nmax, 1, &h), ST_PARAM, r, "Lock of 120000 out-of-RAM pfns for a 4 KiB buffer");
+    expect(rpc_lock(r, 0, 4096, many, nmax, 1, &h), ST_PARAM, r, "Lock of 120000 out-of-RAM pfns for a 4 KiB buffer");
     free(many);
 #undef LOCK1
 }
 
-static void handles(struct rpc *ra, struct rpc *rb, struct rpc *ra2)
+static void handles(struct rpc_session *ra, struct rpc_session *rb, struct rpc_session *ra2)
 {
     uint64_t ha = 0, ha2 = 0, hb = 0;
-    struct mapped ma = { 0, 0 }, mb = { 0, 0 }, tmp = { 0, 0 };
+    struct rpc_mapping ma = { 0, 0, 0, 0 }, mb = { 0, 0, 0, 0 }, tmp = { 0, 0, 0, 0 };
     bool ok = lock_ok(ra, BUF_PFN, 3, &ha) == ST_OK && ha;
     tap_check(ok, "VM A locks a 3-page MDL (0x%" PRIx64 ")", ha);
     ok = do_map(ra, ha, 0, 1, &ma) == ST_OK && ma.map;
@@ -420,34 +245,34 @@ static void handles(struct rpc *ra, struct rpc *rb, struct rpc *ra2)
     expect(do_map(ra, 0, 0, 1, &tmp), ST_HANDLE, ra, "Map of MDL handle 0");
     expect(do_map(ra, 0xdeadbeefcafe, 0, 1, &tmp), ST_HANDLE, ra, "Map of an unknown MDL handle");
     expect(do_map(ra, ma.map, 0, 1, &tmp), ST_HANDLE, ra, "Map naming a map handle as MDL handle");
-    expect(do_unmap(ra, 0xdeadbeefcafe, ma.address, ha), ST_HANDLE, ra, "Unmap of an unknown map handle");
-    expect(do_unmap(ra, ha, ma.address, ha), ST_HANDLE, ra, "Unmap naming an MDL handle as map handle");
-    expect(do_unlock(ra, 0xdeadbeefcafe, NULL), ST_NOT_LOCKED, ra, "Unlock of an unknown MDL handle");
-    expect(do_unlock(ra, 0, NULL), ST_NOT_LOCKED, ra, "Unlock of MDL handle 0");
+    expect(rpc_unmap(ra, 0xdeadbeefcafe, ma.address, ha), ST_HANDLE, ra, "Unmap of an unknown map handle");
+    expect(rpc_unmap(ra, ha, ma.address, ha), ST_HANDLE, ra, "Unmap naming an MDL handle as map handle");
+    expect(rpc_unlock(ra, 0xdeadbeefcafe, NULL), ST_NOT_LOCKED, ra, "Unlock of an unknown MDL handle");
+    expect(rpc_unlock(ra, 0, NULL), ST_NOT_LOCKED, ra, "Unlock of MDL handle 0");
     expect(do_map(ra, ha2, 0, 9, &tmp), ST_PARAM, ra, "Map with cache type 9");
     expect(do_map(ra, ha2, 7, 1, &tmp), ST_PARAM, ra, "Map with access mode 7");
 
     /* mismatches */
-    expect(do_unmap(ra, ma.map, ma.address + 4096, ha), ST_NOT_MAPPED, ra, "Unmap with the address + 4096");
-    expect(do_unmap(ra, ma.map, ma.address - 100, ha), ST_NOT_MAPPED, ra,
+    expect(rpc_unmap(ra, ma.map, ma.address + 4096, ha), ST_NOT_MAPPED, ra, "Unmap with the address + 4096");
+    expect(rpc_unmap(ra, ma.map, ma.address - 100, ha), ST_NOT_MAPPED, ra,
            "Unmap with the page-aligned base instead of the returned address");
-    expect(do_unmap(ra, ma.map, 0, ha), ST_NOT_MAPPED, ra, "Unmap with address 0");
-    expect(do_unmap(ra, ma.map, ma.address, ha2), ST_PARAM, ra, "Unmap with another (locked) MDL of the same VM");
-    expect(do_unmap(ra, ma.map, ma.address, 0xdeadbeef), ST_PARAM, ra, "Unmap with an unknown MDL handle");
+    expect(rpc_unmap(ra, ma.map, 0, ha), ST_NOT_MAPPED, ra, "Unmap with address 0");
+    expect(rpc_unmap(ra, ma.map, ma.address, ha2), ST_PARAM, ra, "Unmap with another (locked) MDL of the same VM");
+    expect(rpc_unmap(ra, ma.map, ma.address, 0xdeadbeef), ST_PARAM, ra, "Unmap with an unknown MDL handle");
 
     /* foreign: VM B names VM A's handles (and A B's) */
     expect(do_map(rb, ha, 0, 1, &tmp), ST_HANDLE, rb, "VM B maps VM A's MDL");
-    expect(do_unmap(rb, ma.map, ma.address, ha), ST_HANDLE, rb, "VM B unmaps VM A's mapping (right address + MDL)");
-    expect(do_unmap(rb, ma.map, ma.address, hb), ST_HANDLE, rb, "VM B unmaps VM A's mapping with its own MDL");
-    expect(do_unlock(rb, ha, NULL), ST_NOT_LOCKED, rb, "VM B unlocks VM A's MDL");
-    expect(do_unlock(rb, ha2, NULL), ST_NOT_LOCKED, rb, "VM B unlocks VM A's unmapped MDL");
-    expect(do_unmap(ra, mb.map, mb.address, hb), ST_HANDLE, ra, "VM A unmaps VM B's mapping");
-    expect(do_unlock(ra, hb, NULL), ST_NOT_LOCKED, ra, "VM A unlocks VM B's MDL");
+    expect(rpc_unmap(rb, ma.map, ma.address, ha), ST_HANDLE, rb, "VM B unmaps VM A's mapping (right address + MDL)");
+    expect(rpc_unmap(rb, ma.map, ma.address, hb), ST_HANDLE, rb, "VM B unmaps VM A's mapping with its own MDL");
+    expect(rpc_unlock(rb, ha, NULL), ST_NOT_LOCKED, rb, "VM B unlocks VM A's MDL");
+    expect(rpc_unlock(rb, ha2, NULL), ST_NOT_LOCKED, rb, "VM B unlocks VM A's unmapped MDL");
+    expect(rpc_unmap(ra, mb.map, mb.address, hb), ST_HANDLE, ra, "VM A unmaps VM B's mapping");
+    expect(rpc_unlock(ra, hb, NULL), ST_NOT_LOCKED, ra, "VM A unlocks VM B's MDL");
     /* another connection of VM A owns nothing of the first one's */
     expect(do_map(ra2, ha, 0, 1, &tmp), ST_HANDLE, ra2, "a second connection of VM A maps the first one's MDL");
-    expect(do_unmap(ra2, ma.map, ma.address, ha), ST_HANDLE, ra2,
+    expect(rpc_unmap(ra2, ma.map, ma.address, ha), ST_HANDLE, ra2,
            "a second connection of VM A unmaps the first one's mapping");
-    expect(do_unlock(ra2, ha, NULL), ST_NOT_LOCKED, ra2, "a second connection of VM A unlocks the first one's MDL");
+    expect(rpc_unlock(ra2, ha, NULL), ST_NOT_LOCKED, ra2, "a second connection of VM A unlocks the first one's MDL");
 
     /* the host API shows each mapping under its own VM */
     char vm[64];
@@ -472,32 +297,32 @@ static void handles(struct rpc *ra, struct rpc *rb, struct rpc *ra2)
     }
 
     /* A's mapping survived the foreign attempts; now the stale handles */
-    expect(do_unmap(ra, ma.map, ma.address, ha), ST_OK, ra, "VM A unmaps its mapping");
-    expect(do_unmap(ra, ma.map, ma.address, ha), ST_HANDLE, ra, "VM A unmaps it again (already unmapped)");
+    expect(rpc_unmap(ra, ma.map, ma.address, ha), ST_OK, ra, "VM A unmaps its mapping");
+    expect(rpc_unmap(ra, ma.map, ma.address, ha), ST_HANDLE, ra, "VM A unmaps it again (already unmapped)");
     expect(do_map(ra, ha, 0, 1, &ma), ST_OK, ra, "VM A maps the MDL again");
     unsigned rel = 0;
-    expect(do_unlock(ra, ha, &rel), ST_OK, ra, "VM A unlocks the mapped MDL");
+    expect(rpc_unlock(ra, ha, &rel), ST_OK, ra, "VM A unlocks the mapped MDL");
     tap_check(rel == 1, "Unlock released the system mapping (%u)", rel);
-    expect(do_unmap(ra, ma.map, ma.address, ha), ST_HANDLE, ra, "Unmap after Unlock (mapping released)");
-    expect(do_unlock(ra, ha, NULL), ST_NOT_LOCKED, ra, "Unlock again (duplicate)");
+    expect(rpc_unmap(ra, ma.map, ma.address, ha), ST_HANDLE, ra, "Unmap after Unlock (mapping released)");
+    expect(rpc_unlock(ra, ha, NULL), ST_NOT_LOCKED, ra, "Unlock again (duplicate)");
     expect(do_map(ra, ha, 0, 1, &tmp), ST_HANDLE, ra, "Map of the unlocked MDL");
-    expect(do_unlock(ra, ha2, &rel), ST_OK, ra, "VM A unlocks its second MDL");
-    expect(do_unmap(rb, mb.map, mb.address, hb), ST_OK, rb, "VM B unmaps its mapping");
-    expect(do_unlock(rb, hb, NULL), ST_OK, rb, "VM B unlocks its MDL");
+    expect(rpc_unlock(ra, ha2, &rel), ST_OK, ra, "VM A unlocks its second MDL");
+    expect(rpc_unmap(rb, mb.map, mb.address, hb), ST_OK, rb, "VM B unmaps its mapping");
+    expect(rpc_unlock(rb, hb, NULL), ST_OK, rb, "VM B unlocks its MDL");
 }
 
 /* Send raw bytes on a fresh connection of A; expect an error response with
- * want (or none when want == NO_REPLY), then hostd closing the connection. */
+ * want (or none when want == RPC_NO_REPLY), then hostd closing the connection. */
 static void framing_case(const char *what, const void *bytes, size_t n, int32_t want, bool expect_close)
 {
-    struct rpc r;
+    struct rpc_session r;
     if (!tap_check(rpc_open(&r, A), "%s: connect", what))
         return;
     do_hello(&r, 1, 1);
     int rc = vc_send_all(r.c, bytes, n, CALL_MS);
     mdl_envelope *o = NULL;
     int w = rc == 0 ? rpc_wait(&r, &o, 3000) : rc;
-    int32_t st = w == 1 ? o->status : NO_REPLY;
+    int32_t st = w == 1 ? o->status : RPC_NO_REPLY;
     if (w == 1)
         snprintf(r.detail, sizeof(r.detail), "%s", o->detail ? o->detail : "");
     bool body_ok = w != 1 || o->body_case == MDLMAP__V1__ENVELOPE__BODY_ERROR_REPLY;
@@ -508,9 +333,9 @@ static void framing_case(const char *what, const void *bytes, size_t n, int32_t 
         frame_envelope_free(o);
     if (expect_close) {
         long long t0 = now_ms();
-        while (!peer_closed(&r) && now_ms() - t0 < 3000)
+        while (!rpc_peer_closed(&r) && now_ms() - t0 < 3000)
             vdev_pump(20);
-        tap_check(peer_closed(&r), "%s: hostd closes the connection (%lld ms)", what, now_ms() - t0);
+        tap_check(rpc_peer_closed(&r), "%s: hostd closes the connection (%lld ms)", what, now_ms() - t0);
     }
     rpc_close(&r);
 }
@@ -533,18 +358,18 @@ static void framing(void)
     framing_case("envelope with no body", nobody, sizeof(nobody), ST_PARAM, true);
     /* truncated: hostd gets part of a frame and then the close */
     uint8_t part[4 + 10] = { 100, 0, 0, 0, 0x08, 0x01, 0x10, 0x05, 0x62, 0x5c, 0, 0, 0, 0 };
-    framing_case("truncated frame (10 of 100 bytes, then close)", part, sizeof(part), NO_REPLY, false);
-    framing_case("truncated header (2 of 4 bytes, then close)", part, 2, NO_REPLY, false);
+    framing_case("truncated frame (10 of 100 bytes, then close)", part, sizeof(part), RPC_NO_REPLY, false);
+    framing_case("truncated header (2 of 4 bytes, then close)", part, 2, RPC_NO_REPLY, false);
 }
 
 /* A connection holding a mapped MDL dies mid-frame: hostd runs it down. */
 static void truncated_with_state(void)
 {
-    struct rpc r;
+    struct rpc_session r;
     if (!rpc_open(&r, A))
         return;
     uint64_t h = 0;
-    struct mapped m = { 0, 0 };
+    struct rpc_mapping m = { 0, 0, 0, 0 };
     bool ok = do_hello(&r, 1, 1) == ST_OK && lock_ok(&r, BUF_PFN + 40, 2, &h) == ST_OK && do_map(&r, h, 0, 1, &m) == ST_OK;
     tap_check(ok, "a connection locks and maps, then sends half a frame and vanishes");
     uint64_t mp0 = 0, md0 = 0, lk0 = 0, mp1 = 0, md1 = 0, lk1 = 0;
@@ -566,7 +391,7 @@ static void truncated_with_state(void)
 
 static void versions(void)
 {
-    struct rpc r;
+    struct rpc_session r;
     if (!rpc_open(&r, A))
         return;
     expect(do_hello(&r, 2, 9), ST_REVISION, &r, "Hello speaking versions 2..9");
@@ -607,7 +432,7 @@ static void versions(void)
     free(buf);
     int w = rpc_wait(&r, &o, CALL_MS);
     tap_check(w == 1, "an envelope with version 77 is answered (%s)",
-              w == 1 ? stname(o->status) : "no reply");
+              w == 1 ? rpc_status_name(o->status) : "no reply");
     if (w == 1)
         frame_envelope_free(o);
     rpc_close(&r);
@@ -617,20 +442,16 @@ int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
     uint64_t cids[2] = { 3, 4 };
-    snprintf(api_path, sizeof(api_path), "/tmp/mdlmap-hostile-rpc-%d.sock", (int)getpid());
-    const char *extra[] = { "--api", api_path, NULL };
-    start_or_die(&P, bin, 2, cids, extra);
-    A = vdev_alloc();
-    B = vdev_alloc();
-    if (!up_or_report(A, &P, 0, NULL, "VM A") || !up_or_report(B, &P, 1, NULL, "VM B")) {
-        hd_kill(&P);
-        unlink(api_path);
+    rig_start(&RIG, bin, "mdlmap-hostile-rpc", 2, cids);
+    A = rig_vm_up(&RIG, 0, NULL, "VM A");
+    B = A ? rig_vm_up(&RIG, 1, NULL, "VM B") : NULL;
+    if (!A || !B) {
+        rig_abort(&RIG);
         return tap_done();
     }
-    struct rpc ra, rb, ra2;
+    struct rpc_session ra, rb, ra2;
     if (!tap_check(rpc_open(&ra, A) && rpc_open(&rb, B) && rpc_open(&ra2, A), "RPC connections from both VMs")) {
-        hd_kill(&P);
-        unlink(api_path);
+        rig_abort(&RIG);
         return tap_done();
     }
     expect(do_hello(&ra, 1, 1), ST_OK, &ra, "VM A Hello");
@@ -665,7 +486,6 @@ int main(int argc, char **argv)
     vdev_down(B);
     free(A);
     free(B);
-    stop_and_check(&P);
-    unlink(api_path);
+    rig_stop(&RIG);
     return tap_done();
 }

@@ -19,67 +19,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "frame.h"
-#include "harness.h"
+#include "rpc_session.h"
 
 #define PG 4096u
 #define BUF_GPA (8u << 20)
 
-static uint64_t next_id = 1;
-
-static int rpc_send(struct vc_conn *c, mdl_envelope *req)
+/* The scattered 2-page MDL of every case: pfn and pfn + 3, 16 bytes in. */
+static int lock1(struct rpc_session *c, uint64_t pfn, uint64_t *h)
 {
-    uint8_t *f;
-    size_t n;
-    req->version = 1;
-    req->request_id = next_id++;
-    if (frame_encode(req, &f, &n) < 0)
-        return -1;
-    int rc = vc_send_all(c, f, n, 5000);
-    free(f);
-    return rc;
-}
-
-static mdl_envelope *rpc_recv(struct vc_conn *c, int timeout_ms)
-{
-    uint8_t hdr[4];
-    if (vc_recv_all(c, hdr, 4, timeout_ms) < 0)
-        return NULL;
-    uint32_t len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
-    uint8_t *p = len && len <= MDLMAP_MAX_FRAME ? malloc(len) : NULL;
-    mdl_envelope *r = NULL;
-    if (p && vc_recv_all(c, p, len, 5000) == 0)
-        frame_decode(p, len, &r);
-    free(p);
-    return r;
-}
-
-static mdl_envelope *rpc(struct vc_conn *c, mdl_envelope *req)
-{
-    return rpc_send(c, req) < 0 ? NULL : rpc_recv(c, 20000);
-}
-
-static int lock1(struct vc_conn *c, uint64_t pfn, uint64_t *h)
-{
-    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__LockRequest rq = MDLMAP__V1__LOCK_REQUEST__INIT;
     uint64_t pfns[2] = { pfn, pfn + 3 };
-    rq.byte_offset = 16;
-    rq.byte_count = PG;
-    rq.pfns = pfns;
-    rq.n_pfns = 2;
-    env.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
-    env.lock = &rq;
-    mdl_envelope *r = rpc(c, &env);
-    int st = r ? r->status : -1;
-    if (st == 0)
-        *h = r->lock_reply->mdl_handle;
-    frame_envelope_free(r);
-    return st;
+    return rpc_lock(c, 16, PG, pfns, 2, 0, h);
 }
 
-static void map_req(Mdlmap__V1__MapRequest *rq, mdl_envelope *env, uint64_t mdl, const char *consumer,
-                    uint64_t want)
+static void map_req(Mdlmap__V1__MapRequest *rq, uint64_t mdl, const char *consumer, uint64_t want)
 {
     mdlmap__v1__map_request__init(rq);
     rq->mdl_handle = mdl;
@@ -88,89 +40,21 @@ static void map_req(Mdlmap__V1__MapRequest *rq, mdl_envelope *env, uint64_t mdl,
     rq->priority = 16;
     rq->consumer = (char *)consumer;
     rq->requested_address = want;
-    env->body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
-    env->map = rq;
 }
 
-static int map_user(struct vc_conn *c, uint64_t mdl, const char *consumer, uint64_t want, uint64_t *mh,
+static int map_user(struct rpc_session *c, uint64_t mdl, const char *consumer, uint64_t want, uint64_t *mh,
                     uint64_t *addr, uint64_t *base)
 {
-    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__MapRequest rq;
-    map_req(&rq, &env, mdl, consumer, want);
-    mdl_envelope *r = rpc(c, &env);
-    if (r && r->request_id != env.request_id) {
-        tap_diag("response %llu to request %llu", (unsigned long long)r->request_id,
-                 (unsigned long long)env.request_id);
-        frame_envelope_free(r);
-        r = NULL;
-    }
-    int st = r ? r->status : -1;
+    map_req(&rq, mdl, consumer, want);
+    struct rpc_mapping m;
+    int st = rpc_map(c, &rq, &m);
     if (st == 0) {
-        *mh = r->map_reply->map_handle;
-        *addr = r->map_reply->address;
-        *base = r->map_reply->base_address;
+        *mh = m.map;
+        *addr = m.address;
+        *base = m.base;
     }
-    frame_envelope_free(r);
     return st;
-}
-
-static int unmap(struct vc_conn *c, uint64_t mh, uint64_t addr, uint64_t mdl)
-{
-    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__UnmapRequest rq = MDLMAP__V1__UNMAP_REQUEST__INIT;
-    rq.map_handle = mh;
-    rq.address = addr;
-    rq.mdl_handle = mdl;
-    env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP;
-    env.unmap = &rq;
-    mdl_envelope *r = rpc(c, &env);
-    int st = r ? r->status : -1;
-    frame_envelope_free(r);
-    return st;
-}
-
-static int unlock1(struct vc_conn *c, uint64_t mdl, uint32_t *released)
-{
-    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__UnlockRequest rq = MDLMAP__V1__UNLOCK_REQUEST__INIT;
-    rq.mdl_handle = mdl;
-    env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK;
-    env.unlock = &rq;
-    mdl_envelope *r = rpc(c, &env);
-    int st = r ? r->status : -1;
-    if (st == 0)
-        *released = r->unlock_reply->mappings_released;
-    frame_envelope_free(r);
-    return st;
-}
-
-static int api_connect(const char *api)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(api) >= sizeof(sa.sun_path))
-        return -1;
-    memcpy(sa.sun_path, api, strlen(api) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-/* One host API request on a fresh connection; the response or NULL. */
-static mdl_envelope *api_call(const char *api, mdl_envelope *env)
-{
-    int fd = api_connect(api);
-    mdl_envelope *r = NULL;
-    env->version = 1;
-    env->request_id = next_id++;
-    if (fd >= 0 && frame_write_fd(fd, env) == 0 && frame_read_fd(fd, &r) < 0)
-        r = NULL;
-    if (fd >= 0)
-        close(fd);
-    return r;
 }
 
 static mdl_envelope *api_stats(const char *api)
@@ -210,28 +94,6 @@ static const Mdlmap__V1__LeakRecord *leak_of(const mdl_envelope *st, uint64_t h)
         if (st->stats_reply->recent_leaks[i]->map_handle == h)
             return st->stats_reply->recent_leaks[i];
     return NULL;
-}
-
-/* a consumer that registers and then never answers */
-static int mute_consumer(const char *api)
-{
-    int fd = api_connect(api);
-    if (fd < 0)
-        return -1;
-    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
-    Mdlmap__V1__RegisterConsumerRequest rq = MDLMAP__V1__REGISTER_CONSUMER_REQUEST__INIT;
-    rq.name = "mute";
-    env.version = 1;
-    env.request_id = 1;
-    env.body_case = MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER;
-    env.register_consumer = &rq;
-    if (frame_write_fd(fd, &env) < 0 || frame_read_fd(fd, &r) < 0 || r->status != 0) {
-        frame_envelope_free(r);
-        close(fd);
-        return -1;
-    }
-    frame_envelope_free(r);
-    return fd;
 }
 
 /* Wait for the next MapInto pushed to a raw consumer fd (its fds are dropped). */
@@ -292,32 +154,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s HOSTD MDLMAPCTL\n", argv[0]);
         return 2;
     }
-    char dir[] = "/tmp/mdl-user.XXXXXX", api[160], out[160];
-    if (!mkdtemp(dir))
-        return 2;
-    snprintf(api, sizeof(api), "%s/api.sock", dir);
-    snprintf(out, sizeof(out), "%s/consumer.out", dir);
-    const char *extra[] = { "--api", api, NULL };
-    struct hd_proc p;
+    struct rig rig;
     uint64_t cids[1] = { 3 };
-    start_or_die(&p, bin, 1, cids, extra);
+    rig_start(&rig, bin, "mdl-user", 1, cids);
+    const char *dir = rig.dir, *api = rig.api;
+    char out[160];
+    snprintf(out, sizeof(out), "%s/consumer.out", dir);
 
     const char *c1_args[] = { "--write", "CONSUMER-WAS-HERE", "--exit-after", "1", "c1", NULL };
     pid_t cons = spawn_consumer(ctl, api, out, c1_args);
     tap_check(file_has(out, "CONSUMER REGISTERED name=c1", 5000), "mdlmapctl consume registers as 'c1'");
 
-    struct vdev *d = vdev_alloc();
     struct guest_opts o;
     guest_default_opts(&o);
-    int err = 0;
-    struct vc_conn *c = NULL;
-    if (up_or_report(d, &p, 0, &o, "user"))
-        c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, 1100, 3000, &err);
-    if (!tap_check(c != NULL, "guest connects to port 1100")) {
+    struct vdev *d = rig_vm_up(&rig, 0, &o, "user");
+    struct rpc_session cs, *c = &cs;
+    if (!tap_check(d && rpc_open(c, d), "guest connects to port %d", RPC_PORT)) {
         kill(cons, SIGKILL);
-        hd_kill(&p);
+        rig_abort(&rig);
         return tap_done();
     }
+    c->timeout_ms = 20000;   /* longer than hostd's wait for a mute consumer */
     uint8_t *g0 = gm_ptr(&d->g.gm, BUF_GPA, PG), *g1 = gm_ptr(&d->g.gm, BUF_GPA + 3 * PG, PG);
     memset(g0, '.', PG);
     memcpy(g0 + 16, "GUEST-DATA-FOR-THE-CONSUMER", 27);
@@ -341,7 +198,7 @@ int main(int argc, char **argv)
     st = map_user(c, mdl, "c1", 0x123, &x1, &x2, &x3);
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_INVALID_PARAMETER, "unaligned RequestedAddress: %s",
               ntstatus_name(st));
-    st = unmap(c, mh, addr, mdl);
+    st = rpc_unmap(c, mh, addr, mdl);
     tap_check(st == 0, "guest unmaps the UserMode mapping: %s", ntstatus_name(st));
     tap_check(file_has(out, "CONSUMER UNMAPPED", 3000), "the unmap reached the consumer");
     int ws = -1;
@@ -359,7 +216,7 @@ int main(int argc, char **argv)
     }
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_NOT_FOUND, "after the consumer left: %s", ntstatus_name(st));
     /* a consumer that never answers: the guest gets a status after the timeout */
-    int mute = mute_consumer(api);
+    int mute = api_register_consumer(api, "mute");
     tap_check(mute >= 0, "a second consumer 'mute' registers");
     long long t0 = now_ms();
     st = map_user(c, mdl, "mute", 0, &x1, &x2, &x3);
@@ -381,14 +238,18 @@ int main(int argc, char **argv)
         }
         mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
         Mdlmap__V1__MapRequest rq;
-        map_req(&rq, &env, mdl, "mute", 0);
+        map_req(&rq, mdl, "mute", 0);
+        env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
+        env.map = &rq;
         bool sent = rpc_send(c, &env) == 0;
         bool asked = sent && await_map_into(mute, 5000);
         tap_check(asked, "a map into 'mute' reaches it");
         close(mute);
         mute = -1;
         t0 = now_ms();
-        mdl_envelope *r = sent ? rpc_recv(c, 20000) : NULL;
+        mdl_envelope *r = NULL;
+        if (sent && rpc_wait(c, &r, 20000) != 1)
+            r = NULL;
         waited = now_ms() - t0;
         st = r ? r->status : -1;
         tap_check(r && r->request_id == env.request_id && st == MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY &&
@@ -440,18 +301,18 @@ int main(int argc, char **argv)
     frame_envelope_free(s0);
     frame_envelope_free(s1);
     frame_envelope_free(s2);
-    st = unmap(c, mh2, addr2 + 1, mdl2);
+    st = rpc_unmap(c, mh2, addr2 + 1, mdl2);
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_NOT_MAPPED_VIEW, "orphan: unmap at a wrong address: %s",
               ntstatus_name(st));
-    st = unmap(c, mh2, addr2, mdl2);
+    st = rpc_unmap(c, mh2, addr2, mdl2);
     tap_check(st == 0, "guest unmaps the orphaned mapping: %s", ntstatus_name(st));
-    st = unmap(c, mh2, addr2, mdl2);
+    st = rpc_unmap(c, mh2, addr2, mdl2);
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_INVALID_HANDLE, "... a second time: %s", ntstatus_name(st));
-    uint32_t released = 0;
-    st = unlock1(c, mdl2, &released);
+    unsigned released = 0;
+    st = rpc_unlock(c, mdl2, &released);
     tap_check(st == 0 && released == 1, "guest unlocks the MDL: %s, %u mapping released (the other orphan)",
               ntstatus_name(st), released);
-    st = unmap(c, mh3, addr3, mdl2);
+    st = rpc_unmap(c, mh3, addr3, mdl2);
     tap_check(st == MDLMAP__V1__NT_STATUS__STATUS_INVALID_HANDLE, "the unlock freed the other orphan: %s",
               ntstatus_name(st));
 
@@ -466,24 +327,24 @@ int main(int argc, char **argv)
     tap_check(file_has(out3, "CONSUMER SAW: \"GUEST-DATA-FOR-C2-AGAIN", 3000) &&
                   file_has(out3, "CONSUMER WROTE", 3000) && memcmp(g0 + 16, "SECOND-C2", 9) == 0,
               "the new c2 sees the guest's bytes and its write lands");
-    st = unmap(c, mh2, addr2, mdl2);
+    st = rpc_unmap(c, mh2, addr2, mdl2);
     tap_check(st == 0 && file_has(out3, "CONSUMER UNMAPPED", 3000), "unmap reaches the new c2: %s",
               ntstatus_name(st));
     ws = -1;
     for (int i = 0; i < 100 && waitpid(cons2, &ws, WNOHANG) == 0; i++)
         usleep(20000);
     tap_check(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the new c2 exits 0");
-    tap_check(unlock1(c, mdl2, &released) == 0 && released == 0, "unlock");
+    tap_check(rpc_unlock(c, mdl2, &released) == 0 && released == 0, "unlock");
     mdl_envelope *s3 = api_stats(api);
     tap_check(s3 && s3->stats_reply->mappings == 0 && s3->stats_reply->mapped_pages == 0,
               "hostd holds no mappings");
     frame_envelope_free(s3);
     if (mute >= 0)
         close(mute);
-    vc_close(c, 3000, NULL);
+    rpc_close(c);
     vdev_down(d);
     free(d);
-    tap_check(hd_alive(&p), "hostd still running");
+    tap_check(hd_alive(&rig.p), "hostd still running");
     if (tap_failures) {
         char buf[4096] = "";
         int fd = open(out, O_RDONLY);
@@ -491,13 +352,11 @@ int main(int argc, char **argv)
             tap_diag("consumer output:\n%s", buf);
         if (fd >= 0)
             close(fd);
-        hd_log_tail(&p, 30);
+        hd_log_tail(&rig.p, 30);
     }
-    stop_and_check(&p);
     unlink(out);
     unlink(out2);
     unlink(out3);
-    unlink(api);
-    rmdir(dir);
+    rig_stop(&rig);
     return tap_done();
 }
