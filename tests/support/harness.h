@@ -45,6 +45,21 @@ static inline bool up_or_report(struct vdev *d, const struct hd_proc *p, unsigne
     return rc == 0;
 }
 
+static inline struct vdev *vdev_alloc(void);
+
+/* hostd with one VM (cid) and a harness guest up on it (default options);
+ * when either fails, the test ends here (nothing else can run). */
+static inline struct vdev *start_one_vm(struct hd_proc *p, const char *bin, uint64_t cid, const char *what)
+{
+    start_or_die(p, bin, 1, &cid, NULL);
+    struct vdev *d = vdev_alloc();
+    if (!up_or_report(d, p, 0, NULL, what)) {
+        hd_kill(p);
+        exit(tap_done());
+    }
+    return d;
+}
+
 static inline struct vdev *vdev_alloc(void)
 {
     struct vdev *d = calloc(1, sizeof(struct vdev));

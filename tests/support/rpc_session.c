@@ -272,6 +272,20 @@ mdl_envelope *api_call(const char *path, mdl_envelope *e)
     return r;
 }
 
+mdl_envelope *api_stats(const char *path)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__StatsRequest rq = MDLMAP__V1__STATS_REQUEST__INIT;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
+    e.stats = &rq;
+    mdl_envelope *r = api_call(path, &e);
+    if (r && (r->status || r->body_case != MDLMAP__V1__ENVELOPE__BODY_STATS_REPLY || !r->stats_reply)) {
+        frame_envelope_free(r);
+        r = NULL;
+    }
+    return r;
+}
+
 int api_register_consumer(const char *path, const char *name)
 {
     int fd = api_connect(path);

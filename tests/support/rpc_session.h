@@ -90,6 +90,9 @@ int api_connect(const char *path);
 /* One request on a fresh connection (version and id filled in); the
  * response (free it) or NULL. */
 mdl_envelope *api_call(const char *path, mdl_envelope *e);
+/* Stats on a fresh connection: the response when it succeeded with a
+ * StatsResponse (free it), else NULL. */
+mdl_envelope *api_stats(const char *path);
 /* Register a host consumer on a raw connection that the test then drives by
  * hand (answers MapInto or not); fd or -1 (with a "#" line). */
 int api_register_consumer(const char *path, const char *name);

@@ -59,20 +59,6 @@ static void check_host_view(const char *api, struct harness_link *link)
     IoFreeMdl(m);
 }
 
-static mdl_envelope *api_stats(const char *path)
-{
-    Mdlmap__V1__Envelope e = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__StatsRequest s = MDLMAP__V1__STATS_REQUEST__INIT;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
-    e.stats = &s;
-    mdl_envelope *r = api_call(path, &e);
-    if (r && r->body_case != MDLMAP__V1__ENVELOPE__BODY_STATS_REPLY) {
-        frame_envelope_free(r);
-        r = NULL;
-    }
-    return r;
-}
-
 int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);

@@ -108,22 +108,16 @@ static int api_list(const char *vm, uint64_t map, char *found_vm, size_t fl)
     return n;
 }
 
-static bool api_stats(uint64_t *mappings, uint64_t *mdls, uint64_t *leaks)
+static bool stats_counts(uint64_t *mappings, uint64_t *mdls, uint64_t *leaks)
 {
-    struct mdlmap_client c;
-    if (api_open(&c) < 0)
-        return false;
-    mdl_envelope *resp = NULL;
-    bool ok = mdlmap_client_stats(&c, &resp) == 0 && resp->body_case == MDLMAP__V1__ENVELOPE__BODY_STATS_REPLY;
-    if (ok) {
+    mdl_envelope *resp = api_stats(RIG.api);
+    if (resp) {
         *mappings = resp->stats_reply->mappings;
         *mdls = resp->stats_reply->locked_mdls;
         *leaks = resp->stats_reply->leaks_reported;
     }
-    if (resp)
-        frame_envelope_free(resp);
-    mdlmap_client_close(&c);
-    return ok;
+    frame_envelope_free(resp);
+    return resp != NULL;
 }
 
 /* ------------------------------------------------------- health */
@@ -373,14 +367,14 @@ static void truncated_with_state(void)
     bool ok = do_hello(&r, 1, 1) == ST_OK && lock_ok(&r, BUF_PFN + 40, 2, &h) == ST_OK && do_map(&r, h, 0, 1, &m) == ST_OK;
     tap_check(ok, "a connection locks and maps, then sends half a frame and vanishes");
     uint64_t mp0 = 0, md0 = 0, lk0 = 0, mp1 = 0, md1 = 0, lk1 = 0;
-    api_stats(&mp0, &md0, &lk0);
+    stats_counts(&mp0, &md0, &lk0);
     uint8_t part[4 + 6] = { 200, 0, 0, 0, 0x08, 0x01, 0x10, 0x07, 0x62, 0x40 };
     vc_send_all(r.c, part, sizeof(part), CALL_MS);
     settle(100);
     rpc_close(&r);
     for (int i = 0; i < 40; i++) {
         settle(50);
-        if (api_stats(&mp1, &md1, &lk1) && mp1 + 1 == mp0 && md1 + 1 == md0)
+        if (stats_counts(&mp1, &md1, &lk1) && mp1 + 1 == mp0 && md1 + 1 == md0)
             break;
     }
     tap_check(mp1 + 1 == mp0 && md1 + 1 == md0 && lk1 > lk0,
@@ -475,7 +469,7 @@ int main(int argc, char **argv)
     uint64_t mp = 1, md = 1, lk = 0;
     for (int i = 0; i < 40; i++) {
         settle(50);
-        if (api_stats(&mp, &md, &lk) && mp == 0 && md == 0)
+        if (stats_counts(&mp, &md, &lk) && mp == 0 && md == 0)
             break;
     }
     tap_check(mp == 0 && md == 0, "hostd ends with zero mappings and zero locked MDLs (%" PRIu64 ", %" PRIu64 ")", mp,

@@ -57,20 +57,6 @@ static int map_user(struct rpc_session *c, uint64_t mdl, const char *consumer, u
     return st;
 }
 
-static mdl_envelope *api_stats(const char *api)
-{
-    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__StatsRequest rq = MDLMAP__V1__STATS_REQUEST__INIT;
-    env.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
-    env.stats = &rq;
-    mdl_envelope *r = api_call(api, &env);
-    if (r && (r->status || !r->stats_reply)) {
-        frame_envelope_free(r);
-        r = NULL;
-    }
-    return r;
-}
-
 /* Is map handle h in the host API list? -1 if list failed. */
 static int api_listed(const char *api, uint64_t h)
 {

@@ -17,13 +17,7 @@ int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
     struct hd_proc p;
-    uint64_t cids[1] = { 3 };
-    start_or_die(&p, bin, 1, cids, NULL);
-    struct vdev *d = vdev_alloc();
-    if (!up_or_report(d, &p, 0, NULL, "concurrency")) {
-        hd_kill(&p);
-        return tap_done();
-    }
+    struct vdev *d = start_one_vm(&p, bin, 3, "concurrency");
     d->default_buf_alloc = 64 * 1024; /* keep credit tight so flow control matters */
     d->max_pkt = 16384;
     struct vc_conn *c[NC];

@@ -43,13 +43,7 @@ int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
     struct hd_proc p;
-    uint64_t cids[1] = { 3 };
-    start_or_die(&p, bin, 1, cids, NULL);
-    struct vdev *d = vdev_alloc();
-    if (!up_or_report(d, &p, 0, NULL, "rst")) {
-        hd_kill(&p);
-        return tap_done();
-    }
+    struct vdev *d = start_one_vm(&p, bin, 3, "rst");
     d->auto_rst = false; /* we answer nothing on our own in this test */
 
     int err = 0;

@@ -7,13 +7,7 @@ int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
     struct hd_proc p;
-    uint64_t cids[1] = { 5 };
-    start_or_die(&p, bin, 1, cids, NULL);
-    struct vdev *d = vdev_alloc();
-    if (!up_or_report(d, &p, 0, NULL, "seqpacket")) {
-        hd_kill(&p);
-        return tap_done();
-    }
+    struct vdev *d = start_one_vm(&p, bin, 5, "seqpacket");
     if (!(d->g.acked_features & (1ull << VIRTIO_VSOCK_F_SEQPACKET)))
         tap_diag("note: hostd does not offer VIRTIO_VSOCK_F_SEQPACKET; trying SEQPACKET anyway");
     static const size_t sizes[] = { 1, 100, 4096, 10000, 65536 };
