@@ -21,7 +21,7 @@ static FILE *out(void)
     return tap_out ? tap_out : stdout;
 }
 
-static bool vcheck(bool cond, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0), nonnull(2))) static bool vcheck(bool cond, const char *fmt, va_list ap)
 {
     pthread_mutex_lock(&tap_lock);
     FILE *f = out();

@@ -15,7 +15,7 @@ extern int tap_count;
 /* Report one check; returns cond so callers can branch on it. */
 bool tap_check(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Informational line ("# ..."). */
-void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2), nonnull(1)));
 /* Print the plan and a summary; returns the exit code (0 only if nothing failed). */
 int tap_done(void);
 
