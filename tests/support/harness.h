@@ -60,6 +60,16 @@ static inline struct vdev *start_one_vm(struct hd_proc *p, const char *bin, uint
     return d;
 }
 
+/* The end of a start_one_vm test: hostd broke no vsock rule the harness
+ * checks, the guest goes, hostd exits cleanly. */
+static inline void stop_one_vm(struct hd_proc *p, struct vdev *d)
+{
+    tap_check(d->errors == 0, "no protocol violations seen (%u)%s%s", d->errors, d->errors ? ": " : "", d->last_err);
+    vdev_down(d);
+    free(d);
+    stop_and_check(p);
+}
+
 static inline struct vdev *vdev_alloc(void)
 {
     struct vdev *d = calloc(1, sizeof(struct vdev));
