@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../mdl_host/mdl_test.h"
+#include "fake_vm.h"
 #include "host_api_handlers.h"
 #include "log.h"
 #include "rpc_conn.h"

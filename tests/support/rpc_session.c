@@ -1,0 +1,313 @@
+#include "rpc_session.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ntstatus.h"
+
+/* ---------------------------------------------------------------- rig */
+void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->dir, sizeof(r->dir), "/tmp/%s.XXXXXX", tag);
+    if (!mkdtemp(r->dir)) {
+        tap_check(false, "temp directory %s: %s", r->dir, strerror(errno));
+        exit(tap_done());
+    }
+    snprintf(r->api, sizeof(r->api), "%s/api.sock", r->dir);
+    const char *extra[] = { "--api", r->api, NULL };
+    if (!tap_check(hd_start(&r->p, bin, n, cids, extra) == 0, "hostd starts and logs ready (%u VMs)", n)) {
+        rmdir(r->dir);
+        exit(tap_done());
+    }
+}
+
+struct vdev *rig_vm_up(struct rig *r, unsigned vm, const struct guest_opts *o, const char *what)
+{
+    struct vdev *d = vdev_alloc();
+    if (!up_or_report(d, &r->p, vm, o, what)) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void rig_clean(struct rig *r)
+{
+    unlink(r->api);
+    rmdir(r->dir);
+}
+
+void rig_stop(struct rig *r)
+{
+    stop_and_check(&r->p);
+    rig_clean(r);
+}
+
+void rig_abort(struct rig *r)
+{
+    hd_kill(&r->p);
+    rig_clean(r);
+}
+
+/* ------------------------------------------------------------ session */
+bool rpc_open(struct rpc_session *r, struct vdev *d)
+{
+    memset(r, 0, sizeof(*r));
+    int err = 0;
+    r->c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, RPC_PORT, 3000, &err);
+    if (!r->c) {
+        tap_diag("connect to port %d: %s", RPC_PORT, strerror(-err));
+        return false;
+    }
+    frame_reader_init(&r->rd, MDLMAP_MAX_FRAME);
+    r->next_id = 1;
+    r->timeout_ms = 5000;
+    return true;
+}
+
+void rpc_close(struct rpc_session *r)
+{
+    if (r->c)
+        vc_close(r->c, 3000, NULL);
+    r->c = NULL;
+    frame_reader_free(&r->rd);
+}
+
+void rpc_forget(struct rpc_session *r)
+{
+    r->c = NULL;
+    frame_reader_free(&r->rd);
+}
+
+bool rpc_peer_closed(const struct rpc_session *r)
+{
+    return r->c->got_rst || (r->c->peer_shutdown & SHUT_SEND_F) || r->c->d->dead;
+}
+
+int rpc_send(struct rpc_session *r, mdl_envelope *e)
+{
+    e->version = MDLMAP_PROTO_VERSION;
+    e->request_id = r->next_id++;
+    uint8_t *buf;
+    size_t len;
+    int rc = frame_encode(e, &buf, &len);
+    if (rc < 0)
+        return rc;
+    rc = vc_send_all(r->c, buf, len, r->timeout_ms);
+    free(buf);
+    return rc;
+}
+
+int rpc_wait(struct rpc_session *r, mdl_envelope **out, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        const uint8_t *p;
+        size_t n;
+        int rc = frame_reader_next(&r->rd, &p, &n);
+        if (rc == 1)
+            return frame_decode(p, n, out) == 0 ? 1 : -EBADMSG;
+        if (rc < 0)
+            return rc;
+        uint8_t tmp[16384];
+        size_t room = frame_reader_room(&r->rd);
+        long got = vc_try_recv(r->c, tmp, room < sizeof(tmp) ? room : sizeof(tmp));
+        if (got > 0) {
+            if (frame_reader_feed(&r->rd, tmp, (size_t)got) < 0)
+                return -ENOBUFS;
+            continue;
+        }
+        if (got < 0 || rpc_peer_closed(r))
+            return 0;
+        if (now_ms() > deadline)
+            return -ETIMEDOUT;
+        vdev_pump(20);
+    }
+}
+
+int32_t rpc_call(struct rpc_session *r, mdl_envelope *e, mdl_envelope **out)
+{
+    *out = NULL;
+    r->detail[0] = 0;
+    r->body = 0;
+    if (rpc_send(r, e) < 0 || rpc_wait(r, out, r->timeout_ms) != 1)
+        return RPC_NO_REPLY;
+    snprintf(r->detail, sizeof(r->detail), "%s", (*out)->detail ? (*out)->detail : "");
+    r->body = (int)(*out)->body_case;
+    if ((*out)->request_id != e->request_id) {
+        tap_diag("response id %" PRIu64 " for request %" PRIu64, (*out)->request_id, e->request_id);
+        return RPC_NO_REPLY;
+    }
+    return (*out)->status;
+}
+
+const char *rpc_status_name(int32_t st)
+{
+    return st == RPC_NO_REPLY ? "no reply (connection closed)" : ntstatus_name(st);
+}
+
+int32_t rpc_hello(struct rpc_session *r, uint32_t min_version, uint32_t max_version, const char *client,
+                  struct rpc_hello_info *out)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    Mdlmap__V1__HelloRequest h = MDLMAP__V1__HELLO_REQUEST__INIT;
+    h.min_version = min_version;
+    h.max_version = max_version;
+    h.client = (char *)client;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    int32_t st = rpc_call(r, &e, &o);
+    if (out) {
+        memset(out, 0, sizeof(*out));
+        if (st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_HELLO_REPLY) {
+            out->guest_cid = o->hello_reply->guest_cid;
+            out->max_mdl_pages = o->hello_reply->max_mdl_pages;
+        }
+    }
+    frame_envelope_free(o);
+    return st;
+}
+
+int32_t rpc_lock(struct rpc_session *r, uint32_t byte_offset, uint32_t byte_count, const uint64_t *pfns,
+                 size_t n, uint32_t operation, uint64_t *mdl)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    Mdlmap__V1__LockRequest l = MDLMAP__V1__LOCK_REQUEST__INIT;
+    l.byte_offset = byte_offset;
+    l.byte_count = byte_count;
+    l.pfns = (uint64_t *)pfns;
+    l.n_pfns = n;
+    l.operation = (Mdlmap__V1__LockOperation)operation;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
+    e.lock = &l;
+    int32_t st = rpc_call(r, &e, &o);
+    if (mdl)
+        *mdl = st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY ? o->lock_reply->mdl_handle : 0;
+    frame_envelope_free(o);
+    return st;
+}
+
+int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_mapping *out)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
+    e.map = rq;
+    int32_t st = rpc_call(r, &e, &o);
+    if (out) {
+        memset(out, 0, sizeof(*out));
+        if (st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY) {
+            out->map = o->map_reply->map_handle;
+            out->address = o->map_reply->address;
+            out->base = o->map_reply->base_address;
+            out->vmas = o->map_reply->vma_count;
+        }
+    }
+    frame_envelope_free(o);
+    return st;
+}
+
+int32_t rpc_unmap(struct rpc_session *r, uint64_t map, uint64_t address, uint64_t mdl)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    Mdlmap__V1__UnmapRequest u = MDLMAP__V1__UNMAP_REQUEST__INIT;
+    u.map_handle = map;
+    u.address = address;
+    u.mdl_handle = mdl;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP;
+    e.unmap = &u;
+    int32_t st = rpc_call(r, &e, &o);
+    frame_envelope_free(o);
+    return st;
+}
+
+int32_t rpc_unlock(struct rpc_session *r, uint64_t mdl, unsigned *released)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    Mdlmap__V1__UnlockRequest u = MDLMAP__V1__UNLOCK_REQUEST__INIT;
+    u.mdl_handle = mdl;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNLOCK;
+    e.unlock = &u;
+    int32_t st = rpc_call(r, &e, &o);
+    if (released)
+        *released = st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_UNLOCK_REPLY
+                        ? o->unlock_reply->mappings_released : 0;
+    frame_envelope_free(o);
+    return st;
+}
+
+/* ----------------------------------------------------------- host API */
+int api_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+mdl_envelope *api_call(const char *path, mdl_envelope *e)
+{
+    static uint64_t next_id = 1;
+    int fd = api_connect(path);
+    mdl_envelope *r = NULL;
+    if (fd < 0)
+        return NULL;
+    e->version = MDLMAP_PROTO_VERSION;
+    e->request_id = next_id++;
+    if (frame_write_fd(fd, e) < 0 || frame_read_fd(fd, &r) < 0)
+        r = NULL;
+    close(fd);
+    return r;
+}
+
+mdl_envelope *api_stats(const char *path)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__StatsRequest rq = MDLMAP__V1__STATS_REQUEST__INIT;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
+    e.stats = &rq;
+    mdl_envelope *r = api_call(path, &e);
+    if (r && (r->status || r->body_case != MDLMAP__V1__ENVELOPE__BODY_STATS_REPLY || !r->stats_reply)) {
+        frame_envelope_free(r);
+        r = NULL;
+    }
+    return r;
+}
+
+int api_register_consumer(const char *path, const char *name)
+{
+    int fd = api_connect(path);
+    if (fd < 0) {
+        tap_diag("register '%s': cannot connect to %s", name, path);
+        return -1;
+    }
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
+    Mdlmap__V1__RegisterConsumerRequest rq = MDLMAP__V1__REGISTER_CONSUMER_REQUEST__INIT;
+    rq.name = (char *)name;
+    env.version = MDLMAP_PROTO_VERSION;
+    env.request_id = 1;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER;
+    env.register_consumer = &rq;
+    int w = frame_write_fd(fd, &env), rd = w < 0 ? 0 : frame_read_fd(fd, &r);
+    if (w < 0 || rd < 0 || r->status != 0) {
+        tap_diag("register '%s': write %d read %d status %s %s", name, w, rd, r ? ntstatus_name(r->status) : "-",
+                 r && r->detail ? r->detail : "");
+        frame_envelope_free(r);
+        close(fd);
+        return -1;
+    }
+    frame_envelope_free(r);
+    return fd;
+}
