@@ -38,6 +38,27 @@ static int set_connect_timeout(int fd, int family, int64_t ms)
     return rc < 0 ? -errno : 0;
 }
 
+/* hostd lets only privileged guest ports (< 1024) lock and map guest memory
+ * (--rpc-privileged-ports): bind one when this process may (root,
+ * CAP_NET_BIND_SERVICE), starting at a per-process offset so concurrent
+ * programs rarely probe the same ports. Without the privilege the socket stays
+ * unbound (an ephemeral port): hostd then refuses lock and map, and the
+ * program should use the agent daemon. */
+#define MDL_RESERVED_LO 512u
+#define MDL_RESERVED_N 512u
+static void bind_reserved_vsock(int fd)
+{
+    unsigned start = (unsigned)getpid() % MDL_RESERVED_N;
+    for (unsigned i = 0; i < MDL_RESERVED_N; i++) {
+        struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY,
+                                 .svm_port = MDL_RESERVED_LO + (start + i) % MDL_RESERVED_N };
+        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+            return;
+        if (errno != EADDRINUSE)
+            return; /* EACCES: not privileged */
+    }
+}
+
 int mdl_stream_connect(int family, const struct sockaddr *addr, socklen_t alen, unsigned timeout_ms)
 {
     /* A connect() with a timeout is not restarted after an interruption: it
@@ -59,6 +80,8 @@ int mdl_stream_connect(int family, const struct sockaddr *addr, socklen_t alen, 
         int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -errno;
+        if (family == AF_VSOCK)
+            bind_reserved_vsock(fd);
         int64_t left = deadline - now_ms();
         int rc = left > 0 ? set_connect_timeout(fd, family, left) : -ETIMEDOUT;
         if (rc == 0 && connect(fd, addr, alen) < 0)

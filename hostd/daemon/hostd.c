@@ -46,7 +46,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         .max_vmas = o->max_vmas,
     };
     h->maps = map_engine_new(&lim);
-    h->rpc = h->maps ? rpc_service_new(h->maps) : NULL;
+    h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port) : NULL;
     if (!h->maps || !h->rpc) {
         log_err("mdl: cannot create the mapping engine");
         return -ENOMEM;

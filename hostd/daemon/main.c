@@ -24,7 +24,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP] [--vm ...]\n"
-            "                    [--sibling-routing on|off] [--api PATH] [--socket-group GROUP]\n"
+            "                    [--sibling-routing on|off] [--rpc-privileged-ports on|off]\n"
+            "                    [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n");
@@ -219,13 +220,14 @@ static void on_signal(void *opaque, uint32_t events)
     }
 }
 
-enum { OPT_SIBLING = 256, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP };
+enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP };
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "vm", required_argument, NULL, 'v' },
         { "sibling-routing", required_argument, NULL, OPT_SIBLING },
+        { "rpc-privileged-ports", required_argument, NULL, OPT_PRIVPORTS },
         { "api", required_argument, NULL, OPT_API },
         { "vm-page-quota", required_argument, NULL, OPT_VMQ },
         { "global-page-quota", required_argument, NULL, OPT_GQ },
@@ -260,6 +262,14 @@ int main(int argc, char **argv)
                 mo.sibling_routing = false;
             else {
                 fprintf(stderr, "--sibling-routing: on or off\n");
+                goto out;
+            }
+            break;
+        case OPT_PRIVPORTS:
+            if (!strcmp(optarg, "on") || !strcmp(optarg, "off")) {
+                mo.rpc_any_port = !strcmp(optarg, "off");
+            } else {
+                fprintf(stderr, "--rpc-privileged-ports: on or off\n");
                 goto out;
             }
             break;

@@ -29,11 +29,27 @@ static int do_hello(struct rpc_session *s, const Mdlmap__V1__HelloRequest *rq, m
     return 0;
 }
 
+/* Any process in a guest can speak the protocol; frames of the guest kernel
+ * must not be lockable (and so readable and writable by host tools) by an
+ * unprivileged one. Linux only lets CAP_NET_BIND_SERVICE bind vsock ports
+ * below 1024, so the port tells (as NFS's reserved ports do). */
+static int check_privileged(const struct rpc_session *s, const char *what, char *detail)
+{
+    if (!s->require_privileged || s->peer_port < 1024)
+        return 0;
+    snprintf(detail, DETAIL_LEN, "%s from guest port %u refused: only privileged ports (< 1024) may lock or map "
+             "guest memory; unprivileged programs go through the agent daemon", what, s->peer_port);
+    return -EACCES;
+}
+
 static int do_lock(struct rpc_session *s, const Mdlmap__V1__LockRequest *rq, mdl_envelope *env,
                    Mdlmap__V1__LockResponse *rp, char *detail)
 {
     env->body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY;
     env->lock_reply = rp;
+    int prc = check_privileged(s, "lock", detail);
+    if (prc < 0)
+        return prc;
     int rc = map_engine_lock(s->eng, &s->owner, rq->byte_offset, rq->byte_count, rq->pfns, rq->n_pfns,
                              (uint32_t)rq->operation, &rp->mdl_handle, detail, DETAIL_LEN);
     /* invalid frames: -EFAULT (STATUS_ACCESS_VIOLATION, as MmProbeAndLockPages raises);
@@ -81,6 +97,9 @@ static int do_map(struct rpc_session *s, const Mdlmap__V1__MapRequest *rq, mdl_e
         .done_ctx = s->done_ctx,
     };
     const struct map_obj *m;
+    int prc = check_privileged(s, "map", detail);
+    if (prc < 0)
+        return prc;
     if (p.access_mode == MAP_MODE_USER && !s->done) {
         snprintf(detail, DETAIL_LEN, "UserMode is not available on this connection");
         return -EOPNOTSUPP;

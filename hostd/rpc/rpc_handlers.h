@@ -20,6 +20,10 @@ struct rpc_session {
     void *done_ctx;
     bool pending;             /* a UserMode Map awaits its consumer */
     uint64_t pending_id;      /* its request_id */
+    /* Only a privileged guest port (< 1024: root in a Linux guest) may lock or
+     * map guest memory, when the service asks for it (--rpc-privileged-ports). */
+    bool require_privileged;
+    uint32_t peer_port;
 };
 
 /* Handle one request whose envelope version is served (the framed

@@ -30,6 +30,7 @@ struct rpc_vm {
 
 struct rpc_service {
     struct map_engine *eng;
+    bool privileged_only;
     struct rpc_vm *vms;
 };
 
@@ -80,6 +81,8 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
     p->rc.sess.done = map_done;
     p->rc.sess.done_ctx = p;
     p->rc.rl = &rv->rl;
+    p->rc.sess.require_privileged = rv->svc->privileged_only;
+    p->rc.sess.peer_port = vsock_conn_peer_port(vc);
     *priv = p;
     log_debug("rpc: vm %s (cid %llu) conn %llu opened from port %u", map_vm_name(rv->vm),
              (unsigned long long)map_vm_cid(rv->vm), (unsigned long long)vsock_conn_id(vc),
@@ -124,13 +127,15 @@ static const struct vsock_service rpc_svc = {
     .closed = rpc_closed,
 };
 
-struct rpc_service *rpc_service_new(struct map_engine *eng)
+struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only)
 {
     if (!eng)
         return NULL;
     struct rpc_service *s = calloc(1, sizeof(*s));
-    if (s)
+    if (s) {
         s->eng = eng;
+        s->privileged_only = privileged_only;
+    }
     return s;
 }
 

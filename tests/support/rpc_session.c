@@ -14,6 +14,12 @@
 /* ---------------------------------------------------------------- rig */
 void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids)
 {
+    rig_start_with(r, bin, tag, n, cids, NULL);
+}
+
+void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
+                    const char *const *more)
+{
     memset(r, 0, sizeof(*r));
     snprintf(r->dir, sizeof(r->dir), "/tmp/%s.XXXXXX", tag);
     if (!mkdtemp(r->dir)) {
@@ -21,7 +27,9 @@ void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, cons
         exit(tap_done());
     }
     snprintf(r->api, sizeof(r->api), "%s/api.sock", r->dir);
-    const char *extra[] = { "--api", r->api, NULL };
+    const char *extra[16] = { "--api", r->api };
+    for (unsigned i = 0; more && more[i] && i + 3 < sizeof(extra) / sizeof(extra[0]); i++)
+        extra[2 + i] = more[i];
     if (!tap_check(hd_start(&r->p, bin, n, cids, extra) == 0, "hostd starts and logs ready (%u VMs)", n)) {
         rmdir(r->dir);
         exit(tap_done());
@@ -59,9 +67,16 @@ void rig_abort(struct rig *r)
 /* ------------------------------------------------------------ session */
 bool rpc_open(struct rpc_session *r, struct vdev *d)
 {
+    /* as root's programs do in a Linux guest: only they may lock and map */
+    return rpc_open_from(r, d, 0);
+}
+
+bool rpc_open_from(struct rpc_session *r, struct vdev *d, uint32_t lport)
+{
     memset(r, 0, sizeof(*r));
     int err = 0;
-    r->c = vc_connect(d, VSOCK_TYPE_STREAM, HOST_CID, RPC_PORT, 3000, &err);
+    r->c = lport ? vc_connect_from(d, VSOCK_TYPE_STREAM, HOST_CID, RPC_PORT, lport, 3000, &err)
+                 : vc_connect_priv(d, VSOCK_TYPE_STREAM, HOST_CID, RPC_PORT, 3000, &err);
     if (!r->c) {
         tap_diag("connect to port %d: %s", RPC_PORT, strerror(-err));
         return false;

@@ -28,6 +28,9 @@ struct rig {
 /* Start hostd with n VMs (cids) and --api in a fresh /tmp/<tag>.XXXXXX;
  * when it does not start, report and exit the test (nothing else can run). */
 void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids);
+/* The same with more hostd arguments (NULL-terminated, at most 13). */
+void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
+                    const char *const *more);
 /* Bring up a harness guest on VM vm (o NULL: defaults); NULL (reported as a
  * failed check) when the vhost-user bring-up fails. Free with vdev_down + free. */
 struct vdev *rig_vm_up(struct rig *r, unsigned vm, const struct guest_opts *o, const char *what);
@@ -49,6 +52,8 @@ struct rpc_session {
 /* Connect a stream from the guest d to hostd's RPC port; false (with a "#"
  * line) when it is refused. */
 bool rpc_open(struct rpc_session *r, struct vdev *d);
+/* The same from local port lport (0: a privileged one, as rpc_open). */
+bool rpc_open_from(struct rpc_session *r, struct vdev *d, uint32_t lport);
 void rpc_close(struct rpc_session *r);
 /* Drop the session without closing the stream: vdev_down() already freed
  * every connection of the device (QEMU went away). */

@@ -537,10 +537,21 @@ const struct vhdr *vdev_wait_pkt(struct vdev *d, unsigned mark, uint16_t op, uin
 
 struct vc_conn *vc_connect(struct vdev *d, uint16_t type, uint64_t cid, uint32_t port, int timeout_ms, int *err)
 {
+    return vc_connect_from(d, type, cid, port, d->next_port++, timeout_ms, err);
+}
+
+struct vc_conn *vc_connect_priv(struct vdev *d, uint16_t type, uint64_t cid, uint32_t port, int timeout_ms, int *err)
+{
+    return vc_connect_from(d, type, cid, port, 512 + d->next_priv_port++ % 512, timeout_ms, err);
+}
+
+struct vc_conn *vc_connect_from(struct vdev *d, uint16_t type, uint64_t cid, uint32_t port, uint32_t lport,
+                                int timeout_ms, int *err)
+{
     int dummy;
     if (!err)
         err = &dummy;
-    struct vc_conn *c = conn_new(d, type, cid, port, d->next_port++);
+    struct vc_conn *c = conn_new(d, type, cid, port, lport);
     if (!c) {
         *err = -EMFILE;
         return NULL;

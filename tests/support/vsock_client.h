@@ -74,6 +74,7 @@ struct vdev {
     uint32_t listen_port[8];
     unsigned nlisten;
     uint32_t next_port;
+    uint32_t next_priv_port;  /* vc_connect_priv's next port, counted from 512 */
     int tx_layout;           /* enum tx_layout */
     uint32_t max_pkt;        /* payload per packet we send (<= 64 KiB) */
     uint32_t default_buf_alloc;
@@ -122,6 +123,12 @@ unsigned vdev_count_pkts(struct vdev *d, unsigned mark, uint16_t op, uint32_t sr
 /* ---- socket-like API ---- */
 /* Connect; NULL on failure with *err = -ECONNREFUSED (RST) / -ETIMEDOUT / ... */
 struct vc_conn *vc_connect(struct vdev *d, uint16_t type, uint64_t cid, uint32_t port, int timeout_ms, int *err);
+/* The same from a chosen local port (e.g. a privileged one, < 1024, as root's
+ * programs in a Linux guest use for the RPC port). */
+struct vc_conn *vc_connect_from(struct vdev *d, uint16_t type, uint64_t cid, uint32_t port, uint32_t lport,
+                                int timeout_ms, int *err);
+/* From the next privileged port in 512..1023, rotating. */
+struct vc_conn *vc_connect_priv(struct vdev *d, uint16_t type, uint64_t cid, uint32_t port, int timeout_ms, int *err);
 int vc_listen(struct vdev *d, uint32_t port);
 struct vc_conn *vc_accept(struct vdev *d, uint32_t port, int timeout_ms);
 /* Non-blocking: queue as much as credit and ring allow; returns bytes queued or -errno.

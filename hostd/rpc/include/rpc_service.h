@@ -7,7 +7,8 @@
 
 struct rpc_service;
 
-struct rpc_service *rpc_service_new(struct map_engine *eng);
+/* privileged_only: lock and map only from guest ports below 1024 */
+struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only);
 /* After every device it serves is gone (their connections hold its state). */
 void rpc_service_free(struct rpc_service *s);
 /* Serve the RPC port on dev; its connections act for the engine's VM vm. */

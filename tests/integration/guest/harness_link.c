@@ -86,7 +86,7 @@ void harness_link_init(struct harness_link *l, struct vdev *d)
 struct mdl_session *harness_session(struct harness_link *l)
 {
     int err = 0;
-    struct vc_conn *c = vc_connect(l->d, VSOCK_TYPE_STREAM, HOST_CID, MDLMAP_PORT_RPC, 3000, &err);
+    struct vc_conn *c = vc_connect_priv(l->d, VSOCK_TYPE_STREAM, HOST_CID, MDLMAP_PORT_RPC, 3000, &err);
     if (!c)
         return NULL;
     struct harness_transport *h = calloc(1, sizeof(*h));
