@@ -30,6 +30,7 @@ static void fill_info(Mdlmap__V1__MappingInfo *mi, const struct map_info *m)
     mi->read_only = m->read_only;
     mi->conn_id = m->conn_id;
     mi->consumer = (char *)m->consumer;
+    mi->guest_address = m->guest_address;
 }
 
 static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *rq, uint64_t rid,

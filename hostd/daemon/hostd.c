@@ -104,7 +104,8 @@ static int vm_build(struct hostd *h, struct vm *vm)
     if (!vm->vsock)
         return -ENOMEM;
     vu_backend_attach(vm->vu, &vsock_vu_ops, vm->vsock);
-    struct map_vm_view view = { .name = vm->cfg.name, .cid = vm->cfg.cid, .mem = vu_backend_mem(vm->vu) };
+    struct map_vm_view view = { .name = vm->cfg.name, .cid = vm->cfg.cid, .mem = vu_backend_mem(vm->vu),
+                                .alias_addresses = h->opt.alias_addresses };
     vm->mdl = map_engine_vm_add(h->maps, &view);
     if (!vm->mdl)
         return -ENOMEM;

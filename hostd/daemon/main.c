@@ -25,7 +25,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP] [--vm ...]\n"
             "                    [--sibling-routing on|off] [--rpc-privileged-ports on|off]\n"
-            "                    [--api PATH] [--socket-group GROUP]\n"
+            "                    [--guest-addresses real|alias] [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n");
@@ -220,7 +220,7 @@ static void on_signal(void *opaque, uint32_t events)
     }
 }
 
-enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP };
+enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP };
 
 int main(int argc, char **argv)
 {
@@ -228,6 +228,7 @@ int main(int argc, char **argv)
         { "vm", required_argument, NULL, 'v' },
         { "sibling-routing", required_argument, NULL, OPT_SIBLING },
         { "rpc-privileged-ports", required_argument, NULL, OPT_PRIVPORTS },
+        { "guest-addresses", required_argument, NULL, OPT_GADDR },
         { "api", required_argument, NULL, OPT_API },
         { "vm-page-quota", required_argument, NULL, OPT_VMQ },
         { "global-page-quota", required_argument, NULL, OPT_GQ },
@@ -262,6 +263,14 @@ int main(int argc, char **argv)
                 mo.sibling_routing = false;
             else {
                 fprintf(stderr, "--sibling-routing: on or off\n");
+                goto out;
+            }
+            break;
+        case OPT_GADDR:
+            if (!strcmp(optarg, "real") || !strcmp(optarg, "alias")) {
+                mo.alias_addresses = !strcmp(optarg, "alias");
+            } else {
+                fprintf(stderr, "--guest-addresses: real or alias\n");
                 goto out;
             }
             break;

@@ -28,6 +28,13 @@ struct map_vm *map_engine_vm_add(struct map_engine *e, const struct map_vm_view 
     snprintf(vm->name, sizeof(vm->name), "%s", view->name ? view->name : "?");
     vm->cid = view->cid;
     vm->mem = view->mem;
+    if (view->alias_addresses) {
+        /* a random page-aligned offset into [1 TiB, 64 TiB): the alias looks
+         * like a user address, says nothing of hostd's layout, and differs
+         * per VM */
+        uint64_t span = (64ull << 40) - (1ull << 40);
+        vm->alias = ((1ull << 40) + map_handle_next(&e->gen) % span) & ~(uint64_t)(MAP_PAGE_SIZE - 1);
+    }
     vm->next = e->vms;
     if (e->vms)
         e->vms->prev = vm;
@@ -467,17 +474,17 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
             snprintf(detail, dlen, "unknown map handle 0x%llx", (unsigned long long)map_handle);
             return -EBADF;
         }
-        if (m->address != address) {
+        if (m->address + m->owner.vm->alias != address) {
             snprintf(detail, dlen, "address 0x%llx is not the address of map 0x%llx",
                      (unsigned long long)address, (unsigned long long)map_handle);
             return -ENXIO;
         }
     } else {
         for (struct map_obj *it = e->map_head; it && !m; it = it->next)
-            if (map_owner_eq(&it->owner, o) && it->address == address)
+            if (map_owner_eq(&it->owner, o) && it->address + o->vm->alias == address)
                 m = it;
         for (struct map_obj *it = e->orphan_head; it && !m; it = it->next)
-            if (map_owner_eq(&it->owner, o) && it->address == address)
+            if (map_owner_eq(&it->owner, o) && it->address + o->vm->alias == address)
                 m = it;
         if (!m) {
             snprintf(detail, dlen, "no mapping at address 0x%llx", (unsigned long long)address);
@@ -653,6 +660,7 @@ void map_obj_info(const struct map_obj *m, struct map_info *out)
         .base = m->base,
         .reserve_len = m->reserve_len,
         .address = m->address,
+        .guest_address = m->address + m->owner.vm->alias,
         .byte_offset = m->mdl ? m->mdl->byte_offset : 0,
         .byte_count = m->mdl ? m->mdl->byte_count : 0,
         .page_count = m->page_count,

@@ -63,6 +63,7 @@ struct map_vm {
     struct vm_acct acct;
     struct log_limit rl;         /* warnings the VM's requests cause */
     struct map_leaks leaks;      /* its own recent leak records */
+    uint64_t alias;              /* added to addresses told to the guest (0: real addresses) */
     struct map_vm *prev, *next;
 };
 

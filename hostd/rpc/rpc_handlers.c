@@ -61,9 +61,9 @@ static void fill_map_reply(Mdlmap__V1__MapResponse *rp, const struct map_obj *mo
 {
     struct map_info mi, *m = &mi;
     map_obj_info(mo, m);
-    rp->address = m->address;
+    rp->address = m->guest_address;
     rp->map_handle = m->handle;
-    rp->base_address = (uint64_t)(uintptr_t)m->base;
+    rp->base_address = (uint64_t)(uintptr_t)m->base + (m->guest_address - m->address);
     rp->page_count = m->page_count;
     rp->vma_count = m->runs;
     rp->read_only = m->read_only;

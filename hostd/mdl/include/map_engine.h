@@ -43,6 +43,9 @@ struct map_vm_view {
     const char *name;
     uint64_t cid;
     const struct memtable *mem;  /* must outlive the map_vm */
+    /* Tell the guest a per-VM alias of each mapping's address instead of
+     * hostd's own (which would leak hostd's address-space layout). */
+    bool alias_addresses;
 };
 struct map_vm;
 
@@ -66,7 +69,8 @@ struct map_info {
     uint64_t conn_id;            /* the owning guest connection */
     uint8_t *base;               /* page-aligned start (hostd VA for KernelMode) */
     size_t reserve_len;          /* bytes reserved from base, guard page included */
-    uint64_t address;            /* base + byte_offset, as returned to the guest */
+    uint64_t address;            /* base + byte_offset: the real address (hostd's or the consumer's) */
+    uint64_t guest_address;      /* what the guest is told: address, or its per-VM alias */
     uint32_t byte_offset, byte_count;
     uint32_t page_count, runs;
     enum map_mode mode;
