@@ -14,7 +14,7 @@ CTL=${MDLMAPCTL:-$(dirname "$HOSTD")/cli/mdlmapctl}
 [ -x "$CTL" ] || { echo "mdlmapctl not found (set MDLMAPCTL)" >&2; exit 2; }
 API=$T/api.sock
 
-start_hostd --vm "name=vm1,cid=3,socket=$T/vm1.sock" --api "$API" || { fail "hostd ready"; finish; }
+start_hostd --vm "name=vm1,cid=3,socket=$T/vm1.sock" --api "$API" --log-level debug || { fail "hostd ready"; finish; }
 pass "hostd ready with the host API"
 
 "$CTL" --api "$API" consume --write "REPLY-FROM-CONSUMER" --exit-after 1 viewer >"$T/consumer.log" 2>&1 &
