@@ -305,6 +305,26 @@ static uint64_t others_unused(const struct map_engine *e, const struct map_vm *s
     return sum;
 }
 
+/* Two rules per pool: the priority share of the whole pool (Windows: Low
+ * fails first when the system runs short), and a hard one that leaves every
+ * other VM its unused guarantee. */
+static int pool_check(const char *pool, enum map_prio pr, uint64_t used, uint64_t held, uint64_t want,
+                      uint64_t limit, char *detail, size_t dlen)
+{
+    if (!map_prio_allows(pr, used, want, limit)) {
+        snprintf(detail, dlen, "%s: %llu used + %llu > %s share of %llu", pool, (unsigned long long)used,
+                 (unsigned long long)want, map_prio_name(pr), (unsigned long long)limit);
+        return -ENOSPC;
+    }
+    if (used + held + want > limit) {
+        snprintf(detail, dlen, "%s: %llu used + %llu guaranteed to other VMs + %llu > %llu", pool,
+                 (unsigned long long)used, (unsigned long long)held, (unsigned long long)want,
+                 (unsigned long long)limit);
+        return -ENOSPC;
+    }
+    return 0;
+}
+
 int map_check_budget(struct map_engine *e, const struct map_vm *vm, enum map_prio pr, uint64_t pages,
                      uint64_t vmas, char *detail, size_t dlen)
 {
@@ -315,21 +335,12 @@ int map_check_budget(struct map_engine *e, const struct map_vm *vm, enum map_pri
                  (unsigned long long)e->lim.vm_page_quota);
         return -ENOSPC;
     }
-    uint64_t held = others_unused(e, vm, false);
-    if (!map_prio_allows(pr, e->pages + held, pages, e->lim.global_page_quota)) {
-        snprintf(detail, dlen, "global page quota: %llu mapped + %llu guaranteed to other VMs + %llu > %s share of %llu",
-                 (unsigned long long)e->pages, (unsigned long long)held, (unsigned long long)pages,
-                 map_prio_name(pr), (unsigned long long)e->lim.global_page_quota);
-        return -ENOSPC;
-    }
-    held = others_unused(e, vm, true);
-    if (!map_prio_allows(pr, e->vmas + held, vmas, e->lim.max_vmas)) {
-        snprintf(detail, dlen, "VMA budget: %llu used + %llu guaranteed to other VMs + %llu > %s share of %llu",
-                 (unsigned long long)e->vmas, (unsigned long long)held, (unsigned long long)vmas,
-                 map_prio_name(pr), (unsigned long long)e->lim.max_vmas);
-        return -ENOSPC;
-    }
-    return 0;
+    int rc = pool_check("global page quota", pr, e->pages, others_unused(e, vm, false), pages,
+                        e->lim.global_page_quota, detail, dlen);
+    if (rc == 0)
+        rc = pool_check("VMA budget", pr, e->vmas, others_unused(e, vm, true), vmas, e->lim.max_vmas, detail,
+                        dlen);
+    return rc;
 }
 
 /* Put m on the live list and count it against the quotas (map_unaccount undoes it). */
