@@ -119,7 +119,8 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
 {
     for (unsigned i = 0; i < h->nvms; i++) {
         const struct vm_config *o = &h->vms[i]->cfg;
-        if (!strcmp(o->name, c->name) || o->cid == c->cid || !strcmp(o->socket_path, c->socket_path))
+        if (!strcmp(o->name, c->name) || o->cid == c->cid ||
+            (c->socket_path[0] && !strcmp(o->socket_path, c->socket_path)))
             return -EEXIST;
     }
     if (h->nvms == h->capvms) {
