@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "guest_rpc.h"
 #include "tcommon.h"
 #include "usock.h"
 
@@ -47,31 +48,10 @@ static const char *api;
 
 /* ---- guest side: RPC over the harness's vsock ---- */
 
-static int g_send(struct vc_conn *c, mdl_envelope *req)
-{
-    uint8_t *f;
-    size_t n;
-    req->version = 1;
-    req->request_id = next_id++;
-    if (frame_encode(req, &f, &n) < 0)
-        return -1;
-    int rc = vc_send_all(c, f, n, 5000);
-    free(f);
-    return rc;
-}
-
-/* The next response's status, or -1. */
+/* The next response's status, or -1 (kept in *keep if asked). */
 static int g_status(struct vc_conn *c, int timeout_ms, mdl_envelope **keep)
 {
-    uint8_t hdr[4];
-    if (vc_recv_all(c, hdr, 4, timeout_ms) < 0)
-        return -1;
-    uint32_t len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
-    uint8_t *p = len && len <= MDLMAP_MAX_FRAME ? malloc(len) : NULL;
-    mdl_envelope *r = NULL;
-    if (p && vc_recv_all(c, p, len, 5000) == 0)
-        frame_decode(p, len, &r);
-    free(p);
+    mdl_envelope *r = rpc_recv(c, timeout_ms);
     int st = r ? r->status : -1;
     if (keep)
         *keep = r;
@@ -90,7 +70,7 @@ static int g_lock(struct vc_conn *c, uint64_t gpa, uint64_t *h)
     rq.n_pfns = 1;
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
     env.lock = &rq;
-    int st = g_send(c, &env) < 0 ? -1 : g_status(c, 20000, &r);
+    int st = rpc_send(c, &env) < 0 ? -1 : g_status(c, 20000, &r);
     if (st == 0)
         *h = r->lock_reply->mdl_handle;
     frame_envelope_free(r);
@@ -108,7 +88,7 @@ static int g_send_map(struct vc_conn *c, uint64_t mdl, const char *consumer, uin
     rq.consumer = (char *)consumer;
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
     env.map = &rq;
-    return g_send(c, &env);
+    return rpc_send(c, &env);
 }
 
 static struct vc_conn *g_connect(struct vdev *d)
@@ -483,21 +463,6 @@ static pid_t spawn_ctl(const char *ctl, const char *out, const char *const *args
         _exit(127);
     }
     return pid;
-}
-
-static bool file_has(const char *path, const char *s, int ms)
-{
-    for (long long end = now_ms() + ms; now_ms() < end; usleep(20000)) {
-        char buf[4096] = "";
-        int fd = open(path, O_RDONLY);
-        ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-        if (fd >= 0)
-            close(fd);
-        if (n > 0 && strstr(buf, s))
-            return true;
-        vdev_poll();
-    }
-    return false;
 }
 
 static void consumer_queue(const char *bin, const char *ctl, const char *dir)
