@@ -323,8 +323,8 @@ static void refuse(struct host_api *api, int fd, const struct api_peer *p)
     /* what the peer already sent is read and dropped: a close with unread
      * input would make the peer's reads fail with ECONNRESET */
     uint8_t sink[4096];
-    while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
-        ;
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ; /* bounded: a peer that keeps writing cannot hold the loop */
     close(fd);
 }
 
