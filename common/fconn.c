@@ -66,9 +66,9 @@ int fconn_queue(struct fconn *c, uint8_t *frame, size_t len)
     return rc;
 }
 
-int fconn_push(struct fconn *c, uint8_t *frame, size_t len, const int *fds, unsigned nfds)
+int fconn_push(struct fconn *c, uint8_t *frame, size_t len, const int *fds, unsigned nfds, uint64_t tag)
 {
-    int rc = outq_push(&c->out, frame, len, fds, nfds);
+    int rc = outq_push_tagged(&c->out, frame, len, fds, nfds, tag);
     free(frame);
     return rc;
 }

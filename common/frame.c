@@ -94,6 +94,17 @@ int frame_reader_next(struct frame_reader *r, const uint8_t **payload, size_t *p
     return 1;
 }
 
+bool frame_reader_partial(const struct frame_reader *r)
+{
+    size_t held = r->len - r->consumed;
+    if (held == 0)
+        return false;
+    if (held < MDLMAP_FRAME_HDR)
+        return true;
+    uint32_t n = hdr_get(r->buf + r->consumed);
+    return n > 0 && n <= r->max_frame && held - MDLMAP_FRAME_HDR < n;
+}
+
 int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len)
 {
     size_t n = mdlmap__v1__envelope__get_packed_size(env);

@@ -6,10 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static void buf_free(struct outbuf *b)
+static void buf_free(struct outq *q, struct outbuf *b)
 {
     for (unsigned i = 0; i < b->nfds; i++)
         close(b->fds[i]);
+    q->nfds -= b->nfds;
     free(b);
 }
 
@@ -17,6 +18,7 @@ void outq_init(struct outq *q)
 {
     q->head = q->tail = NULL;
     q->bytes = 0;
+    q->nfds = 0;
 }
 
 void outq_free(struct outq *q)
@@ -24,12 +26,18 @@ void outq_free(struct outq *q)
     while (q->head) {
         struct outbuf *b = q->head;
         q->head = b->next;
-        buf_free(b);
+        buf_free(q, b);
     }
     outq_init(q);
 }
 
 int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds)
+{
+    return outq_push_tagged(q, data, len, fds, nfds, 0);
+}
+
+int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds,
+                     uint64_t tag)
 {
     struct outbuf *b = len && nfds <= OUTQ_MAX_FDS ? malloc(sizeof(*b) + len) : NULL;
     if (!b) {
@@ -41,6 +49,8 @@ int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, u
     b->len = len;
     b->off = 0;
     b->nfds = nfds;
+    b->tag = tag;
+    q->nfds += nfds;
     if (nfds)
         memcpy(b->fds, fds, nfds * sizeof(*fds));
     memcpy(b->data, data, len);
@@ -66,6 +76,7 @@ int outq_flush(struct outq *q, outq_send_fn send, void *ctx)
             return -EIO; /* a send function that claims more than it was given */
         for (unsigned i = 0; i < b->nfds; i++) /* they went with the first byte */
             close(b->fds[i]);
+        q->nfds -= b->nfds;
         b->nfds = 0;
         b->off += (size_t)n;
         q->bytes -= (size_t)n;
@@ -73,8 +84,29 @@ int outq_flush(struct outq *q, outq_send_fn send, void *ctx)
             q->head = b->next;
             if (!q->head)
                 q->tail = NULL;
-            buf_free(b);
+            buf_free(q, b);
         }
     }
     return 0;
+}
+
+unsigned outq_withdraw(struct outq *q, uint64_t tag)
+{
+    unsigned n = 0;
+    struct outbuf **link = &q->head, *prev = NULL;
+    while (tag && *link) {
+        struct outbuf *b = *link;
+        if (b->tag != tag || b->off != 0) {
+            prev = b;
+            link = &b->next;
+            continue;
+        }
+        *link = b->next;
+        if (q->tail == b)
+            q->tail = prev;
+        q->bytes -= b->len;
+        buf_free(q, b);
+        n++;
+    }
+    return n;
 }

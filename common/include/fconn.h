@@ -89,8 +89,12 @@ void fconn_resume(struct fconn *c);
  * would miss an answer. */
 int fconn_queue(struct fconn *c, uint8_t *frame, size_t len);
 /* A message the peer did not ask for, with fds (takes frame and fds).
- * Failure only returns -ENOMEM. Never sends: safe from any context. */
-int fconn_push(struct fconn *c, uint8_t *frame, size_t len, const int *fds, unsigned nfds);
+ * tag (nonzero) names it for fconn_withdraw. Failure only returns -ENOMEM.
+ * Never sends: safe from any context. */
+int fconn_push(struct fconn *c, uint8_t *frame, size_t len, const int *fds, unsigned nfds, uint64_t tag);
+/* Take back pushed messages tagged tag that have not started to go out
+ * (their fds are closed). Returns how many. */
+static inline unsigned fconn_withdraw(struct fconn *c, uint64_t tag) { return outq_withdraw(&c->out, tag); }
 /* Answer with an error (request_id 0, err's status, detail what) and close. */
 void fconn_fail(struct fconn *c, int err, const char *what);
 /* True once closing and all output is sent: close the stream now. */

@@ -4,6 +4,7 @@
  * or above the maximum is an error after which the stream must be closed. */
 #pragma once
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mdlmap.pb-c.h"
@@ -39,6 +40,9 @@ int frame_reader_feed(struct frame_reader *r, const void *data, size_t len);
 /* 1: *payload and *plen point at the next complete frame (valid until the next
  * feed/next call); 0: need more bytes; -EMSGSIZE: bad length (close the stream). */
 int frame_reader_next(struct frame_reader *r, const uint8_t **payload, size_t *plen);
+/* True while the reader holds the beginning of a frame that is not complete
+ * (callers time out peers that stop in the middle of one). */
+bool frame_reader_partial(const struct frame_reader *r);
 
 /* Serialize env as one frame into a new buffer (free() it). 0, -ENOMEM, -EMSGSIZE. */
 int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len);

@@ -12,12 +12,14 @@ struct outbuf {
     size_t len, off;
     int fds[OUTQ_MAX_FDS]; /* owned; sent with the first byte (SCM_RIGHTS) */
     unsigned nfds;
+    uint64_t tag;          /* the owner's name for it (outq_withdraw); 0: none */
     uint8_t data[];
 };
 
 struct outq {
     struct outbuf *head, *tail;
     size_t bytes;     /* unsent bytes */
+    unsigned nfds;    /* descriptors held (not yet sent) */
 };
 
 /* Bytes sent (> 0), 0 or -EAGAIN when blocked, another negative errno when
@@ -29,6 +31,13 @@ void outq_free(struct outq *q);
 /* Append a copy of data with fds attached (ownership of the fds taken, even
  * on failure). 0 or -ENOMEM (also for nfds > OUTQ_MAX_FDS). */
 int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds);
+/* outq_push with a tag (nonzero) by which the frame can be withdrawn. */
+int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds,
+                     uint64_t tag);
+/* Drop the frames tagged tag that have not started to go out, closing their
+ * fds (a frame partly sent must be finished: the peer has its beginning).
+ * Returns how many were dropped. */
+unsigned outq_withdraw(struct outq *q, uint64_t tag);
 /* Send as much as possible: 0 (all sent or blocked) or send's error. */
 int outq_flush(struct outq *q, outq_send_fn send, void *ctx);
 static inline bool outq_empty(const struct outq *q) { return q->bytes == 0; }

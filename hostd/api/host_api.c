@@ -1,4 +1,5 @@
-/* Host API socket server: accepts clients, frames requests, answers through
+/* Host API socket server: accepts clients (admission by credentials and a
+ * connection limit), frames requests, checks rights and answers through
  * host_api_handlers.c. A malformed frame gets an error status, then the
  * client is closed once the answer is out. */
 #include "host_api.h"
@@ -52,15 +53,49 @@ static long client_send(void *ctx, const uint8_t *p, size_t n, const int *fds, u
 {
     struct api_client *c = ctx;
     long w = usock_send(c->fd, p, n, fds, nfds, MSG_DONTWAIT);
+    if (w > 0)
+        c->sent_bytes += (uint64_t)w;
     return w == -EINTR ? -EAGAIN : w;
 }
 
 /* Consumer messages first (registration and answers), then host API requests. */
+void api_deny(struct api_client *c, const mdl_envelope *req, const char *what)
+{
+    char detail[160];
+    snprintf(detail, sizeof(detail), "uid %u may not %s", (unsigned)c->peer.uid, what);
+    log_warn_limited(&c->api->deny_log, "api: access denials", "api: pid %d: %s", (int)c->peer.pid, detail);
+    uint8_t *f;
+    size_t n;
+    if (fconn_reply_error(req->request_id, -EACCES, detail, &f, &n) == 0)
+        fconn_queue(&c->fc, f, n);
+}
+
+/* The right a host API request needs, as the denial names it; NULL: none
+ * (unknown requests are answered STATUS_NOT_IMPLEMENTED by the handler). */
+static const char *missing_right(const struct api_client *c, const mdl_envelope *req)
+{
+    switch (req->body_case) {
+    case MDLMAP__V1__ENVELOPE__BODY_LIST:
+    case MDLMAP__V1__ENVELOPE__BODY_READ:
+    case MDLMAP__V1__ENVELOPE__BODY_STATS:
+        return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_WRITE:
+        return c->peer.can_write ? NULL : "write guest memory (--api-write)";
+    default:
+        return NULL;
+    }
+}
+
 static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
 {
     struct api_client *c = ctx;
     if (api_consumer_message(c, req))
         return 0;
+    const char *missing = missing_right(c, req);
+    if (missing) {
+        api_deny(c, req, missing);
+        return 0;
+    }
     uint8_t *f;
     size_t n;
     int rc = host_api_handle(c->api->eng, req, &f, &n);
@@ -110,9 +145,26 @@ static bool client_settle(struct api_client *c)
     return true;
 }
 
+/* Track the incomplete frame the client has buffered: the time its first
+ * bytes came (at read granularity), restarted whenever a frame completes. */
+static void track_partial(struct api_client *c, uint64_t now)
+{
+    if (!frame_reader_partial(&c->fc.rd)) {
+        c->partial_since_ms = 0;
+        return;
+    }
+    if (!c->partial_since_ms || c->partial_requests != c->fc.requests) {
+        c->partial_since_ms = now;
+        c->partial_requests = c->fc.requests;
+        api_timer_arm(c->api);
+    }
+}
+
 static void client_event(void *opaque, uint32_t events)
 {
     struct api_client *c = opaque;
+    uint64_t now = map_now_ms();
+    c->last_active_ms = now;
     if (events & EPOLLOUT) {
         fconn_pump(&c->fc); /* frames held back while output was full */
         if (!client_settle(c))
@@ -139,7 +191,8 @@ static void client_event(void *opaque, uint32_t events)
             client_close(c, "input not taken");
             return;
         }
-        client_settle(c);
+        if (client_settle(c))
+            track_partial(c, now);
     }
 }
 
@@ -147,8 +200,9 @@ static void timer_set(struct host_api *api, bool on)
 {
     struct itimerspec its = { 0 };
     if (on) {
-        its.it_value.tv_sec = 1;
-        its.it_interval.tv_sec = 1;
+        its.it_value.tv_sec = api->tick_ms / 1000;
+        its.it_value.tv_nsec = (long)(api->tick_ms % 1000) * 1000000L;
+        its.it_interval = its.it_value;
     }
     if (api->tfd >= 0 && timerfd_settime(api->tfd, 0, &its, NULL) == 0)
         api->timer_armed = on;
@@ -160,14 +214,118 @@ void api_timer_arm(struct host_api *api)
         timer_set(api, true);
 }
 
+/* Drop c with an error reply (best effort: it is not waited for). */
+static void client_drop(struct api_client *c, int err, const char *why)
+{
+    fconn_fail(&c->fc, err, why);
+    fconn_flush(&c->fc);
+    client_close(c, why);
+}
+
+/* Clients whose started frame did not complete in time, and consumers that
+ * stayed over their queue bound. Returns how many clients still need the tick. */
+static unsigned check_clients(struct host_api *api, uint64_t now)
+{
+    unsigned waiting = 0;
+    for (struct api_client *c = api->clients, *next; c; c = next) {
+        next = c->next;
+        if (c->partial_since_ms && now - c->partial_since_ms >= api->cfg.frame_timeout_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "a frame did not complete within %u ms", api->cfg.frame_timeout_ms);
+            log_warn_limited(&api->refuse_log, "api: connection drops", "api: pid %d uid %u: %s; closing",
+                             (int)c->peer.pid, (unsigned)c->peer.uid, why);
+            client_drop(c, -ETIMEDOUT, why);
+            continue;
+        }
+        if (c->consumer_id && api_consumer_stalled(c, now)) {
+            log_warn_limited(&api->refuse_log, "api: connection drops",
+                             "api: pid %d uid %u: consumer stayed over its queue bound (%u fds, %u bytes) for %u ms; "
+                             "disconnecting it", (int)c->peer.pid, (unsigned)c->peer.uid, API_CONSUMER_QUEUE_FDS,
+                             API_CONSUMER_QUEUE_BYTES, api->cfg.consumer_timeout_ms);
+            client_close(c, "consumer not reading");
+            continue;
+        }
+        waiting += c->partial_since_ms || c->over_since_ms;
+    }
+    return waiting;
+}
+
 static void timer_event(void *opaque, uint32_t events)
 {
     struct host_api *api = opaque;
     uint64_t ticks;
     if (read(api->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         log_warn("api: timerfd read: %m");
-    if (map_engine_user_expire(api->eng, map_now_ms(), API_CONSUMER_TIMEOUT_MS) == 0)
+    uint64_t now = map_now_ms();
+    unsigned left = map_engine_user_expire(api->eng, now, api->cfg.consumer_timeout_ms);
+    left += check_clients(api, now);
+    if (left == 0)
         timer_set(api, false);
+}
+
+static bool client_idle(const struct api_client *c)
+{
+    return !c->partial_since_ms && outq_empty(&c->fc.out) && !c->fc.later && !c->fc.closing;
+}
+
+/* The least recently active client of a kind (never a consumer: its
+ * mappings would go with it), or NULL. */
+static struct api_client *oldest(struct host_api *api, bool privileged, bool idle_only)
+{
+    struct api_client *best = NULL;
+    for (struct api_client *c = api->clients; c; c = c->next)
+        if (!c->consumer_id && !c->dead && c->peer.privileged == privileged && (!idle_only || client_idle(c)) &&
+            (!best || c->last_active_ms <= best->last_active_ms)) /* the list is newest first: ties go to the older */
+            best = c;
+    return best;
+}
+
+/* May a newcomer with these rights have a connection? At the limit, the
+ * least recently active idle unprivileged client makes room. A privileged
+ * newcomer may also take a busy unprivileged client's place (a stalled
+ * partial frame), then use the reserve, then take an idle privileged one's. */
+static bool admit(struct host_api *api, const struct api_peer *p)
+{
+    if (api->nclients < API_MAX_CLIENTS)
+        return true;
+    struct api_client *v = oldest(api, false, true);
+    if (!v && p->privileged)
+        v = oldest(api, false, false);
+    if (!v && p->privileged && api->nclients < API_MAX_CLIENTS + API_PRIV_RESERVE)
+        return true;
+    if (!v && p->privileged)
+        v = oldest(api, true, true);
+    if (!v)
+        return false;
+    log_warn_limited(&api->refuse_log, "api: connection drops",
+                     "api: %u clients (the limit): dropping %s client pid %d uid %u for pid %d uid %u",
+                     api->nclients, client_idle(v) ? "idle" : "busy", (int)v->peer.pid, (unsigned)v->peer.uid,
+                     (int)p->pid, (unsigned)p->uid);
+    client_drop(v, -ENOSPC, "dropped: the host API reached its client limit and a newcomer needed the place");
+    return true;
+}
+
+/* No room: tell the peer why (STATUS_INSUFFICIENT_RESOURCES) before closing.
+ * The socket is new and its buffer empty: the short reply fits without
+ * blocking, or is lost if the peer already went. */
+static void refuse(struct host_api *api, int fd, const struct api_peer *p)
+{
+    char detail[96];
+    snprintf(detail, sizeof(detail), "the host API has %u clients (its limit); try again later", api->nclients);
+    log_warn_limited(&api->refuse_log, "api: connection drops", "api: refusing pid %d uid %u: %s",
+                     (int)p->pid, (unsigned)p->uid, detail);
+    uint8_t *f;
+    size_t n;
+    if (fconn_reply_error(0, -ENOSPC, detail, &f, &n) == 0) {
+        usock_send(fd, f, n, NULL, 0, MSG_DONTWAIT);
+        free(f);
+    }
+    /* what the peer already sent is read and dropped: a close with unread
+     * input would make the peer's reads fail with ECONNRESET */
+    uint8_t sink[4096];
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ; /* bounded: a peer that keeps writing cannot hold the loop */
+    close(fd);
 }
 
 static void listen_event(void *opaque, uint32_t events)
@@ -177,12 +335,17 @@ static void listen_event(void *opaque, uint32_t events)
         int fd = accept4(api->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR)
-                log_warn("api: accept: %m");
+                log_warn_limited(&api->refuse_log, "api: connection drops", "api: accept: %m");
             return;
         }
-        if (api->nclients >= API_MAX_CLIENTS) {
-            log_warn("api: too many clients (%u); refusing one", api->nclients);
+        struct api_peer peer;
+        if (api_peer_rights(api, fd, &peer) < 0) {
+            log_warn_limited(&api->refuse_log, "api: connection drops", "api: no peer credentials: %m");
             close(fd);
+            continue;
+        }
+        if (!admit(api, &peer)) {
+            refuse(api, fd, &peer);
             continue;
         }
         struct api_client *c = calloc(1, sizeof(*c));
@@ -192,6 +355,8 @@ static void listen_event(void *opaque, uint32_t events)
         }
         c->api = api;
         c->fd = fd;
+        c->peer = peer;
+        c->last_active_ms = map_now_ms();
         /* the host API names every undecodable frame alike */
         struct fconn_config cfg = { .out_high = API_OUTQ_HIGH, .name_empty_body = false };
         fconn_init(&c->fc, &client_ops, c, &cfg);
@@ -205,13 +370,20 @@ static void listen_event(void *opaque, uint32_t events)
             c->next->prev = c;
         api->clients = c;
         api->nclients++;
-        log_debug("api: client fd %d connected", fd);
+        log_debug("api: client fd %d (pid %d uid %u%s) connected", fd, (int)peer.pid, (unsigned)peer.uid,
+                  peer.privileged ? ", privileged" : "");
     }
 }
 
-struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const char *path)
+static unsigned min_u(unsigned a, unsigned b)
 {
-    if (!eng || !loop || !path) {
+    return a < b ? a : b;
+}
+
+struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const struct host_api_config *cfg)
+{
+    const char *path = cfg ? cfg->path : NULL;
+    if (!eng || !loop || !path || strlen(path) >= sizeof(((struct host_api *)0)->path)) {
         log_err("api: bad socket path or no engine");
         return NULL;
     }
@@ -231,7 +403,17 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
     api->loop = loop;
     api->eng = eng;
     api->fd = fd;
+    api->cfg = *cfg;
     snprintf(api->path, sizeof(api->path), "%s", path);
+    api->cfg.path = api->path;
+    if (!api->cfg.frame_timeout_ms)
+        api->cfg.frame_timeout_ms = API_FRAME_TIMEOUT_MS;
+    if (!api->cfg.consumer_timeout_ms)
+        api->cfg.consumer_timeout_ms = API_CONSUMER_TIMEOUT_MS;
+    /* a timeout is noticed within a quarter of itself, at most a second late */
+    api->tick_ms = min_u(1000, min_u(api->cfg.frame_timeout_ms, api->cfg.consumer_timeout_ms) / 4);
+    if (api->tick_ms < 10)
+        api->tick_ms = 10;
     api->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (api->tfd < 0 || evloop_add(loop, &api->th, api->tfd, EPOLLIN, timer_event, api) < 0 ||
         evloop_add(loop, &api->h, fd, EPOLLIN, listen_event, api) < 0) {
@@ -244,7 +426,9 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
         free(api);
         return NULL;
     }
-    log_info("api: listening on %s", path);
+    log_info("api: listening on %s (%u users/groups may read, %u write, %u admin, %u consumer names bound; "
+             "frame timeout %u ms, consumer timeout %u ms)", path, cfg->read.n, cfg->write.n, cfg->admin.n,
+             cfg->nconsumers, api->cfg.frame_timeout_ms, api->cfg.consumer_timeout_ms);
     return api;
 }
 

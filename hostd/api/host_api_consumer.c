@@ -1,6 +1,9 @@
 /* UserMode consumers on the host API: registration, MapInto/UnmapFrom pushes
- * (the region fds travel with SCM_RIGHTS), and the consumers' answers. */
+ * (the region fds travel with SCM_RIGHTS), and the consumers' answers.
+ * A consumer can map any part of the regions whose fds it receives: that is
+ * what it is trusted with (docs/architecture.md). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,22 +14,46 @@
 #include "map_engine.h"
 #include "fconn.h"
 
-static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigned nfds)
+/* Queue a message for the consumer (takes fds). tag: a MapInto's map
+ * handle, which may be withdrawn and must fit the queue's bound; 0: an
+ * UnmapFrom, always queued (bounded by the consumer's mappings). */
+static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigned nfds, uint64_t tag)
 {
     uint8_t *f;
     size_t n;
     env->version = MDLMAP_PROTO_VERSION;
     env->detail = "";
     int rc = frame_encode(env, &f, &n);
+    const struct outq *q = &c->fc.out;
+    if (rc == 0 && tag && !outq_empty(q) &&
+        (q->nfds + nfds > API_CONSUMER_QUEUE_FDS || q->bytes + n > API_CONSUMER_QUEUE_BYTES)) {
+        free(f);
+        rc = -ENOSPC;
+        if (!c->over_since_ms) {
+            c->over_since_ms = map_now_ms();
+            c->sent_at_over = c->sent_bytes;
+            log_warn_limited(&c->api->refuse_log, "api: connection drops",
+                             "api: consumer (pid %d) is not reading: %u fds, %zu bytes queued; refusing maps",
+                             (int)c->peer.pid, q->nfds, q->bytes);
+            api_timer_arm(c->api);
+        }
+    }
     if (rc < 0) {
         for (unsigned i = 0; i < nfds; i++)
             close(fds[i]);
         return rc;
     }
-    rc = fconn_push(&c->fc, f, n, fds, nfds);
+    rc = fconn_push(&c->fc, f, n, fds, nfds, tag);
     if (rc == 0)
         api_client_arm(c); /* the event loop flushes: never close from here */
     return rc;
+}
+
+static int reopen_read_only(int fd)
+{
+    char path[40];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 static int map_into(void *ctx, const struct map_obj *mo, const struct map_run *runs, uint32_t nruns)
@@ -50,7 +77,10 @@ static int map_into(void *ctx, const struct map_obj *mo, const struct map_run *r
                 rc = -E2BIG;
                 break;
             }
-            fds[nfds] = dup(runs[i].fd); /* the memtable may close its fd before the send */
+            /* our own copy: the memtable may close its fd before the send.
+             * NoWrite: a new read-only file description, so the consumer
+             * cannot map the region writable (a dup would share O_RDWR) */
+            fds[nfds] = m->read_only ? reopen_read_only(runs[i].fd) : dup(runs[i].fd);
             if (fds[nfds] < 0) {
                 rc = -errno;
                 break;
@@ -81,7 +111,7 @@ static int map_into(void *ctx, const struct map_obj *mo, const struct map_run *r
         env.request_id = m->handle;
         env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP_INTO;
         env.map_into = &rq;
-        rc = push(c, &env, fds, nfds); /* takes the fds */
+        rc = push(c, &env, fds, nfds, m->handle); /* takes the fds */
         nfds = 0;
         if (rc == 0)
             api_timer_arm(c->api);
@@ -105,7 +135,7 @@ static void send_unmap(struct api_client *c, uint64_t map_handle, uint64_t base,
     env.request_id = map_handle;
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP_FROM;
     env.unmap_from = &rq;
-    if (push(c, &env, NULL, 0) < 0)
+    if (push(c, &env, NULL, 0, 0) < 0)
         log_warn("api: cannot queue UnmapFrom for map 0x%llx", (unsigned long long)map_handle);
 }
 
@@ -114,7 +144,33 @@ static void unmap_from(void *ctx, uint64_t map_handle, uint64_t base, uint64_t l
     send_unmap(ctx, map_handle, base, len);
 }
 
-static const struct map_consumer_ops consumer_ops = { .map_into = map_into, .unmap_from = unmap_from };
+/* The map went before the consumer answered: a MapInto not yet sent is
+ * dropped with its fds (a stalled consumer would otherwise make hostd hold
+ * one more fd per expired map). */
+static void withdraw(void *ctx, uint64_t map_handle)
+{
+    struct api_client *c = ctx;
+    fconn_withdraw(&c->fc, map_handle);
+}
+
+static const struct map_consumer_ops consumer_ops = {
+    .map_into = map_into,
+    .unmap_from = unmap_from,
+    .withdraw = withdraw,
+};
+
+bool api_consumer_stalled(struct api_client *c, uint64_t now_ms)
+{
+    const struct outq *q = &c->fc.out;
+    if (!c->over_since_ms)
+        return false;
+    if (c->sent_bytes != c->sent_at_over && q->nfds <= API_CONSUMER_QUEUE_FDS / 2 &&
+        q->bytes <= API_CONSUMER_QUEUE_BYTES / 2) {
+        c->over_since_ms = 0; /* it reads again (or its maps expired) */
+        return false;
+    }
+    return now_ms - c->over_since_ms >= c->api->cfg.consumer_timeout_ms;
+}
 
 /* A consumer's failure as the guest will see it: these statuses pass
  * through; any other failure reads as a bad request (STATUS_INVALID_PARAMETER). */
@@ -139,11 +195,18 @@ bool api_consumer_message(struct api_client *c, const mdl_envelope *req)
         Mdlmap__V1__RegisterConsumerResponse rp = MDLMAP__V1__REGISTER_CONSUMER_RESPONSE__INIT;
         env.body_case = MDLMAP__V1__ENVELOPE__BODY_REGISTER_CONSUMER_REPLY;
         env.register_consumer_reply = &rp;
+        const char *name = req->register_consumer->name;
+        if (!api_peer_may_register(c->api, &c->peer, name)) {
+            char what[100];
+            snprintf(what, sizeof(what), "register consumer '%.63s' (--consumer)", name ? name : "");
+            api_deny(c, req, what);
+            return true;
+        }
         char detail[160] = "";
         int rc = c->consumer_id ? -EBUSY : 0;
         if (rc)
             snprintf(detail, sizeof(detail), "this connection is already a consumer");
-        else if ((rc = map_engine_consumer_add(e, req->register_consumer->name, &consumer_ops, c,
+        else if ((rc = map_engine_consumer_add(e, name, &consumer_ops, c,
                                                &c->consumer_id)) < 0)
             snprintf(detail, sizeof(detail), rc == -EBUSY ? "consumer name taken"
                                              : rc == -EINVAL ? "bad consumer name (1..63 of A-Za-z0-9._-)"

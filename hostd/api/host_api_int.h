@@ -1,15 +1,45 @@
-/* Internals of the host API server shared with host_api_consumer.c. */
+/* Internals of the host API server shared by host_api.c, host_api_access.c
+ * and host_api_consumer.c. */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "fconn.h"
 #include "frame.h"
 #include "evloop.h"
+#include "host_api.h"
+#include "log.h"
 #include "map_engine.h"
 
+/* Connections: API_MAX_CLIENTS for everyone; privileged peers (root,
+ * hostd's uid, --api-admin) may use API_PRIV_RESERVE more, so that filling
+ * the limit never locks the administrator out. */
 #define API_MAX_CLIENTS 64
+#define API_PRIV_RESERVE 16
 #define API_OUTQ_HIGH (2u * 1024u * 1024u)
+
+#define API_FRAME_TIMEOUT_MS 5000u     /* a started frame must complete by then */
+#define API_CONSUMER_TIMEOUT_MS 10000u /* a UserMode consumer must answer MapInto by then */
+/* A consumer's queue of MapInto messages hostd could not send yet (the
+ * consumer is not reading): at most this many fds and bytes. A MapInto that
+ * does not fit fails (STATUS_INSUFFICIENT_RESOURCES to the guest); a
+ * consumer that stays over its bound for its answer timeout is disconnected.
+ * UnmapFrom messages are not refused (the consumer must learn of every
+ * unmap); they are bounded by its established mappings. */
+#define API_CONSUMER_QUEUE_FDS 64u
+#define API_CONSUMER_QUEUE_BYTES (1024u * 1024u)
+
+_Static_assert(HOST_API_MAX_CONSUMER_RULES <= 64, "consumer rules are a 64-bit mask per peer");
+
+/* What a peer may do, fixed at accept from its credentials. */
+struct api_peer {
+    uid_t uid;
+    pid_t pid;
+    bool privileged;         /* root, hostd's uid, --api-admin: every right, admitted beyond the limit */
+    bool can_read, can_write;
+    uint64_t consumer_rules; /* bit i: cfg.consumers[i] names this peer */
+};
 
 struct api_client {
     struct host_api *api;
@@ -18,27 +48,47 @@ struct api_client {
     struct fconn fc;        /* framing, output queue, protocol errors */
     bool dead;              /* closed; memory freed after the event batch */
     uint64_t consumer_id;   /* registered UserMode consumer, or 0 */
+    struct api_peer peer;
+    uint64_t last_active_ms;  /* last byte in or out: the oldest idle client is evicted first */
+    uint64_t partial_since_ms; /* an incomplete frame is buffered since then; 0: none */
+    uint64_t partial_requests; /* fc.requests when partial_since_ms was set */
+    uint64_t over_since_ms;   /* consumer: a MapInto did not fit its queue at this time; 0: not over */
+    uint64_t sent_bytes;      /* bytes the peer has taken */
+    uint64_t sent_at_over;    /* sent_bytes when over_since_ms was set */
     struct api_client *prev, *next;
 };
-
-#define API_CONSUMER_TIMEOUT_MS 10000u /* a UserMode consumer must answer MapInto by then */
 
 struct host_api {
     struct evloop *loop;
     struct map_engine *eng;
+    struct host_api_config cfg; /* path points into path[] */
     char path[108];
     int fd;
     struct ev_handler h;
-    int tfd;                /* timerfd: expires unanswered MapInto requests */
+    int tfd;                /* timerfd: expiries and timeouts */
     struct ev_handler th;
     bool timer_armed;
+    unsigned tick_ms;
     struct api_client *clients;
     unsigned nclients;
+    struct log_limit refuse_log; /* connection refusals and evictions */
+    struct log_limit deny_log;   /* requests refused for lack of rights */
 };
 
 /* Re-arm epoll only (safe from any context: never closes the client). */
 void api_client_arm(struct api_client *c);
-/* Start the 1 s expiry tick (idempotent). */
+/* Start the expiry tick (idempotent). */
 void api_timer_arm(struct host_api *api);
 /* host_api_consumer.c: true if req was a consumer message (handled, maybe answered). */
 bool api_consumer_message(struct api_client *c, const mdl_envelope *req);
+/* host_api_consumer.c: the consumer's queue went over its bound at
+ * over_since_ms and the consumer has not read it back under half of the bound
+ * within its answer timeout: it is to be disconnected. Clears over_since_ms
+ * once it has read and is under half. (Withdrawn maps do not count as
+ * reading: a consumer that takes nothing would otherwise stay forever.) */
+bool api_consumer_stalled(struct api_client *c, uint64_t now_ms);
+/* host_api_access.c */
+int api_peer_rights(const struct host_api *api, int fd, struct api_peer *p);
+bool api_peer_may_register(const struct host_api *api, const struct api_peer *p, const char *name);
+/* Answer req with STATUS_ACCESS_DENIED (detail: what is missing) and log it. */
+void api_deny(struct api_client *c, const mdl_envelope *req, const char *what);

@@ -57,7 +57,9 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
              (unsigned long long)st.vm_page_quota, (unsigned long long)st.global_page_quota,
              (unsigned long long)st.vma_budget);
     if (o->api_path) {
-        h->api = host_api_start(h->loop, h->maps, o->api_path);
+        struct host_api_config ac = o->api;
+        ac.path = o->api_path;
+        h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;
     }

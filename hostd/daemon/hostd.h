@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "evloop.h"
+#include "host_api.h"
 
 #define HOSTD_VM_NAME_MAX 64
 #define HOSTD_SOCKET_PATH_MAX 108
@@ -41,6 +42,7 @@ struct hostd_options {
     bool socket_group_set;       /* VM sockets get group socket_gid, mode 0660 */
     unsigned socket_gid;
     const char *api_path;        /* host API Unix socket; NULL: none */
+    struct host_api_config api;  /* host API rights and timeouts (its path: api_path) */
     uint64_t vm_page_quota;      /* max mapped pages per VM; 0: default */
     uint64_t global_page_quota;  /* max mapped pages in hostd; 0: default */
     uint32_t max_vmas;           /* VMA budget for mappings; 0: derived from vm.max_map_count */

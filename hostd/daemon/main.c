@@ -28,7 +28,19 @@ static void usage(FILE *f)
             "                    [--guest-addresses real|alias] [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
             "                    [--log-level error|warn|info|debug] [--help]\n"
-            "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n");
+            "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
+            "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
+            "                    [--consumer-timeout-ms MS]\n"
+            "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
+            "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
+            "connecting process's credentials; root and hostd's own user always have\n"
+            "every right, everyone else none unless named):\n"
+            "  --api-read       may list mappings, read guest memory, get stats\n"
+            "  --api-write      may also write guest memory\n"
+            "  --api-admin      every right; always gets a connection, even at the limit\n"
+            "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
+            "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
+            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -220,7 +232,8 @@ static void on_signal(void *opaque, uint32_t events)
     }
 }
 
-enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP };
+enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
+       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO };
 
 int main(int argc, char **argv)
 {
@@ -235,6 +248,12 @@ int main(int argc, char **argv)
         { "max-vmas", required_argument, NULL, OPT_VMAS },
         { "log-level", required_argument, NULL, OPT_LOG },
         { "socket-group", required_argument, NULL, OPT_SOCKGRP },
+        { "api-read", required_argument, NULL, OPT_API_READ },
+        { "api-write", required_argument, NULL, OPT_API_WRITE },
+        { "api-admin", required_argument, NULL, OPT_API_ADMIN },
+        { "consumer", required_argument, NULL, OPT_CONSUMER },
+        { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
+        { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -291,6 +310,35 @@ int main(int argc, char **argv)
                 goto out;
             }
             mo.socket_group_set = true;
+            break;
+        case OPT_API_READ:
+        case OPT_API_WRITE:
+        case OPT_API_ADMIN:
+        case OPT_CONSUMER: {
+            char err[160];
+            struct api_who_list *l = c == OPT_API_READ ? &mo.api.read : c == OPT_API_WRITE ? &mo.api.write
+                                                                                            : &mo.api.admin;
+            if ((c == OPT_CONSUMER ? host_api_consumer_rule_parse(&mo.api, optarg, err, sizeof(err))
+                                   : host_api_who_parse(l, optarg, err, sizeof(err))) < 0) {
+                fprintf(stderr, "--%s: %s\n",
+                        c == OPT_API_READ ? "api-read" : c == OPT_API_WRITE ? "api-write" :
+                        c == OPT_API_ADMIN ? "api-admin" : "consumer", err);
+                goto out;
+            }
+            break;
+        }
+        case OPT_FRAME_TMO:
+        case OPT_CONSUMER_TMO:
+            /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
+            if (parse_u64(optarg, 600000, &v) < 0 || v < 100) {
+                fprintf(stderr, "--%s: 100..600000 ms\n",
+                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" : "consumer-timeout-ms");
+                goto out;
+            }
+            if (c == OPT_FRAME_TMO)
+                mo.api.frame_timeout_ms = (unsigned)v;
+            else
+                mo.api.consumer_timeout_ms = (unsigned)v;
             break;
         case OPT_VMQ:
         case OPT_GQ:

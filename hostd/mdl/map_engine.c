@@ -235,6 +235,8 @@ void map_destroy(struct map_engine *e, struct map_obj *m)
                 (void *)m->base, m->reserve_len);
     if (m->mode == MAP_MODE_USER && !m->pending && !m->orphaned && m->consumer_id)
         map_user_unmap_from(e, m);
+    if (m->mode == MAP_MODE_USER && m->pending && m->consumer_id)
+        map_user_withdraw(e, m);
     if (m->mode == MAP_MODE_USER && m->consumer_id)
         map_user_uncharge(e, m);
     map_table_del(&e->maps, m->handle);

@@ -122,3 +122,5 @@ void map_user_uncharge(struct map_engine *e, const struct map_obj *m);
 int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_obj *mdl,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen);
 void map_user_unmap_from(struct map_engine *e, const struct map_obj *m);
+/* A pending UserMode mapping goes: its MapInto need not be delivered. */
+void map_user_withdraw(struct map_engine *e, const struct map_obj *m);

@@ -183,7 +183,10 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
         c->vmas += cost;
         rc = c->ops->map_into(c->ctx, m, runs, nruns);
         if (rc < 0) {
-            snprintf(detail, dlen, "cannot reach consumer '%s': %s", c->name, strerror(-rc));
+            if (rc == -ENOSPC)
+                snprintf(detail, dlen, "consumer '%s' is not reading: its queue is full", c->name);
+            else
+                snprintf(detail, dlen, "cannot reach consumer '%s': %s", c->name, strerror(-rc));
             m->pending = false;
             c->vmas -= m->consumer_vmas;
             m->consumer_id = 0;
@@ -214,16 +217,17 @@ int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_
     }
     map_done_fn done = m->done;
     void *ctx = m->done_ctx;
-    m->pending = false;
     if (err < 0) {
         log_warn("mdl: map 0x%llx: consumer '%s' could not map: %s", (unsigned long long)map_handle,
                  m->consumer, detail ? detail : strerror(-err));
-        m->consumer_id = 0; /* nothing mapped there */
+        /* still pending: nothing mapped there (no UnmapFrom), and the
+         * consumer gets its VMA charge back */
         map_destroy(e, m);
         if (done)
             done(ctx, err, NULL, detail ? detail : "consumer could not map");
         return 0;
     }
+    m->pending = false;
     m->base = (uint8_t *)(uintptr_t)base;
     m->address = base + m->mdl->byte_offset;
     log_debug("mdl: map 0x%llx: consumer '%s' mapped %u pages at 0x%llx", (unsigned long long)map_handle,
@@ -245,6 +249,13 @@ void map_user_unmap_from(struct map_engine *e, const struct map_obj *m)
     struct map_consumer *c = consumer_by_id(e, m->consumer_id);
     if (c)
         c->ops->unmap_from(c->ctx, m->handle, (uint64_t)(uintptr_t)m->base, m->reserve_len);
+}
+
+void map_user_withdraw(struct map_engine *e, const struct map_obj *m)
+{
+    struct map_consumer *c = consumer_by_id(e, m->consumer_id);
+    if (c && c->ops->withdraw)
+        c->ops->withdraw(c->ctx, m->handle);
 }
 
 uint64_t map_now_ms(void)
@@ -272,8 +283,9 @@ unsigned map_engine_user_expire(struct map_engine *e, uint64_t now_ms, uint64_t 
                      m->consumer, (unsigned long long)max_age_ms);
             map_done_fn done = m->done;
             void *ctx = m->done_ctx;
-            m->pending = false;
-            m->consumer_id = 0; /* a late answer finds nothing and is undone */
+            /* destroyed while pending: its MapInto is withdrawn if still
+             * queued, the consumer's VMA charge returned; a late answer finds
+             * no map and is undone */
             map_destroy(e, m);
             if (done)
                 done(ctx, -ETIMEDOUT, NULL, "the consumer did not answer in time");

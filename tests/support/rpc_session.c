@@ -1,6 +1,7 @@
 #include "rpc_session.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,4 +326,21 @@ int api_register_consumer(const char *path, const char *name)
     }
     frame_envelope_free(r);
     return fd;
+}
+
+bool file_has(const char *path, const char *s, int ms)
+{
+    for (int i = 0; i < ms / 20; i++) {
+        char buf[8192] = "";
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, buf, sizeof(buf) - 1);
+            close(fd);
+            if (n > 0 && strstr(buf, s))
+                return true;
+        }
+        vdev_poll();
+        usleep(20000);
+    }
+    return false;
 }

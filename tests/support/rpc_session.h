@@ -102,3 +102,7 @@ mdl_envelope *api_stats(const char *path);
 /* Register a host consumer on a raw connection that the test then drives by
  * hand (answers MapInto or not); fd or -1 (with a "#" line). */
 int api_register_consumer(const char *path, const char *name);
+
+/* Does the file at path contain s within ms (the harness is polled
+ * meanwhile, so guests keep being served)? For a child's output. */
+bool file_has(const char *path, const char *s, int ms);

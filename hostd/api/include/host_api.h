@@ -1,10 +1,53 @@
 /* Host API: a Unix stream socket (mode 0660) speaking the mdlmap framing.
- * Non-blocking, many clients, bounded buffers. */
+ * Non-blocking, many clients, bounded buffers. Who may do what is decided
+ * from the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) at accept. */
 #pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "evloop.h"
 #include "map_engine.h"
 
 struct host_api;
 
-struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const char *path);
+/* One user or group named in an access option. */
+struct api_who {
+    bool group;   /* id is a gid (primary or supplementary), else a uid */
+    uint32_t id;
+};
+
+#define HOST_API_MAX_WHO 16 /* users/groups per list: options are parsed into fixed arrays */
+struct api_who_list {
+    struct api_who v[HOST_API_MAX_WHO];
+    unsigned n;
+};
+
+/* --consumer NAME=WHO[,WHO...]: who may register the UserMode consumer NAME. */
+#define HOST_API_MAX_CONSUMER_RULES 64 /* = the engine's consumer limit */
+struct api_consumer_rule {
+    char name[64];
+    struct api_who_list who;
+};
+
+struct host_api_config {
+    const char *path;
+    /* Rights beyond root and hostd's own uid, which always have all of them.
+     * read: ListMappings, Read, Stats. write: Write (and read). admin:
+     * admitted even when the client limit is reached, never evicted for an
+     * unprivileged client (and every right). */
+    struct api_who_list read, write, admin;
+    struct api_consumer_rule consumers[HOST_API_MAX_CONSUMER_RULES];
+    unsigned nconsumers;
+    unsigned frame_timeout_ms;    /* a started frame must complete by then; 0: 5000 */
+    unsigned consumer_timeout_ms; /* a consumer must answer MapInto by then; 0: 10000 */
+};
+
+/* Parse "WHO[,WHO...]" (WHO: user:NAME|UID, group:NAME|GID) into l
+ * (appending). 0, or -EINVAL with a message in err. */
+int host_api_who_parse(struct api_who_list *l, const char *arg, char *err, size_t errlen);
+/* Parse "NAME=WHO[,WHO...]" into a consumer rule of cfg. 0 or -EINVAL (err). */
+int host_api_consumer_rule_parse(struct host_api_config *cfg, const char *arg, char *err, size_t errlen);
+
+struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const struct host_api_config *cfg);
 void host_api_stop(struct host_api *api);

@@ -91,6 +91,10 @@ struct map_consumer_ops {
     int (*map_into)(void *ctx, const struct map_obj *m, const struct map_run *runs, uint32_t nruns);
     /* Tell the consumer to drop the mapping (no answer awaited). */
     void (*unmap_from)(void *ctx, uint64_t map_handle, uint64_t base, uint64_t len);
+    /* Optional. The map went before the consumer answered (expired, failed,
+     * released): a MapInto still waiting to be delivered can be dropped, with
+     * the fds it holds. */
+    void (*withdraw)(void *ctx, uint64_t map_handle);
 };
 
 struct map_params {

@@ -8,7 +8,9 @@
  *   - lock requests from an unprivileged guest port;
  *   - MDLs repeating one frame (a VMA per repeat) to eat the VMA budget;
  *   - locked MDLs leaked by dropping connections (a leak record each);
- *   - a map/unmap flood (a log line each, once). */
+ *   - a map/unmap flood (a log line each, once);
+ *   - on the host side, host API clients stalled in half a frame, and a
+ *     UserMode consumer that never reads while VM 0 maps into it. */
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -27,7 +29,28 @@
 static struct rig R;
 static struct vdev *V[NVM];
 static unsigned good_fail;
-static unsigned denied, vma_refused, attack_rounds; /* proof the attacks ran */
+static unsigned denied, vma_refused, attack_rounds, user_expired; /* proof the attacks ran */
+
+static int stalled[16];
+static int stall_consumer = -1;
+
+/* Host API attacks: clients stalled in half a frame (hostd drops them after
+ * the frame timeout), and a consumer that registers and never reads. */
+static void host_attacks(void)
+{
+    for (unsigned i = 0; i < 16; i++) {
+        if (stalled[i] >= 0)
+            close(stalled[i]);
+        stalled[i] = api_connect(R.api);
+        uint8_t half[3] = { 0x40, 0, 0 }; /* a length prefix cut short */
+        if (stalled[i] >= 0 && write(stalled[i], half, sizeof(half)) < 0) {
+            close(stalled[i]);
+            stalled[i] = -1;
+        }
+    }
+    if (stall_consumer < 0)
+        stall_consumer = api_register_consumer(R.api, "stall");
+}
 
 static long log_size(void)
 {
@@ -129,6 +152,14 @@ static void guest_attacks(bool flood)
         uint64_t f = BUF_PFN + (uint64_t)k;
         (void)rpc_lock(&s, 0, 4096, &f, 1, 1, &mdl);
     }
+    /* UserMode into the consumer that never answers: each expires */
+    if (rpc_lock(&s, 0, 4096, &pfn, 1, 1, &mdl) == ST_OK) {
+        Mdlmap__V1__MapRequest rq = map_rq(mdl);
+        rq.access_mode = MDLMAP__V1__ACCESS_MODE__USER_MODE;
+        rq.consumer = "stall";
+        struct rpc_mapping m;
+        user_expired += rpc_map(&s, &rq, &m) == MDLMAP__V1__NT_STATUS__STATUS_DEVICE_NOT_READY;
+    }
     if (flood && rpc_lock(&s, 0, 4096, &pfn, 1, 1, &mdl) == ST_OK)
         for (int k = 0; k < 200; k++) {
             Mdlmap__V1__MapRequest rq = map_rq(mdl);
@@ -147,7 +178,10 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < NVM; i++)
         cids[i] = 3 + i;
     /* a small VMA budget: 100 per VM guaranteed */
-    const char *more[] = { "--max-vmas", "800", NULL };
+    const char *more[] = { "--max-vmas", "800", "--consumer-timeout-ms", "200", "--api-frame-timeout-ms", "500",
+                           NULL };
+    for (unsigned i = 0; i < 16; i++)
+        stalled[i] = -1;
     rig_start_with(&R, bin, "mdlmap-load", NVM, cids, more);
     for (unsigned i = 0; i < NVM; i++) {
         char what[16];
@@ -170,6 +204,7 @@ int main(int argc, char **argv)
     long long t0 = now_ms();
     for (unsigned r = 0; r < ROUNDS; r++) {
         frontend_attacks(r);
+        host_attacks();
         guest_attacks(r == 0);
         for (unsigned i = 1; i < NVM; i++)
             good_turn(i);
@@ -184,6 +219,13 @@ int main(int argc, char **argv)
     tap_check(attack_rounds == ROUNDS + 1 && denied == ROUNDS + 1, "unprivileged locks denied (%u of %u rounds)",
               denied, attack_rounds);
     tap_check(vma_refused >= ROUNDS, "repeated-frame maps ran into VM 0's VMA share (%u refusals)", vma_refused);
+    tap_check(stall_consumer >= 0 && user_expired >= ROUNDS,
+              "UserMode maps into a consumer that never reads expired (%u)", user_expired);
+    for (unsigned i = 0; i < 16; i++)
+        if (stalled[i] >= 0)
+            close(stalled[i]);
+    if (stall_consumer >= 0)
+        close(stall_consumer);
     unsigned long long leaks = st && st->stats_reply ? (unsigned long long)st->stats_reply->leaks_reported : 0;
     tap_check(leaks >= 20ull * (ROUNDS + 1), "VM 0's leaked MDLs were reported (%llu)", leaks);
     if (st)

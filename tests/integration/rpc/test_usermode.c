@@ -115,23 +115,6 @@ static pid_t spawn_consumer(const char *ctl, const char *api, const char *out, c
     return pid;
 }
 
-static bool file_has(const char *path, const char *s, int ms)
-{
-    for (int i = 0; i < ms / 20; i++) {
-        char buf[8192] = "";
-        int fd = open(path, O_RDONLY);
-        if (fd >= 0) {
-            ssize_t n = read(fd, buf, sizeof(buf) - 1);
-            close(fd);
-            if (n > 0 && strstr(buf, s))
-                return true;
-        }
-        vdev_poll();
-        usleep(20000);
-    }
-    return false;
-}
-
 int main(int argc, char **argv)
 {
     const char *bin = hostd_path(argc, argv);
