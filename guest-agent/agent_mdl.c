@@ -276,13 +276,7 @@ static struct mdl_session *agent_session(void *ctx)
 {
     struct mdl_session *s = NULL;
     int rc = mdl_session_open_agent(ctx, &s);
-    if (rc < 0) {
-        char why[96];
-        snprintf(why, sizeof(why), "agent session: %s%s%s", strerror(-rc),
-                 *mdl_last_detail() ? ", " : "", mdl_last_detail());
-        mdl_set_last_status(MDL_STATUS_DEVICE_NOT_READY, why);
-    }
-    return rc == 0 ? s : NULL;
+    return mdl_selftest_opened("agent session", rc, s);
 }
 
 int cmd_selftest(int argc, char **argv)

@@ -147,10 +147,15 @@ struct mdl_session *st_open_session(struct st *t)
         return t->env->open_session(t->env->alloc_ctx);
     struct mdl_session *s = NULL;
     int rc = mdl_session_open_vsock(NULL, &s);
+    return mdl_selftest_opened("vsock session", rc, s);
+}
+
+struct mdl_session *mdl_selftest_opened(const char *what, int rc, struct mdl_session *s)
+{
     if (rc < 0) {
         char why[96];
-        snprintf(why, sizeof(why), "vsock session: %s%s%s", strerror(-rc),
-                 *mdl_last_detail() ? ", " : "", mdl_last_detail());
+        snprintf(why, sizeof(why), "%s: %s%s%s", what, strerror(-rc), *mdl_last_detail() ? ", " : "",
+                 mdl_last_detail());
         mdl_set_last_status(MDL_STATUS_DEVICE_NOT_READY, why);
     }
     return rc == 0 ? s : NULL;

@@ -20,5 +20,10 @@ struct mdl_selftest_env {
     struct mdl_session *(*open_session)(void *ctx);
 };
 
+/* For open_session callbacks: the session open by rc (0 or -errno) gave s;
+ * on failure, records why as the last status (named by what) for the R12
+ * test's message. Returns s or NULL. */
+struct mdl_session *mdl_selftest_opened(const char *what, int rc, struct mdl_session *s);
+
 /* Returns the number of failed tests (0: all passed). */
 int mdl_selftest_run(const struct mdl_selftest_env *env);
