@@ -145,7 +145,8 @@ static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, ui
     return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
 
-static int do_stats(struct map_engine *e, uint64_t rid, uint8_t **out, size_t *out_len)
+static int do_stats(struct map_engine *e, const Mdlmap__V1__StatsRequest *rq, uint64_t rid, uint8_t **out,
+                    size_t *out_len)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__StatsResponse rp = MDLMAP__V1__STATS_RESPONSE__INIT;
@@ -162,7 +163,16 @@ static int do_stats(struct map_engine *e, uint64_t rid, uint8_t **out, size_t *o
     rp.global_page_quota = st.global_page_quota;
     rp.vm_page_quota = st.vm_page_quota;
     const struct map_leak *lk[HOST_API_RECENT_LEAKS];
-    unsigned n = map_engine_recent_leaks(e, lk, HOST_API_RECENT_LEAKS);
+    unsigned n = 0;
+    if (rq && rq->vm_name && *rq->vm_name) {
+        /* one VM's own ring: what other VMs leaked cannot push it out */
+        const struct map_vm *vm = map_engine_vm_by_name(e, rq->vm_name);
+        const struct map_leaks *ring = vm ? map_engine_vm_leaks(vm) : NULL;
+        for (unsigned i = 0; ring && i < map_leaks_count(ring) && n < HOST_API_RECENT_LEAKS; i++)
+            lk[n++] = map_leaks_get(ring, i);
+    } else {
+        n = map_engine_recent_leaks(e, lk, HOST_API_RECENT_LEAKS);
+    }
     Mdlmap__V1__LeakRecord recs[HOST_API_RECENT_LEAKS];
     Mdlmap__V1__LeakRecord *ptrs[HOST_API_RECENT_LEAKS];
     for (unsigned i = 0; i < n; i++) {
@@ -192,7 +202,7 @@ int host_api_handle(struct map_engine *e, const mdl_envelope *req, uint8_t **out
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return do_write(e, req->write, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
-        return do_stats(e, req->request_id, out, out_len);
+        return do_stats(e, req->stats, req->request_id, out, out_len);
     default: {
         char detail[DETAIL_LEN];
         snprintf(detail, sizeof(detail), "request type %d is not served on the host API", (int)req->body_case);

@@ -706,6 +706,14 @@ const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm)
     return &vm->leaks;
 }
 
+const struct map_vm *map_engine_vm_by_name(const struct map_engine *e, const char *name)
+{
+    for (const struct map_vm *vm = e->vms; vm; vm = vm->next)
+        if (name && !strcmp(vm->name, name))
+            return vm;
+    return NULL;
+}
+
 unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max)
 {
     /* Merge the VMs' rings by sequence number, newest first, then reverse:

@@ -184,6 +184,8 @@ const struct map_obj *map_engine_next_map(const struct map_engine *e, const stru
 void map_engine_stats(const struct map_engine *e, struct map_stats *s);
 /* The VM's own leak records. */
 const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm);
+/* The engine's VM of that name, or NULL. */
+const struct map_vm *map_engine_vm_by_name(const struct map_engine *e, const char *name);
 /* The most recent leak records of all VMs, oldest first: fills out[] with at
  * most max pointers (valid until the engine changes); returns how many. */
 unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max);

@@ -192,6 +192,13 @@ int main(int argc, char **argv)
             return tap_done();
         }
     }
+    /* VM 1 leaks one MDL before VM 0 leaks a hundred: its record must stay */
+    struct rpc_session l1;
+    if (rpc_open(&l1, V[1])) {
+        uint64_t pfn = BUF_PFN, mdl;
+        tap_check(rpc_lock(&l1, 0, 4096, &pfn, 1, 1, &mdl) == ST_OK, "VM 1 locks an MDL it will leak");
+        rpc_close(&l1);
+    }
     /* warm-up: every path once, then the baseline */
     guest_attacks(false);
     for (unsigned i = 1; i < NVM; i++)
@@ -228,6 +235,17 @@ int main(int argc, char **argv)
         close(stall_consumer);
     unsigned long long leaks = st && st->stats_reply ? (unsigned long long)st->stats_reply->leaks_reported : 0;
     tap_check(leaks >= 20ull * (ROUNDS + 1), "VM 0's leaked MDLs were reported (%llu)", leaks);
+    mdl_envelope q = MDLMAP__V1__ENVELOPE__INIT, *vm1 = NULL;
+    Mdlmap__V1__StatsRequest sq = MDLMAP__V1__STATS_REQUEST__INIT;
+    sq.vm_name = R.p.vm[1].name;
+    q.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
+    q.stats = &sq;
+    vm1 = api_call(R.api, &q);
+    tap_check(vm1 && vm1->stats_reply && vm1->stats_reply->n_recent_leaks == 1 &&
+                  !strcmp(vm1->stats_reply->recent_leaks[0]->vm_name, R.p.vm[1].name),
+              "VM 1's leak record survived VM 0's flood of leaks (its own ring)");
+    if (vm1)
+        frame_envelope_free(vm1);
     if (st)
         frame_envelope_free(st);
     usleep(300 * 1000);
