@@ -19,16 +19,15 @@ static uint64_t config_cid(struct vm *vm)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || vu_backend_adopt_conn(vm->vu, sv[0]) < 0)
         return 0;
-    struct {
-        struct vu_msg_hdr h;
-        struct vu_config c;
-        uint8_t cfg[8];
-    } __attribute__((packed)) req = { { VHOST_USER_GET_CONFIG, VHOST_USER_VERSION, sizeof(struct vu_config) + 8 },
-                                      { 0, 8, 0 }, { 0 } }, rep;
+    /* header, then struct vu_config (offset 0, size 8, flags 0) and 8 bytes of room */
+    struct vu_msg_hdr h = { VHOST_USER_GET_CONFIG, VHOST_USER_VERSION, sizeof(struct vu_config) + 8 };
+    uint8_t payload[sizeof(struct vu_config) + 8] = { 0 };
+    struct vu_config c = { 0, 8, 0 };
+    memcpy(payload, &c, sizeof(c));
+    uint8_t rep[sizeof(struct vu_msg_hdr) + sizeof(payload)];
     uint64_t cid = 0;
-    if (vu_backend_process(vm->vu, &req.h, (const uint8_t *)&req.c, NULL, 0) == 0 &&
-        read(sv[1], &rep, sizeof(rep)) == (ssize_t)sizeof(rep)) {
-        memcpy(&cid, rep.cfg, sizeof(cid));
+    if (vu_backend_process(vm->vu, &h, payload, NULL, 0) == 0 && read(sv[1], rep, sizeof(rep)) == (ssize_t)sizeof(rep)) {
+        memcpy(&cid, rep + sizeof(struct vu_msg_hdr) + sizeof(struct vu_config), sizeof(cid));
         cid = le64toh(cid);
     }
     vu_backend_disconnect(vm->vu, "test done");
