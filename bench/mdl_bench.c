@@ -55,32 +55,40 @@ static int floor_once(int fd, const uint64_t *pfns, double *map_us, double *unma
     return 0;
 }
 
+/* Map the locked MDL h, unmap, unlock: map and unmap times, runs (= mmaps). */
+static int map_cycle(struct map_engine *e, struct map_owner *o, uint64_t h, double *map_us, double *unmap_us,
+                     unsigned *runs, char detail[200])
+{
+    const struct map_obj *m;
+    unsigned rel;
+    double t1 = now_us();
+    struct map_params p = { .access_mode = MAP_MODE_KERNEL, .cache_type = 1, .priority = 32 };
+    if (map_engine_map(e, o, h, &p, &m, detail, 200) < 0)
+        return -1;
+    double t2 = now_us();
+    struct map_info mi;
+    map_obj_info(m, &mi);
+    *runs = mi.runs;
+    if (map_engine_unmap(e, o, mi.handle, mi.address, h, detail, 200) < 0)
+        return -1;
+    double t3 = now_us();
+    map_engine_unlock(e, o, h, &rel, detail, 200);
+    *map_us = t2 - t1;
+    *unmap_us = t3 - t2;
+    return 0;
+}
+
 static int engine_once(struct map_engine *e, struct map_owner *o, const uint64_t *pfns, double *lock_us,
                        double *map_us, double *unmap_us, unsigned *runs)
 {
     char detail[200];
     uint64_t h;
-    const struct map_obj *m;
-    unsigned rel;
     double t0 = now_us();
     if (map_engine_lock(e, o, 0, MDL_BYTES, pfns, NPAGES, 1, &h, detail, sizeof(detail)) < 0)
         goto fail;
-    double t1 = now_us();
-    struct map_params p = { .access_mode = MAP_MODE_KERNEL, .cache_type = 1, .priority = 32 };
-    if (map_engine_map(e, o, h, &p, &m, detail, sizeof(detail)) < 0)
-        goto fail;
-    double t2 = now_us();
-    struct map_info mi;
-    map_obj_info(m, &mi);
-    *runs = mi.runs;
-    if (map_engine_unmap(e, o, mi.handle, mi.address, h, detail, sizeof(detail)) < 0)
-        goto fail;
-    double t3 = now_us();
-    map_engine_unlock(e, o, h, &rel, detail, sizeof(detail));
-    *lock_us = t1 - t0;
-    *map_us = t2 - t1;
-    *unmap_us = t3 - t2;
-    return 0;
+    *lock_us = now_us() - t0;
+    if (map_cycle(e, o, h, map_us, unmap_us, runs, detail) == 0)
+        return 0;
 fail:
     fprintf(stderr, "mdl_bench: %s\n", detail);
     return -1;
@@ -114,26 +122,15 @@ static int gib_case(struct map_engine *e, struct map_owner *o, double *a, int it
     unsigned mmaps_min = UINT32_MAX, mmaps_max = 0;
     for (int it = 0; it < iters; it++) {
         uint64_t h;
-        const struct map_obj *m;
-        unsigned rel;
+        unsigned mmaps;
         double t0 = now_us();
         if (map_engine_lock_runs(e, o, 0, GIB_PAGES * PG, &run, 1, 1, &h, detail, sizeof(detail)) < 0)
             goto fail;
-        double t1 = now_us();
-        struct map_params p = { .access_mode = MAP_MODE_KERNEL, .cache_type = 1, .priority = 32 };
-        if (map_engine_map(e, o, h, &p, &m, detail, sizeof(detail)) < 0)
+        a[it] = now_us() - t0;
+        if (map_cycle(e, o, h, &a[iters + it], &a[2 * iters + it], &mmaps, detail) < 0)
             goto fail;
-        double t2 = now_us();
-        struct map_info mi;
-        map_obj_info(m, &mi);
-        if (map_engine_unmap(e, o, mi.handle, mi.address, h, detail, sizeof(detail)) < 0)
-            goto fail;
-        a[2 * iters + it] = now_us() - t2;
-        map_engine_unlock(e, o, h, &rel, detail, sizeof(detail));
-        a[it] = t1 - t0;
-        a[iters + it] = t2 - t1;
-        mmaps_min = mi.runs < mmaps_min ? mi.runs : mmaps_min;
-        mmaps_max = mi.runs > mmaps_max ? mi.runs : mmaps_max;
+        mmaps_min = mmaps < mmaps_min ? mmaps : mmaps_min;
+        mmaps_max = mmaps > mmaps_max ? mmaps : mmaps_max;
     }
     double v[3][3];
     for (int k = 0; k < 3; k++)

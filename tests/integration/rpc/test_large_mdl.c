@@ -8,34 +8,13 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "mdlmap_client.h"
 #include "rpc_session.h"
 
 #define PG 4096u
 #define BUF_GPA (128ull << 20) /* low region: GPA 0 .. 1.25 GiB */
 #define BUF_LEN (1u << 30)
 #define BUF_PAGES (BUF_LEN / PG)
-
-static mdl_envelope *api_rw(const char *api, uint64_t map, uint64_t off, const char *data, uint32_t len)
-{
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
-    Mdlmap__V1__ReadRequest rd = MDLMAP__V1__READ_REQUEST__INIT;
-    Mdlmap__V1__WriteRequest wr = MDLMAP__V1__WRITE_REQUEST__INIT;
-    if (data) {
-        wr.map_handle = map;
-        wr.offset = off;
-        wr.data.data = (uint8_t *)data;
-        wr.data.len = len;
-        e.body_case = MDLMAP__V1__ENVELOPE__BODY_WRITE;
-        e.write = &wr;
-    } else {
-        rd.map_handle = map;
-        rd.offset = off;
-        rd.length = len;
-        e.body_case = MDLMAP__V1__ENVELOPE__BODY_READ;
-        e.read = &rd;
-    }
-    return api_call(api, &e);
-}
 
 static void large(struct rig *rig, struct vdev *d)
 {
@@ -64,22 +43,21 @@ static void large(struct rig *rig, struct vdev *d)
     st = rpc_map(&r, &mq, &m);
     tap_check(st == 0 && m.map && m.vmas == 1, "Map to system VA: one host mapping (vma_count %u) -> %s%s%s", m.vmas,
               rpc_status_name(st), st ? ": " : "", st ? r.detail : "");
-    mdl_envelope *o = api_rw(rig->api, m.map, BUF_LEN - 16, NULL, 16);
-    tap_check(o && o->status == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_READ_REPLY &&
-                  o->read_reply->data.len == 16 && !memcmp(o->read_reply->data.data, "last guest bytes", 16),
-              "host API reads the buffer's last 16 bytes (1 GiB - 16 in): the guest's");
-    frame_envelope_free(o);
-    o = api_rw(rig->api, m.map, 0, NULL, 16);
-    tap_check(o && o->status == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_READ_REPLY &&
-                  o->read_reply->data.len == 16 && !memcmp(o->read_reply->data.data, "first guest page", 16),
-              "host API reads the buffer's first bytes");
-    frame_envelope_free(o);
-    o = api_rw(rig->api, m.map, BUF_LEN - 1, "!", 1);
-    tap_check(o && o->status == 0 && last[15] == '!', "host API writes the last byte; the guest sees it");
-    frame_envelope_free(o);
-    o = api_rw(rig->api, m.map, BUF_LEN - 1, NULL, 2);
-    tap_check(o && o->status != 0, "a read past the buffer's end is refused");
-    frame_envelope_free(o);
+    /* the host side: the host API client library, as a host tool reads */
+    struct mdlmap_client hc;
+    if (tap_check(mdlmap_client_open(&hc, rig->api) == 0, "host API client connects")) {
+        char got[16] = "";
+        int rc = mdlmap_client_read(&hc, m.map, BUF_LEN - 16, got, 16);
+        tap_check(rc == 0 && !memcmp(got, "last guest bytes", 16),
+                  "host API reads the buffer's last 16 bytes (1 GiB - 16 in): the guest's");
+        rc = mdlmap_client_read(&hc, m.map, 0, got, 16);
+        tap_check(rc == 0 && !memcmp(got, "first guest page", 16), "host API reads the buffer's first bytes");
+        rc = mdlmap_client_write(&hc, m.map, BUF_LEN - 1, "!", 1);
+        tap_check(rc == 0 && last[15] == '!', "host API writes the last byte; the guest sees it");
+        rc = mdlmap_client_read(&hc, m.map, BUF_LEN - 1, got, 2);
+        tap_check(rc < 0, "a read past the buffer's end is refused (%d)", rc);
+        mdlmap_client_close(&hc);
+    }
     st = rpc_unmap(&r, m.map, m.address, mdl);
     tap_check(st == 0, "Unmap -> %s", rpc_status_name(st));
     unsigned rel = 0;
