@@ -139,7 +139,7 @@ static int handle_lock(struct ad_client *c, const Mdlmap__V1__Envelope *req)
     struct stat sb;
     size_t npages = MDL_SPAN_PAGES(l->byte_offset, l->byte_count);
     size_t len = npages * MDL_PAGE_SIZE;
-    if (fd < 0 || l->n_pfns || !l->byte_count || l->byte_offset >= MDL_PAGE_SIZE ||
+    if (fd < 0 || l->n_pfns || l->n_runs || !l->byte_count || l->byte_offset >= MDL_PAGE_SIZE ||
         (l->memfd_offset & MDL_PAGE_MASK) || fstat(fd, &sb) < 0 ||
         l->memfd_offset > (uint64_t)sb.st_size || len > (uint64_t)sb.st_size - l->memfd_offset) {
         if (fd >= 0)
@@ -175,10 +175,12 @@ static int handle_lock(struct ad_client *c, const Mdlmap__V1__Envelope *req)
      * the decoded request belongs to the framed connection). */
     Mdlmap__V1__LockRequest lk = *l;
     Mdlmap__V1__Envelope e = *req, *r = NULL;
-    lk.pfns = pfns;
-    lk.n_pfns = npages;
+    struct mdl_env_runs rs;
+    mdl_status st = MDL_STATUS_INSUFFICIENT_RESOURCES;
     e.lock = &lk;
-    mdl_status st = mdl_session_call(c->s, &e, -1, &r);
+    if (mdl_env_set_runs(&lk, pfns, npages, &rs) == 0) /* as runs: a large contiguous buffer stays small */
+        st = mdl_session_call(c->s, &e, -1, &r);
+    mdl_env_runs_free(&rs);
     if (MDL_SUCCESS(st) && r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY) {
         c->pins[c->npins++] = (struct ad_pin){ r->lock_reply->mdl_handle, va, len, pin };
         /* the program needs the frames (it has no pagemap rights); hostd

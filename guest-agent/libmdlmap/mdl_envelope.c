@@ -1,5 +1,7 @@
-/* Request envelopes for hostd, built on caller-provided storage. */
+/* Request envelopes for hostd, built on caller-provided storage (a Lock's
+ * frame runs excepted: their count is known only from the frames). */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "frame.h"
 #include "mdl_internal.h"
@@ -21,19 +23,69 @@ void mdl_env_hello(Mdlmap__V1__Envelope *e, Mdlmap__V1__HelloRequest *b, const c
     e->hello = b;
 }
 
-void mdl_env_lock(Mdlmap__V1__Envelope *e, Mdlmap__V1__LockRequest *b, const struct mdl *m,
-                  enum mdl_lock_op op, uint64_t *pfns, size_t npages)
+int mdl_env_set_runs(Mdlmap__V1__LockRequest *b, const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
+{
+    *rs = (struct mdl_env_runs){ 0 };
+    b->n_pfns = 0;
+    b->pfns = NULL;
+    b->n_runs = 0;
+    b->runs = NULL;
+    if (n == 0)
+        return 0;
+    /* Count first so that both arrays are exact: a contiguous MDL is one
+     * run, whatever its size (1 GiB would be 2 MiB of pfns, over the frame
+     * limit). A run ends where the next frame does not follow, or where its
+     * count would pass the 32-bit field (never, for an MDL below 4 GiB). */
+    size_t nr = 1;
+    for (size_t i = 1, len = 1; i < n; i++, len++)
+        if (pfns[i] != pfns[i - 1] + 1 || len == UINT32_MAX) {
+            nr++;
+            len = 0;
+        }
+    rs->runs = calloc(nr, sizeof(*rs->runs));
+    rs->ptrs = calloc(nr, sizeof(*rs->ptrs));
+    if (!rs->runs || !rs->ptrs) {
+        mdl_env_runs_free(rs);
+        return -ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        Mdlmap__V1__FrameRun *r = k ? &rs->runs[k - 1] : NULL;
+        if (r && pfns[i] == pfns[i - 1] + 1 && r->count < UINT32_MAX) {
+            r->count++;
+            continue;
+        }
+        r = &rs->runs[k];
+        mdlmap__v1__frame_run__init(r);
+        r->first_pfn = pfns[i];
+        r->count = 1;
+        rs->ptrs[k++] = r;
+    }
+    rs->n = k;
+    b->runs = rs->ptrs;
+    b->n_runs = k;
+    return 0;
+}
+
+void mdl_env_runs_free(struct mdl_env_runs *rs)
+{
+    free(rs->runs);
+    free(rs->ptrs);
+    *rs = (struct mdl_env_runs){ 0 };
+}
+
+int mdl_env_lock(Mdlmap__V1__Envelope *e, Mdlmap__V1__LockRequest *b, const struct mdl *m, enum mdl_lock_op op,
+                 const uint64_t *pfns, size_t npages, struct mdl_env_runs *rs)
 {
     mdl_env_init(e);
     mdlmap__v1__lock_request__init(b);
     b->start_va = (uint64_t)(uintptr_t)m->start_va;
     b->byte_offset = m->byte_offset;
     b->byte_count = m->byte_count;
-    b->n_pfns = npages;
-    b->pfns = pfns;
     b->operation = (Mdlmap__V1__LockOperation)op;
     e->body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
     e->lock = b;
+    return mdl_env_set_runs(b, pfns, npages, rs);
 }
 
 int mdl_env_map(Mdlmap__V1__Envelope *e, Mdlmap__V1__MapRequest *b, uint64_t lock_handle,

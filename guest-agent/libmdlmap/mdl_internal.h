@@ -52,8 +52,20 @@ int mdl_pagemap_read(uintptr_t va, size_t npages, uint64_t *pfns);
  * body struct is supplied by the caller (nothing is heap-allocated). */
 void mdl_env_init(Mdlmap__V1__Envelope *e);
 void mdl_env_hello(Mdlmap__V1__Envelope *e, Mdlmap__V1__HelloRequest *b, const char *client);
-void mdl_env_lock(Mdlmap__V1__Envelope *e, Mdlmap__V1__LockRequest *b, const struct mdl *m,
-                  enum mdl_lock_op op, uint64_t *pfns, size_t npages);
+/* The frames of a LockRequest as FrameRuns (consecutive pfns coalesced),
+ * which the request points into until mdl_env_runs_free. */
+struct mdl_env_runs {
+    Mdlmap__V1__FrameRun *runs;
+    Mdlmap__V1__FrameRun **ptrs;
+    size_t n;
+};
+/* npages 0: no frames (the agent daemon fills them in). 0 or -ENOMEM; free
+ * rs with mdl_env_runs_free either way. */
+int mdl_env_lock(Mdlmap__V1__Envelope *e, Mdlmap__V1__LockRequest *b, const struct mdl *m, enum mdl_lock_op op,
+                 const uint64_t *pfns, size_t npages, struct mdl_env_runs *rs);
+/* Set b's frames to pfns[0..n) as runs (pfns cleared). 0 or -ENOMEM. */
+int mdl_env_set_runs(Mdlmap__V1__LockRequest *b, const uint64_t *pfns, size_t n, struct mdl_env_runs *rs);
+void mdl_env_runs_free(struct mdl_env_runs *rs);
 int mdl_env_map(Mdlmap__V1__Envelope *e, Mdlmap__V1__MapRequest *b, uint64_t lock_handle,
                 const struct mdl_map_params *p, const char *consumer);
 void mdl_env_unmap(Mdlmap__V1__Envelope *e, Mdlmap__V1__UnmapRequest *b, uint64_t map_handle,

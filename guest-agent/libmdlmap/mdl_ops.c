@@ -81,12 +81,18 @@ mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_loc
         snprintf(why, sizeof(why), "pinning %zu pages: %s", npages, strerror(-rc));
         return fail(pin_status(rc), why);
     }
-    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__Envelope e, *r = NULL;
     Mdlmap__V1__LockRequest b;
-    mdl_env_lock(&e, &b, m, op, mdl_pfns(m), pn.pfns_from_peer ? 0 : npages);
-    if (pn.pass_fd >= 0)
-        b.memfd_offset = pn.fd_offset;
-    mdl_status st = mdl_session_call(s, &e, pn.pass_fd, &r);
+    struct mdl_env_runs rs;
+    mdl_status st = MDL_STATUS_INSUFFICIENT_RESOURCES;
+    if (mdl_env_lock(&e, &b, m, op, mdl_pfns(m), pn.pfns_from_peer ? 0 : npages, &rs) == 0) {
+        if (pn.pass_fd >= 0)
+            b.memfd_offset = pn.fd_offset;
+        st = mdl_session_call(s, &e, pn.pass_fd, &r);
+    } else {
+        fail(st, "no memory for the frame runs");
+    }
+    mdl_env_runs_free(&rs);
     st = expect(st, r, MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY);
     if (MDL_SUCCESS(st) && pn.pfns_from_peer) {
         if (r->lock_reply->n_pfns != npages)

@@ -123,61 +123,53 @@ static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
     a->mdls--;
     a->locked_pages -= m->npages;
     e->nmdls--;
-    free(m->pfns);
+    free(m->frames);
     map_layout_cache_drop(&m->layout);
     free(m);
 }
 
-int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
-                    uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
-                    uint64_t *mdl_handle, char *detail, size_t dlen)
+/* Validate the frames (geometry already checked) and store the MDL; fr is
+ * the MDL's own copy, owned by the MDL on success and freed on failure. */
+static int lock_store(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                      uint32_t byte_count, uint32_t npages, struct map_frames *fr, uint32_t nfr,
+                      uint32_t operation, uint64_t *mdl_handle, char *detail, size_t dlen)
 {
-    if (!o->vm) {
-        snprintf(detail, dlen, "no VM");
-        return -EINVAL;
-    }
-    if (operation > 2) {
-        snprintf(detail, dlen, "unknown lock operation %u", operation);
-        return -EINVAL;
-    }
-    int rc = map_layout_check_geometry(byte_offset, byte_count, npfns, MAP_MAX_MDL_PAGES, detail, dlen);
-    if (rc < 0)
-        return rc;
     struct map_layout_cache lc;
-    rc = map_layout_cache_fill(&lc, o->vm->mem, pfns, (uint32_t)npfns, detail, dlen);
-    if (rc < 0)
+    int rc = map_layout_cache_fill(&lc, o->vm->mem, fr, nfr, npages, detail, dlen);
+    if (rc < 0) {
+        free(fr);
         return rc;
+    }
     struct vm_acct *a = map_acct_of(o->vm);
-    if (a->mdls >= MAP_MAX_MDLS_PER_VM || a->locked_pages + npfns > MAP_MAX_LOCKED_PAGES_PER_VM) {
+    if (a->mdls >= MAP_MAX_MDLS_PER_VM || a->locked_pages + npages > MAP_MAX_LOCKED_PAGES_PER_VM) {
         snprintf(detail, dlen, "VM holds %llu locked MDLs / %llu pages (limits %u / %llu)",
                  (unsigned long long)a->mdls, (unsigned long long)a->locked_pages,
                  MAP_MAX_MDLS_PER_VM, (unsigned long long)MAP_MAX_LOCKED_PAGES_PER_VM);
         map_layout_cache_drop(&lc);
+        free(fr);
         return -ENOSPC;
     }
     struct mdl_obj *m = calloc(1, sizeof(*m));
-    uint64_t *copy = malloc(npfns * sizeof(*copy));
-    if (!m || !copy) {
-        free(m);
-        free(copy);
+    if (!m) {
         map_layout_cache_drop(&lc);
+        free(fr);
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
     }
-    memcpy(copy, pfns, npfns * sizeof(*copy));
     m->handle = map_handle_next(&e->gen);
     m->owner = *o;
     snprintf(m->vm_name, sizeof(m->vm_name), "%s", o->vm->name);
     m->cid = o->vm->cid;
     m->byte_offset = byte_offset;
     m->byte_count = byte_count;
-    m->npages = (uint32_t)npfns;
+    m->npages = npages;
     m->operation = operation;
-    m->pfns = copy;
+    m->frames = fr;
+    m->nframes = nfr;
     m->layout = lc;
     if (map_table_put(&e->mdls, m->handle, m) < 0) {
         map_layout_cache_drop(&m->layout);
-        free(copy);
+        free(fr);
         free(m);
         snprintf(detail, dlen, "out of memory");
         return -ENOMEM;
@@ -187,13 +179,71 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
         m->next->prev = m;
     e->mdl_head = m;
     a->mdls++;
-    a->locked_pages += npfns;
+    a->locked_pages += npages;
     e->nmdls++;
     *mdl_handle = m->handle;
-    log_debug("mdl: vm %s conn %llu locked mdl 0x%llx: %u pages, offset %u, %u bytes", m->vm_name,
-              (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->npages, byte_offset,
-              byte_count);
+    log_debug("mdl: vm %s conn %llu locked mdl 0x%llx: %u pages in %u frame runs, offset %u, %u bytes",
+              m->vm_name, (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->npages, nfr,
+              byte_offset, byte_count);
     return 0;
+}
+
+static int lock_args_ok(const struct map_owner *o, uint32_t operation, char *detail, size_t dlen)
+{
+    if (!o->vm) {
+        snprintf(detail, dlen, "no VM");
+        return -EINVAL;
+    }
+    if (operation > 2) {
+        snprintf(detail, dlen, "unknown lock operation %u", operation);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                    uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
+                    uint64_t *mdl_handle, char *detail, size_t dlen)
+{
+    int rc = lock_args_ok(o, operation, detail, dlen);
+    if (rc < 0)
+        return rc;
+    rc = map_layout_check_geometry(byte_offset, byte_count, npfns, MAP_MAX_MDL_PAGES, detail, dlen);
+    if (rc < 0)
+        return rc;
+    /* kept as runs like any MDL: a contiguous one costs one entry, a
+     * scattered one an entry per page */
+    struct map_frames *fr;
+    uint32_t nfr;
+    rc = map_layout_frames_of_pfns(pfns, npfns, &fr, &nfr);
+    if (rc < 0) {
+        snprintf(detail, dlen, "out of memory");
+        return rc;
+    }
+    return lock_store(e, o, byte_offset, byte_count, (uint32_t)npfns, fr, nfr, operation, mdl_handle, detail,
+                      dlen);
+}
+
+int map_engine_lock_runs(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                         uint32_t byte_count, const struct map_frames *fr, size_t nfr, uint32_t operation,
+                         uint64_t *mdl_handle, char *detail, size_t dlen)
+{
+    int rc = lock_args_ok(o, operation, detail, dlen);
+    if (rc < 0)
+        return rc;
+    rc = map_layout_check_frame_runs(byte_offset, byte_count, fr, nfr, MAP_MAX_MDL_PAGES, detail, dlen);
+    if (rc < 0)
+        return rc;
+    /* nfr <= pages spanned <= MAP_MAX_MDL_PAGES: the copy is bounded */
+    struct map_frames *copy = malloc(nfr * sizeof(*copy));
+    if (!copy) {
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(copy, fr, nfr * sizeof(*copy));
+    uint32_t npages = (uint32_t)(((uint64_t)byte_offset + byte_count + MAP_PAGE_SIZE - 1) >> MAP_PAGE_SHIFT);
+    return lock_store(e, o, byte_offset, byte_count, npages, copy, (uint32_t)nfr, operation, mdl_handle, detail,
+                      dlen);
 }
 
 static struct mdl_obj *mdl_get(struct map_engine *e, const struct map_owner *o, uint64_t h)
@@ -397,7 +447,7 @@ int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj 
                 struct map_run **runs, uint32_t *nruns, char *detail, size_t dlen)
 {
     *acct = map_acct_of(o->vm);
-    return map_layout_runs_cached(&mdl->layout, o->vm->mem, mdl->pfns, mdl->npages, runs, nruns, detail, dlen);
+    return map_layout_runs_cached(&mdl->layout, o->vm->mem, mdl->frames, mdl->nframes, runs, nruns, detail, dlen);
 }
 
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,

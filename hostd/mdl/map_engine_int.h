@@ -13,7 +13,10 @@ struct mdl_obj {
     uint64_t cid;
     uint32_t byte_offset, byte_count, npages;
     uint32_t operation;
-    uint64_t *pfns;
+    /* the frames as runs: O(runs) memory, and what map re-validates when the
+     * memory table changed since lock */
+    struct map_frames *frames;
+    uint32_t nframes;
     struct map_layout_cache layout; /* runs from lock time, reused by map while the memtable is unchanged */
     unsigned nmaps;
     struct map_obj *system_map;  /* the KernelMode mapping, if any (MDL_MAPPED_TO_SYSTEM_VA) */
@@ -42,9 +45,12 @@ struct map_obj {
     struct map_obj *prev, *next;
 };
 
-/* Bounds on what one VM may keep locked (the pfn arrays live in hostd). */
+/* Bounds on what one VM may keep locked (the frame runs live in hostd). */
 #define MAP_MAX_MDLS_PER_VM 8192u
 #define MAP_MAX_LOCKED_PAGES_PER_VM (4ull << 20)
+/* HelloResponse.max_mdl_pages says MAP_MAX_MDL_PAGES: one MDL that large must
+ * fit in a VM's lock budget, or the figure would not be true. */
+_Static_assert(MAP_MAX_MDL_PAGES <= MAP_MAX_LOCKED_PAGES_PER_VM, "largest MDL exceeds the per-VM lock budget");
 #define MAP_MAX_CONSUMERS 64u
 #define MAP_ORPHAN_REASON "consumer gone: " /* + name; leak record reason */
 

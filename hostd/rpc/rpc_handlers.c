@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "log.h"
 #include "fconn.h"
@@ -42,6 +43,36 @@ static int check_privileged(const struct rpc_session *s, const char *what, char 
     return -EACCES;
 }
 
+int rpc_frame_runs(const Mdlmap__V1__LockRequest *rq, struct map_frames **out, char *detail, size_t dlen)
+{
+    *out = NULL;
+    /* one form or the other: with both, which frames are meant is unclear */
+    if (rq->n_pfns && rq->n_runs) {
+        snprintf(detail, dlen, "LockRequest carries both pfns (%zu) and runs (%zu)", rq->n_pfns,
+                 rq->n_runs);
+        return -EINVAL;
+    }
+    /* A run holds at least a page, so an MDL can have no more runs than
+     * MAP_MAX_MDL_PAGES (the engine checks against the pages actually
+     * spanned); refusing here keeps the copy below bounded by that too, not
+     * only by the frame size (a 1 MiB frame holds up to 256 Ki 4-byte runs). */
+    if (rq->n_runs > MAP_MAX_MDL_PAGES) {
+        snprintf(detail, dlen, "%zu frame runs, at most %u", rq->n_runs, MAP_MAX_MDL_PAGES);
+        return -EINVAL;
+    }
+    struct map_frames *fr = malloc(rq->n_runs * sizeof(*fr));
+    if (!fr) {
+        snprintf(detail, dlen, "out of memory");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < rq->n_runs; i++) {
+        const Mdlmap__V1__FrameRun *r = rq->runs[i];
+        fr[i] = (struct map_frames){ .first_pfn = r ? r->first_pfn : 0, .count = r ? r->count : 0 };
+    }
+    *out = fr;
+    return 0;
+}
+
 static int do_lock(struct rpc_session *s, const Mdlmap__V1__LockRequest *rq, mdl_envelope *env,
                    Mdlmap__V1__LockResponse *rp, char *detail)
 {
@@ -50,10 +81,18 @@ static int do_lock(struct rpc_session *s, const Mdlmap__V1__LockRequest *rq, mdl
     int prc = check_privileged(s, "lock", detail);
     if (prc < 0)
         return prc;
-    int rc = map_engine_lock(s->eng, &s->owner, rq->byte_offset, rq->byte_count, rq->pfns, rq->n_pfns,
-                             (uint32_t)rq->operation, &rp->mdl_handle, detail, DETAIL_LEN);
     /* invalid frames: -EFAULT (STATUS_ACCESS_VIOLATION, as MmProbeAndLockPages raises);
-     * malformed geometry: -EINVAL (STATUS_INVALID_PARAMETER) */
+     * malformed geometry or frame runs: -EINVAL (STATUS_INVALID_PARAMETER) */
+    if (!rq->n_runs)
+        return map_engine_lock(s->eng, &s->owner, rq->byte_offset, rq->byte_count, rq->pfns, rq->n_pfns,
+                               (uint32_t)rq->operation, &rp->mdl_handle, detail, DETAIL_LEN);
+    struct map_frames *fr;
+    int rc = rpc_frame_runs(rq, &fr, detail, DETAIL_LEN);
+    if (rc < 0)
+        return rc;
+    rc = map_engine_lock_runs(s->eng, &s->owner, rq->byte_offset, rq->byte_count, fr, rq->n_runs,
+                              (uint32_t)rq->operation, &rp->mdl_handle, detail, DETAIL_LEN);
+    free(fr);
     return rc;
 }
 

@@ -35,3 +35,8 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
 /* The MapResponse (or failure) for request_id; m may be NULL on failure. */
 int rpc_encode_map_reply(uint64_t request_id, int err, const char *detail, const struct map_obj *m,
                          uint8_t **out, size_t *out_len);
+/* LockRequest.runs as engine frame runs (*out malloc'ed, caller frees; an
+ * empty array for no runs). -EINVAL when the request carries both pfns and
+ * runs, or more runs than any MDL can have; -ENOMEM. The runs themselves are
+ * checked by map_engine_lock_runs. */
+int rpc_frame_runs(const Mdlmap__V1__LockRequest *rq, struct map_frames **out, char *detail, size_t dlen);

@@ -2,8 +2,8 @@
  * handlers, against a small memfd-backed VM. Input byte 0 picks the mode:
  *  even: the rest is a raw guest byte stream fed in fuzzed chunk sizes;
  *  odd:  the rest is a program of structured operations (lock/map/unmap/
- *        unlock/read/write/raw) that reuse the handles hostd returned, so the
- *        handlers are reached past the handle checks. */
+ *        unlock/read/write/raw, lock by frame runs) that reuse the handles
+ *        hostd returned, so the handlers are reached past the handle checks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +131,7 @@ static void program(struct rpc_conn *c, struct sink *s, struct in *in)
     uint64_t pfns[64];
     uint64_t id = 1;
     while (in->n) {
-        unsigned op = (unsigned)take(in, 1) % 9;
+        unsigned op = (unsigned)take(in, 1) % 10;
         mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
         switch (op) {
         case 0: {
@@ -230,6 +230,34 @@ static void program(struct rpc_conn *c, struct sink *s, struct in *in)
             rq.priority = 16;
             env.body_case = MDLMAP__V1__ENVELOPE__BODY_MAP;
             env.map = &rq;
+            send_env(c, &env, id++);
+            break;
+        }
+        case 9: { /* Lock with LockRequest.runs: sel bits 0-2 runs, 6 wild counts, 7 pfns too */
+            Mdlmap__V1__LockRequest rq = MDLMAP__V1__LOCK_REQUEST__INIT;
+            Mdlmap__V1__FrameRun fr[8], *frp[8];
+            uint8_t sel = (uint8_t)take(in, 1);
+            rq.byte_offset = (uint32_t)take(in, 2) % 4200;
+            rq.byte_count = (uint32_t)take(in, 4);
+            size_t nr = sel & 7;
+            for (size_t i = 0; i < nr; i++) {
+                uint64_t v = take(in, 2);
+                mdlmap__v1__frame_run__init(&fr[i]);
+                /* mostly RAM frames (runs may cross into the hole or past RAM) */
+                fr[i].first_pfn = (v & 0xC000) == 0xC000 ? v << 40 : v % 0x3400;
+                fr[i].count = (uint32_t)(sel & 0x40 ? take(in, 4) : take(in, 2) % 0x1400);
+                frp[i] = &fr[i];
+            }
+            rq.runs = frp;
+            rq.n_runs = nr;
+            if (sel & 0x80) {
+                pfns[0] = take(in, 2) % 0x3400;
+                rq.pfns = pfns;
+                rq.n_pfns = 1;
+            }
+            rq.operation = (Mdlmap__V1__LockOperation)(take(in, 1) % 4);
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
+            env.lock = &rq;
             send_env(c, &env, id++);
             break;
         }

@@ -69,6 +69,18 @@ def lock(req_id, pfns, byte_offset=0, byte_count=None, op=0):
     return frame(envelope(req_id, 12, body))
 
 
+def lock_runs(req_id, runs, byte_offset=0, byte_count=None, op=0, pfns=()):
+    """LockRequest with frames as FrameRun (first_pfn, count) entries (field 7)."""
+    if byte_count is None:
+        byte_count = sum(c for _, c in runs) * 4096 - byte_offset
+    body = f_varint(2, byte_offset) + f_varint(3, byte_count) + f_varint(5, op)
+    if pfns:
+        body += f_bytes(4, b''.join(varint(p) for p in pfns))
+    for first, count in runs:
+        body += f_bytes(7, f_varint(1, first) + f_varint(2, count))
+    return frame(envelope(req_id, 12, body))
+
+
 def stats(req_id):
     return frame(envelope(req_id, 36, b''))
 
@@ -195,7 +207,18 @@ def rpc_seeds():
     user += bytes([0, 0x00, 0x00, 0x00, 0x30, 0x00, 3, 0x20, 0, 0x21, 0, 0x22, 0, 1])
     user += bytes([8, 0x01]) + bytes([7, 0x07, 0x10, 0x00]) + bytes([2, 7]) + bytes([3, 1])
     raw = bytes([0x00]) + hello(1) + lock(2, [0x10, 0x11], 0x10, 0x1000) + stats(3)
-    return {'program': prog, 'user-mode': user, 'raw-frames': raw}
+    # frame runs (LockRequest.runs): a contiguous 2 MiB run, two runs, then
+    # malformed ones: a zero count, pfns and runs both set, a short sum
+    runs = (bytes([0x00]) + hello(1) + lock_runs(2, [(0x100, 0x200)]) +
+            lock_runs(3, [(0x10, 2), (0x20, 3)], 0x20, 0x4000) + lock_runs(4, [(0x10, 0)], 0, 4096) +
+            lock_runs(5, [(0x10, 1)], 0, 4096, pfns=[0x10]) + lock_runs(6, [(0x10, 1)], 0, 8192) + stats(7))
+    # program: op 9 locks by runs (sel: 2 runs), maps, reads, unmaps, unlocks
+    prun = bytes([0x01])
+    prun += bytes([9, 0x02, 0x00, 0x00, 0x00, 0x50, 0x00, 0x00,   # 2 runs, byte_count 0x5000 (5 pages)
+                   0x10, 0x00, 0x02, 0x00, 0x20, 0x00, 0x03, 0x00, 1])  # (0x10, 2), (0x20, 3), write
+    prun += bytes([1, 0x01, 0x01, 16, 0, 0, 0]) + bytes([4, 0x10, 0, 0, 0x00, 0x01, 0])
+    prun += bytes([2, 7]) + bytes([3, 1])
+    return {'program': prog, 'user-mode': user, 'raw-frames': raw, 'runs-frames': runs, 'runs-program': prun}
 
 
 # ---- fuzz_vsock_hdr ------------------------------------------------------------

@@ -5,17 +5,26 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid)
+/* The memfd of size bytes and the test's own mapping of it. */
+static int fake_file(struct fake_vm *f, const char *name, uint64_t cid, uint64_t size)
 {
     memset(f, 0, sizeof(*f));
     memtable_init(&f->mem);
     snprintf(f->name, sizeof(f->name), "%s", name);
     f->cid = cid;
     f->fd = memfd_create(name, MFD_CLOEXEC);
-    if (f->fd < 0 || ftruncate(f->fd, (off_t)FAKE_FILE_SIZE) < 0)
+    if (f->fd < 0 || ftruncate(f->fd, (off_t)size) < 0)
         return -1;
-    f->file = mmap(NULL, FAKE_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
+    f->file = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, f->fd, 0);
     if (f->file == MAP_FAILED)
+        return -1;
+    f->size = size;
+    return 0;
+}
+
+int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid)
+{
+    if (fake_file(f, name, cid, FAKE_FILE_SIZE) < 0)
         return -1;
     if (memtable_add(&f->mem, 0, 16u << 20, 0x7f0000000000ull, 0, dup(f->fd)) < 0)
         return -1;
@@ -24,11 +33,18 @@ int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid)
     return 0;
 }
 
+int fake_vm_init_ram(struct fake_vm *f, const char *name, uint64_t cid, uint64_t ram)
+{
+    if (fake_file(f, name, cid, ram) < 0)
+        return -1;
+    return memtable_add(&f->mem, 0, ram, 0x7f0000000000ull, 0, dup(f->fd)) < 0 ? -1 : 0;
+}
+
 void fake_vm_fini(struct fake_vm *f)
 {
     memtable_clear(&f->mem);
     if (f->file && f->file != MAP_FAILED)
-        munmap(f->file, FAKE_FILE_SIZE);
+        munmap(f->file, f->size);
     if (f->fd >= 0)
         close(f->fd);
 }

@@ -30,9 +30,14 @@ struct fake_vm {
     struct memtable mem;
     int fd;
     uint8_t *file;
+    uint64_t size;   /* bytes of file (and of its mapping) */
 };
 
 int fake_vm_init(struct fake_vm *f, const char *name, uint64_t cid);
+/* A large fake VM: ram bytes (page multiple) of RAM as one region at gpa 0,
+ * file offset 0. The memfd is sparse: only pages a test touches cost memory,
+ * so GiB-sized MDLs can be locked and mapped. */
+int fake_vm_init_ram(struct fake_vm *f, const char *name, uint64_t cid, uint64_t ram);
 void fake_vm_fini(struct fake_vm *f);
 /* The fake VM as a VM of engine e (freed with e). */
 struct map_vm *fake_vm_add(struct fake_vm *f, struct map_engine *e);

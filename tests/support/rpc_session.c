@@ -191,23 +191,43 @@ int32_t rpc_hello(struct rpc_session *r, uint32_t min_version, uint32_t max_vers
     return st;
 }
 
+int32_t rpc_lock_req(struct rpc_session *r, Mdlmap__V1__LockRequest *l, uint64_t *mdl)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
+    e.lock = l;
+    int32_t st = rpc_call(r, &e, &o);
+    if (mdl)
+        *mdl = st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY ? o->lock_reply->mdl_handle : 0;
+    frame_envelope_free(o);
+    return st;
+}
+
 int32_t rpc_lock(struct rpc_session *r, uint32_t byte_offset, uint32_t byte_count, const uint64_t *pfns,
                  size_t n, uint32_t operation, uint64_t *mdl)
 {
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
     Mdlmap__V1__LockRequest l = MDLMAP__V1__LOCK_REQUEST__INIT;
     l.byte_offset = byte_offset;
     l.byte_count = byte_count;
     l.pfns = (uint64_t *)pfns;
     l.n_pfns = n;
     l.operation = (Mdlmap__V1__LockOperation)operation;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
-    e.lock = &l;
-    int32_t st = rpc_call(r, &e, &o);
-    if (mdl)
-        *mdl = st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY ? o->lock_reply->mdl_handle : 0;
-    frame_envelope_free(o);
-    return st;
+    return rpc_lock_req(r, &l, mdl);
+}
+
+int32_t rpc_lock_run(struct rpc_session *r, uint32_t byte_offset, uint32_t byte_count, uint64_t first_pfn,
+                     uint32_t count, uint32_t operation, uint64_t *mdl)
+{
+    Mdlmap__V1__LockRequest l = MDLMAP__V1__LOCK_REQUEST__INIT;
+    Mdlmap__V1__FrameRun run = MDLMAP__V1__FRAME_RUN__INIT, *runs[1] = { &run };
+    run.first_pfn = first_pfn;
+    run.count = count;
+    l.byte_offset = byte_offset;
+    l.byte_count = byte_count;
+    l.runs = runs;
+    l.n_runs = 1;
+    l.operation = (Mdlmap__V1__LockOperation)operation;
+    return rpc_lock_req(r, &l, mdl);
 }
 
 int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_mapping *out)

@@ -81,6 +81,11 @@ int32_t rpc_hello(struct rpc_session *r, uint32_t min_version, uint32_t max_vers
                   struct rpc_hello_info *out);
 int32_t rpc_lock(struct rpc_session *r, uint32_t byte_offset, uint32_t byte_count, const uint64_t *pfns,
                  size_t n, uint32_t operation, uint64_t *mdl);
+/* Lock with the caller's LockRequest (pfns or runs or both, as a test wants). */
+int32_t rpc_lock_req(struct rpc_session *r, Mdlmap__V1__LockRequest *rq, uint64_t *mdl);
+/* Lock frames first_pfn .. first_pfn + count - 1 given as one FrameRun. */
+int32_t rpc_lock_run(struct rpc_session *r, uint32_t byte_offset, uint32_t byte_count, uint64_t first_pfn,
+                     uint32_t count, uint32_t operation, uint64_t *mdl);
 struct rpc_mapping {
     uint64_t map, address, base;
     uint32_t vmas;

@@ -126,10 +126,16 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
 const char *map_vm_name(const struct map_vm *vm);
 uint64_t map_vm_cid(const struct map_vm *vm);
 
-/* MmProbeAndLockPages: validate geometry and frames against the VM's memory table, store. */
+/* MmProbeAndLockPages: validate geometry and frames against the VM's memory
+ * table, store. Frames as one pfn per page (LockRequest.pfns)... */
 int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
                     uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
                     uint64_t *mdl_handle, char *detail, size_t dlen);
+/* ...or as runs of consecutive frames (LockRequest.runs; checked by
+ * map_layout_check_frame_runs). Costs O(runs), whatever the page count. */
+int map_engine_lock_runs(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                         uint32_t byte_count, const struct map_frames *fr, size_t nfr, uint32_t operation,
+                         uint64_t *mdl_handle, char *detail, size_t dlen);
 /* Map a locked MDL. -EBADF unknown handle, -EINVAL bad parameters, -EFAULT
  * frames no longer RAM, -EBUSY already mapped to system VA, -ENOSPC quota/VMA
  * budget (priority), -ENOMEM. UserMode: -ENOENT no such consumer; otherwise

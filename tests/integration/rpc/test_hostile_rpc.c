@@ -206,9 +206,30 @@ static void forged_locks(struct rpc_session *r)
         snprintf(w, sizeof(w), "Lock of %zu pages (max_mdl_pages + 1, matching span)", big);
         expect(rpc_lock(r, 0, (uint32_t)span, many, big, 1, &h), ST_PARAM, r, w);
     }
+    /* more pfns than a frame holds close the connection (oversized frame):
+     * an old client's pfns stop at what fits in 1 MiB; as a run the same
+     * count is a small request, refused as a parameter */
+    size_t nfit = big < 100000 ? big : 100000;
     char w2[120];
-    snprintf(w2, sizeof(w2), "Lock of %zu pfns for a 4 KiB buffer", big);
-    expect(rpc_lock(r, 0, 4096, many, big, 1, &h), ST_PARAM, r, w2);
+    snprintf(w2, sizeof(w2), "Lock of %zu pfns for a 4 KiB buffer", nfit);
+    expect(rpc_lock(r, 0, 4096, many, nfit, 1, &h), ST_PARAM, r, w2);
+    snprintf(w2, sizeof(w2), "Lock of a %zu-page run for a 4 KiB buffer", big);
+    expect(rpc_lock_run(r, 0, 4096, BUF_PFN, (uint32_t)big, 1, &h), ST_PARAM, r, w2);
+    expect(rpc_lock_run(r, 0, 4096, BUF_PFN, 0, 1, &h), ST_PARAM, r, "Lock of an empty run");
+    expect(rpc_lock_run(r, 0, 8192, UINT64_MAX >> 12, 2, 1, &h), ST_PARAM, r,
+           "Lock of a run past the last addressable frame");
+    {
+        Mdlmap__V1__LockRequest both = MDLMAP__V1__LOCK_REQUEST__INIT;
+        Mdlmap__V1__FrameRun run = MDLMAP__V1__FRAME_RUN__INIT, *runs[1] = { &run };
+        run.first_pfn = BUF_PFN;
+        run.count = 1;
+        both.byte_count = 4096;
+        both.pfns = one;
+        both.n_pfns = 1;
+        both.runs = runs;
+        both.n_runs = 1;
+        expect(rpc_lock_req(r, &both, &h), ST_PARAM, r, "Lock with both pfns and runs");
+    }
     expect(rpc_lock(r, 0, UINT32_MAX, many, 1, 1, &h), ST_PARAM, r,
            "Lock with byte_count 0xffffffff (1 Mi pages) and 1 pfn");
     free(many);

@@ -26,13 +26,46 @@ int main(void)
     uint64_t pfns[3] = { 7, 9, 11 };
     Mdlmap__V1__Envelope e, *r;
     Mdlmap__V1__LockRequest lb;
-    mdl_env_lock(&e, &lb, m, MDL_IO_MODIFY, pfns, mdl_page_count(m));
+    struct mdl_env_runs rs;
+    tap_check(mdl_env_lock(&e, &lb, m, MDL_IO_MODIFY, pfns, mdl_page_count(m), &rs) == 0, "LockRequest built");
     r = roundtrip(&e);
+    mdl_env_runs_free(&rs);
+    /* scattered frames: one run each, in order, and no pfns */
     tap_check(r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK && r->lock->byte_offset == 4000 &&
-          r->lock->byte_count == 5000 && r->lock->n_pfns == 3 && r->lock->pfns[2] == 11 &&
+          r->lock->byte_count == 5000 && r->lock->n_pfns == 0 && r->lock->n_runs == 3 &&
+          r->lock->runs[0]->first_pfn == 7 && r->lock->runs[2]->first_pfn == 11 && r->lock->runs[1]->count == 1 &&
           r->lock->start_va == (uint64_t)(uintptr_t)page && r->lock->operation == MDLMAP__V1__LOCK_OPERATION__IO_MODIFY_ACCESS &&
-          r->version == MDLMAP_PROTO_VERSION, "LockRequest: offset, count, 3 pfns, start_va, operation");
+          r->version == MDLMAP_PROTO_VERSION, "LockRequest: offset, count, 3 scattered frames as 3 runs, start_va, operation");
     frame_envelope_free(r);
+
+    /* a contiguous MDL is one run however large: 1 GiB (262144 frames) in a
+     * request of a few dozen bytes */
+    size_t big = 262144;
+    uint64_t *many = malloc(big * sizeof(*many));
+    for (size_t i = 0; i < big; i++)
+        many[i] = 0x40000 + i;
+    struct mdl gib = { .start_va = (void *)0x10000000, .byte_count = 1u << 30 };
+    tap_check(mdl_env_lock(&e, &lb, &gib, MDL_IO_READ, many, mdl_page_count(&gib), &rs) == 0, "1 GiB LockRequest built");
+    size_t packed = mdlmap__v1__envelope__get_packed_size(&e);
+    r = roundtrip(&e);
+    mdl_env_runs_free(&rs);
+    tap_check(r && r->lock->n_runs == 1 && r->lock->runs[0]->first_pfn == 0x40000 &&
+          r->lock->runs[0]->count == 262144 && r->lock->n_pfns == 0 && packed < 64,
+          "contiguous 1 GiB MDL: one run of 262144 frames, %zu bytes", packed);
+    frame_envelope_free(r);
+    /* two contiguous stretches and a repeat: runs break where frames do not follow */
+    many[1000] = 5;
+    many[1001] = 5;
+    tap_check(mdl_env_lock(&e, &lb, &gib, MDL_IO_READ, many, big, &rs) == 0 && rs.n == 4 &&
+          lb.runs[0]->count == 1000 && lb.runs[1]->first_pfn == 5 && lb.runs[1]->count == 1 &&
+          lb.runs[2]->first_pfn == 5 && lb.runs[3]->first_pfn == 0x40000 + 1002 && lb.runs[3]->count == big - 1002,
+          "broken stretches: 4 runs (1000, 1, 1, rest)");
+    mdl_env_runs_free(&rs);
+    free(many);
+    /* the agent daemon pins: no frames at all */
+    tap_check(mdl_env_lock(&e, &lb, m, MDL_IO_READ, pfns, 0, &rs) == 0 && lb.n_runs == 0 && lb.n_pfns == 0,
+          "LockRequest for the agent daemon: no frames");
+    mdl_env_runs_free(&rs);
 
     Mdlmap__V1__MapRequest mb;
     struct mdl_map_params p = { .mode = MDL_KERNEL_MODE, .cache = MDL_WRITE_COMBINED, .requested_address = 0x5000,

@@ -623,6 +623,73 @@ static void test_leaks_per_vm(struct fake_vm *f, struct fake_vm *g)
     map_engine_free(e);
 }
 
+/* Large MDLs arrive as frame runs: a contiguous 1 GiB MDL (262144 pages) is
+ * one run, locks in O(1) frames and maps with a single mmap over a sparse
+ * 4 GiB VM; the largest MDL Windows allows (4 GiB - 1 page) locks and maps
+ * too; the locked-page and page quotas still apply. */
+static void test_large_mdl(void)
+{
+    struct fake_vm big;
+    const uint64_t ram = (4ull << 30) + (16ull << 20);
+    if (!CHECK_EQ(fake_vm_init_ram(&big, "vm-big", 7, ram), 0)) {
+        fake_vm_fini(&big);
+        return;
+    }
+    /* quotas beyond the largest MDL, so that only what is tested limits */
+    struct map_engine *e = engine(1ull << 21, 1ull << 22, 1000);
+    struct map_owner o = { fake_vm_add(&big, e), 1 };
+    const uint32_t gib_pages = 262144;
+    struct map_frames one = { .first_pfn = 0x1000, .count = gib_pages }; /* gpa 16 MiB .. 1 GiB + 16 MiB */
+    uint64_t h;
+    CHECK_EQ(map_engine_lock_runs(e, &o, 0, 1u << 30, &one, 1, 1, &h, detail, DL), 0);
+    const struct map_obj *m;
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(MI(m).page_count, gib_pages);
+    CHECK_EQ(MI(m).runs, 1); /* one mmap: one run of contiguous frames */
+    /* zero copy at the far end: the guest's last byte is the mapping's */
+    big.file[(16ull << 20) + (1ull << 30) - 1] = 0xa5;
+    CHECK_EQ(((volatile uint8_t *)(uintptr_t)MI(m).address)[(1u << 30) - 1], 0xa5);
+    CHECK_EQ(map_engine_unmap(e, &o, MI(m).handle, MI(m).address, h, detail, DL), 0);
+    /* a memory table change drops the cached layout: the map re-validates
+     * from the stored runs, still one mmap */
+    CHECK_EQ(memtable_add(&big.mem, ram + (1ull << 30), 1u << 20, 0x7f8000000000ull, 0, dup(big.fd)), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(MI(m).runs, 1);
+    unsigned rel;
+    CHECK_EQ(map_engine_unlock(e, &o, h, &rel, detail, DL), 0);
+    CHECK_EQ(rel, 1);
+
+    /* the largest MDL: offset 0, 4 GiB - 1 page, as one run; one page more
+     * is refused */
+    one.first_pfn = 0;
+    one.count = MAP_MAX_MDL_PAGES;
+    CHECK_EQ(map_engine_lock_runs(e, &o, 0, MAP_MAX_MDL_PAGES * PG, &one, 1, 1, &h, detail, DL), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), 0);
+    CHECK_EQ(MI(m).runs, 1);
+    CHECK_EQ(map_engine_unlock(e, &o, h, &rel, detail, DL), 0);
+    one.count = MAP_MAX_MDL_PAGES + 1;
+    CHECK_EQ(map_engine_lock_runs(e, &o, 1, MAP_MAX_MDL_PAGES * PG, &one, 1, 1, &h, detail, DL), -EINVAL);
+    map_engine_free(e);
+
+    /* quotas: the default page quota (1 GiB per VM) lets a 1 GiB mapping
+     * through at High priority only (Normal may use 90%) */
+    e = engine(0, 0, 1000);
+    o.vm = fake_vm_add(&big, e);
+    one = (struct map_frames){ .first_pfn = 0x1000, .count = gib_pages };
+    CHECK_EQ(map_engine_lock_runs(e, &o, 0, 1u << 30, &one, 1, 1, &h, detail, DL), 0);
+    CHECK_EQ(map_k(e, &o, h, 16, &m), -ENOSPC);
+    CHECK_EQ(map_k(e, &o, h, 32, &m), 0);
+    /* a VM may keep 4 Mi pages locked: 16 GiB MDLs in all, the next is refused */
+    uint64_t k;
+    unsigned locked = 1;
+    while (locked < 20 && map_engine_lock_runs(e, &o, 0, 1u << 30, &one, 1, 1, &k, detail, DL) == 0)
+        locked++;
+    CHECK_EQ(locked, 16);
+    CHECK(strstr(detail, "locked") != NULL);
+    map_engine_free(e);
+    fake_vm_fini(&big);
+}
+
 int main(void)
 {
     struct fake_vm f, g;
@@ -642,6 +709,7 @@ int main(void)
     test_scoping(&f, &g);
     test_memtable_change(&f);
     test_user_orphans(&f);
+    test_large_mdl();
     fake_vm_fini(&f);
     fake_vm_fini(&g);
     return tap_done();

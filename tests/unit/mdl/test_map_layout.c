@@ -135,10 +135,90 @@ static void test_generation(void)
     close(fda);
 }
 
+/* Frame runs as the guest sends them (LockRequest.runs): the geometry checks
+ * on the peer's values, then the layout built from runs without a per-page
+ * array. */
+static void test_frame_runs_check(void)
+{
+#define FR(...) ((const struct map_frames[]){ __VA_ARGS__ })
+#define CHK(off, cnt, fr, n) map_layout_check_frame_runs(off, cnt, fr, n, MAP_MAX_MDL_PAGES, detail, sizeof(detail))
+    /* 3 pages spanned (offset 100, 2 pages + 100 bytes) */
+    CHECK(CHK(100, 8292, FR({ 0x10, 3 }), 1) == 0);
+    CHECK(CHK(100, 8292, FR({ 0x10, 1 }, { 0x20, 2 }), 2) == 0);
+    /* a zero count, even where the sum would come out right */
+    CHECK(CHK(100, 8292, FR({ 0x10, 3 }, { 0x20, 0 }), 2) == -EINVAL);
+    CHECK(strstr(detail, "empty") != NULL);
+    /* counts summing to fewer or more pages than spanned */
+    CHECK(CHK(100, 8292, FR({ 0x10, 2 }), 1) == -EINVAL);
+    CHECK(CHK(100, 8292, FR({ 0x10, 4 }), 1) == -EINVAL);
+    CHECK(CHK(100, 8292, FR({ 0x10, 2 }, { 0x20, UINT32_MAX }), 2) == -EINVAL);
+    /* counts whose 32-bit sum would wrap to the page count */
+    CHECK(CHK(0, 8192, FR({ 0x10, UINT32_MAX }, { 0x20, 3 }), 2) == -EINVAL);
+    /* a run whose last frame has no 64-bit address, or whose end wraps */
+    CHECK(CHK(0, 2 * 4096, FR({ (UINT64_MAX >> 12), 2 }), 1) == -EINVAL);
+    CHECK(strstr(detail, "overflows") != NULL);
+    CHECK(CHK(0, 2 * 4096, FR({ UINT64_MAX, 2 }), 1) == -EINVAL);
+    CHECK(CHK(0, 4096, FR({ (UINT64_MAX >> 12), 1 }), 1) == 0); /* the last addressable frame */
+    /* more runs than pages (every run holds one): refused before any sum */
+    CHECK(CHK(0, 4096, FR({ 0x10, 1 }, { 0x11, 0 }), 2) == -EINVAL);
+    CHECK(strstr(detail, "2 frame runs") != NULL);
+    CHECK(CHK(0, 4096, FR({ 0x10, 1 }), 0) == -EINVAL);
+    /* buffer geometry as for pfns: offset, zero count, above the MDL limit */
+    CHECK(CHK(4096, 1, FR({ 0x10, 1 }), 1) == -EINVAL);
+    CHECK(CHK(0, 0, FR({ 0x10, 1 }), 1) == -EINVAL);
+    CHECK(CHK(4095, UINT32_MAX, FR({ 0x10, 1048576 }), 1) == -EINVAL);
+    /* the largest MDL (4 GiB - 1 page) as one run, and one page more */
+    CHECK(CHK(0, 0xFFFFF000u, FR({ 0x100000, MAP_MAX_MDL_PAGES }), 1) == 0);
+    CHECK(CHK(1, 0xFFFFF000u, FR({ 0x100000, MAP_MAX_MDL_PAGES + 1 }), 1) == -EINVAL);
+#undef CHK
+}
+
+static void test_frame_runs_layout(void)
+{
+    struct memtable mt;
+    int fda;
+    setup(&mt, &fda);
+    struct map_run *rv;
+    uint32_t nr;
+    /* one run across A -> B: split at the region boundary, as for pfns */
+    CHECK(map_layout_frame_runs(&mt, FR({ 0x1c, 8 }), 1, &rv, &nr, detail, sizeof(detail)) == 0);
+    CHECK(nr == 2 && rv[0].npages == 4 && rv[1].first == 4 && rv[1].npages == 4);
+    free(rv);
+    /* runs the peer did not coalesce still make one mapping */
+    CHECK(map_layout_frame_runs(&mt, FR({ 0x10, 2 }, { 0x12, 3 }, { 0x15, 1 }), 3, &rv, &nr, detail,
+                                sizeof(detail)) == 0);
+    CHECK(nr == 1 && rv[0].npages == 6 && rv[0].fd_off == 0);
+    free(rv);
+    /* a run into the hole: the error names the MDL's page index */
+    CHECK(map_layout_frame_runs(&mt, FR({ 0x10, 1 }, { 0x26, 4 }), 2, &rv, &nr, detail, sizeof(detail)) ==
+          -EFAULT);
+    CHECK(rv == NULL && strstr(detail, "pfn[3]") != NULL);
+    /* an unaddressable first frame, and a zero count reaching the layout */
+    CHECK(map_layout_frame_runs(&mt, FR({ UINT64_MAX, 1 }), 1, &rv, &nr, detail, sizeof(detail)) == -EINVAL);
+    CHECK(map_layout_frame_runs(&mt, FR({ 0x10, 0 }), 1, &rv, &nr, detail, sizeof(detail)) == -EINVAL);
+
+    /* pfns coalesce into runs: contiguous -> 1, scattered -> one per break */
+    uint64_t p[6] = { 5, 6, 7, 9, 10, 3 };
+    struct map_frames *fr;
+    uint32_t nfr;
+    CHECK(map_layout_frames_of_pfns(p, 3, &fr, &nfr) == 0 && nfr == 1 && fr[0].first_pfn == 5 &&
+          fr[0].count == 3);
+    free(fr);
+    CHECK(map_layout_frames_of_pfns(p, 6, &fr, &nfr) == 0 && nfr == 3 && fr[1].first_pfn == 9 &&
+          fr[1].count == 2 && fr[2].first_pfn == 3 && fr[2].count == 1);
+    free(fr);
+    CHECK(map_layout_frames_of_pfns(p, 0, &fr, &nfr) == -EINVAL);
+    memtable_clear(&mt);
+    close(fda);
+#undef FR
+}
+
 int main(void)
 {
     test_runs();
     test_unaligned();
     test_generation();
+    test_frame_runs_check();
+    test_frame_runs_layout();
     return tap_done();
 }

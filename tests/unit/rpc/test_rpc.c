@@ -7,6 +7,7 @@
 #include "fake_vm.h"
 #include "tap.h"
 #include "rpc_conn.h"
+#include "rpc_handlers.h"
 
 struct sink {
     struct frame_reader rd;
@@ -116,7 +117,7 @@ int main(void)
     CHECK_EQ(r->status, 0);
     CHECK_EQ(r->hello_reply->version, 1);
     CHECK_EQ(r->hello_reply->guest_cid, 3);
-    CHECK_EQ(r->hello_reply->max_mdl_pages, 65536);
+    CHECK_EQ(r->hello_reply->max_mdl_pages, MAP_MAX_MDL_PAGES); /* 4 GiB - 1 page */
     frame_envelope_free(r);
 
     /* Lock: an MMIO frame => ACCESS_VIOLATION; then a good 2-page MDL */
@@ -132,7 +133,49 @@ int main(void)
     CHECK_EQ(r->status, MDLMAP__V1__NT_STATUS__STATUS_ACCESS_VIOLATION);
     CHECK(r->detail && strstr(r->detail, "not guest RAM"));
     frame_envelope_free(r);
+    /* the same frames as runs: both forms at once, a zero count, too many
+     * runs and a count mismatch are refused as parameters */
+    Mdlmap__V1__FrameRun fr0 = MDLMAP__V1__FRAME_RUN__INIT, fr1 = MDLMAP__V1__FRAME_RUN__INIT;
+    Mdlmap__V1__FrameRun *frs[2] = { &fr0, &fr1 };
+    fr0.first_pfn = 10;
+    fr0.count = 2;
     pfns[0] = 10;
+    lock.runs = frs;
+    lock.n_runs = 1;
+    r = call(&c, &s, &env, 40);
+    CHECK_EQ(r->status, MDLMAP__V1__NT_STATUS__STATUS_INVALID_PARAMETER);
+    CHECK(r->detail && strstr(r->detail, "both"));
+    frame_envelope_free(r);
+    lock.n_pfns = 0;
+    fr1.first_pfn = 11;
+    /* (count 0, 1 run), (1 + 2 pages for 2) */
+    const uint32_t bad_runs[2][2] = { { 0, 0 }, { 1, 2 } };
+    for (unsigned i = 0; i < 2; i++) {
+        fr0.count = bad_runs[i][0];
+        fr1.count = bad_runs[i][1];
+        lock.n_runs = i + 1;
+        r = call(&c, &s, &env, 41 + i);
+        CHECK_EQ(r->status, MDLMAP__V1__NT_STATUS__STATUS_INVALID_PARAMETER);
+        frame_envelope_free(r);
+    }
+    fr0.count = 1;
+    fr1.count = 1;
+    r = call(&c, &s, &env, 43);
+    CHECK_EQ(r->status, 0);
+    uint64_t mdl_runs = r->lock_reply->mdl_handle;
+    frame_envelope_free(r);
+    unsigned released;
+    char dt[200];
+    CHECK_EQ(map_engine_unlock(e, &(struct map_owner){ .vm = fv, .conn_id = 42 }, mdl_runs, &released, dt,
+                               sizeof(dt)), 0);
+    /* more runs than any MDL can have: refused before anything is copied */
+    lock.n_runs = (size_t)MAP_MAX_MDL_PAGES + 1;
+    struct map_frames *frc;
+    CHECK_EQ(rpc_frame_runs(&lock, &frc, dt, sizeof(dt)), -EINVAL);
+    lock.n_runs = 0;
+    lock.runs = NULL;
+    lock.n_pfns = 2;
+
     r = call(&c, &s, &env, 4);
     CHECK_EQ(r->status, 0);
     uint64_t mdl = r->lock_reply->mdl_handle;
