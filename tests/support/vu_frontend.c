@@ -327,7 +327,7 @@ int maps_slack(void)
     return rss_slack_kb() ? 16 : 0;
 }
 
-long proc_rss_kb(pid_t pid)
+long proc_status_kb(pid_t pid, const char *key)
 {
     char path[64], line[256];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
@@ -335,11 +335,19 @@ long proc_rss_kb(pid_t pid)
     if (!f)
         return -1;
     long kb = -1;
+    size_t kl = strlen(key);
     while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            kb = strtol(line + kl + 1, NULL, 10);
             break;
+        }
     fclose(f);
     return kb;
+}
+
+long proc_rss_kb(pid_t pid)
+{
+    return proc_status_kb(pid, "VmRSS");
 }
 
 /* ============================================================= frontend */

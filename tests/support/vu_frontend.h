@@ -69,6 +69,8 @@ int proc_count_maps_matching(pid_t pid, const char *needle);
  * maps new regions on demand and never gives them back. */
 int maps_slack(void);
 long proc_rss_kb(pid_t pid);
+/* A "Key:  N kB" line of /proc/PID/status (VmRSS, RssAnon, RssShmem...); -1 if absent. */
+long proc_status_kb(pid_t pid, const char *key);
 /* Extra RSS growth (KiB) to tolerate in memory-bound checks: large when built with
  * AddressSanitizer (its free quarantine grows RSS; LeakSanitizer catches real leaks). */
 long rss_slack_kb(void);

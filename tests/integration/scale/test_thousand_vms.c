@@ -32,30 +32,12 @@ struct mem_figures {
     int fds;
 };
 
-static long status_field(pid_t pid, const char *key)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, key, kl) && line[kl] == ':') {
-            v = strtol(line + kl + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
 static struct mem_figures figures(pid_t pid)
 {
     struct mem_figures m = {
-        .rss = status_field(pid, "VmRSS"),
-        .anon = status_field(pid, "RssAnon"),
-        .shmem = status_field(pid, "RssShmem"),
+        .rss = proc_status_kb(pid, "VmRSS"),
+        .anon = proc_status_kb(pid, "RssAnon"),
+        .shmem = proc_status_kb(pid, "RssShmem"),
         .fds = proc_count_fds(pid),
     };
     return m;
