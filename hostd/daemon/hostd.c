@@ -13,12 +13,45 @@
 #include "vhost_user.h"
 #include "vsock.h"
 
+static unsigned cid_slot(uint64_t cid, unsigned slots)
+{
+    return (unsigned)((cid * 0x9e3779b97f4a7c15ull) >> 32) & (slots - 1);
+}
+
 struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid)
 {
-    for (unsigned i = 0; h && i < h->nvms; i++)
-        if (h->vms[i]->cfg.cid == cid)
-            return h->vms[i];
-    return NULL;
+    if (!h || !h->cid_slots)
+        return NULL;
+    for (unsigned i = cid_slot(cid, h->cid_slots);; i = (i + 1) & (h->cid_slots - 1)) {
+        struct vm *vm = h->by_cid[i];
+        if (!vm || vm->cfg.cid == cid)
+            return vm;   /* the table is never full: an empty slot ends the probe */
+    }
+}
+
+static void cid_insert(struct vm **t, unsigned slots, struct vm *vm)
+{
+    unsigned i = cid_slot(vm->cfg.cid, slots);
+    while (t[i])
+        i = (i + 1) & (slots - 1);
+    t[i] = vm;
+}
+
+/* Room in the CID index for one more VM (kept at most half full). */
+static int cid_index_reserve(struct hostd *h)
+{
+    if (2 * (h->nvms + 1) <= h->cid_slots)
+        return 0;
+    unsigned slots = h->cid_slots ? h->cid_slots * 2 : 16;
+    struct vm **t = calloc(slots, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    for (unsigned i = 0; i < h->nvms; i++)
+        cid_insert(t, slots, h->vms[i]);
+    free(h->by_cid);
+    h->by_cid = t;
+    h->cid_slots = slots;
+    return 0;
 }
 
 /* Sibling routing asks for another VM's device by CID. */
@@ -133,6 +166,8 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
         h->vms = v;
         h->capvms = cap;
     }
+    if (cid_index_reserve(h) < 0)
+        return -ENOMEM;
     struct vm *vm = calloc(1, sizeof(*vm));
     if (!vm)
         return -ENOMEM;
@@ -147,6 +182,7 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
         return r;
     }
     h->vms[h->nvms++] = vm;
+    cid_insert(h->by_cid, h->cid_slots, vm);
     log_info("vm %s: cid %llu on %s", c->name, (unsigned long long)c->cid, c->socket_path);
     return 0;
 }
@@ -169,6 +205,9 @@ void hostd_fini(struct hostd *h)
     free(h->vms);
     h->vms = NULL;
     h->nvms = h->capvms = 0;
+    free(h->by_cid);
+    h->by_cid = NULL;
+    h->cid_slots = 0;
     if (h->api)
         host_api_stop(h->api);
     h->api = NULL;

@@ -53,6 +53,10 @@ struct hostd {
     struct evloop *loop;
     struct vm **vms;
     unsigned nvms, capvms;
+    /* CID -> VM, open addressing (at most half full): sibling routing looks
+     * a peer up per forwarded packet, which must not walk a thousand VMs. */
+    struct vm **by_cid;
+    unsigned cid_slots;          /* power of two; 0: no index yet */
     struct map_engine *maps;
     struct rpc_service *rpc;
     struct host_api *api;

@@ -4,11 +4,13 @@
 #include <grp.h>
 #include <pwd.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -212,6 +214,33 @@ static void log_stats(struct hostd *h)
     log_info("stats: %u open fds", count_fds());
 }
 
+/* Each VM holds about ten fds while its QEMU is connected (docs/architecture.md,
+ * bounds): a thousand VMs need far more than the usual soft limit of 1024.
+ * Take whatever the hard limit allows and say how many VMs that covers. */
+#define FDS_PER_VM 12u
+static void raise_fd_limit(unsigned nvms)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warn("getrlimit(RLIMIT_NOFILE): %m");
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = { rl.rlim_max, rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+        else
+            log_warn("setrlimit(RLIMIT_NOFILE, %llu): %m", (unsigned long long)rl.rlim_max);
+    }
+    unsigned long long cur = rl.rlim_cur == RLIM_INFINITY ? ~0ull : (unsigned long long)rl.rlim_cur;
+    unsigned long long need = 64ull + (unsigned long long)nvms * FDS_PER_VM;
+    if (cur < need)
+        log_warn("fd limit %llu is below the ~%llu that %u connected VMs may need (raise the hard limit)",
+                 cur, need, nvms);
+    else
+        log_info("fd limit %llu (enough for %llu connected VMs)", cur, (cur - 64) / FDS_PER_VM);
+}
+
 struct sig_ctx {
     struct hostd *h;
     int fd;
@@ -390,6 +419,13 @@ int main(int argc, char **argv)
     }
 
     rc = 1;
+    raise_fd_limit(nvms);
+    /* A connection's 256 KiB vsock rings are freed when idle (trim); glibc
+     * would raise its mmap threshold after the first such free and carve later
+     * rings from the heap, whose freed pages stay resident: a thousand idle
+     * VMs kept ~8 KiB each that way. A fixed threshold keeps the rings in
+     * their own mappings, returned to the kernel on free. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     signal(SIGPIPE, SIG_IGN);
     sigset_t ss;
     sigemptyset(&ss);

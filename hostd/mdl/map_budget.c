@@ -37,7 +37,11 @@ static uint64_t count_own_vmas(void)
 uint64_t map_budget_default_vmas(void)
 {
     uint64_t max = read_max_map_count(), used = count_own_vmas();
-    /* margin: memory tables of up to 64 VMs x 64 regions, threads, growth */
+    /* margin for everything but mappings, chiefly guest memory regions (one
+     * VMA each; QEMU registers 1-2 per VM, at most 32): 8191 VMAs with the
+     * default max_map_count, i.e. 1000 VMs of up to 8 regions. The budget is
+     * fixed before any VM is added, so it cannot follow the VM count; past
+     * the margin a region or map fails with ENOMEM (docs/architecture.md). */
     uint64_t margin = 4096 + max / 16;
     uint64_t budget = max > used + margin + MIN_BUDGET ? max - used - margin : MIN_BUDGET;
     log_info("mdl: VMA budget %llu (vm.max_map_count %llu, in use %llu, margin %llu)",

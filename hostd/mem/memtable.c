@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -15,8 +16,22 @@
 void memtable_init(struct memtable *mt)
 {
     memset(mt, 0, sizeof(*mt));
-    for (unsigned i = 0; i < MEMTABLE_MAX_REGIONS; i++)
-        mt->r[i].fd = -1;
+}
+
+/* Room for one more region; slots beyond n are never read. */
+static int reserve_slot(struct memtable *mt)
+{
+    if (mt->n < mt->cap)
+        return 0;
+    unsigned cap = mt->cap ? mt->cap * 2 : 2;
+    if (cap > MEMTABLE_MAX_REGIONS)
+        cap = MEMTABLE_MAX_REGIONS;
+    struct mem_region *r = realloc(mt->r, cap * sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    mt->r = r;
+    mt->cap = cap;
+    return 0;
 }
 
 /* [a, a+alen) and [b, b+blen) intersect; both lengths nonzero and non-wrapping */
@@ -52,6 +67,10 @@ int memtable_add(struct memtable *mt, uint64_t gpa, uint64_t size, uint64_t uva,
             goto fail;
         }
     }
+
+    ret = reserve_slot(mt);
+    if (ret < 0)
+        goto fail;
 
     /* Mapping past the end of the file would SIGBUS on access: refuse it. */
     struct stat st;
@@ -141,7 +160,9 @@ void memtable_clear(struct memtable *mt)
 {
     for (unsigned i = 0; i < mt->n; i++)
         region_release(&mt->r[i]);
-    mt->n = 0;
+    free(mt->r);
+    mt->r = NULL;
+    mt->n = mt->cap = 0;
     mt->generation++;
 }
 

@@ -18,11 +18,20 @@
 
 #define VU_MSGS_PER_EVENT 32 /* fairness between VMs: level-triggered epoll resumes us */
 
+/* Back to waiting for a header; a heap payload buffer goes. */
+static void rx_next(struct vu_backend *c)
+{
+    if (c->payload != c->payload_inline)
+        free(c->payload);
+    c->payload = c->payload_inline;
+    c->hdr_got = 0;
+    c->pay_got = 0;
+}
+
 static void rx_reset(struct vu_backend *c)
 {
     usock_fds_close(&c->fds);
-    c->hdr_got = 0;
-    c->pay_got = 0;
+    rx_next(c);
 }
 
 static uint32_t hdr_size(const struct vu_backend *c)
@@ -44,6 +53,14 @@ static int rx_step(struct vu_backend *c)
             }
             if (c->pay_got == sz)
                 return 1;
+            if (c->pay_got == 0 && sz > sizeof(c->payload_inline) && c->payload == c->payload_inline) {
+                c->payload = malloc(sz);
+                if (!c->payload) {
+                    c->payload = c->payload_inline;
+                    vu_warn(c, "vm %s: no memory for a %u-byte message", c->name, sz);
+                    return -ENOMEM;
+                }
+            }
         }
         uint8_t *dst;
         size_t want;
@@ -95,8 +112,7 @@ static void on_conn(void *opaque, uint32_t events)
         unsigned nfds = be->fds.n;
         be->fds.n = 0; /* vu_process_msg owns them now */
         r = vu_process_msg(be, &h, be->payload, be->fds.fd, nfds);
-        be->hdr_got = 0;
-        be->pay_got = 0;
+        rx_next(be);
         if (r < 0) {
             vu_backend_disconnect(be, "protocol violation");
             return;
@@ -191,6 +207,7 @@ struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
     be->listen_fd = -1;
     be->conn_fd = -1;
     be->poll_fd = -1;
+    be->payload = be->payload_inline;
     memtable_init(&be->mem);
     for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
         virtq_init(&be->vq[q], q, &be->mem);

@@ -22,6 +22,8 @@
      (1ull << VHOST_USER_PROTOCOL_F_RESET_DEVICE) |                                          \
      (1ull << VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS))
 
+#define VU_PAYLOAD_INLINE 64u
+
 /* A queue's kick eventfd registration; knows its backend, so the kick
  * handler needs no pointer arithmetic. */
 struct vu_kick {
@@ -49,7 +51,12 @@ struct vu_backend {
     /* reassembly of one message from the non-blocking stream */
     uint8_t hdr[VHOST_USER_HDR_SIZE];
     size_t hdr_got;
-    uint8_t payload[VHOST_USER_MAX_PAYLOAD];
+    /* Payloads up to VU_PAYLOAD_INLINE bytes (nearly every request) land in
+     * payload_inline; larger ones (memory tables, config) in a heap buffer
+     * of the message's size, freed once it was handled. A connected idle VM
+     * thus keeps no 4 KiB buffer (one hostd serves a thousand VMs). */
+    uint8_t payload_inline[VU_PAYLOAD_INLINE];
+    uint8_t *payload;            /* payload_inline or the heap buffer */
     size_t pay_got;
     struct usock_fds fds;        /* received with the message so far */
 

@@ -120,6 +120,8 @@ static unsigned conn_hash(uint32_t peer_port, uint32_t local_port, uint16_t type
 
 struct vsock_conn *vsock_conn_lookup(struct vsock_dev *dev, uint32_t peer_port, uint32_t local_port, uint16_t type)
 {
+    if (!dev->hash)
+        return NULL;
     for (struct vsock_conn *c = dev->hash[conn_hash(peer_port, local_port, type)]; c; c = c->hnext)
         if (c->peer_port == peer_port && c->local_port == local_port && c->type == type)
             return c;
@@ -128,6 +130,8 @@ struct vsock_conn *vsock_conn_lookup(struct vsock_dev *dev, uint32_t peer_port, 
 
 static void hash_unlink(struct vsock_conn *c)
 {
+    if (!c->dev->hash)
+        return;
     struct vsock_conn **pp = &c->dev->hash[conn_hash(c->peer_port, c->local_port, c->type)];
     for (; *pp; pp = &(*pp)->hnext)
         if (*pp == c) {
@@ -374,7 +378,9 @@ static void accept_conn(struct vsock_dev *dev, const struct vsock_hdr *h)
         vsock_rstq_push(dev, h->dst_cid, h->dst_port, h->src_port, h->type);
         return;
     }
-    struct vsock_conn *c = calloc(1, sizeof(*c));
+    if (!dev->hash)
+        dev->hash = calloc(VSOCK_CONN_HASH, sizeof(*dev->hash));
+    struct vsock_conn *c = dev->hash ? calloc(1, sizeof(*c)) : NULL;
     if (!c) {
         vsock_rstq_push(dev, h->dst_cid, h->dst_port, h->src_port, h->type);
         return;

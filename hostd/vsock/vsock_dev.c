@@ -30,8 +30,10 @@ bool vsock_ratelimit(struct vsock_dev *dev)
 
 void vsock_rstq_push(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port, uint32_t dst_port, uint16_t type)
 {
-    if (dev->rst_n >= VSOCK_RSTQ_MAX) {
-        dev->st.dropped_pkts++;
+    if (!dev->rstq)
+        dev->rstq = malloc(VSOCK_RSTQ_MAX * sizeof(*dev->rstq));
+    if (dev->rst_n >= VSOCK_RSTQ_MAX || !dev->rstq) {
+        dev->st.dropped_pkts++;   /* as when full: the guest times out instead */
         return;
     }
     struct rst_ent *e = &dev->rstq[(dev->rst_head + dev->rst_n) % VSOCK_RSTQ_MAX];
@@ -40,6 +42,16 @@ void vsock_rstq_push(struct vsock_dev *dev, uint64_t src_cid, uint32_t src_port,
     e->dst_port = dst_port;
     e->type = type;
     dev->rst_n++;
+}
+
+/* RSTs come in bursts (a guest probing closed ports); between bursts the
+ * queue's 6 KiB are not kept. */
+static void rstq_release(struct vsock_dev *dev)
+{
+    free(dev->rstq);
+    dev->rstq = NULL;
+    dev->rst_n = 0;
+    dev->rst_head = 0;
 }
 
 static uint32_t rst_build(struct vsock_dev *dev, const struct virtq_elem *elem)
@@ -54,7 +66,8 @@ static uint32_t rst_build(struct vsock_dev *dev, const struct virtq_elem *elem)
     vsock_hdr_encode(&h, wire);
     iov_from_buf(elem->iov + elem->n_out, elem->n_in, 0, wire, sizeof(wire));
     dev->rst_head = (dev->rst_head + 1) % VSOCK_RSTQ_MAX;
-    dev->rst_n--;
+    if (--dev->rst_n == 0)
+        rstq_release(dev);
     dev->st.rst_sent++;
     return VSOCK_HDR_SIZE;
 }
@@ -234,6 +247,10 @@ static void free_dead(struct vsock_dev *dev)
             vlist_del(&c->all);
             vsock_conn_free(c);
         }
+    }
+    if (vlist_empty(&dev->conns)) {   /* no conn left to hash */
+        free(dev->hash);
+        dev->hash = NULL;
     }
 }
 
@@ -425,8 +442,7 @@ void vsock_dev_reset(struct vsock_dev *dev, const char *why)
         struct vsock_conn *c = vlist_entry(l, struct vsock_conn, all);
         vsock_conn_terminate(c, why, false);
     }
-    dev->rst_n = 0;
-    dev->rst_head = 0;
+    rstq_release(dev);
     dev->tx_broken = dev->rx_broken = false;
     dev->tx_blocked = dev->tx_more = false;
     dev->fwd_blocked = false;

@@ -65,7 +65,8 @@ static inline void vlist_del(struct vlist *n)
  *   forward queue   VSOCK_FWD_MAX (+ per-packet overhead)    ~5 MiB
  *   sibling table   VSOCK_MAX_SIBS_ALL * ~48 B               ~0.2 MiB
  *   connections     VSOCK_MAX_CONNS * ~200 B                 ~0.05 MiB
- * about 117 MiB; an idle VM holds only the device struct. */
+ * about 117 MiB; an idle VM holds only the device struct (~1 KiB), plus
+ * the 2 KiB connection hash while it has connections. */
 struct byte_ring {
     uint8_t *buf;
     uint32_t head, tail;
@@ -159,13 +160,16 @@ struct vsock_dev {
     bool sibling_routing;
     struct vsock_svc_entry svcs[VSOCK_MAX_SERVICES];
     unsigned nsvcs;
-    struct vsock_conn *hash[VSOCK_CONN_HASH];
+    /* The three tables below are allocated on first use and freed when
+     * they empty (conn hash, RST queue) or at reset (sibling table): an idle
+     * device holds only this struct (one hostd serves a thousand VMs). */
+    struct vsock_conn **hash;    /* VSOCK_CONN_HASH buckets; NULL: no conns */
     struct vlist conns;
     unsigned nconns;             /* live (not dead) */
     struct vlist pend;           /* round robin of conns with output */
-    struct vsock_sib *sibs[VSOCK_SIB_HASH];
+    struct vsock_sib **sibs;     /* VSOCK_SIB_HASH buckets; NULL: none yet */
     unsigned nsibs, nsibs_out;   /* entries / entries this VM initiated */
-    struct rst_ent rstq[VSOCK_RSTQ_MAX];
+    struct rst_ent *rstq;        /* VSOCK_RSTQ_MAX entries; NULL while empty */
     unsigned rst_head, rst_n;
     struct fwd_pkt *fwd_head, *fwd_tail;
     size_t fwd_bytes;

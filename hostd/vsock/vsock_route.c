@@ -22,6 +22,9 @@ static unsigned sib_hash(uint64_t peer_cid, uint32_t local_port, uint32_t peer_p
 static struct vsock_sib **sib_find(struct vsock_dev *dev, uint64_t peer_cid, uint32_t local_port,
                                    uint32_t peer_port, uint16_t type)
 {
+    static struct vsock_sib *none;  /* no table yet: an empty chain (never written: *pp is NULL) */
+    if (!dev->sibs)
+        return &none;
     struct vsock_sib **pp = &dev->sibs[sib_hash(peer_cid, local_port, peer_port, type)];
     for (; *pp; pp = &(*pp)->next) {
         struct vsock_sib *s = *pp;
@@ -34,7 +37,9 @@ static struct vsock_sib **sib_find(struct vsock_dev *dev, uint64_t peer_cid, uin
 static struct vsock_sib *sib_add(struct vsock_dev *dev, uint64_t peer_cid, uint32_t local_port,
                                  uint32_t peer_port, uint16_t type, bool initiator)
 {
-    struct vsock_sib *s = calloc(1, sizeof(*s));
+    if (!dev->sibs)
+        dev->sibs = calloc(VSOCK_SIB_HASH, sizeof(*dev->sibs));
+    struct vsock_sib *s = dev->sibs ? calloc(1, sizeof(*s)) : NULL;
     if (!s)
         return NULL;
     s->peer_cid = peer_cid;
@@ -341,7 +346,7 @@ void vsock_route_reset(struct vsock_dev *dev)
 {
     /* Kicking a sibling may route a packet back to us and add an entry to a
      * bucket already emptied: sweep until the table stays empty. */
-    for (unsigned pass = 0; pass < 8 && dev->nsibs; pass++) {
+    for (unsigned pass = 0; pass < 8 && dev->nsibs && dev->sibs; pass++) {
         for (unsigned b = 0; b < VSOCK_SIB_HASH; b++) {
             while (dev->sibs[b]) {
                 struct vsock_sib *s = dev->sibs[b];
@@ -360,7 +365,7 @@ void vsock_route_reset(struct vsock_dev *dev)
             }
         }
     }
-    for (unsigned b = 0; b < VSOCK_SIB_HASH; b++)  /* left after 8 passes: no more kicks */
+    for (unsigned b = 0; dev->sibs && b < VSOCK_SIB_HASH; b++)  /* left after 8 passes: no more kicks */
         while (dev->sibs[b]) {
             struct vsock_sib *s = dev->sibs[b];
             dev->sibs[b] = s->next;
@@ -372,6 +377,8 @@ void vsock_route_reset(struct vsock_dev *dev)
             free(s);
         }
     dev->nsibs = dev->nsibs_out = 0;
+    free(dev->sibs);   /* every chain is empty now */
+    dev->sibs = NULL;
     while (dev->fwd_head) {
         struct fwd_pkt *p = dev->fwd_head;
         dev->fwd_head = p->next;

@@ -13,8 +13,10 @@
 
 #include "tap.h"
 
-#define MAX_LIVE 8
-static struct vdev *live[MAX_LIVE];
+/* Registered vdevs (NULL: free slot). Grows on demand: the scale test
+ * registers a thousand. */
+static struct vdev **live;
+static int live_cap;
 
 static void dev_err(struct vdev *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void dev_err(struct vdev *d, const char *fmt, ...)
@@ -119,13 +121,23 @@ void vdev_init(struct vdev *d, uint64_t cid)
 
 int vdev_register(struct vdev *d)
 {
-    for (int i = 0; i < MAX_LIVE; i++)
+    for (int i = 0; i < live_cap; i++)
         if (!live[i]) {
             live[i] = d;
             d->registered = true;
             return 0;
         }
-    return -ENOSPC;
+    int cap = live_cap ? live_cap * 2 : 8;
+    struct vdev **l = realloc(live, (size_t)cap * sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    for (int i = live_cap; i < cap; i++)
+        l[i] = NULL;
+    l[live_cap] = d;
+    live = l;
+    live_cap = cap;
+    d->registered = true;
+    return 0;
 }
 
 int vdev_up(struct vdev *d, const char *sock, uint64_t cid, const struct guest_opts *o)
@@ -143,6 +155,7 @@ int vdev_up(struct vdev *d, const char *sock, uint64_t cid, const struct guest_o
 void vc_forget(struct vc_conn *c)
 {
     free(c->rxbuf);
+    free(c->msg_end);
     struct vdev *d = c->d;
     memset(c, 0, sizeof(*c));
     c->d = d;
@@ -157,7 +170,7 @@ void vdev_forget_conns(struct vdev *d)
 
 void vdev_down(struct vdev *d)
 {
-    for (int i = 0; i < MAX_LIVE; i++)
+    for (int i = 0; i < live_cap; i++)
         if (live[i] == d)
             live[i] = NULL;
     d->registered = false;
@@ -262,6 +275,12 @@ static struct vc_conn *conn_new(struct vdev *d, uint16_t type, uint64_t peer_cid
             c->buf_alloc = d->default_buf_alloc;
             c->rx_cap = c->buf_alloc ? c->buf_alloc : 1;
             c->rxbuf = malloc(c->rx_cap);
+            if (type == VSOCK_TYPE_SEQPACKET)
+                c->msg_end = malloc(VC_MAX_MSGS * sizeof(*c->msg_end));
+            if (!c->rxbuf || (type == VSOCK_TYPE_SEQPACKET && !c->msg_end)) {
+                vc_forget(c);
+                return NULL;
+            }
             c->rx_allowed = c->buf_alloc; /* our REQUEST / RESPONSE advertise it */
             c->st = VC_CONNECTING;
             return c;
@@ -298,7 +317,7 @@ static void conn_rx_data(struct vc_conn *c, const struct vhdr *h, const uint8_t 
         i += (uint32_t)n;
     }
     c->rx_in += h->len;
-    if (c->type == VSOCK_TYPE_SEQPACKET && (h->flags & SEQ_EOM_F)) {
+    if (c->type == VSOCK_TYPE_SEQPACKET && c->msg_end && (h->flags & SEQ_EOM_F)) {
         if (c->msg_count == VC_MAX_MSGS)
             dev_err(d, "harness: too many queued SEQPACKET messages");
         else {
@@ -422,7 +441,7 @@ static int poll_one(struct vdev *d)
 int vdev_poll(void)
 {
     int n = 0;
-    for (int i = 0; i < MAX_LIVE; i++)
+    for (int i = 0; i < live_cap; i++)
         if (live[i])
             n += poll_one(live[i]);
     return n;
@@ -433,11 +452,23 @@ int vdev_pump(int timeout_ms)
     int n = vdev_poll();
     if (n > 0)
         return n;
-    struct pollfd p[MAX_LIVE * 3];
-    struct vdev *who[MAX_LIVE * 3];
+    /* sized with the live table (kept between calls) */
+    static struct pollfd *p;
+    static struct vdev **who;
+    static int pcap;
+    if (pcap < live_cap * 3) {
+        struct pollfd *np2 = realloc(p, (size_t)live_cap * 3 * sizeof(*p));
+        if (np2)
+            p = np2;
+        struct vdev **nw = np2 ? realloc(who, (size_t)live_cap * 3 * sizeof(*who)) : NULL;
+        if (!nw)
+            return vdev_poll();   /* out of memory: no waiting, nothing lost */
+        who = nw;
+        pcap = live_cap * 3;
+    }
     int np = 0;
     bool pending = false;
-    for (int i = 0; i < MAX_LIVE; i++) {
+    for (int i = 0; i < live_cap; i++) {
         struct vdev *d = live[i];
         if (!d || !d->g.running || d->paused)
             continue;
@@ -479,7 +510,7 @@ int vdev_pump(int timeout_ms)
         /* The wait ended without an interrupt. If used entries are there anyway,
          * give the device 200 ms more to signal (it may just have been preempted
          * between publishing and signalling) before calling it a missed one. */
-        for (int i = 0; i < MAX_LIVE; i++) {
+        for (int i = 0; i < live_cap; i++) {
             struct vdev *d = live[i];
             if (!d || !d->g.running || !d->strict_irq || d->paused)
                 continue;

@@ -97,12 +97,18 @@ bool hd_alive(struct hd_proc *p)
 
 static void hd_cleanup_dir(struct hd_proc *p)
 {
-    for (unsigned i = 0; i < p->nvms; i++)
+    for (unsigned i = 0; p->vm && i < p->nvms; i++)
         unlink(p->vm[i].sock);
     if (p->log[0])
         unlink(p->log);
     if (p->dir[0])
         rmdir(p->dir);
+    /* a small table stays readable after the stop (tests print from it) */
+    if (p->vm && p->vm != p->vm_inline) {
+        free(p->vm);
+        p->vm = NULL;
+        p->nvms = 0;
+    }
 }
 
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
@@ -117,10 +123,17 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
         return -errno;
     }
     snprintf(p->log, sizeof(p->log), "%s/hostd.log", p->dir);
+    p->vm = nvms <= HD_INLINE_VMS ? p->vm_inline : calloc(nvms, sizeof(*p->vm));
+    enum { SPEC = 256, ARGS = 32 };
+    char (*specs)[SPEC] = malloc((size_t)nvms * SPEC);
+    const char **argv = malloc((2 * (size_t)nvms + ARGS) * sizeof(*argv));
+    if (!p->vm || !specs || !argv) {
+        free(specs);
+        free(argv);
+        hd_cleanup_dir(p);
+        return -ENOMEM;
+    }
     p->nvms = nvms;
-
-    char specs[HD_MAX_VMS][256];
-    const char *argv[2 * HD_MAX_VMS + 32];
     int argc = 0;
     argv[argc++] = bin;
     for (unsigned i = 0; i < nvms; i++) {
@@ -137,7 +150,7 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
         argv[argc++] = "--log-level";
         argv[argc++] = "debug";
     }
-    for (int i = 0; extra && extra[i] && argc < (int)(sizeof(argv) / sizeof(argv[0])) - 1; i++)
+    for (int i = 0; extra && extra[i] && argc < 2 * (int)nvms + ARGS - 1; i++)
         argv[argc++] = extra[i];
     argv[argc] = NULL;
 
@@ -145,9 +158,12 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
     fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) {
-        tap_diag("fork: %s", strerror(errno));
+        int e = errno;
+        tap_diag("fork: %s", strerror(e));
+        free(specs);
+        free(argv);
         hd_cleanup_dir(p);
-        return -errno;
+        return -e;
     }
     if (pid == 0) {
         int lf = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -175,6 +191,8 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
         _exit(127);
     }
     p->pid = pid;
+    free(specs);
+    free(argv);
 
     long long deadline = now_ms() + 20000;
     while (now_ms() < deadline) {
@@ -309,7 +327,7 @@ int maps_slack(void)
     return rss_slack_kb() ? 16 : 0;
 }
 
-long proc_rss_kb(pid_t pid)
+long proc_status_kb(pid_t pid, const char *key)
 {
     char path[64], line[256];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
@@ -317,11 +335,19 @@ long proc_rss_kb(pid_t pid)
     if (!f)
         return -1;
     long kb = -1;
+    size_t kl = strlen(key);
     while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            kb = strtol(line + kl + 1, NULL, 10);
             break;
+        }
     fclose(f);
     return kb;
+}
+
+long proc_rss_kb(pid_t pid)
+{
+    return proc_status_kb(pid, "VmRSS");
 }
 
 /* ============================================================= frontend */

@@ -20,7 +20,11 @@
 #include "vsock_pkt.h"        /* the virtio-vsock header and feature bits */
 
 /* ------------------------------------------------------------------ hostd */
-#define HD_MAX_VMS 8
+/* VMs one hd_start may serve (the scale test runs a thousand); up to
+ * HD_INLINE_VMS live in hd_proc itself, more in a heap array that hd_stop /
+ * hd_kill free. */
+#define HD_MAX_VMS 4096
+#define HD_INLINE_VMS 8
 
 struct hd_vm {
     char name[32];
@@ -33,7 +37,8 @@ struct hd_proc {
     char dir[128];      /* temp dir holding sockets and the log */
     char log[192];      /* hostd's stdout+stderr */
     unsigned nvms;
-    struct hd_vm vm[HD_MAX_VMS];
+    struct hd_vm *vm;   /* nvms entries: vm_inline or the heap */
+    struct hd_vm vm_inline[HD_INLINE_VMS];
     int status;         /* waitpid status once reaped */
     bool reaped;
 };
@@ -64,6 +69,8 @@ int proc_count_maps_matching(pid_t pid, const char *needle);
  * maps new regions on demand and never gives them back. */
 int maps_slack(void);
 long proc_rss_kb(pid_t pid);
+/* A "Key:  N kB" line of /proc/PID/status (VmRSS, RssAnon, RssShmem...); -1 if absent. */
+long proc_status_kb(pid_t pid, const char *key);
 /* Extra RSS growth (KiB) to tolerate in memory-bound checks: large when built with
  * AddressSanitizer (its free quarantine grows RSS; LeakSanitizer catches real leaks). */
 long rss_slack_kb(void);

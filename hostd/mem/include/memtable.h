@@ -20,9 +20,13 @@ struct mem_region {
     size_t map_len;
 };
 
+/* The region array grows with the table (up to MEMTABLE_MAX_REGIONS) and
+ * is freed by memtable_clear: a VM without QEMU, or with the usual one or
+ * two regions, does not carry 64 slots (one hostd serves a thousand VMs).
+ * Pointers into it are valid until the next change (generation). */
 struct memtable {
-    struct mem_region r[MEMTABLE_MAX_REGIONS];
-    unsigned n;
+    struct mem_region *r;
+    unsigned n, cap;
     uint64_t generation; /* bumped on every change; users re-translate cached pointers */
 };
 
@@ -32,7 +36,7 @@ void memtable_init(struct memtable *mt);
 int memtable_add(struct memtable *mt, uint64_t gpa, uint64_t size, uint64_t uva, uint64_t mmap_offset, int fd);
 /* Removes the region with exactly this gpa and size (uva must match too). */
 int memtable_remove(struct memtable *mt, uint64_t gpa, uint64_t size, uint64_t uva);
-void memtable_clear(struct memtable *mt); /* unmap and close everything */
+void memtable_clear(struct memtable *mt); /* unmap and close everything, free the array */
 
 /* NULL unless [gpa, gpa+len) is inside one region. len 0 is allowed (checks gpa). */
 void *memtable_gpa_to_hva(const struct memtable *mt, uint64_t gpa, uint64_t len);
