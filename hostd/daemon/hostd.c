@@ -77,6 +77,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         .vm_page_quota = o->vm_page_quota,
         .global_page_quota = o->global_page_quota,
         .max_vmas = o->max_vmas,
+        .dumps_exclude_shared = o->dumps_exclude_shared,
     };
     h->maps = map_engine_new(&lim);
     h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port) : NULL;

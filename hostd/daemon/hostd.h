@@ -39,6 +39,7 @@ struct hostd_options {
     bool sibling_routing;        /* route guest-to-guest connections */
     bool rpc_any_port;           /* also lock/map from unprivileged guest ports (>= 1024) */
     bool alias_addresses;        /* guests see per-VM aliases of mapping addresses */
+    bool dumps_exclude_shared;   /* coredump_filter keeps shared memory (guest RAM) out of core dumps */
     bool socket_group_set;       /* VM sockets get group socket_gid, mode 0660 */
     unsigned socket_gid;
     const char *api_path;        /* host API Unix socket; NULL: none */

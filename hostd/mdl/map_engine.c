@@ -411,8 +411,9 @@ void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a)
     e->nmaps++;
 }
 
-/* Reserve [pages + guard] and map every run over it. */
-static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, bool ro,
+/* Reserve [pages + guard] and map every run over it. dontdump: keep it out
+ * of core dumps by hand (the process did not arrange it globally). */
+static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, bool ro, bool dontdump,
                     uint8_t **base_out, size_t *len_out, char *detail, size_t dlen)
 {
     size_t len = ((size_t)pages + 1) * MAP_PAGE_SIZE;
@@ -435,7 +436,8 @@ static int map_runs(const struct map_run *runs, uint32_t nruns, uint32_t pages, 
             return -ENOMEM;
         }
     }
-    madvise(base, len, MADV_DONTDUMP);
+    if (dontdump)
+        madvise(base, len, MADV_DONTDUMP);
     *base_out = base;
     *len_out = len;
     return 0;
@@ -487,7 +489,8 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
     }
     if (rc == 0) {
         m->read_only = (p->priority & MAP_FLAG_NOWRITE) != 0;
-        rc = map_runs(runs, nruns, mdl->npages, m->read_only, &m->base, &m->reserve_len, detail, dlen);
+        rc = map_runs(runs, nruns, mdl->npages, m->read_only, !e->lim.dumps_exclude_shared, &m->base,
+                      &m->reserve_len, detail, dlen);
     }
     free(runs);
     if (rc < 0) {

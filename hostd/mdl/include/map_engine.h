@@ -34,6 +34,9 @@ struct map_limits {
     uint64_t global_page_quota;  /* 0: default */
     uint64_t max_vmas;           /* 0: derived from vm.max_map_count */
     uint64_t consumer_vmas;      /* VMAs UserMode maps may create in one consumer; 0: default */
+    /* The process keeps shared memory out of its core dumps already
+     * (coredump_filter): no MADV_DONTDUMP per mapping, one syscall less per map. */
+    bool dumps_exclude_shared;
 };
 
 /* What the engine knows of a VM: its name and CID (for reports) and its

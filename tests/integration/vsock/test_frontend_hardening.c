@@ -6,6 +6,7 @@
  *   hang-up forever and hostd spun at 100 % CPU. Only eventfds are taken.
  * After each case hostd is alive, calm, and VM B still echoes. */
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -77,6 +78,18 @@ int main(int argc, char **argv)
         hd_kill(&P);
         return tap_done();
     }
+    /* guest RAM and its MDL mappings are shared memory: out of hostd's core
+     * dumps for the whole process (coredump_filter bit 1: anonymous shared) */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/coredump_filter", (int)P.pid);
+    FILE *f = fopen(path, "r");
+    unsigned long filter = ~0ul;
+    if (f) {
+        if (fscanf(f, "%lx", &filter) != 1)
+            filter = ~0ul;
+        fclose(f);
+    }
+    tap_check(!(filter & 2), "hostd keeps shared memory (guest RAM) out of its core dumps (filter 0x%lx)", filter);
     c_region_seals();
     c_kick_pipe();
     vdev_down(B);
