@@ -160,7 +160,10 @@ int main(int argc, char **argv)
         perror("mdl_bench: guest RAM");
         return 1;
     }
-    struct map_limits lim = { .vm_page_quota = 1u << 20, .global_page_quota = 1u << 20, .max_vmas = 40000 };
+    /* as mdlmap-hostd runs it: the process keeps shared memory out of core
+     * dumps (coredump_filter), so no MADV_DONTDUMP per mapping */
+    struct map_limits lim = { .vm_page_quota = 1u << 20, .global_page_quota = 1u << 20, .max_vmas = 40000,
+                              .dumps_exclude_shared = true };
     struct map_engine *e = map_engine_new(&lim);
     struct map_vm *vm = e ? map_engine_vm_add(e, &(struct map_vm_view){ .name = "bench", .cid = 3, .mem = &mem }) : NULL;
     struct map_owner o = { vm, 1 };
