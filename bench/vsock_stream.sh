@@ -48,20 +48,26 @@ MDLMAP_AGENT=$AGENT "$TOP/scripts/run-guest.sh" --name bench --timeout 1800 --lo
   --qemu-pid-file "$T/qemu.pid" --socket "$T/vsock.sock" -- sh -c "$cmd" &
 GPID=$!
 
-# schedstat of the vCPU thread(s) ("CPU n/TCG" or "CPU n/KVM"): run_ns wait_ns.
-vcpu_sched() {
-  local q t run=0 wait=0 r w _
+# schedstat of the vCPU thread: run_ns wait_ns now_ns. QEMU names its threads
+# only with -name debug-threads=on, so the vCPU is found as the thread with
+# the most CPU time once the guest has booted (TCG: booting is all vCPU work).
+VCPU=""
+pick_vcpu() {   # in this shell (sets VCPU), not in a $(...) subshell
+  local q t r _ best=-1
   q=$(cat "$T/qemu.pid" 2>/dev/null) || return 1
   for t in /proc/"$q"/task/*; do
-    grep -q '^CPU ' "$t/comm" 2>/dev/null || continue
-    read -r r w _ < "$t/schedstat" || continue
-    run=$((run + r)); wait=$((wait + w))
+    read -r r _ < "$t/schedstat" 2>/dev/null || continue
+    [ "$r" -gt "$best" ] && best=$r && VCPU=$t
   done
-  echo "$run $wait $(date +%s%N)"
+}
+vcpu_sched() {
+  local r w _
+  [ -n "$VCPU" ] && read -r r w _ < "$VCPU/schedstat" 2>/dev/null || return 1
+  echo "$r $w $(date +%s%N)"
 }
 s0="" s1=""
 while kill -0 "$GPID" 2>/dev/null; do
-  if [ -z "$s0" ] && grep -q STREAMS-BEGIN "$T/guest.log" 2>/dev/null; then s0=$(vcpu_sched); fi
+  if [ -z "$s0" ] && grep -q STREAMS-BEGIN "$T/guest.log" 2>/dev/null; then pick_vcpu; s0=$(vcpu_sched); fi
   if [ -n "$s0" ] && [ -z "$s1" ] && grep -q STREAMS-END "$T/guest.log" 2>/dev/null; then s1=$(vcpu_sched); fi
   sleep 0.2
 done
