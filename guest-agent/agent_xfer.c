@@ -109,6 +109,7 @@ void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned s
         }
         if (n == 0) {
             if (t - last_progress > stall_s) {
+                progress_at(r, &last_progress, t);   /* the wait that failed is the longest */
                 fail(r, AGENT_ETIMEOUT, "stalled for %us: sent %llu, received %llu of %llu",
                      stall_s, (unsigned long long)r->sent, (unsigned long long)r->rcvd,
                      (unsigned long long)total);
