@@ -126,7 +126,7 @@ int cmd_bench(int argc, char **argv)
     }
 
     struct xfer_result r;
-    xfer_stream(fd, bytes, (size_t)chunk, 0xbe0c4ULL, (unsigned)tmo, &r);
+    xfer_stream(fd, bytes, (size_t)chunk, 0xbe0c4ULL, (unsigned)tmo, NULL, &r);
     close(fd);
     if (r.status != AGENT_OK) {
         printf("BENCH FAIL transport=%s (%s): %s\n", transport, path, r.err);

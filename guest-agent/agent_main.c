@@ -15,7 +15,8 @@ struct command {
 static const struct command commands[] = {
     { "echo", cmd_echo,
       "[--cid 2] [--port 7] [--bytes 1M] [--type stream|seqpacket] [--conns 1] [--msg-size 64K]\n"
-      "            [--timeout 30] [--connect-timeout 10]   verify an echo service" },
+      "            [--timeout 30] [--connect-timeout 10] [--progress SECS]\n"
+      "            verify an echo service" },
     { "listen", cmd_listen, "[--port 7] [--type stream|seqpacket] [--once | --count K]   echo server" },
     { "bench", cmd_bench,
       "[--transport vsock|serial] [--bytes 16M] [--chunk 64K] [--cid 2] [--port 7] [--dev PATH]\n"

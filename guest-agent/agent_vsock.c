@@ -1,12 +1,16 @@
 /* mdlmap-agent echo / listen: vsock echo client and echo server.
  *
  *   echo   [--cid 2] [--port 7] [--bytes 1M] [--type stream|seqpacket] [--conns 1]
- *          [--msg-size 64K] [--timeout 30] [--connect-timeout 10]
+ *          [--msg-size 64K] [--timeout 30] [--connect-timeout 10] [--progress SECS]
  *     K concurrent connections (one thread each); each sends --bytes of a
  *     deterministic pattern and verifies the echo (STREAM: byte for byte;
  *     SEQPACKET: messages of 1..--msg-size bytes, each must come back as one
  *     message of the same size and content). Prints FNV-1a 64 of what was sent
  *     and what was received per connection, then one "ECHO OK" / "ECHO FAIL" line.
+ *     --progress (STREAM): a "PROGRESS conn=..." line every SECS seconds (bytes
+ *     so far, receive rate, longest wait without progress) and, per connection,
+ *     "echo: conn N: longest gap without progress G s ending at T s", so a test
+ *     can tell a flow-control stall from a slow but moving stream.
  *   listen [--port 7] [--type stream|seqpacket] [--once | --count K]
  *     echo server for sibling tests: prints "LISTEN READY port=P" when bound.
  *
@@ -31,6 +35,7 @@ struct echo_opts {
     uint32_t port;
     int type;
     unsigned conns, stall_s, connect_s;
+    double progress_s;   /* 0: no progress lines */
 };
 
 struct echo_job {
@@ -67,8 +72,11 @@ static void *echo_thread(void *arg)
     uint64_t seed = 0x6d646c6dULL + j->idx;
     if (o->type == SOCK_SEQPACKET)
         xfer_seqpacket(fd, o->bytes, (size_t)o->msg_size, seed, o->stall_s, &j->r);
-    else
-        xfer_stream(fd, o->bytes, (size_t)o->msg_size, seed, o->stall_s, &j->r);
+    else {
+        struct xfer_progress pg = { .interval_s = o->progress_s, .id = j->idx };
+        xfer_stream(fd, o->bytes, (size_t)o->msg_size, seed, o->stall_s, o->progress_s > 0 ? &pg : NULL,
+                    &j->r);
+    }
     close(fd);
     return NULL;
 }
@@ -99,6 +107,8 @@ int cmd_echo(int argc, char **argv)
             o.stall_s = (unsigned)n;
         else if (!strcmp(a, "--connect-timeout") && !parse_u64(v, &n) && n < 100000)
             o.connect_s = (unsigned)n;
+        else if (!strcmp(a, "--progress") && !parse_u64(v, &n) && n > 0 && n < 100000)
+            o.progress_s = (double)n;
         else {
             fprintf(stderr, "echo: bad option %s %s\n", a, v);
             return AGENT_EUSAGE;
@@ -149,6 +159,9 @@ int cmd_echo(int argc, char **argv)
             if (status == AGENT_OK)
                 status = r->status;
         }
+        if (o.progress_s > 0 && o.type == SOCK_STREAM)
+            printf("echo: conn %u: longest gap without progress %.3f s ending at %.2f s\n", i,
+                   r->max_gap, r->max_gap_end);
     }
     double dt = now_sec() - t0;
     if (status == AGENT_OK)

@@ -50,8 +50,28 @@ static int socket_error(int fd)
     return e;
 }
 
+/* Bytes moved at time t: record the wait that just ended if it is the longest. */
+static void progress_at(struct xfer_result *r, double *last_progress, double t)
+{
+    if (t - *last_progress > r->max_gap) {
+        r->max_gap = t - *last_progress;
+        r->max_gap_end = t - r->t_start;
+    }
+    *last_progress = t;
+}
+
+static void progress_print(const struct xfer_progress *pg, const struct xfer_result *r, double t,
+                           uint64_t rcvd_before, double dt)
+{
+    /* one printf per line: concurrent connections do not interleave within it */
+    printf("PROGRESS conn=%u t=%.2f sent=%llu rcvd=%llu rx_MBps=%.2f gap=%.3f\n", pg->id,
+           t - r->t_start, (unsigned long long)r->sent, (unsigned long long)r->rcvd,
+           dt > 0 ? (double)(r->rcvd - rcvd_before) / dt / 1e6 : 0.0, r->max_gap);
+    fflush(stdout);
+}
+
 void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned stall_s,
-                 struct xfer_result *r)
+                 const struct xfer_progress *pg, struct xfer_result *r)
 {
     result_init(r);
     uint8_t *wbuf = malloc(chunk), *rbuf = malloc(chunk), *ebuf = malloc(chunk);
@@ -65,6 +85,8 @@ void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned s
 
     size_t wlen = 0, woff = 0;   /* pending write buffer */
     double last_progress = r->t_start;
+    double next_report = pg ? r->t_start + pg->interval_s : 0, last_report = r->t_start;
+    uint64_t rcvd_at_report = 0;
     if (total == 0)
         r->t_tx_done = r->t_first_rx = r->t_start;
     while (r->rcvd < total) {
@@ -79,8 +101,15 @@ void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned s
             goto out;
         }
         double t = now_sec();
+        if (pg && t >= next_report) {
+            progress_print(pg, r, t, rcvd_at_report, t - last_report);
+            rcvd_at_report = r->rcvd;
+            last_report = t;
+            next_report = t + pg->interval_s;
+        }
         if (n == 0) {
             if (t - last_progress > stall_s) {
+                progress_at(r, &last_progress, t);   /* the wait that failed is the longest */
                 fail(r, AGENT_ETIMEOUT, "stalled for %us: sent %llu, received %llu of %llu",
                      stall_s, (unsigned long long)r->sent, (unsigned long long)r->rcvd,
                      (unsigned long long)total);
@@ -106,7 +135,7 @@ void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned s
                 r->fnv_tx = fnv1a64(r->fnv_tx, wbuf + woff, (size_t)w);
                 woff += (size_t)w;
                 r->sent += (uint64_t)w;
-                last_progress = t;
+                progress_at(r, &last_progress, t);
                 if (r->sent == total)
                     r->t_tx_done = t;
             }
@@ -144,11 +173,13 @@ void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned s
                     goto out;
                 }
                 r->rcvd += (uint64_t)rd;
-                last_progress = t;
+                progress_at(r, &last_progress, t);
             }
         }
     }
     r->t_rx_done = now_sec();
+    if (pg)
+        progress_print(pg, r, r->t_rx_done, rcvd_at_report, r->t_rx_done - last_report);
 out:
     free(wbuf);
     free(rbuf);

@@ -10,15 +10,25 @@ struct xfer_result {
     uint64_t msgs;                  /* SEQPACKET messages verified */
     uint64_t fnv_tx, fnv_rx;        /* FNV-1a 64 of what was sent / received */
     double t_start, t_tx_done, t_first_rx, t_rx_done;
+    double max_gap, max_gap_end;    /* STREAM: longest time with no byte moved either way, and
+                                     * when it ended (seconds since t_start) */
     int status;                     /* AGENT_* exit code */
     char err[160];                  /* why, when status != AGENT_OK */
 };
 
+/* Progress report of a stream: every interval_s seconds one line
+ * "PROGRESS conn=ID t=SECS sent=B rcvd=B rx_MBps=R gap=SECS" (gap: longest
+ * time without progress so far), so a test can see where a stream waited. */
+struct xfer_progress {
+    double interval_s;
+    unsigned id;
+};
+
 /* Send `total` bytes of pattern `seed` in writes of at most `chunk`, read the
  * same number back, verify. fd is switched to non-blocking. stall_s: fail when
- * nothing moves for that long. */
+ * nothing moves for that long. pg: NULL, or print progress lines. */
 void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned stall_s,
-                 struct xfer_result *r);
+                 const struct xfer_progress *pg, struct xfer_result *r);
 
 /* Send SEQPACKET messages (sizes 1..max_msg, varied, deterministic) until
  * `total` bytes went out; each one must come back as exactly one message of
