@@ -118,6 +118,15 @@ static struct mdl *lock_one(struct mdl_session *s)
     return m;
 }
 
+/* A fresh session over f with one locked MDL (NULL, and a failed check). */
+static struct mdl *setup(struct fake_hostd *f, struct mdl_session **s, const char *what)
+{
+    *s = fake_session(f, ram, RAM_LEN);
+    struct mdl *m = *s ? lock_one(*s) : NULL;
+    tap_check(m != NULL, "%s: session and a locked MDL", what);
+    return m;
+}
+
 static void unlock_free(struct mdl *m)
 {
     if (m) {
@@ -130,11 +139,11 @@ static void unlock_free(struct mdl *m)
 static void test_steady_state(bool async)
 {
     struct fake_hostd f;
-    struct mdl_session *s = fake_session(&f, ram, RAM_LEN);
-    mdl_session_set_async_unmap(s, async);
-    struct mdl *m = s ? lock_one(s) : NULL;
-    if (!tap_check(m != NULL, "%s: session and a locked MDL", async ? "async" : "sync"))
+    struct mdl_session *s;
+    struct mdl *m = setup(&f, &s, async ? "async" : "sync");
+    if (!m)
         return;
+    mdl_session_set_async_unmap(s, async);
     struct mdl_map_info mi;
     bool ok = true;
     for (int i = 0; i < 3; i++)   /* warm-up: buffers and arena reach their size */
@@ -160,9 +169,9 @@ static void test_steady_state(bool async)
 static void test_split_reply(void)
 {
     struct fake_hostd f;
-    struct mdl_session *s = fake_session(&f, ram, RAM_LEN);
-    struct mdl *m = s ? lock_one(s) : NULL;
-    if (!tap_check(m != NULL, "split: session and a locked MDL"))
+    struct mdl_session *s;
+    struct mdl *m = setup(&f, &s, "split");
+    if (!m)
         return;
     f.recv_chunk = 1;
     unsigned r0 = f.recvs;
@@ -185,9 +194,9 @@ static void test_split_reply(void)
 static void test_two_in_one_read(void)
 {
     struct fake_hostd f;
-    struct mdl_session *s = fake_session(&f, ram, RAM_LEN);
-    struct mdl *m = s ? lock_one(s) : NULL;
-    if (!tap_check(m != NULL, "pipelined: session and a locked MDL"))
+    struct mdl_session *s;
+    struct mdl *m = setup(&f, &s, "pipelined");
+    if (!m)
         return;
     mdl_session_set_async_unmap(s, true);
     struct mdl_map_info mi, mi2;
@@ -218,9 +227,9 @@ static void test_two_in_one_read(void)
 static void test_bad_length(uint32_t len, const char *what)
 {
     struct fake_hostd f;
-    struct mdl_session *s = fake_session(&f, ram, RAM_LEN);
-    struct mdl *m = s ? lock_one(s) : NULL;
-    if (!tap_check(m != NULL, "%s: session and a locked MDL", what))
+    struct mdl_session *s;
+    struct mdl *m = setup(&f, &s, what);
+    if (!m)
         return;
     uint32_t le = htole32(len);
     fake_inject(&f, &le, sizeof(le));
