@@ -94,6 +94,44 @@ int frame_reader_next(struct frame_reader *r, const uint8_t **payload, size_t *p
     return 1;
 }
 
+int frame_reader_space(struct frame_reader *r, uint8_t **p, size_t *room)
+{
+    size_t held = r->len - r->consumed;
+    if (r->consumed) { /* frames handed out are gone: keep only the tail */
+        memmove(r->buf, r->buf + r->consumed, held);
+        r->len = held;
+        r->consumed = 0;
+    }
+    size_t want = held + 1;
+    if (held >= MDLMAP_FRAME_HDR) {
+        uint32_t n = hdr_get(r->buf);
+        if (n == 0 || n > r->max_frame)
+            return -EMSGSIZE;
+        /* Grow once to the whole frame rather than doubling per read. */
+        if (MDLMAP_FRAME_HDR + (size_t)n > want)
+            want = MDLMAP_FRAME_HDR + (size_t)n;
+    }
+    if (want > r->max_frame + MDLMAP_FRAME_HDR)
+        return -ENOBUFS;
+    if (want > r->cap) {
+        size_t cap = frame_reader_cap_after(r, want - held);
+        uint8_t *nb = realloc(r->buf, cap);
+        if (!nb)
+            return -ENOMEM;
+        r->buf = nb;
+        r->cap = cap;
+    }
+    *p = r->buf + r->len;
+    *room = r->cap - r->len;
+    return 0;
+}
+
+void frame_reader_commit(struct frame_reader *r, size_t n)
+{
+    /* Never past the buffer, whatever a transport claims to have written. */
+    r->len += n < r->cap - r->len ? n : r->cap - r->len;
+}
+
 bool frame_reader_partial(const struct frame_reader *r)
 {
     size_t held = r->len - r->consumed;
@@ -105,6 +143,19 @@ bool frame_reader_partial(const struct frame_reader *r)
     return n > 0 && n <= r->max_frame && held - MDLMAP_FRAME_HDR < n;
 }
 
+int frame_encode_to(const mdl_envelope *env, uint8_t *buf, size_t cap, size_t *out_len)
+{
+    size_t n = mdlmap__v1__envelope__get_packed_size(env);
+    if (n == 0 || n > MDLMAP_MAX_FRAME)
+        return -EMSGSIZE;
+    *out_len = MDLMAP_FRAME_HDR + n;
+    if (cap < MDLMAP_FRAME_HDR + n)
+        return -ENOBUFS;
+    hdr_put(buf, n);
+    mdlmap__v1__envelope__pack(env, buf + MDLMAP_FRAME_HDR);
+    return 0;
+}
+
 int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len)
 {
     size_t n = mdlmap__v1__envelope__get_packed_size(env);
@@ -113,27 +164,34 @@ int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len)
     uint8_t *buf = malloc(MDLMAP_FRAME_HDR + n);
     if (!buf)
         return -ENOMEM;
-    hdr_put(buf, n);
-    mdlmap__v1__envelope__pack(env, buf + MDLMAP_FRAME_HDR);
+    int rc = frame_encode_to(env, buf, MDLMAP_FRAME_HDR + n, out_len);
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
     *out = buf;
-    *out_len = MDLMAP_FRAME_HDR + n;
+    return 0;
+}
+
+int frame_decode_with(const uint8_t *payload, size_t len, ProtobufCAllocator *a, mdl_envelope **out)
+{
+    *out = NULL;
+    if (len == 0 || len > MDLMAP_MAX_FRAME)
+        return -EMSGSIZE;
+    mdl_envelope *env = mdlmap__v1__envelope__unpack(a, len, payload);
+    if (!env)
+        return -EBADMSG;
+    if (env->body_case == MDLMAP__V1__ENVELOPE__BODY__NOT_SET) {
+        mdlmap__v1__envelope__free_unpacked(env, a);
+        return -EPROTO;
+    }
+    *out = env;
     return 0;
 }
 
 int frame_decode(const uint8_t *payload, size_t len, mdl_envelope **out)
 {
-    *out = NULL;
-    if (len == 0 || len > MDLMAP_MAX_FRAME)
-        return -EMSGSIZE;
-    mdl_envelope *env = mdlmap__v1__envelope__unpack(NULL, len, payload);
-    if (!env)
-        return -EBADMSG;
-    if (env->body_case == MDLMAP__V1__ENVELOPE__BODY__NOT_SET) {
-        mdlmap__v1__envelope__free_unpacked(env, NULL);
-        return -EPROTO;
-    }
-    *out = env;
-    return 0;
+    return frame_decode_with(payload, len, NULL, out);
 }
 
 void frame_envelope_free(mdl_envelope *env)

@@ -52,12 +52,13 @@ static void on_signal(int sig) { (void)sig; stopping = 1; }
 /* ---- replies ---- */
 /* Queue resp as the answer to request id. 0, or a negative errno when it
  * could not be encoded or queued (the connection is then closing). */
-static int reply(struct ad_client *c, Mdlmap__V1__Envelope *resp, uint64_t id)
+static int reply(struct ad_client *c, const Mdlmap__V1__Envelope *resp, uint64_t id)
 {
     uint8_t *f;
     size_t n;
-    resp->request_id = id;
-    int rc = frame_encode(resp, &f, &n);
+    Mdlmap__V1__Envelope e = *resp;   /* resp may be the session's: renumber a copy */
+    e.request_id = id;
+    int rc = frame_encode(&e, &f, &n);
     return rc < 0 ? rc : fconn_queue(&c->fc, f, n);
 }
 
@@ -84,19 +85,20 @@ static int reply_status(struct ad_client *c, const Mdlmap__V1__Envelope *req, md
     return reply(c, &e, req->request_id);
 }
 
-/* Forward to hostd; on success *out keeps hostd's response for the caller.
- * The request is copied: the session numbers it with its own request id. */
-static int forward(struct ad_client *c, const Mdlmap__V1__Envelope *req, Mdlmap__V1__Envelope **out)
+/* Forward to hostd and relay its answer. out NULL: done. out set: *out is
+ * hostd's answer (NULL when there was none), borrowed from the session,
+ * which stays held until the caller's mdl_session_release(c->s). The
+ * request is copied: the session numbers it with its own request id. */
+static int forward(struct ad_client *c, const Mdlmap__V1__Envelope *req, const Mdlmap__V1__Envelope **out)
 {
-    Mdlmap__V1__Envelope e = *req, *r;
+    Mdlmap__V1__Envelope e = *req;
+    const Mdlmap__V1__Envelope *r;
     mdl_status st = mdl_session_call(c->s, &e, -1, &r);
-    if (!r)
-        return reply_status(c, req, st, mdl_last_detail());
-    int rc = reply(c, r, req->request_id);
-    if (out && MDL_SUCCESS(st))
-        *out = r;
+    int rc = r ? reply(c, r, req->request_id) : reply_status(c, req, st, mdl_last_detail());
+    if (out)
+        *out = MDL_SUCCESS(st) ? r : NULL;
     else
-        frame_envelope_free(r);
+        mdl_session_release(c->s);
     return rc;
 }
 
@@ -174,39 +176,43 @@ static int handle_lock(struct ad_client *c, const Mdlmap__V1__Envelope *req)
     /* hostd gets the program's request with the frames filled in (copies:
      * the decoded request belongs to the framed connection). */
     Mdlmap__V1__LockRequest lk = *l;
-    Mdlmap__V1__Envelope e = *req, *r = NULL;
+    Mdlmap__V1__Envelope e = *req;
+    const Mdlmap__V1__Envelope *r = NULL;
     struct mdl_env_runs rs;
     mdl_status st = MDL_STATUS_INSUFFICIENT_RESOURCES;
+    bool called = false;
     e.lock = &lk;
-    if (mdl_env_set_runs(&lk, pfns, npages, &rs) == 0) /* as runs: a large contiguous buffer stays small */
+    if (mdl_env_set_runs(&lk, pfns, npages, &rs) == 0) { /* as runs: a large contiguous buffer stays small */
         st = mdl_session_call(c->s, &e, -1, &r);
+        called = true;
+    }
     mdl_env_runs_free(&rs);
     if (MDL_SUCCESS(st) && r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY) {
         c->pins[c->npins++] = (struct ad_pin){ r->lock_reply->mdl_handle, va, len, pin };
         /* the program needs the frames (it has no pagemap rights); hostd
-         * does not echo them: lend ours to the reply, then restore hostd's
-         * so that frame_envelope_free() frees what it allocated */
-        uint64_t *keep = r->lock_reply->pfns;
-        size_t nkeep = r->lock_reply->n_pfns;
-        r->lock_reply->pfns = pfns;
-        r->lock_reply->n_pfns = npages;
-        rc = reply(c, r, req->request_id);
-        r->lock_reply->pfns = keep;
-        r->lock_reply->n_pfns = nkeep;
+         * does not echo them: answer with a copy of hostd's reply carrying
+         * ours (the reply itself is the session's) */
+        Mdlmap__V1__Envelope out = *r;
+        Mdlmap__V1__LockResponse lr = *r->lock_reply;
+        lr.pfns = pfns;
+        lr.n_pfns = npages;
+        out.lock_reply = &lr;
+        rc = reply(c, &out, req->request_id);
     } else {
         pinner->unpin(pinner, &pin);
         munmap(va, len);
         rc = r ? reply(c, r, req->request_id) : reply_status(c, req, st, mdl_last_detail());
     }
-    if (r)
-        frame_envelope_free(r);
+    if (called)
+        mdl_session_release(c->s);
     free(pfns);
     return rc;
 }
 
 static int handle(struct ad_client *c, const Mdlmap__V1__Envelope *req)
 {
-    Mdlmap__V1__Envelope *r = NULL;
+    const Mdlmap__V1__Envelope *r = NULL;
+    bool held = false;   /* forward(.., &r) left the session to release */
     int rc;
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_HELLO:
@@ -222,6 +228,7 @@ static int handle(struct ad_client *c, const Mdlmap__V1__Envelope *req)
             break;
         }
         rc = forward(c, req, &r);
+        held = true;
         /* a success without a MapResponse records nothing */
         bool mapped = r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY;
         struct ad_map *grown = mapped ? realloc(c->maps, (c->nmaps + 1) * sizeof(*c->maps)) : NULL;
@@ -240,6 +247,7 @@ static int handle(struct ad_client *c, const Mdlmap__V1__Envelope *req)
             break;
         }
         rc = forward(c, req, &r);
+        held = true;
         if (r)
             c->maps[i] = c->maps[--c->nmaps];
         break;
@@ -257,8 +265,8 @@ static int handle(struct ad_client *c, const Mdlmap__V1__Envelope *req)
     default:
         rc = reply_status(c, req, MDL_STATUS_INVALID_DEVICE_REQUEST, "agent: request not served here");
     }
-    if (r)
-        frame_envelope_free(r);
+    if (held)
+        mdl_session_release(c->s);
     return rc;
 }
 
@@ -295,21 +303,21 @@ static void client_close(struct ad_client *c)
 {
     /* The program went away: undo what it left, as hostd would for a guest. */
     while (c->nmaps) {
-        Mdlmap__V1__Envelope e, *r;
+        Mdlmap__V1__Envelope e;
+        const Mdlmap__V1__Envelope *r;
         Mdlmap__V1__UnmapRequest b;
         struct ad_map *m = &c->maps[--c->nmaps];
         mdl_env_unmap(&e, &b, m->map_handle, m->address, m->mdl_handle);
         mdl_session_call(c->s, &e, -1, &r);
-        if (r)
-            frame_envelope_free(r);
+        mdl_session_release(c->s);
     }
     while (c->npins) {
-        Mdlmap__V1__Envelope e, *r;
+        Mdlmap__V1__Envelope e;
+        const Mdlmap__V1__Envelope *r;
         Mdlmap__V1__UnlockRequest b;
         mdl_env_unlock(&e, &b, c->pins[0].mdl_handle);
         mdl_session_call(c->s, &e, -1, &r);
-        if (r)
-            frame_envelope_free(r);
+        mdl_session_release(c->s);
         drop_pin(c, &c->pins[0]);
     }
     while (c->nfds)

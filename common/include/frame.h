@@ -40,16 +40,32 @@ int frame_reader_feed(struct frame_reader *r, const void *data, size_t len);
 /* 1: *payload and *plen point at the next complete frame (valid until the next
  * feed/next call); 0: need more bytes; -EMSGSIZE: bad length (close the stream). */
 int frame_reader_next(struct frame_reader *r, const uint8_t **payload, size_t *plen);
+/* Zero-copy feeding, for a reader that read()s straight into the buffer:
+ * *p and *room are where the next bytes go. Drops the frames already handed
+ * out (compacts) and grows the buffer to hold at least one more byte, or the
+ * whole frame whose header is held, never past one maximal frame plus its
+ * header. 0, -ENOMEM, -EMSGSIZE (the held header declares a bad length),
+ * -ENOBUFS (a whole maximal frame is held already: take it out first). */
+int frame_reader_space(struct frame_reader *r, uint8_t **p, size_t *room);
+/* Account n bytes written at frame_reader_space()'s pointer (n <= room). */
+void frame_reader_commit(struct frame_reader *r, size_t n);
 /* True while the reader holds the beginning of a frame that is not complete
  * (callers time out peers that stop in the middle of one). */
 bool frame_reader_partial(const struct frame_reader *r);
 
 /* Serialize env as one frame into a new buffer (free() it). 0, -ENOMEM, -EMSGSIZE. */
 int frame_encode(const mdl_envelope *env, uint8_t **out, size_t *out_len);
+/* The same into caller storage: 0 and *out_len = the frame length;
+ * -ENOBUFS with *out_len = the length needed when cap is too small;
+ * -EMSGSIZE. Nothing is allocated. */
+int frame_encode_to(const mdl_envelope *env, uint8_t *buf, size_t cap, size_t *out_len);
 /* Unpack and validate one frame payload: -EBADMSG when protobuf-c rejects it,
  * -EPROTO when the envelope has no body. Free with frame_envelope_free(). */
 int frame_decode(const uint8_t *payload, size_t len, mdl_envelope **out);
 void frame_envelope_free(mdl_envelope *env);
+/* frame_decode() with protobuf-c allocating through a (NULL: malloc). The
+ * envelope is then a's to release (an arena just resets). */
+int frame_decode_with(const uint8_t *payload, size_t len, ProtobufCAllocator *a, mdl_envelope **out);
 
 /* Blocking helpers for stream fds (sockets): whole frame or error.
  * frame_read_fd returns 0, -ECONNRESET on EOF, -EMSGSIZE, -EBADMSG, -errno. */

@@ -37,10 +37,36 @@ static inline struct mdl_priv *mdl_priv_of(const struct mdl *m)
 /* NULL if m is not a live libmdlmap MDL. */
 struct mdl_priv *mdl_priv_checked(const struct mdl *m);
 
+/* The per-session decode arena (mdl_arena.c): a ProtobufCAllocator that
+ * bumps through one block, reset per call. */
+#define MDL_ARENA_KEEP (256u * 1024u)   /* largest block kept across calls */
+struct mdl_arena_spill;
+struct mdl_arena {
+    ProtobufCAllocator pc;      /* hand &pc to protobuf-c */
+    unsigned char *base;
+    size_t cap, used;
+    size_t need;                /* what this call asked for, spills included */
+    struct mdl_arena_spill *spill;
+};
+int mdl_arena_init(struct mdl_arena *a, size_t initial);
+/* Forget everything handed out (pointers into the arena die here). */
+void mdl_arena_reset(struct mdl_arena *a);
+void mdl_arena_fini(struct mdl_arena *a);
+
 /* Session internals used by mdl_ops.c. */
 struct mdl_pinner *mdl_session_pinner(struct mdl_session *s);
 void mdl_session_track(struct mdl_session *s, struct mdl_priv *p);
 void mdl_session_untrack(struct mdl_session *s, struct mdl_priv *p);
+/* Whether mdl_unmap goes through mdl_session_unmap_async. */
+bool mdl_session_async_unmap(const struct mdl_session *s);
+/* Send an UnmapRequest of the mapping at address of MDL m without waiting:
+ * its reply is read and checked by the next call on s (pipelined behind
+ * that call's request), by mdl_session_flush or at close; a failure then
+ * goes to the verifier (docs/semantics.md). m only names the MDL in that
+ * report and is not dereferenced. MDL_STATUS_PENDING, or the status of a
+ * failure to send (DEVICE_NOT_READY, as mdl_session_call). */
+mdl_status mdl_session_unmap_async(struct mdl_session *s, Mdlmap__V1__Envelope *req,
+                                   const struct mdl *m, uint64_t address);
 
 /* Probe each page of [va, va+len) for read (and write-fault it for write
  * access) without crashing: 0 or -EFAULT. */

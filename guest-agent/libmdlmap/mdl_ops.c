@@ -50,7 +50,7 @@ static mdl_status pin_status(int err)
 }
 
 /* The response must carry the expected body. */
-static mdl_status expect(mdl_status st, Mdlmap__V1__Envelope *r, int body)
+static mdl_status expect(mdl_status st, const Mdlmap__V1__Envelope *r, int body)
 {
     if (MDL_SUCCESS(st) && (!r || (int)r->body_case != body))
         return fail(MDL_STATUS_REVISION_MISMATCH, "unexpected response body");
@@ -81,14 +81,17 @@ mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_loc
         snprintf(why, sizeof(why), "pinning %zu pages: %s", npages, strerror(-rc));
         return fail(pin_status(rc), why);
     }
-    Mdlmap__V1__Envelope e, *r = NULL;
+    Mdlmap__V1__Envelope e;
+    const Mdlmap__V1__Envelope *r = NULL;
     Mdlmap__V1__LockRequest b;
     struct mdl_env_runs rs;
     mdl_status st = MDL_STATUS_INSUFFICIENT_RESOURCES;
+    bool called = false;
     if (mdl_env_lock(&e, &b, m, op, mdl_pfns(m), pn.pfns_from_peer ? 0 : npages, &rs) == 0) {
         if (pn.pass_fd >= 0)
             b.memfd_offset = pn.fd_offset;
         st = mdl_session_call(s, &e, pn.pass_fd, &r);
+        called = true;
     } else {
         fail(st, "no memory for the frame runs");
     }
@@ -100,14 +103,14 @@ mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_loc
         else
             memcpy(mdl_pfns(m), r->lock_reply->pfns, npages * sizeof(uint64_t));
     }
+    if (MDL_SUCCESS(st))
+        p->lock_handle = r->lock_reply->mdl_handle;
+    if (called)
+        mdl_session_release(s);   /* r is gone from here on */
     if (!MDL_SUCCESS(st)) {
-        if (r)
-            frame_envelope_free(r);
         pin->unpin(pin, &pn);
         return st;
     }
-    p->lock_handle = r->lock_reply->mdl_handle;
-    frame_envelope_free(r);
     p->pin = pn;
     p->pinner = pin;
     p->session = s;
@@ -165,24 +168,27 @@ mdl_status mdl_map(struct mdl *m, const struct mdl_map_params *prm, struct mdl_m
         return fail(MDL_STATUS_CONFLICTING_ADDRESSES, "MDL already has a system mapping");
     if (prm->mode == MDL_USER_MODE && p->nuser >= MDL_MAX_USER_MAPS)
         return fail(MDL_STATUS_INSUFFICIENT_RESOURCES, "too many UserMode mappings of one MDL");
-    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__Envelope e;
+    const Mdlmap__V1__Envelope *r;
     Mdlmap__V1__MapRequest b;
     if (mdl_env_map(&e, &b, p->lock_handle, prm, mdl_session_consumer(p->session)) < 0)
         return fail(MDL_STATUS_INVALID_PARAMETER, "invalid cache type or access mode");
     mdl_status st = mdl_session_call(p->session, &e, -1, &r);
     st = expect(st, r, MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY);
-    if (!MDL_SUCCESS(st)) {
-        if (r)
-            frame_envelope_free(r);
-        return st;
+    struct mdl_map_info mi = { .mode = prm->mode };
+    if (MDL_SUCCESS(st)) {
+        const Mdlmap__V1__MapResponse *mr = r->map_reply;
+        mi.address = mr->address;
+        mi.base_address = mr->base_address;
+        mi.map_handle = mr->map_handle;
+        mi.page_count = mr->page_count;
+        mi.vma_count = mr->vma_count;
+        mi.read_only = mr->read_only;
+        mi.cache = (int)mr->cache_type;
     }
-    Mdlmap__V1__MapResponse *mr = r->map_reply;
-    struct mdl_map_info mi = {
-        .address = mr->address, .base_address = mr->base_address, .map_handle = mr->map_handle,
-        .page_count = mr->page_count, .vma_count = mr->vma_count, .read_only = mr->read_only,
-        .cache = (int)mr->cache_type, .mode = prm->mode,
-    };
-    frame_envelope_free(r);
+    mdl_session_release(p->session);
+    if (!MDL_SUCCESS(st))
+        return st;
     if (prm->mode == MDL_KERNEL_MODE) {
         p->sys = mi;
         p->has_sys = true;
@@ -204,12 +210,21 @@ mdl_status mdl_unmap(struct mdl *m, uint64_t address)
         return fail(MDL_STATUS_INVALID_PARAMETER, "not an MDL");
     if (!address || !mdl_find_mapping(m, address, &mi))
         return fail(MDL_STATUS_NOT_MAPPED_VIEW, "no mapping of this MDL at that address");
-    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__Envelope e;
+    const Mdlmap__V1__Envelope *r;
     Mdlmap__V1__UnmapRequest b;
     mdl_env_unmap(&e, &b, mi.map_handle, mi.address, p->lock_handle);
-    mdl_status st = mdl_session_call(p->session, &e, -1, &r);
-    if (r)
-        frame_envelope_free(r);
+    mdl_status st;
+    if (mdl_session_async_unmap(p->session)) {
+        /* Forgotten now: hostd's answer comes with the next call, and a
+         * refusal then is reported, not retried (docs/semantics.md). A
+         * mapping hostd kept goes with the MDL's unlock (R10). */
+        st = mdl_session_unmap_async(p->session, &e, m, mi.address);
+        drop_mapping(p, address);
+        return st;
+    }
+    st = mdl_session_call(p->session, &e, -1, &r);
+    mdl_session_release(p->session);
     /* hostd no longer knows it (or the link is gone and hostd drops it): forget it too. */
     if (MDL_SUCCESS(st) || st == MDL_STATUS_NOT_FOUND || st == MDL_STATUS_INVALID_HANDLE ||
         st == MDL_STATUS_DEVICE_NOT_READY)
@@ -230,12 +245,12 @@ mdl_status mdl_unlock(struct mdl *m)
         if (p->nuser == before)
             p->nuser--;   /* hostd refused: its unlock below drops the mapping anyway */
     }
-    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__Envelope e;
+    const Mdlmap__V1__Envelope *r;
     Mdlmap__V1__UnlockRequest b;
     mdl_env_unlock(&e, &b, p->lock_handle);
     mdl_status st = mdl_session_call(p->session, &e, -1, &r);
-    if (r)
-        frame_envelope_free(r);
+    mdl_session_release(p->session);
     /* Windows' MmUnlockPages cannot fail: release our side whatever hostd said. */
     mdl_session_untrack(p->session, p);
     p->pinner->unpin(p->pinner, &p->pin);

@@ -9,6 +9,20 @@
 #include "frame.h"
 #include "mdl_internal.h"
 
+/* An asynchronous unmap whose reply is still in the stream. */
+struct pending_unmap {
+    bool on;
+    uint64_t id, mdl, address;
+};
+/* The failure such a reply reported, held until the call collecting it has
+ * let go of the session (the verifier's handler may call the library). */
+struct late_failure {
+    bool on;
+    mdl_status st;
+    uint64_t mdl, address;
+    char detail[96];
+};
+
 struct mdl_session {
     struct mdl_transport *t;
     struct mdl_pinner *pinner;
@@ -18,24 +32,172 @@ struct mdl_session {
     uint64_t max_mdl_pages;
     char consumer[128];
     struct mdl_priv *live;      /* locked MDLs (R12 leak report on close) */
+    /* The wire, kept for the session so that a call costs no malloc in the
+     * steady state: the request frame is encoded into out, replies are read
+     * into rd (one read takes the length prefix and the payload, or two
+     * replies, as they come) and decoded into arena, reset per call. All
+     * three grow to the largest frame seen, bounded by MDLMAP_MAX_FRAME
+     * plus the header (the arena by MDL_ARENA_KEEP). */
+    uint8_t *out;
+    size_t out_cap;
+    struct frame_reader rd;
+    struct mdl_arena arena;
+    /* Negative errno once the stream is out of step (a send or read failed
+     * half way, a bad length prefix): later calls fail at once rather than
+     * take one reply for another. */
+    int broken;
+    bool async_unmap;
+    struct pending_unmap pending;
+    struct late_failure late;
 };
 
+/* Encode req into the session's frame buffer, growing it if need be. */
+static int encode(struct mdl_session *s, const Mdlmap__V1__Envelope *req, size_t *len)
+{
+    int rc = frame_encode_to(req, s->out, s->out_cap, len);
+    if (rc != -ENOBUFS)
+        return rc;
+    /* *len is a frame frame_encode_to accepted: at most MDLMAP_MAX_FRAME
+     * plus the header, so the buffer never grows past that. */
+    size_t cap = s->out_cap ? s->out_cap : 256;
+    while (cap < *len)
+        cap *= 2;
+    if (cap > MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR)
+        cap = MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR;
+    uint8_t *nb = realloc(s->out, cap);
+    if (!nb)
+        return -ENOMEM;
+    s->out = nb;
+    s->out_cap = cap;
+    return frame_encode_to(req, s->out, s->out_cap, len);
+}
+
+/* Errors that leave the stream at a frame boundary: the frame was read
+ * whole, only its contents were bad. */
+static bool in_step(int rc)
+{
+    return rc == -EBADMSG || rc == -EPROTO;
+}
+
+/* The next reply, decoded into the arena. Reads only when no whole frame is
+ * held yet, and then as much as the transport has. */
+static int read_reply(struct mdl_session *s, Mdlmap__V1__Envelope **out)
+{
+    for (;;) {
+        const uint8_t *payload;
+        size_t plen;
+        int rc = frame_reader_next(&s->rd, &payload, &plen);   /* length 0 or > max: -EMSGSIZE */
+        if (rc == 1)
+            return frame_decode_with(payload, plen, &s->arena.pc, out);
+        if (rc < 0)
+            return rc;
+        uint8_t *p;
+        size_t room;
+        if ((rc = frame_reader_space(&s->rd, &p, &room)) < 0)
+            return rc;
+        long n = s->t->ops->recv(s->t, p, room);
+        if (n < 0)
+            return (int)n;
+        if (n == 0 || (size_t)n > room)   /* a transport breaking its contract */
+            return n == 0 ? -ECONNRESET : -EPROTO;
+        frame_reader_commit(&s->rd, (size_t)n);
+    }
+}
+
+/* Send the request framed; 0 or negative errno (the session is broken when
+ * bytes may have gone out). */
+static int send_request(struct mdl_session *s, const Mdlmap__V1__Envelope *req, int pass_fd)
+{
+    if (s->broken)
+        return s->broken;
+    size_t len;
+    int rc = encode(s, req, &len);
+    if (rc < 0)
+        return rc;   /* nothing sent: the stream is fine */
+    rc = s->t->ops->send(s->t, s->out, len, pass_fd);
+    if (rc < 0 && rc != -EOPNOTSUPP)   /* EOPNOTSUPP: refused before sending */
+        s->broken = rc;
+    return rc;
+}
+
+static void record_late(struct mdl_session *s, mdl_status st, const char *detail)
+{
+    s->late = (struct late_failure){ .on = true, .st = st, .mdl = s->pending.mdl,
+                                     .address = s->pending.address };
+    snprintf(s->late.detail, sizeof(s->late.detail), "%s", detail ? detail : "");
+}
+
+/* Read the reply of the outstanding asynchronous unmap, if any (after the
+ * next request went out: the two round trips overlap). A refusal is kept
+ * in s->late; 0, or the negative errno that broke the stream. */
+static int collect_pending(struct mdl_session *s)
+{
+    if (!s->pending.on)
+        return 0;
+    s->pending.on = false;
+    if (s->broken)
+        return s->broken;   /* the link is gone: hostd drops the mapping with it */
+    Mdlmap__V1__Envelope *r;
+    int rc = read_reply(s, &r);
+    if (in_step(rc)) {
+        record_late(s, MDL_STATUS_REVISION_MISMATCH, "undecodable unmap reply");
+        return 0;
+    }
+    if (rc < 0)
+        return s->broken = rc;
+    if (r->request_id != s->pending.id || r->body_case != MDLMAP__V1__ENVELOPE__BODY_UNMAP_REPLY) {
+        /* Replies come in request order: this one is not ours, so the one
+         * after it would not be the next call's either. */
+        record_late(s, MDL_STATUS_REVISION_MISMATCH, "unmap reply out of step");
+        return s->broken = -EPROTO;
+    }
+    if (!MDL_SUCCESS(r->status))
+        record_late(s, r->status, r->detail);
+    return 0;
+}
+
+/* Under the lock: make a collected late failure the thread's last status
+ * before the call's own outcome (which overwrites it if it failed too). */
+static void note_late(struct mdl_session *s)
+{
+    if (!s->late.on)
+        return;
+    char why[160];
+    snprintf(why, sizeof(why), "asynchronous unmap of %#llx: %s", (unsigned long long)s->late.address,
+             s->late.detail);
+    mdl_set_last_status(s->late.st, why);
+}
+
+static mdl_status transport_failure(int rc)
+{
+    char why[96];
+    snprintf(why, sizeof(why), "transport: %s", strerror(-rc));
+    mdl_set_last_status(MDL_STATUS_DEVICE_NOT_READY, why);
+    return MDL_STATUS_DEVICE_NOT_READY;
+}
+
 mdl_status mdl_session_call(struct mdl_session *s, Mdlmap__V1__Envelope *req, int pass_fd,
-                            Mdlmap__V1__Envelope **resp)
+                            const Mdlmap__V1__Envelope **resp)
 {
     *resp = NULL;
     pthread_mutex_lock(&s->lock);
+    mdl_arena_reset(&s->arena);   /* the previous call's reply dies here */
     req->request_id = ++s->next_id;
-    int rc = s->t->ops->call(s->t, req, pass_fd, resp);
-    pthread_mutex_unlock(&s->lock);
-    char why[96];
-    if (rc < 0) {
-        snprintf(why, sizeof(why), "transport: %s", strerror(-rc));
-        mdl_set_last_status(MDL_STATUS_DEVICE_NOT_READY, why);
-        return MDL_STATUS_DEVICE_NOT_READY;
+    Mdlmap__V1__Envelope *r = NULL;
+    int rc = send_request(s, req, pass_fd);
+    if (rc == 0)
+        rc = collect_pending(s);
+    if (rc == 0) {
+        rc = read_reply(s, &r);
+        if (rc < 0 && !in_step(rc))
+            s->broken = rc;
     }
-    Mdlmap__V1__Envelope *r = *resp;
+    note_late(s);
+    if (rc < 0)
+        return transport_failure(rc);
+    *resp = r;
     if (r->request_id != req->request_id) {
+        char why[96];
         snprintf(why, sizeof(why), "response id %llu for request %llu",
                  (unsigned long long)r->request_id, (unsigned long long)req->request_id);
         mdl_set_last_status(MDL_STATUS_REVISION_MISMATCH, why);
@@ -44,6 +206,72 @@ mdl_status mdl_session_call(struct mdl_session *s, Mdlmap__V1__Envelope *req, in
     if (!MDL_SUCCESS(r->status))
         mdl_set_last_status(r->status, r->detail);
     return r->status;
+}
+
+void mdl_session_release(struct mdl_session *s)
+{
+    struct late_failure l = s->late;
+    s->late.on = false;
+    pthread_mutex_unlock(&s->lock);
+    /* Windows has no way to return this from MmUnmapLockedPages: the failed
+     * unmap of a valid mapping is a verifier report, made now that it is
+     * known (the MDL is named by its address only; it may be gone). */
+    if (l.on)
+        mdl_verifier_report(MDL_VF_UNMAP_FAILED_LATE, (const struct mdl *)(uintptr_t)l.mdl, l.address,
+                            (uint32_t)l.st);
+}
+
+mdl_status mdl_session_unmap_async(struct mdl_session *s, Mdlmap__V1__Envelope *req,
+                                   const struct mdl *m, uint64_t address)
+{
+    pthread_mutex_lock(&s->lock);
+    mdl_arena_reset(&s->arena);
+    req->request_id = ++s->next_id;
+    int rc = send_request(s, req, -1);
+    if (rc == 0)
+        rc = collect_pending(s);   /* the previous one: at most one is outstanding */
+    if (rc == 0)
+        s->pending = (struct pending_unmap){ .on = true, .id = req->request_id,
+                                             .mdl = (uint64_t)(uintptr_t)m, .address = address };
+    note_late(s);
+    mdl_status st = rc < 0 ? transport_failure(rc) : MDL_STATUS_PENDING;
+    mdl_session_release(s);
+    return st;
+}
+
+mdl_status mdl_session_flush(struct mdl_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    mdl_arena_reset(&s->arena);
+    int rc = collect_pending(s);
+    note_late(s);
+    mdl_status st = rc < 0 ? transport_failure(rc) : MDL_STATUS_SUCCESS;
+    mdl_session_release(s);
+    return st;
+}
+
+bool mdl_session_async_unmap(const struct mdl_session *s)
+{
+    return s->async_unmap;
+}
+
+void mdl_session_set_async_unmap(struct mdl_session *s, bool on)
+{
+    if (!on)
+        mdl_session_flush(s);   /* from now on every unmap's outcome is immediate */
+    pthread_mutex_lock(&s->lock);
+    s->async_unmap = on;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void session_free(struct mdl_session *s)
+{
+    s->t->ops->close(s->t);
+    frame_reader_free(&s->rd);
+    mdl_arena_fini(&s->arena);
+    free(s->out);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
 }
 
 int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct mdl_session **out)
@@ -56,10 +284,18 @@ int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct 
     s->t = t;
     s->pinner = pinner ? pinner : mdl_pinner_iouring();
     pthread_mutex_init(&s->lock, NULL);
+    frame_reader_init(&s->rd, MDLMAP_MAX_FRAME);
+    if (mdl_arena_init(&s->arena, 4096) < 0) {
+        session_free(s);
+        return -ENOMEM;
+    }
     const char *c = getenv("MDLMAP_CONSUMER");
     snprintf(s->consumer, sizeof(s->consumer), "%s", c ? c : "");
+    const char *a = getenv("MDLMAP_ASYNC_UNMAP");
+    s->async_unmap = a && strcmp(a, "1") == 0;
 
-    Mdlmap__V1__Envelope e, *r;
+    Mdlmap__V1__Envelope e;
+    const Mdlmap__V1__Envelope *r;
     Mdlmap__V1__HelloRequest h;
     mdl_env_hello(&e, &h, "libmdlmap 0.1");
     mdl_status st = mdl_session_call(s, &e, -1, &r);
@@ -69,11 +305,9 @@ int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct 
     } else if (MDL_SUCCESS(st)) {
         st = MDL_STATUS_REVISION_MISMATCH;
     }
-    if (r)
-        frame_envelope_free(r);
+    mdl_session_release(s);
     if (!MDL_SUCCESS(st)) {
-        t->ops->close(t);
-        free(s);
+        session_free(s);
         /* Two outcomes only, not ntstatus_to_errno(): callers print "cannot
          * reach hostd" (no transport) or "hostd refused the Hello"; the
          * status itself is left in mdl_last_status(). */
@@ -132,6 +366,7 @@ void mdl_session_close(struct mdl_session *s)
 {
     if (!s)
         return;
+    mdl_session_flush(s);   /* an asynchronous unmap's failure is still reported */
     report_leaks(s);
     /* Orphan the MDLs: hostd drops their state with the connection. */
     while (s->live) {
@@ -147,9 +382,7 @@ void mdl_session_close(struct mdl_session *s)
         p->mdl.mapped_system_va = NULL;
         p->live_next = p->live_prev = NULL;
     }
-    s->t->ops->close(s->t);
-    pthread_mutex_destroy(&s->lock);
-    free(s);
+    session_free(s);
 }
 
 int mdl_session_open_vsock(struct mdl_pinner *pinner, struct mdl_session **out)

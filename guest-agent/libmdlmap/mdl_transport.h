@@ -8,17 +8,26 @@
  * hostd, the vhost-user harness). */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "mdlmap.h"
 #include "mdlmap.pb-c.h"
 
-/* A request/response channel carrying Envelopes. pass_fd >= 0 is sent along
- * with the request (SCM_RIGHTS; only the agent-daemon transport can). */
+/* A byte stream to hostd (or to the agent daemon) carrying frames: the
+ * session does the framing and the decoding (mdl_session.c), so every
+ * transport shares one reply path, and requests can be pipelined. */
 struct mdl_transport;
 struct mdl_transport_ops {
-    int (*call)(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int pass_fd,
-                Mdlmap__V1__Envelope **resp);
+    /* Send all of buf (whole frames); pass_fd >= 0 rides on the first byte
+     * (SCM_RIGHTS; only the agent-daemon transport can, else -EOPNOTSUPP).
+     * 0 or negative errno. */
+    int (*send)(struct mdl_transport *t, const uint8_t *buf, size_t len, int pass_fd);
+    /* Wait for bytes, then read as many as are available up to cap: the
+     * count (> 0), or negative errno (-ECONNRESET at end of stream).
+     * Descriptors a peer attaches are closed. */
+    long (*recv)(struct mdl_transport *t, uint8_t *buf, size_t cap);
     void (*close)(struct mdl_transport *t);
 };
 struct mdl_transport {
@@ -47,6 +56,11 @@ int mdl_transport_agent(const char *path, struct mdl_transport **out);
  * Hello. 0 or negative errno. */
 int mdl_session_open(struct mdl_transport *t, struct mdl_pinner *pinner, struct mdl_session **out);
 /* One request/response; status is the response's NTSTATUS (or a transport
- * failure as STATUS_DEVICE_NOT_READY). Envelope ownership passes to caller. */
+ * failure as STATUS_DEVICE_NOT_READY). *resp (NULL when no reply was read)
+ * lives in the session's reply arena: it is the session's, valid until
+ * mdl_session_release(s), which every call must be followed by, reply or
+ * not. The session stays locked until then (other threads wait), so read
+ * what you need and release before any other use of s. */
 mdl_status mdl_session_call(struct mdl_session *s, Mdlmap__V1__Envelope *req, int pass_fd,
-                            Mdlmap__V1__Envelope **resp);
+                            const Mdlmap__V1__Envelope **resp);
+void mdl_session_release(struct mdl_session *s);

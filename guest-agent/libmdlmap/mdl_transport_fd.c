@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "frame.h"
 #include "mdl_transport.h"
 #include "usock.h"
 
@@ -31,29 +30,34 @@ static int send_frame(int fd, const uint8_t *buf, size_t len, int pass_fd)
     return 0;
 }
 
-static int fd_call(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int pass_fd,
-                   Mdlmap__V1__Envelope **resp)
+static int fd_send(struct mdl_transport *t, const uint8_t *buf, size_t len, int pass_fd)
 {
     struct fd_transport *ft = (struct fd_transport *)t;
     if (pass_fd >= 0 && !ft->can_pass_fds)
         return -EOPNOTSUPP;
-    uint8_t *buf;
-    size_t len;
-    int rc = frame_encode(req, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = send_frame(ft->fd, buf, len, pass_fd);
-    free(buf);
-    if (rc < 0)
-        return rc;
-    if (!ft->can_pass_fds)
-        return frame_read_fd(ft->fd, resp);
-    /* No answer carries descriptors; a peer that attaches some anyway must
-     * not leave them open in this process. */
-    struct usock_fds fds = { .n = 0 };
-    rc = frame_read_fd_fds(ft->fd, resp, &fds);
-    usock_fds_close(&fds);
-    return rc;
+    return send_frame(ft->fd, buf, len, pass_fd);
+}
+
+/* One read of whatever is there: the reply's length prefix and payload
+ * usually arrive together, and need not cost two system calls. */
+static long fd_recv(struct mdl_transport *t, uint8_t *buf, size_t cap)
+{
+    struct fd_transport *ft = (struct fd_transport *)t;
+    for (;;) {
+        long n;
+        if (ft->can_pass_fds) {
+            /* No answer carries descriptors; a peer that attaches some
+             * anyway must not leave them open in this process. */
+            n = usock_recv(ft->fd, buf, cap, NULL, 0);
+        } else {
+            n = read(ft->fd, buf, cap);
+            if (n < 0)
+                n = -errno;
+        }
+        if (n == -EINTR)
+            continue;
+        return n == 0 ? -ECONNRESET : n;
+    }
 }
 
 static void fd_close(struct mdl_transport *t)
@@ -63,7 +67,7 @@ static void fd_close(struct mdl_transport *t)
     free(ft);
 }
 
-static const struct mdl_transport_ops fd_ops = { fd_call, fd_close };
+static const struct mdl_transport_ops fd_ops = { fd_send, fd_recv, fd_close };
 
 struct mdl_transport *mdl_transport_from_fd(int fd, bool can_pass_fds)
 {

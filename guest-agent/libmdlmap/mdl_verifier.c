@@ -31,6 +31,7 @@ const char *mdl_verifier_sub_name(enum mdl_verifier_sub sub)
     case MDL_VF_UNMAP_WRONG_ADDRESS: return "MmUnmapLockedPages address does not match the MDL";
     case MDL_VF_LOCK_TWICE: return "MmProbeAndLockPages of an MDL already locked";
     case MDL_VF_UNLOCK_USER_MAPPED: return "MmUnlockPages with a UserMode mapping left";
+    case MDL_VF_UNMAP_FAILED_LATE: return "asynchronous MmUnmapLockedPages refused by hostd";
     }
     return "unknown";
 }

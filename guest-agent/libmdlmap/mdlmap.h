@@ -28,6 +28,9 @@
 typedef int32_t mdl_status;   /* an NTSTATUS */
 #define MDL_NT(x) ((mdl_status)(uint32_t)(x))
 #define MDL_STATUS_SUCCESS                MDL_NT(0x00000000u)
+/* Success, with the outcome still to come: an asynchronous unmap was sent
+ * (mdl_session_set_async_unmap). */
+#define MDL_STATUS_PENDING                MDL_NT(0x00000103u)
 #define MDL_STATUS_UNSUCCESSFUL           MDL_NT(0xC0000001u)
 #define MDL_STATUS_NOT_IMPLEMENTED        MDL_NT(0xC0000002u)
 #define MDL_STATUS_ACCESS_VIOLATION       MDL_NT(0xC0000005u)
@@ -184,6 +187,19 @@ struct mdl_session *mdl_default_session_peek(void);
 void mdl_session_set_consumer(struct mdl_session *s, const char *name);
 const char *mdl_session_consumer(const struct mdl_session *s);
 uint64_t mdl_session_guest_cid(const struct mdl_session *s);
+/* Asynchronous unmap (issue 8): mdl_unmap / MmUnmapLockedPages send the
+ * UnmapRequest and return without waiting for hostd; the reply is read and
+ * checked behind the next request on the session (pipelined), by
+ * mdl_session_flush, or at close. A failure hostd reports that late goes to
+ * the verifier (bug check 0xC4, MDL_VF_UNMAP_FAILED_LATE) or, verifier off,
+ * into mdl_last_status() of the thread that collected it. Errors the library
+ * detects itself (no such mapping of the MDL) stay immediate. Off by default;
+ * a session starts with it on when env MDLMAP_ASYNC_UNMAP=1 at open
+ * (docs/semantics.md). */
+void mdl_session_set_async_unmap(struct mdl_session *s, bool on);
+/* Collect the reply of an asynchronous unmap still outstanding (reporting a
+ * failure as above). MDL_STATUS_SUCCESS, or the transport failure. */
+mdl_status mdl_session_flush(struct mdl_session *s);
 
 /* ------------------------------------------- plain operations (no raise) */
 struct mdl_map_params {
@@ -264,6 +280,7 @@ enum mdl_verifier_sub {
     MDL_VF_UNMAP_WRONG_ADDRESS = 0x1006,/* MmUnmapLockedPages address/MDL mismatch */
     MDL_VF_LOCK_TWICE = 0x1007,         /* MmProbeAndLockPages on a locked MDL */
     MDL_VF_UNLOCK_USER_MAPPED = 0x1008, /* MmUnlockPages with a UserMode mapping left */
+    MDL_VF_UNMAP_FAILED_LATE = 0x1009,  /* hostd refused an asynchronous unmap (reported at the next call) */
 };
 enum mdl_verifier_op { MDL_VOP_FREE, MDL_VOP_LOCK, MDL_VOP_UNLOCK, MDL_VOP_MAP, MDL_VOP_UNMAP };
 /* Decide whether op on m is a violation (pure; also used with the verifier off

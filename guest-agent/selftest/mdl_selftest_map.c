@@ -67,12 +67,12 @@ static bool unmap_matching(struct st *t)
             if (f.mdl->MdlFlags & MDL_MAPPED_TO_SYSTEM_VA || f.mdl->MappedSystemVa)
                 ok = st_fail(t, "system mapping still recorded");
             /* hostd must have forgotten it too: the same unmap again is refused. */
-            Mdlmap__V1__Envelope e, *r;
+            Mdlmap__V1__Envelope e;
+            const Mdlmap__V1__Envelope *r;
             Mdlmap__V1__UnmapRequest b;
             mdl_env_unmap(&e, &b, h, u(a), mdl_lock_handle(mdl_from_wdm(f.mdl)));
             mdl_status st = mdl_session_call(t->env->session, &e, -1, &r);
-            if (r)
-                frame_envelope_free(r);
+            mdl_session_release(t->env->session);
             if (ok && MDL_SUCCESS(st))
                 ok = st_fail(t, "hostd still knew the mapping");
         }
@@ -207,12 +207,12 @@ static bool unlock_releases_mapping(struct st *t)
         else if (f.mdl->MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_PAGES_LOCKED) || f.mdl->MappedSystemVa)
             ok = st_fail(t, "flags %#x after unlock", (uint16_t)f.mdl->MdlFlags);
         else {
-            Mdlmap__V1__Envelope e, *resp;
+            Mdlmap__V1__Envelope e;
+            const Mdlmap__V1__Envelope *resp;
             Mdlmap__V1__UnlockRequest b;
             mdl_env_unlock(&e, &b, lh);
             mdl_status st = mdl_session_call(t->env->session, &e, -1, &resp);
-            if (resp)
-                frame_envelope_free(resp);
+            mdl_session_release(t->env->session);
             if (MDL_SUCCESS(st))
                 ok = st_fail(t, "hostd still knew the MDL");
         }

@@ -14,7 +14,6 @@
 struct harness_transport {
     struct mdl_transport t;
     struct vc_conn *c;
-    struct frame_reader rd;
 };
 
 static long long ms_now(void)
@@ -24,40 +23,24 @@ static long long ms_now(void)
     return ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
 }
 
-static int ht_call(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int pass_fd,
-                   Mdlmap__V1__Envelope **resp)
+static int ht_send(struct mdl_transport *t, const uint8_t *buf, size_t len, int pass_fd)
 {
     struct harness_transport *h = (struct harness_transport *)t;
     if (pass_fd >= 0)
         return -EOPNOTSUPP;
-    uint8_t *buf;
-    size_t len;
-    int rc = frame_encode(req, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = vc_send_all(h->c, buf, len, CALL_TIMEOUT_MS);
-    free(buf);
-    if (rc < 0)
-        return rc;
+    return vc_send_all(h->c, buf, len, CALL_TIMEOUT_MS);
+}
+
+/* The session's reply path over the harness: whatever the device has
+ * delivered, pumping it until something arrives. */
+static long ht_recv(struct mdl_transport *t, uint8_t *buf, size_t cap)
+{
+    struct harness_transport *h = (struct harness_transport *)t;
     long long deadline = ms_now() + CALL_TIMEOUT_MS;
     for (;;) {
-        const uint8_t *payload;
-        size_t plen;
-        rc = frame_reader_next(&h->rd, &payload, &plen);
-        if (rc == 1)
-            return frame_decode(payload, plen, resp);
-        if (rc < 0)
-            return rc;
-        uint8_t tmp[16384];
-        size_t room = frame_reader_room(&h->rd);
-        long n = vc_try_recv(h->c, tmp, room < sizeof(tmp) ? room : sizeof(tmp));
-        if (n < 0)
-            return (int)n;
-        if (n > 0) {
-            if ((rc = frame_reader_feed(&h->rd, tmp, (size_t)n)) < 0)
-                return rc;
-            continue;
-        }
+        long n = vc_try_recv(h->c, buf, cap);
+        if (n != 0)
+            return n;
         if (ms_now() > deadline)
             return -ETIMEDOUT;
         vdev_pump(50);
@@ -68,11 +51,10 @@ static void ht_close(struct mdl_transport *t)
 {
     struct harness_transport *h = (struct harness_transport *)t;
     vc_close(h->c, 3000, NULL);
-    frame_reader_free(&h->rd);
     free(h);
 }
 
-static const struct mdl_transport_ops ht_ops = { ht_call, ht_close };
+static const struct mdl_transport_ops ht_ops = { ht_send, ht_recv, ht_close };
 
 void harness_link_init(struct harness_link *l, struct vdev *d)
 {
@@ -96,7 +78,6 @@ struct mdl_session *harness_session(struct harness_link *l)
     }
     h->t.ops = &ht_ops;
     h->c = c;
-    frame_reader_init(&h->rd, MDLMAP_MAX_FRAME);
     struct mdl_session *s = NULL;
     return mdl_session_open(&h->t, &l->pin.pinner, &s) == 0 ? s : NULL;
 }

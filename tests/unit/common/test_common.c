@@ -1,6 +1,7 @@
 /* common/: the errno <-> NTSTATUS table, the little-endian length prefix,
  * the Unix socket helpers (stale-socket rule, mode at bind, fd passing) and
  * the framed connection (version check, bad frames, input budget). */
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,10 +235,74 @@ static void test_fconn(void)
     frame_reader_free(&e.out);
 }
 
+/* frame_encode_to into caller storage; frame_reader_space/commit read
+ * straight into the reader: grown to a declared frame at once, bounded,
+ * bad lengths refused. */
+static void test_frame_inplace(void)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__StatsRequest rq = MDLMAP__V1__STATS_REQUEST__INIT;
+    env.request_id = 7;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_STATS;
+    env.stats = &rq;
+    uint8_t small[2], buf[64];
+    size_t n = 0;
+    CHECK_EQ(frame_encode_to(&env, small, sizeof(small), &n), -ENOBUFS);
+    CHECK(n > MDLMAP_FRAME_HDR && n <= sizeof(buf));
+    CHECK_EQ(frame_encode_to(&env, buf, sizeof(buf), &n), 0);
+
+    struct frame_reader rd;
+    frame_reader_init(&rd, 0);
+    uint8_t *p;
+    size_t room;
+    /* two frames in one "read", the second cut short */
+    CHECK_EQ(frame_reader_space(&rd, &p, &room), 0);
+    CHECK(room >= 2 * n);
+    memcpy(p, buf, n);
+    memcpy(p + n, buf, n - 1);
+    frame_reader_commit(&rd, 2 * n - 1);
+    const uint8_t *pl;
+    size_t plen;
+    mdl_envelope *got;
+    CHECK_EQ(frame_reader_next(&rd, &pl, &plen), 1);
+    CHECK_EQ(frame_decode(pl, plen, &got), 0);
+    CHECK_EQ(got->request_id, 7u);
+    frame_envelope_free(got);
+    CHECK_EQ(frame_reader_next(&rd, &pl, &plen), 0);
+    CHECK_EQ(frame_reader_space(&rd, &p, &room), 0);   /* compacts the tail to the front */
+    CHECK(p == rd.buf + n - 1 && room >= 1);
+    *p = buf[n - 1];
+    frame_reader_commit(&rd, 1);
+    CHECK_EQ(frame_reader_next(&rd, &pl, &plen), 1);
+    CHECK_EQ(plen, n - MDLMAP_FRAME_HDR);
+    /* a declared large frame: the buffer grows to hold it whole */
+    uint8_t hdr[4] = { 0, 0, 1, 0 };   /* 64 KiB */
+    CHECK_EQ(frame_reader_space(&rd, &p, &room), 0);
+    memcpy(p, hdr, 4);
+    frame_reader_commit(&rd, 4);
+    CHECK_EQ(frame_reader_space(&rd, &p, &room), 0);
+    CHECK(room >= 65536 && rd.cap <= MDLMAP_MAX_FRAME + MDLMAP_FRAME_HDR);
+    frame_reader_commit(&rd, room + 100);   /* over-claimed: clamped to the buffer */
+    CHECK(rd.len <= rd.cap);
+    frame_reader_free(&rd);
+    /* bad lengths: 0 and above the maximum */
+    uint32_t bad[2] = { 0, htole32(MDLMAP_MAX_FRAME + 1) };
+    for (int i = 0; i < 2; i++) {
+        frame_reader_init(&rd, 0);
+        CHECK_EQ(frame_reader_space(&rd, &p, &room), 0);
+        memcpy(p, &bad[i], 4);
+        frame_reader_commit(&rd, 4);
+        CHECK_EQ(frame_reader_next(&rd, &pl, &plen), -EMSGSIZE);
+        CHECK_EQ(frame_reader_space(&rd, &p, &room), -EMSGSIZE);
+        frame_reader_free(&rd);
+    }
+}
+
 int main(void)
 {
     test_ntstatus();
     test_frame_prefix();
+    test_frame_inplace();
     test_usock();
     test_fconn();
     return tap_done();

@@ -1,5 +1,8 @@
 #include "fake_hostd.h"
 
+#include <endian.h>
+#include <errno.h>
+#include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,24 +13,58 @@
 
 static struct mdl_pinner_linear lin;
 
-/* Answer via a packed/unpacked round trip so the caller owns a real heap envelope. */
-static int finish(Mdlmap__V1__Envelope *e, Mdlmap__V1__Envelope **resp)
+/* Room for n more bytes at the end of the answer queue. */
+static uint8_t *outq_room(struct fake_hostd *f, size_t n)
 {
-    uint8_t *buf;
+    if (f->outq_off) {
+        memmove(f->outq, f->outq + f->outq_off, f->outq_len - f->outq_off);
+        f->outq_len -= f->outq_off;
+        f->outq_off = 0;
+    }
+    return n <= sizeof(f->outq) - f->outq_len ? f->outq + f->outq_len : NULL;
+}
+
+int fake_inject(struct fake_hostd *f, const void *p, size_t n)
+{
+    uint8_t *d = outq_room(f, n);
+    if (!d)
+        return -ENOBUFS;
+    memcpy(d, p, n);
+    f->outq_len += n;
+    return 0;
+}
+
+/* Queue e as one frame. */
+static int finish(struct fake_hostd *f, const Mdlmap__V1__Envelope *e)
+{
+    uint8_t *d = outq_room(f, 0);
     size_t len;
-    int rc = frame_encode(e, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = frame_decode(buf + MDLMAP_FRAME_HDR, len - MDLMAP_FRAME_HDR, resp);
-    free(buf);
+    int rc = frame_encode_to(e, d, sizeof(f->outq) - f->outq_len, &len);
+    if (rc == 0)
+        f->outq_len += len;
     return rc;
 }
 
-static int fake_call(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, int pass_fd,
-                     Mdlmap__V1__Envelope **resp)
+static void *fa_alloc(void *ctx, size_t n)
 {
-    (void)pass_fd;
-    struct fake_hostd *f = (struct fake_hostd *)t;
+    struct fake_hostd *f = ctx;
+    size_t a = alignof(max_align_t);
+    n = (n + a - 1) & ~(a - 1);
+    if (n > sizeof(f->arena) - f->arena_used)
+        return NULL;
+    void *p = f->arena + f->arena_used;
+    f->arena_used += n;
+    return p;
+}
+
+static void fa_free(void *ctx, void *p)
+{
+    (void)ctx;
+    (void)p;
+}
+
+static int answer(struct fake_hostd *f, const Mdlmap__V1__Envelope *req)
+{
     Mdlmap__V1__Envelope e = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__HelloResponse h = MDLMAP__V1__HELLO_RESPONSE__INIT;
     Mdlmap__V1__LockResponse l = MDLMAP__V1__LOCK_RESPONSE__INIT;
@@ -110,7 +147,50 @@ static int fake_call(struct mdl_transport *t, const Mdlmap__V1__Envelope *req, i
         e.body_case = MDLMAP__V1__ENVELOPE__BODY_UNMAP_REPLY;
         e.unmap_reply = &u;
     }
-    return finish(&e, resp);
+    return finish(f, &e);
+}
+
+/* The library sends whole frames: answer each. */
+static int fake_send(struct mdl_transport *t, const uint8_t *buf, size_t len, int pass_fd)
+{
+    (void)pass_fd;
+    struct fake_hostd *f = (struct fake_hostd *)t;
+    while (len) {
+        uint32_t n;
+        if (len < MDLMAP_FRAME_HDR)
+            return -EPROTO;
+        memcpy(&n, buf, sizeof(n));
+        n = le32toh(n);
+        if (n > len - MDLMAP_FRAME_HDR)
+            return -EPROTO;
+        f->arena_used = 0;
+        ProtobufCAllocator a = { fa_alloc, fa_free, f };
+        Mdlmap__V1__Envelope *req;
+        int rc = frame_decode_with(buf + MDLMAP_FRAME_HDR, n, &a, &req);
+        if (rc < 0)
+            return rc;
+        if ((rc = answer(f, req)) < 0)
+            return rc;
+        buf += MDLMAP_FRAME_HDR + n;
+        len -= MDLMAP_FRAME_HDR + n;
+    }
+    return 0;
+}
+
+static long fake_recv(struct mdl_transport *t, uint8_t *buf, size_t cap)
+{
+    struct fake_hostd *f = (struct fake_hostd *)t;
+    size_t n = f->outq_len - f->outq_off;
+    if (!n)
+        return -ECONNRESET;   /* a real stream would wait forever */
+    if (n > cap)
+        n = cap;
+    if (f->recv_chunk && n > f->recv_chunk)
+        n = f->recv_chunk;
+    memcpy(buf, f->outq + f->outq_off, n);
+    f->outq_off += n;
+    f->recvs++;
+    return (long)n;
 }
 
 static void fake_close(struct mdl_transport *t)
@@ -118,7 +198,7 @@ static void fake_close(struct mdl_transport *t)
     (void)t;
 }
 
-static const struct mdl_transport_ops fake_ops = { fake_call, fake_close };
+static const struct mdl_transport_ops fake_ops = { fake_send, fake_recv, fake_close };
 
 struct mdl_session *fake_session(struct fake_hostd *f, void *buf, size_t len)
 {
