@@ -171,7 +171,8 @@ int main(int argc, char **argv)
     double *a = malloc(sizeof(double) * (size_t)iters * 6);
     if (!e || !vm || !pfns || !a)
         return 1;
-    printf("mdl_bench: 64 MiB MDL (%u pages), %d iterations, median microseconds\n", NPAGES, iters);
+    printf("mdl_bench: 64 MiB MDL (%u pages), %d iterations (runs), median microseconds, then min/max\n", NPAGES,
+           iters);
     printf("%-12s %6s | %10s %10s %10s | %10s %10s | %s\n", "layout", "runs", "eng.lock", "eng.map", "eng.unmap",
            "floor.map", "floor.unm", "map/floor");
     for (int layout = 0; layout < 2; layout++) {
@@ -189,6 +190,14 @@ int main(int argc, char **argv)
         double fm = median(a + 3 * iters, iters), fu = median(a + 4 * iters, iters);
         printf("%-12s %6u | %10.1f %10.1f %10.1f | %10.1f %10.1f | %.2fx\n", layout ? "scattered" : "contiguous",
                runs, lk, mp, um, fm, fu, fm > 0 ? mp / fm : 0.0);
+        /* the spread of each column, so a reader sees what the median hides */
+        const char *col[5] = { "eng.lock", "eng.map", "eng.unmap", "floor.map", "floor.unm" };
+        printf("  min/max:");
+        for (int c = 0; c < 5; c++) {
+            double md, mn, mx;
+            stats3(a + c * iters, iters, &md, &mn, &mx);
+            printf(" %s %.1f/%.1f%s", col[c], mn, mx, c < 4 ? "," : "\n");
+        }
         if (runs != fruns)
             printf("  (engine made %u runs, floor %u)\n", runs, fruns);
     }
