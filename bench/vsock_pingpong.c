@@ -8,7 +8,8 @@
  * phase we read hostd's on-CPU time (/proc/PID/task/N/schedstat, ns, summed
  * over threads) and its read/write syscall counts (/proc/PID/io syscr+syscw:
  * eventfd/timerfd reads and writes count, epoll_wait/epoll_ctl/timerfd_settime
- * do not). Prints median/min/max over the R repetitions. Figures, never a
+ * do not) and how often it was scheduled in (schedstat's third field: about
+ * one per wake-up). Prints median/min/max over the R repetitions. Figures, never a
  * pass/fail verdict (exit 1 only when the harness itself fails). */
 #include <dirent.h>
 #include <errno.h>
@@ -23,10 +24,11 @@
 
 struct sample {
     uint64_t cpu_ns;
+    uint64_t slices; /* times scheduled onto a CPU: ~ wake-ups */
     uint64_t sysc;   /* syscr + syscw */
 };
 
-static uint64_t cpu_ns(pid_t pid)
+static uint64_t cpu_ns(pid_t pid, uint64_t *slices)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
@@ -41,10 +43,12 @@ static uint64_t cpu_ns(pid_t pid)
         char p2[384];
         snprintf(p2, sizeof(p2), "%s/%s/schedstat", path, e->d_name);
         FILE *f = fopen(p2, "r");
-        unsigned long long ns = 0;
+        unsigned long long ns = 0, wait = 0, n = 0;
         if (f) {
-            if (fscanf(f, "%llu", &ns) == 1)
+            if (fscanf(f, "%llu %llu %llu", &ns, &wait, &n) == 3) {
                 sum += ns;
+                *slices += n;
+            }
             fclose(f);
         }
     }
@@ -71,7 +75,9 @@ static uint64_t syscalls(pid_t pid)
 
 static struct sample snap(pid_t pid)
 {
-    struct sample s = { cpu_ns(pid), syscalls(pid) };
+    struct sample s = { 0 };
+    s.cpu_ns = cpu_ns(pid, &s.slices);
+    s.sysc = syscalls(pid);
     return s;
 }
 
@@ -150,7 +156,8 @@ int main(int argc, char **argv)
     uint8_t *out = malloc(len), *in = malloc(len);
     double *pp_us = calloc(r, sizeof(double)), *pp_sc = calloc(r, sizeof(double));
     double *bk_us = calloc(r, sizeof(double)), *bk_sc = calloc(r, sizeof(double));
-    if (!out || !in || !pp_us || !pp_sc || !bk_us || !bk_sc)
+    double *pp_wk = calloc(r, sizeof(double)), *bk_wk = calloc(r, sizeof(double));
+    if (!out || !in || !pp_us || !pp_sc || !bk_us || !bk_sc || !pp_wk || !bk_wk)
         return 2;
     fill_pattern(out, len, 7);
     int rc = 0;
@@ -165,13 +172,17 @@ int main(int argc, char **argv)
         pp_sc[i] = (double)(b.sysc - a.sysc) / n;
         bk_us[i] = (double)(c.cpu_ns - b.cpu_ns) / 1e3 / m;
         bk_sc[i] = (double)(c.sysc - b.sysc) / m;
+        pp_wk[i] = (double)(b.slices - a.slices) / n;
+        bk_wk[i] = (double)(c.slices - b.slices) / m;
     }
     if (!rc) {
         printf("hostd %s: %u ping-pongs (1 byte), %u bulk packets (%u B) per run\n", bin, n, m, BULK_PKT);
         report("ping-pong: hostd CPU per round trip", "us", pp_us, r);
         report("ping-pong: read+write syscalls/rt", "", pp_sc, r);
+        report("ping-pong: hostd wake-ups/rt", "", pp_wk, r);
         report("bulk: hostd CPU per packet", "us", bk_us, r);
         report("bulk: read+write syscalls/packet", "", bk_sc, r);
+        report("bulk: hostd wake-ups/packet", "", bk_wk, r);
     }
     vdev_down(d);
     free(d);
@@ -183,5 +194,7 @@ int main(int argc, char **argv)
     free(pp_sc);
     free(bk_us);
     free(bk_sc);
+    free(pp_wk);
+    free(bk_wk);
     return rc ? 1 : 0;
 }

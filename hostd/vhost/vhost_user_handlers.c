@@ -81,9 +81,7 @@ static void on_kick(void *opaque, uint32_t events)
         vu_backend_disconnect(k->be, "kick fd hung up");
         return;
     }
-    /* No read of the eventfd: it is watched edge-triggered (see
-     * h_vring_fd), and every kick is a new edge, so its counter needs no
-     * draining; the ring itself says what there is to do. */
+    virtq_drain_kick(&k->be->vq[k->qidx]);
     queue_event(k->be, k->qidx);
 }
 
@@ -432,11 +430,7 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
     stop_kick(be, (unsigned)q);
     vq->kick_fd = fd;
     if (fd >= 0) {
-        /* Edge-triggered: an eventfd signals every write as a new edge
-         * (and at ADD when its counter is already nonzero), so the kick
-         * needs no read() to re-arm it; that saves one syscall per wake-up.
-         * Only eventfds get here (the fd type is checked on receipt). */
-        int ret = be->loop ? evloop_add(be->loop, &be->kick[q].h, fd, EPOLLIN | EPOLLET, on_kick, &be->kick[q]) : 0;
+        int ret = be->loop ? evloop_add(be->loop, &be->kick[q].h, fd, EPOLLIN, on_kick, &be->kick[q]) : 0;
         if (ret < 0) {
             vu_warn(be, "vm %s: cannot watch kick fd of vq %d: %s", be->name, q, strerror(-ret));
             close(fd);

@@ -361,6 +361,16 @@ void virtq_set_notify(struct virtq *vq, bool enable)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+void virtq_drain_kick(struct virtq *vq)
+{
+    if (vq->kick_fd < 0)
+        return;
+    uint64_t v;
+    /* the fd is non-blocking (set when received); one read empties an eventfd */
+    if (read(vq->kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN && errno != EINTR)
+        log_debug("vm %s: vq %u: kick eventfd read: %m", owner(vq), vq->index);
+}
+
 /* ---- iovec helpers ---- */
 
 /* Copy len bytes between buf and the iovec, starting offset bytes into it;

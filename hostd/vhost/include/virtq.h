@@ -66,6 +66,8 @@ bool virtq_has_avail(const struct virtq *vq);
 uint16_t virtq_avail_idx(const struct virtq *vq);
 /* Ask for (or suppress) kicks from the driver. With notify re-enabled, callers re-check virtq_has_avail. */
 void virtq_set_notify(struct virtq *vq, bool enable);
+/* Drain a kick eventfd (non-blocking). */
+void virtq_drain_kick(struct virtq *vq);
 
 /* iovec helpers (bounded copies) */
 size_t iov_to_buf(const struct iovec *iov, unsigned n, size_t offset, void *buf, size_t len);
