@@ -147,7 +147,7 @@ static bool rx_fill(struct vsock_dev *dev)
         dev->st.tx_bytes += w - VSOCK_HDR_SIZE;
     }
     if (pushed)
-        virtq_notify(vq);
+        dev->rx_call = true;   /* notified once at the outermost leave */
     return pushed;
 }
 
@@ -232,7 +232,7 @@ static void tx_process(struct vsock_dev *dev)
         pushed = true;
     }
     if (pushed)
-        virtq_notify(vq);
+        dev->tx_call = true;   /* notified once at the outermost leave */
     if (dev->tx_more || dev->fwd_blocked)
         vsock_dev_arm_timer(dev);
 }
@@ -279,6 +279,23 @@ static void pump(struct vsock_dev *dev)
     }
 }
 
+/* One call eventfd write per queue per dispatch at most: pump() may fill
+ * the rx ring in several rounds and tx may be processed more than once;
+ * virtq_notify covers everything pushed since its last call (EVENT_IDX
+ * range check or NO_INTERRUPT flag), so a single call after the last push
+ * interrupts the driver whenever one of the per-round calls would have. */
+static void flush_calls(struct vsock_dev *dev)
+{
+    if (dev->tx_call) {
+        dev->tx_call = false;
+        virtq_notify(dev->txq);
+    }
+    if (dev->rx_call) {
+        dev->rx_call = false;
+        virtq_notify(dev->rxq);
+    }
+}
+
 void vsock_dev_enter(struct vsock_dev *dev)
 {
     dev->depth++;
@@ -291,6 +308,7 @@ void vsock_dev_leave(struct vsock_dev *dev)
         return;
     }
     pump(dev);
+    flush_calls(dev);
     if (dev->kick_fd < 0)
         dev->pump_pending = false;   /* no loop: this was the pump it waited for */
     dev->depth = 0;
@@ -309,17 +327,18 @@ void vsock_dev_schedule_pump(struct vsock_dev *dev)
         log_err("vm %s: vsock eventfd write: %s", dev->name, strerror(errno));
         /* the timer pumps instead, as soon as the loop comes round */
         struct itimerspec its = { .it_value.tv_nsec = 1 };
-        if (dev->timer_fd >= 0 && timerfd_settime(dev->timer_fd, 0, &its, NULL) == 0)
+        if (dev->timer_fd >= 0 && timerfd_settime(dev->timer_fd, 0, &its, NULL) == 0) {
             dev->armed_ms = vsock_now_ms();
+            dev->timer_live = dev->timer_asap = true;
+        }
     }
 }
 
 static void kick_cb(void *opaque, uint32_t events)
 {
     struct vsock_dev *dev = opaque;
-    uint64_t n;
-    if (read(dev->kick_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-        log_warn("vm %s: vsock eventfd read: %s", dev->name, strerror(errno));
+    /* kick_fd is edge-triggered: each write is a new edge, so the counter
+     * is never read back (one syscall less per deferred pump). */
     dev->pump_pending = false;
     vsock_dev_enter(dev);
     vsock_dev_leave(dev);
@@ -334,10 +353,17 @@ void vsock_dev_arm_timer(struct vsock_dev *dev)
         next = dev->trim_at_ms;
     int64_t now = vsock_now_ms();
     struct itimerspec its = { 0 };
+    int64_t was = dev->armed_ms;
     dev->armed_ms = 0;
     if (dev->fwd_blocked && (!next || now + VSOCK_FWD_RETRY_MS < next))
         next = now + VSOCK_FWD_RETRY_MS;
     if (dev->tx_more) {
+        /* A 1 ns expiry still pending (or fired, not yet read) fires as
+         * soon as the loop comes round, which is all a new one would do. */
+        if (dev->timer_live && dev->timer_asap) {
+            dev->armed_ms = was;
+            return;
+        }
         its.it_value.tv_nsec = 1;  /* as soon as the loop comes round */
         dev->armed_ms = now;
     } else if (next) {
@@ -348,8 +374,17 @@ void vsock_dev_arm_timer(struct vsock_dev *dev)
         its.it_value.tv_nsec = (d % 1000) * 1000000;
         dev->armed_ms = now + d;
     }
-    if (timerfd_settime(dev->timer_fd, 0, &its, NULL) < 0)
+    /* The same expiry (to the ms), still pending, or already disarmed:
+     * nothing to tell the kernel. */
+    if (dev->timer_live ? dev->armed_ms && dev->armed_ms == was : !dev->armed_ms)
+        return;
+    dev->timer_sets++;
+    if (timerfd_settime(dev->timer_fd, 0, &its, NULL) < 0) {
         log_err("vm %s: vsock timerfd_settime: %s", dev->name, strerror(errno));
+        return;
+    }
+    dev->timer_live = dev->armed_ms != 0;
+    dev->timer_asap = dev->tx_more;
 }
 
 void vsock_dev_timer_by(struct vsock_dev *dev, int64_t when)
@@ -377,6 +412,7 @@ static void timer_cb(void *opaque, uint32_t events)
     uint64_t ticks;
     if (read(dev->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         log_warn("vm %s: vsock timerfd read: %s", dev->name, strerror(errno));
+    dev->timer_live = false;   /* expired: the next arm must set it again */
     vsock_dev_timer_tick(dev);
 }
 
@@ -416,7 +452,8 @@ struct vsock_dev *vsock_dev_new(const struct vsock_dev_config *cfg)
             return NULL;
         }
         dev->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        r = dev->kick_fd < 0 ? -errno : evloop_add(dev->loop, &dev->kick_h, dev->kick_fd, EPOLLIN, kick_cb, dev);
+        r = dev->kick_fd < 0 ? -errno
+                             : evloop_add(dev->loop, &dev->kick_h, dev->kick_fd, EPOLLIN | EPOLLET, kick_cb, dev);
         if (r < 0) {
             log_err("vm %s: vsock eventfd: %s", dev->name, strerror(-r));
             if (dev->kick_fd >= 0)
@@ -458,6 +495,7 @@ void vsock_dev_reset(struct vsock_dev *dev, const char *why)
         struct itimerspec its = { 0 };
         timerfd_settime(dev->timer_fd, 0, &its, NULL);
         dev->armed_ms = 0;
+        dev->timer_live = false;
     }
 }
 

@@ -190,6 +190,12 @@ struct vsock_dev {
     int64_t halfclose_ms;        /* VSOCK_HALFCLOSE_TIMEOUT_MS (tests lower it) */
     int64_t trim_at_ms;          /* next ring trim sweep; 0: none scheduled */
     int64_t armed_ms;            /* timerfd expiry set; 0: disarmed */
+    bool timer_live;             /* an expiry is set and its tick not yet read */
+    bool timer_asap;             /* ... and it is a 1 ns one (fires at once) */
+    unsigned timer_sets;         /* timerfd_settime calls (tests count them) */
+    bool rx_call, tx_call;       /* used entries pushed: notify once, at the
+                                  * outermost leave (one call per queue per
+                                  * dispatch, not one per pump round) */
     int timer_fd;
     struct ev_handler timer_h;
     struct vsock_stats st;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -1605,6 +1606,111 @@ static void test_async_service(struct guest *g)
     async_tfd = -1;
 }
 
+/* Call eventfd writes since the last look (an eventfd counts its writes). */
+static uint64_t calls_since(int fd)
+{
+    uint64_t v = 0;
+    if (read(fd, &v, sizeof(v)) != sizeof(v))
+        return 0;
+    return v;
+}
+
+/* "drip": on data, and again on every writable(), queue one 1 KiB chunk,
+ * DRIP_CHUNKS in all. Each chunk goes out in its own pump round (the chunk
+ * sent frees its space, writable() queues the next), so one dispatch fills
+ * the rx ring in several rounds. */
+#define DRIP_CHUNKS 8
+static unsigned drip_left;
+
+static void drip_one(struct vsock_conn *c)
+{
+    static const uint8_t chunk[1024];
+    if (drip_left && vsock_conn_send(c, chunk, sizeof(chunk), false) == 0)
+        drip_left--;
+}
+
+static size_t drip_recv(struct vsock_conn *c, void *priv, const uint8_t *data, size_t len, bool eom)
+{
+    drip_one(c);
+    return len;
+}
+
+static void drip_writable(struct vsock_conn *c, void *priv)
+{
+    drip_one(c);
+}
+
+static const struct vsock_service drip_svc = {
+    .name = "drip", .port = 15, .stream = true, .accept = closer_accept, .recv = drip_recv,
+    .writable = drip_writable,
+};
+
+/* One dispatch writes each queue's call eventfd at most once, however many
+ * pump rounds it ran: notifications are flushed at the outermost leave. The
+ * test guest has no EVENT_IDX and never sets NO_INTERRUPT, so every
+ * virtq_notify after a push writes (and an eventfd counts the writes). */
+static void test_one_call_per_dispatch(struct guest *g)
+{
+    struct virtq *rx = &g->vm.vq[VSOCK_VQ_RX], *tx = &g->vm.vq[VSOCK_VQ_TX];
+    rx->call_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    tx->call_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    CHECK(rx->call_fd >= 0 && tx->call_fd >= 0);
+    struct gconn c;
+    CHECK(gconnect(&c, g, 40200, 15, VSOCK_TYPE_STREAM, 65536));
+    calls_since(rx->call_fd);
+    calls_since(tx->call_fd);
+    drip_left = DRIP_CHUNKS;
+    struct vsock_hdr h = ghdr(&c, VSOCK_OP_RW, 1, 0);
+    tx_pkt(g, &h, "x");
+    vsock_dev_queue_event(g->vm.vsock, VSOCK_VQ_TX);   /* one dispatch */
+    uint64_t r = calls_since(rx->call_fd), t = calls_since(tx->call_fd);
+    tx_reclaim(g);
+    int n = guest_rx(g, pkts, 512);
+    CHECK_EQ(drip_left, 0);
+    CHECK_EQ(sum_ops(n, &c, VSOCK_OP_RW), DRIP_CHUNKS);   /* all chunks, in one dispatch */
+    CHECK_EQ(r, 1);
+    CHECK_EQ(t, 1);
+    gsend_ctl(&c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND);
+    kick_tx(g);
+    n = guest_rx(g, pkts, 512);
+    CHECK(sum_ops(n, &c, VSOCK_OP_RST) == 1);
+    close(rx->call_fd);
+    close(tx->call_fd);
+    rx->call_fd = tx->call_fd = -1;
+}
+
+/* Re-arming the timerfd to the expiry it already has is skipped: with no
+ * state change in between, a second arm makes no timerfd_settime call. */
+static void test_timer_rearm_skipped(struct guest *g)
+{
+    struct vsock_dev *dev = g->vm.vsock;
+    struct gconn c;
+    CHECK(gconnect(&c, g, 40201, MDLMAP_PORT_ECHO, VSOCK_TYPE_STREAM, 65536));
+    /* a half-close gives the connection a deadline, so the timer is live */
+    gsend_ctl(&c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_SEND);
+    kick_tx(g);
+    guest_rx(g, pkts, 512);
+    vsock_dev_arm_timer(dev);
+    unsigned sets = dev->timer_sets;
+    int64_t armed = dev->armed_ms;
+    vsock_dev_arm_timer(dev);
+    if (dev->armed_ms == armed)   /* the ms did not tick over between the two */
+        CHECK_EQ(dev->timer_sets, sets);
+    CHECK(dev->timer_live == (dev->armed_ms != 0));
+    /* tx_more: the first arm sets a 1 ns expiry, a second one adds nothing */
+    dev->tx_more = true;
+    vsock_dev_arm_timer(dev);
+    sets = dev->timer_sets;
+    vsock_dev_arm_timer(dev);
+    CHECK_EQ(dev->timer_sets, sets);
+    CHECK(dev->timer_live && dev->timer_asap);
+    dev->tx_more = false;
+    gsend_ctl(&c, VSOCK_OP_RST, 0);
+    kick_tx(g);
+    guest_rx(g, pkts, 512);
+    vsock_dev_arm_timer(dev);
+}
+
 static void test_broken_ring(struct guest *g)
 {
     g->txa->idx = htole16((uint16_t)(g->tx_avail + TXN + 5));   /* more than the ring holds */
@@ -1621,7 +1727,7 @@ int main(void)
     loop = evloop_new();
     CHECK(loop != NULL);
     static const struct vsock_service *const services[] = { &closer_svc, &refuser_svc, &seq_svc, &hold_svc,
-                                                            &flags_svc, &async_svc, NULL };
+                                                            &flags_svc, &async_svc, &drip_svc, NULL };
     test_services = services;
 
     static struct guest g, g2;
@@ -1646,6 +1752,8 @@ int main(void)
     test_eor(&g);
     test_shutdown_rcv(&g);
     test_async_service(&g);
+    test_one_call_per_dispatch(&g);
+    test_timer_rearm_skipped(&g);
 
     guest_init(&g2, 4, "g4");
     test_siblings(&g, &g2);
