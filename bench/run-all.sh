@@ -63,6 +63,10 @@ run "Mapping engine (host side)" \
   "hostd's engine on a sparse memfd standing in for guest RAM, next to the bare \`mmap\` calls the same layout needs (the floor); then a contiguous 1 GiB MDL locked as one frame run." \
   "$BUILD/bench/mdl_bench" 50
 
+run "hostd CPU per 1-byte round trip and per packet" \
+  "A real hostd driven by the vhost-user harness (no QEMU): 1-byte ping-pongs to the echo service and 4 KiB packets each way; hostd's CPU time, wake-ups and read/write syscalls per round trip and per packet from /proc." \
+  "$BUILD/bench/vsock_pingpong" "$HOSTD" 20000 20000 9
+
 run "vsock stream throughput in one boot" \
   "64 MiB echo streams through hostd's echo service, 8 runs in one TCG boot: per-run MB/s and the longest wait without progress, then the distribution, and where the vCPU's time went." \
   bash "$HERE/vsock_stream.sh" "$HOSTD" "$AGENT" 8 64M
