@@ -56,13 +56,13 @@ pick_vcpu() {   # in this shell (sets VCPU), not in a $(...) subshell
   local q t r _ best=-1
   q=$(cat "$T/qemu.pid" 2>/dev/null) || return 1
   for t in /proc/"$q"/task/*; do
-    read -r r _ < "$t/schedstat" 2>/dev/null || continue
+    read -r r _ 2>/dev/null < "$t/schedstat" || continue
     [ "$r" -gt "$best" ] && best=$r && VCPU=$t
   done
 }
 vcpu_sched() {
   local r w _
-  [ -n "$VCPU" ] && read -r r w _ < "$VCPU/schedstat" 2>/dev/null || return 1
+  [ -n "$VCPU" ] && read -r r w _ 2>/dev/null < "$VCPU/schedstat" || return 1
   echo "$r $w $(date +%s%N)"
 }
 s0="" s1=""
