@@ -29,20 +29,9 @@ if [ ! -x "$HOSTD" ] || [ ! -f "$AGENT" ] || ! [[ "$ITERS" =~ ^[0-9]+$ ]]; then
 fi
 HOST_BENCH=${MDLMAP_MDL_BENCH:-$(dirname "$(dirname "$HOSTD")")/bench/mdl_bench}
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/mdlmap-rpcbench.XXXXXX")
-HPID=""
-cleanup() {
-  [ -z "$HPID" ] || kill -TERM "$HPID" 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$HOSTD" --vm "name=rpcbench,cid=3,socket=$T/vsock.sock" --api "$T/api.sock" >"$T/hostd.log" 2>&1 &
-HPID=$!
-for _ in $(seq 50); do grep -q ready "$T/hostd.log" 2>/dev/null && break; sleep 0.1; done
-grep -q ready "$T/hostd.log" || { cat "$T/hostd.log" >&2; echo "bench: hostd not ready" >&2; exit 1; }
+. "$HERE/lib.sh"
+bench_dir rpcbench
+bench_hostd rpcbench --api "$T/api.sock"
 
 start=$(date +%s.%N)
 MDLMAP_AGENT=$AGENT "$TOP/scripts/run-guest.sh" --name rpcbench --timeout 900 --log "$T/guest.log" \

@@ -26,27 +26,16 @@ if [ ! -x "$HOSTD" ] || [ ! -f "$AGENT" ] || ! [ "$RUNS" -gt 0 ] 2>/dev/null; th
   exit 2
 fi
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/mdlmap-bench.XXXXXX")
-HPID="" GPID=""
-cleanup() {
-  [ -z "$GPID" ] || kill -TERM "$GPID" 2>/dev/null
-  [ -z "$HPID" ] || kill -TERM "$HPID" 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$HOSTD" --vm "name=bench,cid=3,socket=$T/vsock.sock" >"$T/hostd.log" 2>&1 &
-HPID=$!
-for _ in $(seq 50); do grep -q ready "$T/hostd.log" 2>/dev/null && break; sleep 0.1; done
-grep -q ready "$T/hostd.log" || { cat "$T/hostd.log" >&2; echo "bench: hostd not ready" >&2; exit 1; }
+. "$HERE/lib.sh"
+bench_dir bench
+bench_hostd bench
 
 # The guest marks the streaming phase so the vCPU sampling below covers it only.
 cmd="echo STREAMS-BEGIN; rc=0; for i in \$(seq $RUNS); do mdlmap-agent echo --bytes $SIZE --progress 1 --timeout 60 || rc=\$?; done; echo STREAMS-END; exit \$rc"
 MDLMAP_AGENT=$AGENT "$TOP/scripts/run-guest.sh" --name bench --timeout 1800 --log "$T/guest.log" \
   --qemu-pid-file "$T/qemu.pid" --socket "$T/vsock.sock" -- sh -c "$cmd" &
 GPID=$!
+bench_track "$GPID"
 
 # schedstat of the vCPU thread: run_ns wait_ns now_ns. QEMU names its threads
 # only with -name debug-threads=on, so the vCPU is found as the thread with

@@ -30,24 +30,13 @@ fi
 SERIAL_ECHO=${MDLMAP_SERIAL_ECHO:-$(dirname "$(dirname "$HOSTD")")/bench/mdlmap-serial-echo}
 [ -x "$SERIAL_ECHO" ] || { echo "bench: $SERIAL_ECHO not built (set MDLMAP_SERIAL_ECHO)" >&2; exit 2; }
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/mdlmap-bench.XXXXXX")
-HPID="" SPID=""
-cleanup() {
-  [ -z "$SPID" ] || kill "$SPID" 2>/dev/null
-  [ -z "$HPID" ] || kill -TERM "$HPID" 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$HOSTD" --vm "name=bench,cid=3,socket=$T/vsock.sock" >"$T/hostd.log" 2>&1 &
-HPID=$!
-for _ in $(seq 50); do grep -q ready "$T/hostd.log" 2>/dev/null && break; sleep 0.1; done
-grep -q ready "$T/hostd.log" || { cat "$T/hostd.log" >&2; echo "bench: hostd not ready" >&2; exit 1; }
+. "$HERE/lib.sh"
+bench_dir bench
+bench_hostd bench
 # Host side of the virtio-serial port: echo everything back.
 "$SERIAL_ECHO" "$T/serial.sock" 2>"$T/serial-echo.log" &
 SPID=$!
+bench_track "$SPID"
 for _ in $(seq 50); do [ -S "$T/serial.sock" ] && break; sleep 0.1; done
 
 cmd="rc=0"
