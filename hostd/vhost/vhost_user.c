@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -251,9 +250,6 @@ int vu_backend_listen(struct vu_backend *be)
 {
     if (!be || !be->loop || !be->ops)
         return -EINVAL;
-    size_t plen = strnlen(be->socket_path, sizeof(be->socket_path));
-    if (plen == 0 || plen >= sizeof(((struct sockaddr_un *)0)->sun_path))
-        return -ENAMETOOLONG;
     /* Without a group only hostd's user (QEMU as root or as hostd's user)
      * may connect; with one, QEMU as another user of that group (libvirt).
      * A VM's own owner group wins over --socket-group. */
