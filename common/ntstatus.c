@@ -18,6 +18,7 @@
  *   -ENOSYS      STATUS_INVALID_DEVICE_REQUEST request type not served on this socket
  *   -ENOTCONN    STATUS_DEVICE_NOT_READY       consumer went away before answering; no session
  *   -ETIMEDOUT   STATUS_DEVICE_NOT_READY       consumer did not answer in time
+ *   -EADDRNOTAVAIL STATUS_MEMORY_NOT_ALLOCATED introspection: a guest-physical range is not RAM
  *   -EIO         STATUS_UNSUCCESSFUL           anything else
  *
  * Forward only, failures of the guest library pinning pages (io_uring
@@ -60,6 +61,7 @@ static const struct {
     { -ENOSYS, ST(INVALID_DEVICE_REQUEST) },
     { -ENOTCONN, ST(DEVICE_NOT_READY) },
     { -ETIMEDOUT, ST(DEVICE_NOT_READY) },
+    { -EADDRNOTAVAIL, ST(MEMORY_NOT_ALLOCATED) },
     { -EIO, ST(UNSUCCESSFUL) },
     /* forward only: the guest library's pinning failures (see above) */
     { -EPERM, ST(ACCESS_DENIED) },

@@ -98,7 +98,7 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
     }
     uint8_t *f;
     size_t n;
-    int rc = host_api_handle(c->api->eng, req, &f, &n);
+    int rc = host_api_handle(&c->api->ctx, req, &f, &n);
     if (rc < 0)
         return rc;
     fconn_queue(fc, f, n);
@@ -406,6 +406,7 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
     api->cfg = *cfg;
     snprintf(api->path, sizeof(api->path), "%s", path);
     api->cfg.path = api->path;
+    api->ctx = (struct api_ctx){ .eng = eng, .vm_ops = cfg->vm_ops, .vm_ctx = cfg->vm_ctx };
     if (!api->cfg.frame_timeout_ms)
         api->cfg.frame_timeout_ms = API_FRAME_TIMEOUT_MS;
     if (!api->cfg.consumer_timeout_ms)

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "fconn.h"
+#include "log.h"
 
 #define DETAIL_LEN 200
 
@@ -192,8 +192,9 @@ static int do_stats(struct map_engine *e, const Mdlmap__V1__StatsRequest *rq, ui
     return fconn_reply_encode(&env, rid, 0, NULL, out, out_len);
 }
 
-int host_api_handle(struct map_engine *e, const mdl_envelope *req, uint8_t **out, size_t *out_len)
+int host_api_handle(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len)
 {
+    struct map_engine *e = ctx->eng;
     switch (req->body_case) {
     case MDLMAP__V1__ENVELOPE__BODY_LIST:
         return do_list(e, req->list, req->request_id, out, out_len);

@@ -9,6 +9,7 @@
 #include "frame.h"
 #include "evloop.h"
 #include "host_api.h"
+#include "host_api_handlers.h"
 #include "log.h"
 #include "map_engine.h"
 
@@ -61,6 +62,7 @@ struct api_client {
 struct host_api {
     struct evloop *loop;
     struct map_engine *eng;
+    struct api_ctx ctx;         /* what the request handlers see */
     struct host_api_config cfg; /* path points into path[] */
     char path[108];
     int fd;

@@ -54,6 +54,33 @@ static int cid_index_reserve(struct hostd *h)
     return 0;
 }
 
+struct vm *hostd_vm_by_name(struct hostd *h, const char *name)
+{
+    for (unsigned i = 0; h && name && i < h->nvms; i++)
+        if (!strcmp(h->vms[i]->cfg.name, name))
+            return h->vms[i];
+    return NULL;
+}
+
+static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
+{
+    struct vm *vm = hostd_vm_by_name(ctx, name);
+    if (!vm)
+        return -ENOENT;
+    *out = (struct host_api_vm){
+        .name = vm->cfg.name,
+        .cid = vm->cfg.cid,
+        .mem = vu_backend_mem(vm->vu),
+        .introspect = vm->cfg.introspect,
+        .qmp = NULL,
+    };
+    return 0;
+}
+
+static const struct host_api_vm_ops api_vm_ops = {
+    .lookup = api_vm_lookup,
+};
+
 /* Sibling routing asks for another VM's device by CID. */
 static struct vsock_dev *peer_dev(void *ctx, uint64_t cid)
 {
@@ -93,6 +120,8 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
     if (o->api_path) {
         struct host_api_config ac = o->api;
         ac.path = o->api_path;
+        ac.vm_ops = &api_vm_ops;
+        ac.vm_ctx = h;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;

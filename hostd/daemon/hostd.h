@@ -8,9 +8,7 @@
 
 #include "evloop.h"
 #include "host_api.h"
-
-#define HOSTD_VM_NAME_MAX 64
-#define HOSTD_SOCKET_PATH_MAX 108
+#include "vm_config.h"
 
 struct vu_backend;
 struct vsock_dev;
@@ -18,14 +16,6 @@ struct map_vm;
 struct map_engine;
 struct rpc_service;
 struct host_api;
-
-struct vm_config {
-    char name[HOSTD_VM_NAME_MAX];
-    uint64_t cid;
-    char socket_path[HOSTD_SOCKET_PATH_MAX];
-    bool owner_uid_set, owner_gid_set; /* only this user / group may be its QEMU */
-    unsigned owner_uid, owner_gid;
-};
 
 struct vm {
     struct hostd *hostd;
@@ -73,3 +63,4 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c);
 /* Tear everything down: QEMU connections, devices, MDL state, loop. */
 void hostd_fini(struct hostd *h);
 struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid);
+struct vm *hostd_vm_by_name(struct hostd *h, const char *name);

@@ -1,8 +1,6 @@
 /* mdlmap-hostd: command line, VM setup, signal handling and the main loop. */
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
-#include <pwd.h>
 #include <limits.h>
 #include <malloc.h>
 #include <signal.h>
@@ -25,7 +23,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP] [--vm ...]\n"
+            "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH]\n"
+            "                         [,introspect=on|off] [--vm ...]\n"
             "                    [--sibling-routing on|off] [--rpc-privileged-ports on|off]\n"
             "                    [--guest-addresses real|alias] [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
@@ -58,127 +57,29 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
     return 0;
 }
 
-static bool valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n >= HOSTD_VM_NAME_MAX)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '-' || *s == '_' || *s == '.'))
-            return false;
-    return true;
-}
-
-/* A user or group by name, or by number. */
-static int lookup_uid(const char *s, unsigned *out)
-{
-    uint64_t v;
-    struct passwd *pw = getpwnam(s);
-    if (pw) {
-        *out = pw->pw_uid;
-        return 0;
-    }
-    if (parse_u64(s, 0xfffffffeull, &v) < 0)
-        return -ENOENT;
-    *out = (unsigned)v;
-    return 0;
-}
-
-static int lookup_gid(const char *s, unsigned *out)
-{
-    uint64_t v;
-    struct group *gr = getgrnam(s);
-    if (gr) {
-        *out = gr->gr_gid;
-        return 0;
-    }
-    if (parse_u64(s, 0xfffffffeull, &v) < 0)
-        return -ENOENT;
-    *out = (unsigned)v;
-    return 0;
-}
-
-/* --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP] */
+/* --vm SPEC: parsed by the daemon layer (the same parser serves the host
+ * API's VmAdd); here only the uniqueness among the command line's VMs. */
 static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg)
 {
-    char *dup = strdup(arg);
     struct vm_config c;
-    memset(&c, 0, sizeof(c));
-    struct vm_config *vm = &c;
-    bool have_name = false, have_cid = false, have_sock = false;
-    int ret = -1;
-    if (!dup)
-        goto out;
-    char *save = NULL;
-    for (char *kv = strtok_r(dup, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq) {
-            fprintf(stderr, "--vm: expected key=value, got '%s'\n", kv);
-            goto out;
-        }
-        *eq = 0;
-        const char *v = eq + 1;
-        if (!strcmp(kv, "name")) {
-            if (!valid_name(v)) {
-                fprintf(stderr, "--vm: bad name '%s' (1-63 chars of [A-Za-z0-9._-])\n", v);
-                goto out;
-            }
-            snprintf(vm->name, sizeof(vm->name), "%s", v);
-            have_name = true;
-        } else if (!strcmp(kv, "cid")) {
-            uint64_t cid;
-            /* the spec's field is 64-bit but Linux uses 32-bit CIDs; 0,1,2 and ~0 are reserved */
-            if (parse_u64(v, 0xfffffffeull, &cid) < 0 || cid <= VSOCK_HOST_CID) {
-                fprintf(stderr, "--vm: bad cid '%s' (3..4294967294)\n", v);
-                goto out;
-            }
-            vm->cid = cid;
-            have_cid = true;
-        } else if (!strcmp(kv, "socket")) {
-            if (!*v || strlen(v) >= sizeof(vm->socket_path)) {
-                fprintf(stderr, "--vm: socket path empty or longer than %zu bytes\n", sizeof(vm->socket_path) - 1);
-                goto out;
-            }
-            snprintf(vm->socket_path, sizeof(vm->socket_path), "%s", v);
-            have_sock = true;
-        } else if (!strcmp(kv, "uid") || !strcmp(kv, "user")) {
-            if (lookup_uid(v, &vm->owner_uid) < 0) {
-                fprintf(stderr, "--vm: no user '%s'\n", v);
-                goto out;
-            }
-            vm->owner_uid_set = true;
-        } else if (!strcmp(kv, "group")) {
-            if (lookup_gid(v, &vm->owner_gid) < 0) {
-                fprintf(stderr, "--vm: no group '%s'\n", v);
-                goto out;
-            }
-            vm->owner_gid_set = true;
-        } else {
-            fprintf(stderr, "--vm: unknown key '%s'\n", kv);
-            goto out;
-        }
-    }
-    if (!have_name || !have_cid || !have_sock) {
-        fprintf(stderr, "--vm needs name=, cid= and socket=\n");
-        goto out;
+    char err[200];
+    if (vm_config_parse(&c, arg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "--vm: %s\n", err);
+        return -1;
     }
     for (unsigned i = 0; i < *nvms; i++) {
         const struct vm_config *o = &(*vms)[i];
-        if (!strcmp(o->name, vm->name) || o->cid == vm->cid || !strcmp(o->socket_path, vm->socket_path)) {
-            fprintf(stderr, "--vm %s: name, cid and socket must be unique (clashes with %s)\n", vm->name, o->name);
-            goto out;
+        if (!strcmp(o->name, c.name) || o->cid == c.cid || !strcmp(o->socket_path, c.socket_path)) {
+            fprintf(stderr, "--vm %s: name, cid and socket must be unique (clashes with %s)\n", c.name, o->name);
+            return -1;
         }
     }
     struct vm_config *nv = realloc(*vms, (*nvms + 1) * sizeof(*nv));
     if (!nv)
-        goto out;
+        return -1;
     nv[(*nvms)++] = c;
     *vms = nv;
-    ret = 0;
-out:
-    free(dup);
-    return ret;
+    return 0;
 }
 
 static unsigned count_fds(void)
@@ -354,7 +255,7 @@ int main(int argc, char **argv)
             mo.api_path = optarg;
             break;
         case OPT_SOCKGRP:
-            if (lookup_gid(optarg, &mo.socket_gid) < 0) {
+            if (vm_lookup_gid(optarg, &mo.socket_gid) < 0) {
                 fprintf(stderr, "--socket-group: no group '%s'\n", optarg);
                 goto out;
             }

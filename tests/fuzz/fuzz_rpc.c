@@ -122,7 +122,8 @@ static void api(mdl_envelope *env)
 {
     uint8_t *f;
     size_t n;
-    if (host_api_handle(eng, env, &f, &n) == 0)
+    struct api_ctx ctx = { .eng = eng };
+    if (host_api_handle(&ctx, env, &f, &n) == 0)
         free(f);
 }
 

@@ -30,8 +30,30 @@ struct api_consumer_rule {
     struct api_who_list who;
 };
 
+struct memtable;
+struct qmp_client;
+
+/* What the host API may know of one VM, lent by the layer that owns VMs for
+ * the duration of one request (pointers are not kept across events). */
+struct host_api_vm {
+    const char *name;
+    uint64_t cid;
+    const struct memtable *mem;  /* guest RAM as QEMU registered it (may be empty) */
+    bool introspect;             /* whole-guest access allowed (--vm ...,introspect=on) */
+    struct qmp_client *qmp;      /* the VM's QMP connection; NULL: no qmp= configured */
+};
+
+/* The VM table, owned above the API: the API finds VMs through this table
+ * of functions and never by name of the owner. */
+struct host_api_vm_ops {
+    /* 0 and *out filled, or -ENOENT. */
+    int (*lookup)(void *ctx, const char *name, struct host_api_vm *out);
+};
+
 struct host_api_config {
     const char *path;
+    const struct host_api_vm_ops *vm_ops; /* NULL: no VM table (introspection answers -ENOENT) */
+    void *vm_ctx;
     /* Rights beyond root and hostd's own uid, which always have all of them.
      * read: ListMappings, Read, Stats. write: Write (and read). admin:
      * admitted even when the client limit is reached, never evicted for an

@@ -79,7 +79,8 @@ static mdl_envelope *api_call(struct map_engine *e, mdl_envelope *req)
     mdl_envelope *r = NULL;
     req->version = 1;
     req->request_id = 99;
-    CHECK_EQ(host_api_handle(e, req, &f, &n), 0);
+    struct api_ctx ctx = { .eng = e };
+    CHECK_EQ(host_api_handle(&ctx, req, &f, &n), 0);
     CHECK_EQ(frame_decode(f + 4, n - 4, &r), 0);
     free(f);
     return r;
