@@ -241,7 +241,7 @@ def introspect_seeds():
     ln = lambda n: bytes([0]) + struct.pack('<I', n)
     edge = lambda k, delta: bytes([k]) + struct.pack('<h', delta)
     ops = bytes([0, 0]) + va(0x10)                            # translate
-    ops += bytes([0, 0]) + va(0x10, (1, 0, 0, 0, 0))          # 2 MiB page at T2[1]
+    ops += bytes([0, 0]) + va(0x10, (0, 1, 0, 0, 0))          # 2 MiB page at T2[1]
     ops += bytes([1, 0]) + va(0xf00) + ln(0x200)              # virtual read into T3[1] (absent)
     ops += bytes([3, 2]) + edge(1, -8) + ln(16) + edge(3, 0) + ln(100)  # vectored physical read
     ops += bytes([5]) + struct.pack('<I', 2) + edge(1, -8) + ln(16) + edge(3, 0) + ln(100)  # PhysRead
