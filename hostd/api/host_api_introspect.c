@@ -68,29 +68,49 @@ static int do_phys_read(const struct api_ctx *ctx, const mdl_envelope *req, uint
         rc = introspect_check_bounds(n, total, detail, sizeof(detail));
     if (rc < 0)
         return reply(&env, req, rc, detail, out, out_len);
-    uint8_t *buf = malloc(total ? total : 1);
+    /* A range inside one region is packed straight from guest RAM (nothing
+     * runs between here and the encoding); only ranges that span regions or
+     * fail go through introspect_phys_readv, into buf. */
+    uint8_t *buf = NULL;
     struct introspect_iov *v = calloc(n ? n : 1, sizeof(*v));
     Mdlmap__V1__RangeData *rd = calloc(n ? n : 1, sizeof(*rd));
     Mdlmap__V1__RangeData **rdp = calloc(n ? n : 1, sizeof(*rdp));
-    if (!buf || !v || !rd || !rdp) {
+    if (!v || !rd || !rdp) {
         rc = -ENOMEM;
         snprintf(detail, sizeof(detail), "out of memory");
     }
-    uint64_t off = 0;
+    uint64_t copied = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        v[i] = (struct introspect_iov){ .gpa = rq->ranges[i]->gpa, .buf = buf + off, .len = rq->ranges[i]->length };
-        off += v[i].len;
-    }
-    if (rc == 0)
-        rc = introspect_phys_readv(mt, v, n, detail, sizeof(detail));
-    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const Mdlmap__V1__PhysRange *r = rq->ranges[i];
         mdlmap__v1__range_data__init(&rd[i]);
-        rd[i].status = ntstatus_from_errno(v[i].status);
-        if (v[i].status == 0) {
-            rd[i].data.data = v[i].buf;
-            rd[i].data.len = v[i].len;
-        }
         rdp[i] = &rd[i];
+        uint8_t *direct = r->length ? memtable_gpa_to_hva(mt, r->gpa, r->length) : NULL;
+        rd[i].data.data = direct;
+        rd[i].data.len = direct ? r->length : 0;
+        copied += direct ? 0 : r->length;
+    }
+    if (rc == 0 && !(buf = malloc(copied ? copied : 1))) {
+        rc = -ENOMEM;
+        snprintf(detail, sizeof(detail), "out of memory");
+    }
+    size_t nv = 0;
+    for (size_t i = 0, off = 0; rc == 0 && i < n; i++) {
+        if (rd[i].data.data)
+            continue;
+        v[nv++] = (struct introspect_iov){ .gpa = rq->ranges[i]->gpa, .buf = buf + off, .len = rq->ranges[i]->length };
+        off += rq->ranges[i]->length;
+    }
+    if (rc == 0 && nv)
+        rc = introspect_phys_readv(mt, v, nv, detail, sizeof(detail));
+    for (size_t i = 0, k = 0; rc == 0 && i < n; i++) {
+        if (rd[i].data.data)
+            continue; /* direct */
+        rd[i].status = ntstatus_from_errno(v[k].status);
+        if (v[k].status == 0) {
+            rd[i].data.data = v[k].buf;
+            rd[i].data.len = v[k].len;
+        }
+        k++;
     }
     if (rc == 0) {
         rp.n_ranges = n;
