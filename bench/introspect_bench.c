@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "bench_stats.h"
 #include "harness.h"
 #include "usock.h"
 
@@ -39,19 +40,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *what, const char *unit, double *v, unsigned n)
-{
-    qsort(v, n, sizeof(*v), cmp_d);
-    double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    printf("%-34s median %10.1f  min %10.1f  max %10.1f %s  (runs %u)\n", what, med, v[0], v[n - 1], unit, n);
 }
 
 static int send_env(int fd, mdl_envelope *e, uint64_t id)
@@ -254,10 +242,10 @@ int main(int argc, char **argv)
     if (failed) {
         fprintf(stderr, "a request failed or the data differed\n");
     } else {
-        report("chunked PhysRead (512 KiB)", "MiB/s", v[0], runs);
-        report("bulk PhysMap + memcpy", "MiB/s", v[1], runs);
-        report("plain memcpy (floor)", "MiB/s", v[2], runs);
-        report("Translate", "M translations/s", v[3], runs);
+        bench_report("chunked PhysRead (512 KiB)", "MiB/s", v[0], runs);
+        bench_report("bulk PhysMap + memcpy", "MiB/s", v[1], runs);
+        bench_report("plain memcpy (floor)", "MiB/s", v[2], runs);
+        bench_report("Translate", "M translations/s", v[3], runs);
     }
     for (unsigned k = 0; k < 4; k++)
         free(v[k]);

@@ -298,9 +298,8 @@ static int do_virt_read(const struct api_ctx *ctx, const mdl_envelope *req, uint
     char detail[DETAIL_LEN] = "";
     const struct memtable *mt;
     int rc = find_vm(ctx, rq->vm_name, &mt, detail);
-    if (rc == 0 && rq->length > INTROSPECT_MAX_BYTES) {
+    if (rc == 0)
         rc = introspect_check_bounds(1, rq->length, detail, sizeof(detail));
-    }
     if (rc < 0)
         return reply(&env, req, rc, detail, out, out_len);
     uint8_t *buf = malloc(rq->length ? rq->length : 1);
@@ -331,7 +330,7 @@ static int do_virt_write(const struct api_ctx *ctx, const mdl_envelope *req, uin
     char detail[DETAIL_LEN] = "";
     const struct memtable *mt;
     int rc = find_vm(ctx, rq->vm_name, &mt, detail);
-    if (rc == 0 && rq->data.len > INTROSPECT_MAX_BYTES)
+    if (rc == 0)
         rc = introspect_check_bounds(1, rq->data.len, detail, sizeof(detail));
     if (rc < 0)
         return reply(&env, req, rc, detail, out, out_len);
