@@ -7,13 +7,16 @@
  * --qmp-timeout-ms), closing mid-answer, an answer to no command, no
  * greeting. After each, hostd reconnects and serves again. */
 #include <errno.h>
+#include <grp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include "qmp_api.h"
 #include "usock.h"
@@ -186,6 +189,49 @@ static void *server(void *arg)
     return NULL;
 }
 
+/* Rights, as a client of uid 65534 (--api-read names it): VcpuState and
+ * RunState QUERY are read, PAUSE needs write. Exit status: one bit per
+ * answer that was not as expected. */
+static int as_reader(const char *api)
+{
+    if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+        return 64;
+    int bad = 0;
+    mdl_envelope *r = qa_vcpu(api, "q");
+    bad |= !r || r->status != ST_OK;
+    frame_envelope_free(r);
+    r = qa_run(api, "q", MDLMAP__V1__RUN_STATE_REQUEST__OP__QUERY);
+    bad |= (!r || r->status != ST_OK) << 1;
+    frame_envelope_free(r);
+    r = qa_run(api, "q", MDLMAP__V1__RUN_STATE_REQUEST__OP__PAUSE);
+    bad |= (!r || r->status != ST_DENIED) << 2;
+    frame_envelope_free(r);
+    r = qa_run(api, "q", MDLMAP__V1__RUN_STATE_REQUEST__OP__RESUME);
+    bad |= (!r || r->status != ST_DENIED) << 3;
+    frame_envelope_free(r);
+    return bad;
+}
+
+static void check_rights(struct rig *r)
+{
+    if (geteuid() != 0) {
+        tap_diag("not root: the rights check (uid 65534) is skipped");
+        return;
+    }
+    /* the file modes let uid 65534 reach the socket: the rights decide */
+    chmod(r->dir, 0755);
+    chmod(r->api, 0666);
+    bool was = atomic_load(&running_state);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(as_reader(r->api));
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    tap_check(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "uid 65534 with --api-read: VcpuState and QUERY served, "
+              "PAUSE and RESUME STATUS_ACCESS_DENIED (mismatch bits %d)", WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+    tap_check(atomic_load(&running_state) == was, "the denied PAUSE/RESUME never reached QEMU");
+}
+
 /* A hostile answer fails the call pending with STATUS_DEVICE_NOT_READY;
  * then hostd reconnects and serves again. */
 static void hostile(const char *api, enum mode m, const char *what)
@@ -216,7 +262,8 @@ int main(int argc, char **argv)
     /* hostd starts before QEMU's socket exists: it keeps trying */
     struct rig r;
     uint64_t cid = 3;
-    const char *more[] = { "--vm", spec, "--vm", spec2, "--vm", spec3, "--qmp-timeout-ms", "2000", NULL };
+    const char *more[] = { "--vm", spec, "--vm", spec2, "--vm", spec3, "--qmp-timeout-ms", "2000",
+                           "--api-read", "user:65534", NULL };
     rig_start_with(&r, bin, "qmpfake", 1, &cid, more);
     int32_t st = qa_status(qa_vcpu(r.api, "q"), "before QEMU");
     tap_check(st == ST_NOT_READY, "no QMP socket yet: STATUS_DEVICE_NOT_READY (%s)", rpc_status_name(st));
@@ -262,6 +309,8 @@ int main(int argc, char **argv)
                   want ? "running" : "paused");
         frame_envelope_free(rs);
     }
+
+    check_rights(&r);
 
     /* events between commands and answers are skipped */
     atomic_store(&mode, M_EVENTS);
