@@ -1,7 +1,5 @@
-/* Fuzz the QMP layer's JSON reader. Even first byte: the rest is the text
- * as QEMU would send it; odd: each byte picks a JSON token (brackets,
- * quotes, escapes, literals, digits), so random inputs reach deep into the
- * grammar. On success every node index must be in range and every string
+/* Fuzz the QMP layer's JSON reader, on text as QEMU would send it or built
+ * of JSON tokens (brackets, quotes, escapes, literals, digits; fuzz_text.h). On success every node index must be in range and every string
  * NUL-terminated inside the input; the accessors must hold on every node. */
 #include <errno.h>
 #include <stdbool.h>
@@ -9,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_text.h"
 #include "qmp_json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -23,29 +22,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!size)
         return 0;
-    size_t cap = size * 16 + 1;
-    char *text = malloc(cap);
-    if (!text)
+    size_t len;
+    char *exact = fuzz_text(data, size, tokens, sizeof(tokens) / sizeof(tokens[0]), &len);
+    if (!exact)
         return 0;
-    size_t len = 0;
-    if (data[0] & 1) {
-        for (size_t i = 1; i < size; i++) {
-            const char *t = tokens[data[i] % (sizeof(tokens) / sizeof(tokens[0]))];
-            size_t n = strlen(t);
-            memcpy(text + len, t, n);
-            len += n;
-        }
-    } else {
-        len = size - 1;
-        memcpy(text, data + 1, len);
-    }
-    char *exact = malloc(len ? len : 1); /* exact size: ASan sees any overread */
-    if (!exact) {
-        free(text);
-        return 0;
-    }
-    memcpy(exact, text, len);
-    free(text);
     static struct json_node nodes[512];
     int cap_nodes = 1 + (int)(size % 512);
     struct json_doc d;

@@ -1,13 +1,13 @@
-/* Fuzz the parser of `info registers -a` text. Even first byte: the rest
- * is the text; odd: each byte picks a token of QEMU's dump (CPU#, the keys
- * hostd reads and some it skips, hex digits, spaces, line ends), so random
- * inputs build plausible dumps. A success must return 1..max vCPUs; a
+/* Fuzz the parser of `info registers -a` text, raw or built of tokens of
+ * QEMU's dump (CPU#, the keys hostd reads and some it skips, hex digits,
+ * spaces, line ends; fuzz_text.h). A success must return 1..max vCPUs; a
  * failure -EINVAL or -E2BIG with a detail. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_text.h"
 #include "qmp_regs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -22,28 +22,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!size)
         return 0;
-    char *text = malloc(size * 20 + 1);
-    if (!text)
+    size_t len;
+    char *exact = fuzz_text(data, size, tokens, sizeof(tokens) / sizeof(tokens[0]), &len);
+    if (!exact)
         return 0;
-    size_t len = 0;
-    if (data[0] & 1) {
-        for (size_t i = 1; i < size; i++) {
-            const char *t = tokens[data[i] % (sizeof(tokens) / sizeof(tokens[0]))];
-            size_t n = strlen(t);
-            memcpy(text + len, t, n);
-            len += n;
-        }
-    } else {
-        len = size - 1;
-        memcpy(text, data + 1, len);
-    }
-    char *exact = malloc(len ? len : 1);
-    if (!exact) {
-        free(text);
-        return 0;
-    }
-    memcpy(exact, text, len);
-    free(text);
     struct qmp_vcpu v[8];
     char detail[128] = "";
     unsigned max = 1 + (unsigned)(size % 8);

@@ -67,27 +67,27 @@ static inline mdl_envelope *qa_read(int fd, int ms)
     return r;
 }
 
-/* One VcpuState on a fresh connection: the response (free it) or NULL. */
-static inline mdl_envelope *qa_vcpu(const char *api, const char *vm)
+/* One request on a fresh connection: RunState op, or VcpuState when op is
+ * negative. The response (free it) or NULL. */
+static inline mdl_envelope *qa_one(const char *api, const char *vm, int op)
 {
     int fd = api_connect(api);
     mdl_envelope *r = NULL;
-    if (fd >= 0 && qa_send_vcpu(fd, 1, vm) == 0)
+    if (fd >= 0 && (op < 0 ? qa_send_vcpu(fd, 1, vm) : qa_send_run(fd, 1, vm, op)) == 0)
         r = qa_read(fd, 20000);
     if (fd >= 0)
         close(fd);
     return r;
 }
 
+static inline mdl_envelope *qa_vcpu(const char *api, const char *vm)
+{
+    return qa_one(api, vm, -1);
+}
+
 static inline mdl_envelope *qa_run(const char *api, const char *vm, Mdlmap__V1__RunStateRequest__Op op)
 {
-    int fd = api_connect(api);
-    mdl_envelope *r = NULL;
-    if (fd >= 0 && qa_send_run(fd, 1, vm, op) == 0)
-        r = qa_read(fd, 20000);
-    if (fd >= 0)
-        close(fd);
-    return r;
+    return qa_one(api, vm, (int)op);
 }
 
 /* The status of a response (RPC_NO_REPLY for none); frees it. */

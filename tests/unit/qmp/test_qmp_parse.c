@@ -149,17 +149,25 @@ static char *fixture(const char *dir, const char *name, size_t *len, char **keep
     return (char *)d.n[r].str;
 }
 
+/* The dump of fixture name parsed into v[4]; true when it has the 2 vCPUs
+ * every fixture has (*keep, to free, holds *text either way). */
+static bool two_vcpus(const char *dir, const char *name, struct qmp_vcpu *v, char **text, size_t *len, char **keep)
+{
+    *keep = NULL;
+    *text = fixture(dir, name, len, keep);
+    if (!*text)
+        return false;
+    char why[128] = "";
+    int n = qmp_regs_parse(*text, *len, v, 4, why, sizeof(why));
+    return tap_check(n == 2, "%s: 2 vCPUs (%d: %s)", name, n, why);
+}
+
 static void test_regs_reset(const char *dir)
 {
     size_t len;
-    char *keep;
-    char *text = fixture(dir, "info_registers_reset.json", &len, &keep);
-    if (!text)
-        return;
+    char *keep, *text, why[128];
     struct qmp_vcpu v[4];
-    char why[128] = "";
-    int n = qmp_regs_parse(text, len, v, 4, why, sizeof(why));
-    if (!tap_check(n == 2, "reset dump: 2 vCPUs (%d: %s)", n, why))
+    if (!two_vcpus(dir, "info_registers_reset.json", v, &text, &len, &keep))
         goto out;
     for (int i = 0; i < 2; i++) {
         CHECK_EQ(v[i].index, i);
@@ -181,14 +189,9 @@ out:
 static void test_regs_long_mode(const char *dir)
 {
     size_t len;
-    char *keep;
-    char *text = fixture(dir, "info_registers_long_mode.json", &len, &keep);
-    if (!text)
-        return;
+    char *keep, *text, why[128] = "";
     struct qmp_vcpu v[4];
-    char why[128] = "";
-    int n = qmp_regs_parse(text, len, v, 4, why, sizeof(why));
-    if (!tap_check(n == 2, "long-mode dump: 2 vCPUs (%d: %s)", n, why))
+    if (!two_vcpus(dir, "info_registers_long_mode.json", v, &text, &len, &keep))
         goto out;
     /* CPU#0 in long mode: the 64-bit names */
     CHECK_EQ(v[0].index, 0);
