@@ -30,7 +30,9 @@ enum mode {
     M_OVERSIZED,  /* an answer line of more than 1 MiB */
     M_HALF,       /* half an answer, then the socket closes */
     M_WRONG_ID,   /* an answer carrying another command's id */
-    M_NO_GREETING /* new connections are never greeted */
+    M_NO_GREETING, /* new connections are never greeted */
+    M_ERROR,      /* every command fails with a QMP error */
+    M_BAD_DUMP    /* the register dump has a vCPU without CR3 */
 };
 
 static atomic_int mode;
@@ -112,6 +114,16 @@ static bool answer(int fd, const char *line)
     case M_WRONG_ID:
         id += 1000;
         break;
+    case M_ERROR:
+        snprintf(buf, sizeof(buf), "{\"error\": {\"class\": \"GenericError\", \"desc\": \"%s refused\"}, "
+                 "\"id\": %llu}\r\n", cmd, id);
+        puts_fd(fd, buf);
+        return true;
+    case M_BAD_DUMP:
+        snprintf(buf, sizeof(buf), "{\"return\": \"\\r\\nCPU#0\\r\\nRIP=0000000000001000 "
+                 "RSP=0000000000002000\\r\\n\", \"id\": %llu}\r\n", id);
+        puts_fd(fd, buf);
+        return true;
     case M_EVENTS:
         puts_fd(fd, "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RTC_CHANGE\", "
                     "\"data\": {\"offset\": 0}}\r\n{\"event\": \"NIC_RX_FILTER_CHANGED\"}\r\n");
@@ -317,6 +329,23 @@ int main(int argc, char **argv)
     st = qa_status(qa_vcpu(r.api, "q"), "events");
     tap_check(st == ST_OK, "asynchronous events are skipped (%s)", rpc_status_name(st));
     atomic_store(&mode, M_NORMAL);
+
+    /* QEMU refuses, or prints a dump hostd cannot read: the connection stays */
+    int conns = atomic_load(&connections);
+    atomic_store(&mode, M_ERROR);
+    v = qa_vcpu(r.api, "q");
+    tap_check(v && v->status == ST_UNSUCCESSFUL && strstr(v->detail, "human-monitor-command refused"),
+              "a QMP error: STATUS_UNSUCCESSFUL with QEMU's desc (%s)", v ? v->detail : "no reply");
+    frame_envelope_free(v);
+    atomic_store(&mode, M_BAD_DUMP);
+    v = qa_vcpu(r.api, "q");
+    tap_check(v && v->status == ST_UNSUCCESSFUL && strstr(v->detail, "no CR3"),
+              "a dump without CR3: STATUS_UNSUCCESSFUL (%s)", v ? v->detail : "no reply");
+    frame_envelope_free(v);
+    atomic_store(&mode, M_NORMAL);
+    st = qa_status(qa_vcpu(r.api, "q"), "after errors");
+    tap_check(st == ST_OK && atomic_load(&connections) == conns, "served on the same QMP connection after both (%s)",
+              rpc_status_name(st));
 
     /* without a QMP socket, without introspection, an unknown VM */
     st = qa_status(qa_vcpu(r.api, "noq"), "noq");

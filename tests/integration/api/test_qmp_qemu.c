@@ -3,7 +3,8 @@
  * --vm ...,qmp=PATH,introspect=on: VcpuState says RIP=0xfff0 for each reset
  * vCPU (CS base ffff0000 is not added: RIP is what the CPU holds), RunState
  * QUERY/RESUME/PAUSE follow QEMU's run state; when QEMU is killed, calls
- * are STATUS_DEVICE_NOT_READY. Skipped (77) without qemu-system-x86_64.
+ * are STATUS_DEVICE_NOT_READY, and a QEMU started again on the same socket
+ * is served again. Skipped (77) without qemu-system-x86_64.
  * argv: hostd [qemu-system-x86_64]. */
 #include <errno.h>
 #include <signal.h>
@@ -113,6 +114,16 @@ int main(int argc, char **argv)
     int32_t st = qa_status(qa_vcpu(r.api, "x"), "QEMU gone");
     tap_check(st == ST_NOT_READY, "QEMU killed: STATUS_DEVICE_NOT_READY (%s)", rpc_status_name(st));
     tap_check(hd_alive(&r.p), "hostd keeps running");
+
+    /* QEMU comes back on the same socket path: hostd reconnects */
+    qp = start_qemu(qemu, qmp, log);
+    tap_check(qp > 0 && qa_wait_ready(r.api, "x", 15000), "a new QEMU on the same socket: served again");
+    frame_envelope_free(run(r.api, MDLMAP__V1__RUN_STATE_REQUEST__OP__QUERY, "QUERY of the new QEMU", false,
+                            "prelaunch"));
+    if (qp > 0) {
+        kill(qp, SIGKILL);
+        waitpid(qp, NULL, 0);
+    }
 
     rig_stop(&r);
     char p[160];
