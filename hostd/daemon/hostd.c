@@ -238,9 +238,10 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
 
 void hostd_fini(struct hostd *h)
 {
-    /* QEMU connections first: stopping each device closes its connections,
-     * whose services release what they hold in the engine. A device's reset
-     * looks its siblings up by CID, so devices go before any VM is freed. */
+    /* QEMU connections first, QMP ahead of the rest (see vm_qmp_free):
+     * stopping each device closes its connections, whose services release
+     * what they hold in the engine. A device's reset looks its siblings up
+     * by CID, so devices go before any VM is freed. */
     for (unsigned i = 0; i < h->nvms; i++)
         vm_qmp_free(h->vms[i]);
     for (unsigned i = 0; i < h->nvms; i++) {
