@@ -41,7 +41,7 @@ rc=$?
 
 tr -d '\r' < "$T/guest.log" > "$T/g.log"
 echo "mdlmap bench: vsock STREAM echo, $RUNS x $SIZE in one boot, accel ${MDLMAP_ACCEL:-tcg}, 1 vCPU, $(nproc) host cores"
-sed -n 's/^BENCH-VERIFY /checked (untimed): /p; /^BENCH FAIL/p' "$T/g.log"
+sed -n 's/^BENCH-VERIFY /checked: /p; /^BENCH FAIL/p' "$T/g.log"
 printf '%-5s %10s %10s\n' run MB/s max_gap_s
 grep '^BENCH transport=' "$T/g.log" | awk '{
   for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
