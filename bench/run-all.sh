@@ -9,6 +9,8 @@
 #   BUILD: a meson build directory of this tree (ninja is run in it first)
 #   OUT:   where to write (default docs/benchmarks.md)
 #   MDLMAP_ACCEL=kvm to boot the guests with KVM where it works.
+#   MDLMAP_BENCH_QUICK=1: small sizes, few runs and boots (a minute or two):
+#   shows the format only; the header says so.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
@@ -21,6 +23,12 @@ fi
 ninja -C "$BUILD" >/dev/null || { echo "build failed" >&2; exit 1; }
 HOSTD=$BUILD/hostd/mdlmap-hostd
 AGENT=$BUILD/guest-agent/mdlmap-agent
+# sizes and repetitions: full, or quick (format only)
+if [ "${MDLMAP_BENCH_QUICK:-0}" = 1 ]; then
+  ENG_ITERS=5 PP=(2000 2000 5) STREAM=(3 16M) VS_RUNS=2 VS_SIZES=(4M 16M) RPC_BOOTS=2 RPC_K=200
+else
+  ENG_ITERS=50 PP=(20000 20000 9) STREAM=(8 64M) VS_RUNS=5 VS_SIZES=(16M 64M) RPC_BOOTS=5 RPC_K=1000
+fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mdlmap-benchall.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 failed=0
@@ -57,23 +65,34 @@ qemu=$(qemu-system-x86_64 --version 2>/dev/null | head -n 1)
   printf 'guests under %s with one vCPU. Under TCG the guest vCPU bounds every guest-side\n' \
     "${MDLMAP_ACCEL:-tcg}"
   printf 'figure: compare rows of one run, not runs on different machines or loads.\n'
+  printf 'Every benchmark prints runs, median, min and max; the guest ones also the CPU of the\n'
+  printf 'guest (its /proc/stat), of its vCPU thread and of hostd during the timed part, and\n'
+  printf 'verify their data outside the timed runs.\n'
+  if [ "${MDLMAP_BENCH_QUICK:-0}" = 1 ]; then
+    printf '\n**Quick run (MDLMAP_BENCH_QUICK=1): small sizes, few runs and boots; it shows the\n'
+    printf 'format, its figures are not the ones to quote. Rerun without it for those.**\n'
+  fi
 } >"$TMP/doc"
 
 run "Mapping engine (host side)" \
   "hostd's engine on a sparse memfd standing in for guest RAM, next to the bare \`mmap\` calls the same layout needs (the floor); then a contiguous 1 GiB MDL locked as one frame run." \
-  "$BUILD/bench/mdl_bench" 50
+  "$BUILD/bench/mdl_bench" "$ENG_ITERS"
 
 run "hostd CPU per 1-byte round trip and per packet" \
   "A real hostd driven by the vhost-user harness (no QEMU): 1-byte ping-pongs to the echo service and 4 KiB packets each way; hostd's CPU time, wake-ups and read/write syscalls per round trip and per packet from /proc." \
-  "$BUILD/bench/vsock_pingpong" "$HOSTD" 20000 20000 9
+  "$BUILD/bench/vsock_pingpong" "$HOSTD" "${PP[@]}"
 
 run "vsock stream throughput in one boot" \
-  "64 MiB echo streams through hostd's echo service, 8 runs in one TCG boot: per-run MB/s and the longest wait without progress, then the distribution, and where the vCPU's time went." \
-  bash "$HERE/vsock_stream.sh" "$HOSTD" "$AGENT" 8 64M
+  "Echo streams through hostd's echo service in one TCG boot: one checked run (every byte compared, untimed), then timed runs that only count bytes: per-run MB/s and the longest wait without progress, the distribution, and the CPU of the guest, of its vCPU thread and of hostd during the timed runs." \
+  bash "$HERE/vsock_stream.sh" "$HOSTD" "$AGENT" "${STREAM[@]}"
+
+run "vsock next to virtio-serial in one boot" \
+  "Echo streams over vsock (hostd's echo service) and over a virtio-serial port (a host echo program), alternating, timed runs after one checked run per transport and size: median/min/max MB/s and the CPU of the guest, its vCPU thread, hostd and the serial echo program." \
+  env MDLMAP_BENCH_RUNS=$VS_RUNS bash "$HERE/vsock_vs_serial.sh" "$HOSTD" "$AGENT" "${VS_SIZES[@]}"
 
 run "MDL map+unmap round trips next to echo round trips" \
-  "In one boot: lock once, then K map+unmap pairs, next to K echo exchanges of the same frame sizes on one vsock connection (the transport floor); the ratio is what the MDL RPC adds." \
-  env MDLMAP_MDL_BENCH=none bash "$HERE/mdl_rpc_bench.sh" "$HOSTD" "$AGENT" 1000
+  "Several boots; in each: lock once, then K map+unmap pairs, next to K echo exchanges of the same frame sizes on one vsock connection (the transport floor), alternating in blocks; the ratio is what the MDL RPC adds. Per-boot ratios, then their median/min/max over the boots, and the CPU while it ran." \
+  env MDLMAP_MDL_BENCH=none MDLMAP_BENCH_BOOTS=$RPC_BOOTS bash "$HERE/mdl_rpc_bench.sh" "$HOSTD" "$AGENT" "$RPC_K"
 
 run "A thousand VMs on one hostd" \
   "hostd's own memory and fds with 1000 simulated VMs (vhost-user harness): configured, connected, with an idle connection each, and with two mappings each." \
