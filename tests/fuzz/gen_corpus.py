@@ -248,6 +248,14 @@ def introspect_seeds():
     ops += bytes([6, 1]) + va(0x10) + bytes([0]) + ln(64) + ln(8)        # Translate envelope
     ops += bytes([0x36, 0]) + bytes([0]) + ln(0) + ln(0)                 # PhysMap envelope
     return {'walks': head + ops}
+# ---- fuzz_peer_frames ----------------------------------------------------------
+def peer_frames_seeds():
+    def run(mode, first, count):
+        return struct.pack('<BQI', mode, first, count)
+    return {'two-runs': struct.pack('<HB', 3, 2) + run(0, 0x100, 2) + run(0, 0x500, 1),
+            'last-frame': struct.pack('<HB', 3, 1) + run(1, 2, 3),
+            'short': struct.pack('<HB', 5, 2) + run(0, 7, 2) + run(0, 9, 2),
+            'summed': struct.pack('<HB', 0x8000, 3) + run(0, 40, 5) + run(0, 45, 2) + run(1, 0, 1)}
 
 
 # ---- fuzz_qmp_json / fuzz_qmp_regs ----------------------------------------------
@@ -282,7 +290,8 @@ def main():
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
-               'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds()}
+               'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
+               'peer_frames': peer_frames_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)
