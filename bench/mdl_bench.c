@@ -2,7 +2,9 @@
  * fully scattered, next to the bare mmap calls the same layout needs (the
  * system floor: one PROT_NONE reservation, one MAP_FIXED mmap per run, one
  * munmap); then a contiguous 1 GiB MDL locked as one frame run (what
- * LockRequest.runs carries). Host only: a sparse memfd-backed memtable stands
+ * LockRequest.runs carries); last the per-call cost of the map path itself:
+ * map + unmap pairs of a one-page MDL, where the engine's bookkeeping (not
+ * the mmap calls of a large layout) is what the figure shows. Host only: a sparse memfd-backed memtable stands
  * in for guest RAM.
  * Prints figures; never fails on timing.   Usage: mdl_bench [iterations] */
 #include <stdio.h>
@@ -146,6 +148,44 @@ fail:
     return -1;
 }
 
+/* map + unmap of a one-page MDL, SMALL_PAIRS pairs per sample: nanoseconds
+ * per pair. What every small map costs on top of its two mmaps and munmap. */
+#define SMALL_PAIRS 2000
+#define SMALL_SAMPLES 21
+static int small_case(struct map_engine *e, struct map_owner *o)
+{
+    char detail[200];
+    uint64_t h, pfn = 4096;
+    if (map_engine_lock(e, o, 0, PG, &pfn, 1, 1, &h, detail, sizeof(detail)) < 0)
+        goto fail;
+    double v[SMALL_SAMPLES];
+    struct map_params p = { .access_mode = MAP_MODE_KERNEL, .cache_type = 1, .priority = 32 };
+    for (int s = 0; s < SMALL_SAMPLES; s++) {
+        double t0 = now_us();
+        for (int i = 0; i < SMALL_PAIRS; i++) {
+            const struct map_obj *m;
+            struct map_info mi;
+            if (map_engine_map(e, o, h, &p, &m, detail, sizeof(detail)) < 0)
+                goto fail;
+            map_obj_info(m, &mi);
+            if (map_engine_unmap(e, o, mi.handle, mi.address, h, detail, sizeof(detail)) < 0)
+                goto fail;
+        }
+        v[s] = (now_us() - t0) * 1000.0 / SMALL_PAIRS;
+    }
+    unsigned rel;
+    map_engine_unlock(e, o, h, &rel, detail, sizeof(detail));
+    double md, mn, mx;
+    stats3(v, SMALL_SAMPLES, &md, &mn, &mx);
+    printf("\n1-page MDL, map + unmap pairs (%d per run, %d runs), nanoseconds per pair median/min/max\n",
+           SMALL_PAIRS, SMALL_SAMPLES);
+    printf("  map+unmap %.0f/%.0f/%.0f\n", md, mn, mx);
+    return 0;
+fail:
+    fprintf(stderr, "mdl_bench: 1 page: %s\n", detail);
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     int iters = argc > 1 ? atoi(argv[1]) : 5;
@@ -202,7 +242,7 @@ int main(int argc, char **argv)
             printf("  (engine made %u runs, floor %u)\n", runs, fruns);
     }
     printf("eng.lock = MDL validation (every frame against the memtable); eng.map = layout + reserve + mmaps\n");
-    if (gib_case(e, &o, a, iters) < 0)
+    if (gib_case(e, &o, a, iters) < 0 || small_case(e, &o) < 0)
         return 1;
     map_engine_free(e);
     memtable_clear(&mem);
