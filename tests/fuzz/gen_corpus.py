@@ -227,11 +227,26 @@ def vsock_hdr_seeds():
             'request': vsock_hdr(3, 2, 1000, 1100, OP_REQUEST, typ=SEQPACKET)}
 
 
+def events_seeds():
+    # fuzz_events.c: ops 0 raw, 1 publish (type, vm, detail/2), 2 drain (n*16 bytes), 3 subscribe, 4 reconnect
+    sub_all = bytes([3, 0, 0, 5])
+    sub_vm0_maps = bytes([3, 2, 8, 9, 1, 6])
+    publish = lambda t, vm, dl: bytes([1, t - 1, vm, dl])
+    flood = sub_all + publish(6, 1, 10) * 1500 + bytes([2, 255]) * 300 + publish(7, 1, 200) * 4 + bytes([2, 255]) * 4
+    filtered = (sub_vm0_maps + b''.join(publish(t, vm, 3) for t in range(1, 14) for vm in range(4))
+                + bytes([2, 255]) * 8)
+    # a Subscribe as raw client bytes (op 0: length, then the frame), replaced by a second one
+    sub_frame = frame(envelope(7, 70, b''))
+    raw = bytes([0, len(sub_frame)]) + sub_frame + publish(10, 2, 50) + bytes([2, 4]) + sub_vm0_maps + \
+        publish(8, 1, 0) + bytes([2, 255, 4]) + sub_all + publish(13, 0, 100) + bytes([2, 255])
+    return {'flood': flood, 'filtered': filtered, 'raw-replace-reconnect': raw}
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
-               'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds()}
+               'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'events': events_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)
