@@ -143,15 +143,6 @@ static void drain(struct sub *s, int ms)
         frame_envelope_free(env);
 }
 
-static int map_normal(struct rpc_session *c, uint64_t mdl, struct rpc_mapping *m)
-{
-    Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
-    rq.mdl_handle = mdl;
-    rq.cache_type = MDLMAP__V1__CACHE_TYPE__MM_CACHED;
-    rq.priority = 16;
-    return rpc_map(c, &rq, m);
-}
-
 /* Subscribe as another user (a forked child drops to uid): its status. */
 static int32_t subscribe_as(const char *api, uid_t uid)
 {
@@ -230,7 +221,7 @@ int main(int argc, char **argv)
     struct rpc_mapping m = { 0 };
     unsigned rel = 0;
     tap_check(rpc_lock_run(&c0, 100, 2 * PG, BUF_PFN, 3, 0, &mdl) == 0, "vm0: lock 3 pages");
-    tap_check(map_normal(&c0, mdl, &m) == 0, "vm0: map them");
+    tap_check(rpc_map_kernel(&c0, mdl, 16, &m) == 0, "vm0: map them");
     tap_check(rpc_unmap(&c0, m.map, m.address, mdl) == 0, "vm0: unmap");
     tap_check(rpc_unlock(&c0, mdl, &rel) == 0, "vm0: unlock");
     uint64_t conn = 0;
@@ -257,7 +248,7 @@ int main(int argc, char **argv)
     /* ---- a quota refusal ---- */
     uint64_t big = 0;
     tap_check(rpc_lock_run(&c0, 0, 60 * PG, BUF_PFN, 60, 0, &big) == 0, "vm0: lock 60 pages");
-    int32_t st = map_normal(&c0, big, &m);
+    int32_t st = rpc_map_kernel(&c0, big, 16, &m);
     tap_check(st == (int32_t)MDLMAP__V1__NT_STATUS__STATUS_INSUFFICIENT_RESOURCES,
               "vm0: a Normal map of 60 pages with a 64-page quota is refused (%s)", rpc_status_name(st));
     tap_check(rpc_unlock(&c0, big, &rel) == 0, "vm0: unlock the 60 pages");
@@ -286,7 +277,7 @@ int main(int argc, char **argv)
     uint64_t mdl1 = 0;
     struct rpc_mapping m1 = { 0 };
     tap_check(rpc_open(&c1, d1), "vm1: connect to the RPC port");
-    tap_check(rpc_lock_run(&c1, 0, PG, BUF_PFN + 50, 1, 0, &mdl1) == 0 && map_normal(&c1, mdl1, &m1) == 0,
+    tap_check(rpc_lock_run(&c1, 0, PG, BUF_PFN + 50, 1, 0, &mdl1) == 0 && rpc_map_kernel(&c1, mdl1, 16, &m1) == 0,
               "vm1: lock and map a page");
     rpc_close(&c1);
     expect(&A, T(MDL_LOCKED), "vm1", &env, "vm1 lock");
