@@ -152,7 +152,7 @@ fail:
  * per pair. What every small map costs on top of its two mmaps and munmap. */
 #define SMALL_PAIRS 2000
 #define SMALL_SAMPLES 21
-static int small_case(struct map_engine *e, struct map_owner *o)
+static int small_case(struct map_engine *e, struct map_owner *o, const char *what)
 {
     char detail[200];
     uint64_t h, pfn = 4096;
@@ -177,13 +177,18 @@ static int small_case(struct map_engine *e, struct map_owner *o)
     map_engine_unlock(e, o, h, &rel, detail, sizeof(detail));
     double md, mn, mx;
     stats3(v, SMALL_SAMPLES, &md, &mn, &mx);
-    printf("\n1-page MDL, map + unmap pairs (%d per run, %d runs), nanoseconds per pair median/min/max\n",
-           SMALL_PAIRS, SMALL_SAMPLES);
-    printf("  map+unmap %.0f/%.0f/%.0f\n", md, mn, mx);
+    printf("  map+unmap, %s: %.0f/%.0f/%.0f\n", what, md, mn, mx);
     return 0;
 fail:
     fprintf(stderr, "mdl_bench: 1 page: %s\n", detail);
     return -1;
+}
+
+/* A subscriber that takes every event and does nothing with it: what
+ * publishing itself costs (two events per pair). */
+static void count_event(void *ctx, const struct event *ev)
+{
+    ++*(unsigned long *)ctx;
 }
 
 int main(int argc, char **argv)
@@ -202,14 +207,15 @@ int main(int argc, char **argv)
     }
     /* as mdlmap-hostd runs it: the process keeps shared memory out of core
      * dumps (coredump_filter), so no MADV_DONTDUMP per mapping */
+    struct events *bus = events_new();
     struct map_limits lim = { .vm_page_quota = 1u << 20, .global_page_quota = 1u << 20, .max_vmas = 40000,
-                              .dumps_exclude_shared = true };
+                              .dumps_exclude_shared = true, .events = bus };
     struct map_engine *e = map_engine_new(&lim);
     struct map_vm *vm = e ? map_engine_vm_add(e, &(struct map_vm_view){ .name = "bench", .cid = 3, .mem = &mem }) : NULL;
     struct map_owner o = { vm, 1 };
     uint64_t *pfns = malloc(NPAGES * sizeof(*pfns));
     double *a = malloc(sizeof(double) * (size_t)iters * 6);
-    if (!e || !vm || !pfns || !a)
+    if (!bus || !e || !vm || !pfns || !a)
         return 1;
     printf("mdl_bench: 64 MiB MDL (%u pages), %d iterations (runs), median microseconds, then min/max\n", NPAGES,
            iters);
@@ -242,9 +248,16 @@ int main(int argc, char **argv)
             printf("  (engine made %u runs, floor %u)\n", runs, fruns);
     }
     printf("eng.lock = MDL validation (every frame against the memtable); eng.map = layout + reserve + mmaps\n");
-    if (gib_case(e, &o, a, iters) < 0 || small_case(e, &o) < 0)
+    if (gib_case(e, &o, a, iters) < 0)
+        return 1;
+    printf("\n1-page MDL, map + unmap pairs (%d per run, %d runs), nanoseconds per pair median/min/max\n",
+           SMALL_PAIRS, SMALL_SAMPLES);
+    unsigned long seen = 0;
+    if (small_case(e, &o, "nobody subscribed to events") < 0 || events_subscribe(bus, 0, count_event, &seen) < 0 ||
+        small_case(e, &o, "one subscriber of every event") < 0)
         return 1;
     map_engine_free(e);
+    events_free(bus);
     memtable_clear(&mem);
     close(fd);
     free(pfns);
