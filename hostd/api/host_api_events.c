@@ -53,7 +53,9 @@ static void on_event(void *ctx, const struct event *ev)
         return;
     retire(c);
     if (s->n >= API_EVENT_QUEUE_EVENTS || c->fc.out.bytes >= API_EVENT_QUEUE_BYTES) {
-        s->dropped++; /* slow: its queue is at the bound */
+        if (s->dropped++ == 0) /* slow: its queue is at the bound */
+            log_debug("api: pid %d: subscriber is not reading (%u events, %zu bytes queued): dropping events",
+                      (int)c->peer.pid, s->n, c->fc.out.bytes);
         return;
     }
     char detail[API_EVENT_DETAIL_MAX + 1];

@@ -211,6 +211,16 @@ int main(int argc, char **argv)
     ev = expect(&A, T(VM_CONNECTED), "vm1", &env, "QEMU connects to vm1");
     frame_envelope_free(env);
 
+    /* R subscribes to resets, then replaces that with MDL_LOCKED under
+     * another request id: only the second applies */
+    struct sub R;
+    int resets[1] = { T(VM_RESET) }, locks[1] = { T(MDL_LOCKED) };
+    sub_open(&R, rig.api, "replaced", 1004, resets, 1, NULL);
+    uint64_t next2 = 0;
+    tap_check(subscribe_on(R.fd, 1005, locks, 1, NULL, &next2) == 0 && next2 == A.next_seq + 2,
+              "a second Subscribe on the connection is answered (next_seq %llu)", (unsigned long long)next2);
+    R.rid = 1005;
+
     /* ---- lock, map, unmap, unlock on vm0 ---- */
     struct rpc_session c0;
     if (!tap_check(rpc_open(&c0, d0), "vm0: connect to the RPC port")) {
@@ -244,6 +254,12 @@ int main(int argc, char **argv)
     ev = expect(&A, T(MDL_UNLOCKED), "vm0", &env, "unlock");
     tap_check(ev && ev->mdl_handle == mdl && !strcmp(ev->detail, "unlocked"), "MDL_UNLOCKED: the MDL, 'unlocked'");
     frame_envelope_free(env);
+
+    ev = expect(&R, T(MDL_LOCKED), "vm0", &env, "after the second Subscribe");
+    tap_check(ev && ev->mdl_handle == mdl && R.foreign == 0,
+              "the replaced subscription: its new filter and request id, nothing under the old one");
+    frame_envelope_free(env);
+    sub_close(&R);
 
     /* ---- a quota refusal ---- */
     uint64_t big = 0;
