@@ -79,6 +79,11 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
     case MDLMAP__V1__ENVELOPE__BODY_READ:
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_LIST:
+        return c->peer.can_read ? NULL : "list VMs (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
+    case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:
+        return c->peer.privileged ? NULL : "add or remove VMs (--api-admin)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";
     default:

@@ -802,3 +802,8 @@ void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, ui
     *pages = vm ? vm->acct.pages : 0;
     *maps = vm ? vm->acct.maps : 0;
 }
+
+uint64_t map_engine_vm_mdls(const struct map_vm *vm)
+{
+    return vm ? vm->acct.mdls : 0;
+}

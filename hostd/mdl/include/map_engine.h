@@ -200,6 +200,8 @@ const struct map_vm *map_engine_vm_by_name(const struct map_engine *e, const cha
 unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max);
 /* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
 void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps);
+/* MDLs the VM's connections hold locked. */
+uint64_t map_engine_vm_mdls(const struct map_vm *vm);
 
 enum map_prio map_prio_of(uint32_t priority);
 /* Allowed if usage after the request stays within the priority's share of limit. */
