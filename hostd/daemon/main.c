@@ -373,6 +373,8 @@ static int read_config(struct cli *cl, const char *path, char **text)
             fprintf(stderr, "%sa NUL byte in the line\n", where);
             return -1;
         }
+        if (!strncmp(line, "--", 2))
+            line += 2;   /* files written for the old shell-split unit ("--vm ...") still read */
         char *val = line + strcspn(line, " \t");
         if (*val)
             *val++ = 0;
