@@ -12,7 +12,9 @@ VMCTL=$(readlink -f "${3:-${MDLMAP_VMCTL:-}}" 2>/dev/null || true)
 [ -x "$VMCTL" ] || { echo "usage: $0 HOSTD AGENT VMCTL" >&2; exit 2; }
 API=$T/api.sock
 
-progress_count() { tr -d '\r' < "$T/a1.log" 2>/dev/null | grep -c '^PROGRESS conn=0 '; }
+progress_count() {
+  if [ -f "$T/a1.log" ]; then tr -d '\r' < "$T/a1.log" | grep -c '^PROGRESS conn=0 '; else echo 0; fi
+}
 # wait_progress_after N SECS: more than N progress lines within SECS
 wait_progress_after() {
   local n=$1 i=0
