@@ -9,8 +9,8 @@
 
 #define HOST_API_MAX_LIST 8192u /* mappings per ListMappingsResponse */
 #define HOST_API_RECENT_LEAKS 64u /* leak records per StatsResponse, newest of all VMs */
-/* VMs per VmListResponse: HOSTD_MAX_VMS, each well under 256 bytes encoded,
- * stays inside one frame (MDLMAP_MAX_FRAME). */
+/* VMs per VmListResponse (= HOSTD_MAX_VMS); fewer when their entries would
+ * not fit one frame (MDLMAP_MAX_FRAME: ~3000 VMs with the longest paths). */
 #define HOST_API_MAX_VM_LIST 4096u
 
 /* What the request handlers work on: the engine and the VM table. The

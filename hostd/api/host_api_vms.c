@@ -99,6 +99,7 @@ int host_api_vm_list(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t
         return fconn_reply_encode(&env, req->request_id, -ENOMEM, "out of memory", out, out_len);
     }
     unsigned k = 0;
+    size_t bytes = 0;
     for (; k < n && ctx->vm_ops->info(ctx->vm_ctx, k, &vi) == 0; k++) {
         struct vm_entry *x = &e[k];
         mdlmap__v1__vm_spec__init(&x->spec);
@@ -120,6 +121,13 @@ int host_api_vm_list(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t
         x->info.mapped_pages = vi.mapped_pages;
         x->info.locked_mdls = vi.locked_mdls;
         x->info.qmp_connected = vi.qmp_connected;
+        /* the reply must fit one frame: long paths on thousands of VMs may
+         * not (field tag and length: at most 4 bytes more per entry) */
+        bytes += mdlmap__v1__vm_info__get_packed_size(&x->info) + 4;
+        if (bytes > MDLMAP_MAX_FRAME - 1024) {
+            log_warn("api: VmList lists the first %u of %u VMs (one frame's worth)", k, n);
+            break;
+        }
         ptrs[k] = &x->info;
     }
     rp.n_vms = k;
