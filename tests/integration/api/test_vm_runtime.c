@@ -278,6 +278,10 @@ static void no_admin(void)
 {
     char sock[200];
     snprintf(sock, sizeof(sock), "%s/denied.sock", R.dir);
+    if (getuid() != 0) {
+        tap_diag("not root: the rights check needs to drop to uid %u; skipped", NOBODY);
+        return;
+    }
     chmod(R.dir, 0755);
     chmod(R.api, 0666);
     fflush(stdout);
