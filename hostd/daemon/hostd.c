@@ -11,6 +11,7 @@
 #include "log.h"
 #include "map_engine.h"
 #include "memtable.h"
+#include "qmp.h"
 #include "rpc_service.h"
 #include "vhost_user.h"
 #include "vsock.h"
@@ -98,7 +99,7 @@ static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
         .cid = vm->cfg.cid,
         .mem = vu_backend_mem(vm->vu),
         .introspect = vm->cfg.introspect,
-        .qmp = NULL,
+        .qmp = vm->qmp,
     };
     return 0;
 }
@@ -148,7 +149,7 @@ static int api_vm_info(void *ctx, unsigned i, struct host_api_vm_info *out)
         .owner_uid = vm->cfg.owner_uid,
         .owner_gid = vm->cfg.owner_gid,
         .connected = vu_backend_connected(vm->vu),
-        .qmp_connected = false,   /* no QMP client yet */
+        .qmp_connected = vm->qmp && qmp_client_ready(vm->qmp),
         .ram_bytes = memtable_total(vu_backend_mem(vm->vu)),
         .connections = vs.conns,
         .locked_mdls = map_engine_vm_mdls(vm->mdl),
@@ -212,6 +213,19 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
     return 0;
 }
 
+/* In hostd_fini a VM's QMP client goes first: freeing it answers the host
+ * API requests waiting on it, and those clients may go on to requests that
+ * look VMs up, so the VM table must still be whole. */
+static void vm_qmp_free(struct vm *vm)
+{
+    struct qmp_client *q = vm->qmp;
+    vm->qmp = NULL;
+    qmp_client_free(q);
+}
+
+/* QMP goes last here: a VM removed at run time is already out of the table,
+ * and the requests its QMP client answers on the way out may go on to add a
+ * VM with the same socket, which must not be unlinked after that. */
 static void vm_free(struct hostd *h, struct vm *vm)
 {
     vu_backend_free(vm->vu);
@@ -221,6 +235,7 @@ static void vm_free(struct hostd *h, struct vm *vm)
         rpc_service_detach(h->rpc, vm->mdl);
         map_engine_vm_remove(h->maps, vm->mdl, "VM removed");
     }
+    vm_qmp_free(vm);
     free(vm);
 }
 
@@ -259,6 +274,13 @@ static int vm_build(struct hostd *h, struct vm *vm)
     vm->mdl = map_engine_vm_add(h->maps, &view);
     if (!vm->mdl)
         return -ENOMEM;
+    if (vm->cfg.qmp_path[0]) {
+        struct qmp_config qc = { .name = vm->cfg.name, .path = vm->cfg.qmp_path, .loop = h->loop,
+                                 .timeout_ms = h->opt.qmp_timeout_ms };
+        vm->qmp = qmp_client_new(&qc);
+        if (!vm->qmp)
+            return -ENOMEM;
+    }
     int r = vsock_dev_add_service(vm->vsock, &vsock_echo_service, NULL);
     if (r < 0)
         return r;
@@ -270,7 +292,8 @@ int hostd_vm_clash(const struct hostd *h, const struct vm_config *c, char *err, 
     for (unsigned i = 0; i < h->nvms; i++) {
         const struct vm_config *o = &h->vms[i]->cfg;
         const char *what = !strcmp(o->name, c->name) ? "name" : o->cid == c->cid ? "cid" :
-                           c->socket_path[0] && !strcmp(o->socket_path, c->socket_path) ? "socket" : NULL;
+                           c->socket_path[0] && !strcmp(o->socket_path, c->socket_path) ? "socket" :
+                           c->qmp_path[0] && !strcmp(o->qmp_path, c->qmp_path) ? "qmp socket" : NULL;
         if (what) {
             snprintf(err, errlen, "vm %s: its %s is already used by vm %s", c->name, what, o->name);
             return -EEXIST;
@@ -344,9 +367,12 @@ int hostd_vm_remove(struct hostd *h, const char *name)
 
 void hostd_fini(struct hostd *h)
 {
-    /* QEMU connections first: stopping each device closes its connections,
-     * whose services release what they hold in the engine. A device's reset
-     * looks its siblings up by CID, so devices go before any VM is freed. */
+    /* QEMU connections first, QMP ahead of the rest (see vm_qmp_free):
+     * stopping each device closes its connections, whose services release
+     * what they hold in the engine. A device's reset looks its siblings up
+     * by CID, so devices go before any VM is freed. */
+    for (unsigned i = 0; i < h->nvms; i++)
+        vm_qmp_free(h->vms[i]);
     for (unsigned i = 0; i < h->nvms; i++) {
         vu_backend_free(h->vms[i]->vu);
         h->vms[i]->vu = NULL;

@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
             "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS] [--config FILE]\n"
+            "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS] [--config FILE]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
             "With --api, hostd may start without a VM (VmAdd adds them later).\n"
             "--config FILE: one option per line, without its leading --, then its value\n"
@@ -46,7 +46,8 @@ static void usage(FILE *f)
             "  --api-admin      every right; always gets a connection, even at the limit\n"
             "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
             "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
-            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n");
+            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n"
+            "  --qmp-timeout-ms        QEMU must answer a QMP command (and greet) by then (5000)\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -193,7 +194,8 @@ static void on_signal(void *opaque, uint32_t events)
 }
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
-       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO, OPT_CONFIG };
+       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
+       OPT_QMP_TMO, OPT_CONFIG };
 
 /* The one option table: getopt reads the command line from it, the config
  * file's keys are looked up in it. */
@@ -214,6 +216,7 @@ static const struct option opts[] = {
     { "consumer", required_argument, NULL, OPT_CONSUMER },
     { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
     { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+    { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
     { "config", required_argument, NULL, OPT_CONFIG },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -285,6 +288,7 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
     }
     case OPT_FRAME_TMO:
     case OPT_CONSUMER_TMO:
+    case OPT_QMP_TMO:
         /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
         if (parse_u64(arg, 600000, &v) < 0 || v < 100) {
             snprintf(err, sizeof(err), "100..600000 ms");
@@ -292,6 +296,8 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
         }
         if (c == OPT_FRAME_TMO)
             mo->api.frame_timeout_ms = (unsigned)v;
+        else if (c == OPT_QMP_TMO)
+            mo->qmp_timeout_ms = (unsigned)v;
         else
             mo->api.consumer_timeout_ms = (unsigned)v;
         return 0;
