@@ -269,6 +269,26 @@ static void refusals(void)
     tap_check(vm_add_spec(&s, detail, sizeof(detail)) == ST(NOT_FOUND) && strstr(detail, "no-such-user"),
               "VmAdd with an unknown user: STATUS_NOT_FOUND (%s)", detail);
     tap_check(list_count() == 1 && access(sock, F_OK) < 0, "nothing was added by the refused requests");
+
+    /* two VMs cannot share a QMP socket (QEMU serves one QMP client) */
+    char qmp[200], sock2[200];
+    snprintf(qmp, sizeof(qmp), "%s/q.qmp", R.dir);
+    snprintf(sock2, sizeof(sock2), "%s/q2.sock", R.dir);
+    s.user = "";
+    s.name = "q1";
+    s.qmp = qmp;
+    tap_check(vm_add_spec(&s, detail, sizeof(detail)) == ST(SUCCESS), "VmAdd q1 with qmp= %s", detail);
+    mdl_envelope *l = vm_list();
+    const Mdlmap__V1__VmInfo *vi = find_vm(l, "q1");
+    tap_check(vi && !strcmp(vi->vm->qmp, qmp) && !vi->qmp_connected,
+              "VmList: q1's QMP socket, not connected (nothing listens there)");
+    frame_envelope_free(l);
+    s.name = "q2";
+    s.cid = 10;
+    s.socket = sock2;
+    tap_check(vm_add_spec(&s, detail, sizeof(detail)) == ST(OBJECT_NAME_COLLISION) && strstr(detail, "qmp"),
+              "VmAdd q2 with q1's QMP socket: STATUS_OBJECT_NAME_COLLISION (%s)", detail);
+    tap_check(vm_remove("q1") == ST(SUCCESS) && list_count() == 1, "VmRemove q1");
 }
 
 /* A child as uid 65534 (--api-read names it): VmList works, VmAdd and
