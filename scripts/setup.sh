@@ -24,7 +24,7 @@ PACKAGES=(
   protobuf-c-compiler libprotobuf-c-dev protobuf-compiler python3-protobuf
   qemu-system-x86 qemu-utils cpio busybox-static kmod xz-utils zstd gzip
   libclang-rt-14-dev valgrind
-  libvirt-daemon-system libvirt-clients libxml2-utils
+  libvirt-daemon-system libvirt-clients libxml2-utils libvirt-dev libxml2-dev
   socat procps iproute2 coreutils util-linux
 )
 

@@ -103,7 +103,8 @@ int lvx_parse_meta(const char *xml, size_t len, struct lvx_meta *m, char *err, s
     int rc = 0;
     bool have_cid = false;
     xmlNodePtr root = xmlDocGetRootElement(doc);
-    if (!is_elem(root, LVX_ELEMENT, LVX_NS)) {
+    /* virDomainGetMetadata hands the element back without its namespace. */
+    if (!is_elem(root, LVX_ELEMENT, LVX_NS) && !is_elem(root, LVX_ELEMENT, NULL)) {
         rc = fail(err, errlen, -EINVAL, "the metadata element must be <" LVX_ELEMENT "> in namespace " LVX_NS);
         goto out;
     }

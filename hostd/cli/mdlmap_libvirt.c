@@ -25,12 +25,17 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libvirt/libvirt-qemu.h>
@@ -76,14 +81,24 @@ struct want {
     struct lvx_live live;
 };
 
+/* A problem that persists (a bad element, a domain that cannot be hot-attached)
+ * is logged once, not every pass: messages logged in the previous pass are
+ * remembered by hash, and logged again only after a pass without them. */
+#define MEMO_SLOTS 256
+
 struct ctx {
     struct opts o;
+    uint64_t memo_prev[MEMO_SLOTS];
+    uint64_t memo_cur[MEMO_SLOTS];
     virConnectPtr conn;
-    int kick_timer;
-    int resync_timer;
-    bool quit;
-    bool conn_lost;
-    bool live_pending;     /* next kick does the live work too */
+    /* libvirt's event loop runs in its own thread (libvirt API calls made
+     * from inside its callbacks can wait forever on the daemon); its
+     * callbacks only set these and write the eventfd the main thread polls. */
+    int wake_fd;
+    atomic_bool quit;
+    atomic_bool conn_lost;
+    atomic_bool live_pending;  /* the next pass does the live work too */
+    int retry_ms;              /* a pass asked to look again this soon (-1: no) */
     int api_state;         /* last hostd API result, to log changes only */
     struct vmspec *owned;
     size_t nowned;
@@ -96,12 +111,50 @@ static void logm(const char *lvl, const char *fmt, ...)
 {
     if (!strcmp(lvl, "debug") && !g_debug)
         return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "mdlmap-libvirt: %s: ", lvl);
+    /* the clock hostd's lines carry, so both logs read side by side */
+    fprintf(stderr, "[%ld.%03ld] mdlmap-libvirt %s: ", (long)ts.tv_sec, ts.tv_nsec / 1000000, lvl);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static void report(struct ctx *c, const char *lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(struct ctx *c, const char *lvl, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    uint64_t h = fnv1a(msg);
+    bool seen = false;
+    for (size_t i = 0; i < MEMO_SLOTS && !seen; i++)
+        seen = c->memo_prev[i] == h;
+    for (size_t i = 0; i < MEMO_SLOTS; i++)
+        if (c->memo_cur[i] == 0 || c->memo_cur[i] == h) {
+            c->memo_cur[i] = h;
+            break;
+        }
+    if (!seen)
+        logm(lvl, "%s", msg);
+}
+
+static void memo_next_pass(struct ctx *c)
+{
+    memcpy(c->memo_prev, c->memo_cur, sizeof(c->memo_prev));
+    memset(c->memo_cur, 0, sizeof(c->memo_cur));
 }
 
 static const char *lverr(void)
@@ -193,7 +246,7 @@ static int api_vm_add(struct ctx *c, struct mdlmap_client *cl, const struct vmsp
     e.vm_add = &rq;
     int rc = mdlmap_client_call(cl, &e, &r);
     if (rc < 0)
-        logm("error", "domain %s: VmAdd %s cid %" PRIu64 ": %s %s", s->uuid, s->name, s->cid, strerror(-rc),
+        report(c, "error", "domain %s: VmAdd %s cid %" PRIu64 ": %s %s", s->uuid, s->name, s->cid, strerror(-rc),
              cl->last_detail);
     else
         logm("info", "domain %s: VM %s (cid %" PRIu64 ") added to hostd, socket %s", s->uuid, s->name, s->cid,
@@ -227,7 +280,7 @@ static bool same_spec(const struct vmspec *a, const struct vmspec *b)
 /* ---- libvirt ---- */
 
 /* The domain's mdlmap element in its live or persistent definition: 1 found, 0 none. */
-static int get_meta(virDomainPtr dom, unsigned flags, struct lvx_meta *m, const char *uuid)
+static int get_meta(struct ctx *c, virDomainPtr dom, unsigned flags, struct lvx_meta *m, const char *uuid)
 {
     char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, LVX_NS, flags);
     if (!xml)
@@ -236,7 +289,7 @@ static int get_meta(virDomainPtr dom, unsigned flags, struct lvx_meta *m, const 
     int rc = lvx_parse_meta(xml, strlen(xml), m, err, sizeof(err));
     free(xml);
     if (rc < 0) {
-        logm("error", "domain %s: <%s:%s> in its %s definition: %s", uuid, LVX_NS_PREFIX, LVX_ELEMENT,
+        report(c, "error", "domain %s: <%s:%s> in its %s definition: %s", uuid, LVX_NS_PREFIX, LVX_ELEMENT,
              flags == VIR_DOMAIN_AFFECT_LIVE ? "live" : "persistent", err);
         return 0;
     }
@@ -245,23 +298,23 @@ static int get_meta(virDomainPtr dom, unsigned flags, struct lvx_meta *m, const 
 
 /* Bring the persistent definition in line: prepared for dev, or (dev NULL)
  * without mdlmap's arguments. */
-static void prepare_config(virDomainPtr dom, const char *uuid, const struct lvx_dev *dev)
+static void prepare_config(struct ctx *c, virDomainPtr dom, const char *uuid, const struct lvx_dev *dev)
 {
     /* SECURE: a redefinition must keep passwords (VNC, SPICE) the definition holds. */
     char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
     if (!xml) {
-        logm("error", "domain %s: reading its definition: %s", uuid, lverr());
+        report(c, "error", "domain %s: reading its definition: %s", uuid, lverr());
         return;
     }
     char *out = NULL, err[160];
     int rc = lvx_prepare(xml, strlen(xml), dev, &out, err, sizeof(err));
     free(xml);
     if (rc < 0) {
-        logm("error", "domain %s: cannot prepare its definition: %s", uuid, err);
+        report(c, "error", "domain %s: cannot prepare its definition: %s", uuid, err);
     } else if (rc > 0) {
         virDomainPtr d = virDomainDefineXML(virDomainGetConnect(dom), out);
         if (!d)
-            logm("error", "domain %s: redefining it: %s", uuid, lverr());
+            report(c, "error", "domain %s: redefining it: %s", uuid, lverr());
         else
             logm("info", "domain %s: definition %s", uuid,
                  dev ? "prepared (shared memfd RAM, vhost-user-vsock on its command line)"
@@ -299,19 +352,19 @@ static bool device_present(virDomainPtr dom)
                    NULL, 0) == 0;
 }
 
-static void attach(virDomainPtr dom, const struct want *w)
+static void attach(struct ctx *c, virDomainPtr dom, const struct want *w)
 {
     char cmd[PATH_MAX + 256], why[512];
     if (device_present(dom))
         return;
     if (!w->live.mem_shared) {
-        logm("error", "domain %s: cannot hot-attach: its RAM is not a shared memfd (<memoryBacking><source "
+        report(c, "error", "domain %s: cannot hot-attach: its RAM is not a shared memfd (<memoryBacking><source "
                       "type='memfd'/><access mode='shared'/>); the device comes with its next start",
              w->spec.uuid);
         return;
     }
     if (w->live.q35 && w->live.free_port < 0) {
-        logm("error", "domain %s: cannot hot-attach: no free pcie-root-port (add <controller type='pci' "
+        report(c, "error", "domain %s: cannot hot-attach: no free pcie-root-port (add <controller type='pci' "
                       "model='pcie-root-port'/> to its definition)", w->spec.uuid);
         return;
     }
@@ -340,7 +393,7 @@ static void attach(virDomainPtr dom, const struct want *w)
 }
 
 /* 1 when the device and its chardev are gone, 0 while the guest still holds it. */
-static int detach(virDomainPtr dom, const char *uuid)
+static int detach(struct ctx *c, virDomainPtr dom, const char *uuid)
 {
     char why[512];
     if (device_present(dom)) {
@@ -355,7 +408,7 @@ static int detach(virDomainPtr dom, const char *uuid)
     if (monitor(dom, "{\"execute\":\"chardev-remove\",\"arguments\":{\"id\":\"" LVX_DEV_ID "\"}}", why,
                 sizeof(why)) < 0 &&
         !strstr(why, "not found")) {
-        logm("warn", "domain %s: chardev-remove: %s", uuid, why);
+        report(c, "warn", "domain %s: chardev-remove: %s", uuid, why);
         return 0;
     }
     logm("info", "domain %s: vhost-user-vsock detached", uuid);
@@ -380,8 +433,8 @@ static void examine(struct ctx *c, virDomainPtr dom, struct want *w)
     snprintf(w->spec.uuid, sizeof(w->spec.uuid), "%s", uuid);
     int active = virDomainIsActive(dom), persistent = virDomainIsPersistent(dom);
     struct lvx_meta cm, lm;
-    bool have_cm = persistent == 1 && get_meta(dom, VIR_DOMAIN_AFFECT_CONFIG, &cm, uuid);
-    bool have_lm = active == 1 && get_meta(dom, VIR_DOMAIN_AFFECT_LIVE, &lm, uuid);
+    bool have_cm = persistent == 1 && get_meta(c, dom, VIR_DOMAIN_AFFECT_CONFIG, &cm, uuid);
+    bool have_lm = active == 1 && get_meta(c, dom, VIR_DOMAIN_AFFECT_LIVE, &lm, uuid);
     const struct vmspec *own = find_owned(c, uuid);
     /* A running domain keeps what it was started with until it stops. */
     const struct lvx_meta *m = have_lm ? &lm : have_cm ? &cm : NULL;
@@ -391,12 +444,14 @@ static void examine(struct ctx *c, virDomainPtr dom, struct want *w)
     if (persistent == 1) {
         struct lvx_dev dev = { .socket = w->spec.socket, .qmp = have_cm && cm.qmp ? qmp : NULL,
                                .reconnect = c->o.reconnect };
-        prepare_config(dom, uuid, have_cm ? &dev : NULL);
+        prepare_config(c, dom, uuid, have_cm ? &dev : NULL);
     }
     if (active == 1) {
         char *xml = virDomainGetXMLDesc(dom, 0), err[160];
+        if (!xml && virGetLastErrorCode() == VIR_ERR_NO_DOMAIN)
+            return; /* it went away during the pass: the next one sees that */
         if (!xml || lvx_inspect(xml, strlen(xml), &w->live, err, sizeof(err)) < 0) {
-            logm("error", "domain %s: reading its live definition: %s", uuid, xml ? err : lverr());
+            report(c, "error", "domain %s: reading its live definition: %s", uuid, xml ? err : lverr());
             free(xml);
             return;
         }
@@ -405,7 +460,7 @@ static void examine(struct ctx *c, virDomainPtr dom, struct want *w)
     if (m) {
         const char *n = m->name[0] ? m->name : virDomainGetName(dom);
         if (!n || !lvx_valid_name(n)) {
-            logm("error", "domain %s: its name is not a valid VM name (1..63 of A-Z a-z 0-9 . _ -): give one "
+            report(c, "error", "domain %s: its name is not a valid VM name (1..63 of A-Z a-z 0-9 . _ -): give one "
                           "with name=\"...\" in the mdlmap element", uuid);
             return;
         }
@@ -434,12 +489,15 @@ static void examine(struct ctx *c, virDomainPtr dom, struct want *w)
     }
 }
 
-static void schedule(struct ctx *c, int ms, bool live)
+/* From libvirt's event thread: have the main thread run a pass now. */
+static void wake(struct ctx *c, bool live)
 {
+    uint64_t one = 1;
     if (live)
-        c->live_pending = true;
-    if (c->kick_timer >= 0)
-        virEventUpdateTimeout(c->kick_timer, ms);
+        atomic_store(&c->live_pending, true);
+    if (write(c->wake_fd, &one, sizeof(one)) < 0) {
+        /* the counter is already non-zero: a pass is coming anyway */
+    }
 }
 
 /* One reconciliation pass; live: also hot-attach and detach. */
@@ -484,9 +542,9 @@ static int reconcile(struct ctx *c, bool live)
     bool again = false;
     for (int i = 0; live && api && i < n; i++) {
         if (w[i].act == ACT_ATTACH && w[i].valid && !w[i].add_failed) {
-            attach(doms[i], &w[i]);
+            attach(c, doms[i], &w[i]);
         } else if (w[i].act == ACT_DETACH) {
-            if (detach(doms[i], w[i].spec.uuid) > 0)
+            if (detach(c, doms[i], w[i].spec.uuid) > 0)
                 api_vm_remove(&cl, &w[i].spec);
             else
                 again = true;
@@ -497,9 +555,10 @@ static int reconcile(struct ctx *c, bool live)
     free(doms);
     free(w);
     mdlmap_client_close(&cl);
+    memo_next_pass(c);
     /* A guest takes a moment to let go of an unplugged device: look again. */
     if (again)
-        schedule(c, 1000, true);
+        c->retry_ms = 1000;
     return rc;
 }
 
@@ -510,7 +569,7 @@ static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int de
     (void)conn;
     (void)detail;
     logm("debug", "event %d on %s", event, virDomainGetName(dom));
-    schedule(opaque, 0, true);
+    wake(opaque, true);
 }
 
 static void on_metadata(virConnectPtr conn, virDomainPtr dom, int type, const char *nsuri, void *opaque)
@@ -518,7 +577,7 @@ static void on_metadata(virConnectPtr conn, virDomainPtr dom, int type, const ch
     (void)conn;
     (void)dom;
     if (type == VIR_DOMAIN_METADATA_ELEMENT && nsuri && !strcmp(nsuri, LVX_NS))
-        schedule(opaque, 0, true);
+        wake(opaque, true);
 }
 
 static void on_close(virConnectPtr conn, int reason, void *opaque)
@@ -526,7 +585,8 @@ static void on_close(virConnectPtr conn, int reason, void *opaque)
     struct ctx *c = opaque;
     (void)conn;
     logm("warn", "connection to libvirt closed (reason %d); reconnecting", reason);
-    c->conn_lost = true;
+    atomic_store(&c->conn_lost, true);
+    wake(c, true);
 }
 
 static void drop_conn(struct ctx *c)
@@ -542,10 +602,10 @@ static int open_conn(struct ctx *c)
 {
     c->conn = virConnectOpen(c->o.uri);
     if (!c->conn) {
-        logm("warn", "connecting to %s: %s", c->o.uri, lverr());
+        report(c, "warn", "connecting to %s: %s", c->o.uri, lverr());
         return -ENOTCONN;
     }
-    c->conn_lost = false;
+    atomic_store(&c->conn_lost, false);
     if (c->o.once)
         return 0;
     if (virConnectDomainEventRegisterAny(c->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -563,38 +623,81 @@ static int open_conn(struct ctx *c)
 
 static void run_pass(struct ctx *c, bool live)
 {
-    if (c->conn_lost)
+    if (atomic_load(&c->conn_lost))
         drop_conn(c);
     if (!c->conn && open_conn(c) < 0)
         return;
     reconcile(c, live);
 }
 
-static void on_kick(int timer, void *opaque)
+static void *event_thread(void *arg)
 {
-    struct ctx *c = opaque;
-    bool live = c->live_pending;
-    virEventUpdateTimeout(timer, -1);
-    c->live_pending = false;
-    run_pass(c, live);
+    struct ctx *c = arg;
+    while (!atomic_load(&c->quit))
+        if (virEventRunDefaultImpl() < 0) {
+            logm("error", "libvirt event loop: %s", lverr());
+            break;
+        }
+    return NULL;
 }
 
-static void on_resync(int timer, void *opaque)
+static void nothing(int timer, void *opaque)
 {
-    (void)timer;
-    run_pass(opaque, false);
+    (void)opaque;
+    virEventRemoveTimeout(timer);
 }
 
-static void on_signal(int watch, int fd, int events, void *opaque)
+/* The main thread: a pass when libvirt's thread wakes it, when a pass asked
+ * to look again, and every --resync-ms; until SIGTERM/SIGINT/SIGHUP. */
+static int serve(struct ctx *c)
 {
-    struct ctx *c = opaque;
-    struct signalfd_siginfo si;
-    (void)watch;
-    (void)events;
-    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        logm("info", "signal %u: exiting", si.ssi_signo);
-        c->quit = true;
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGTERM);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGHUP);
+    /* blocked before the thread starts, so only signalfd sees them */
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_t th;
+    if (sfd < 0 || c->wake_fd < 0 || pthread_create(&th, NULL, event_thread, c) != 0) {
+        logm("error", "setting up: %s", strerror(errno));
+        return 1;
     }
+    logm("info", "watching %s for <%s:%s xmlns:%s=\"%s\">; sockets in %s", c->o.uri, LVX_NS_PREFIX, LVX_ELEMENT,
+         LVX_NS_PREFIX, LVX_NS, c->o.sockdir);
+    bool live = true;
+    for (;;) {
+        c->retry_ms = -1;
+        run_pass(c, live);
+        int timeout = c->retry_ms >= 0 ? c->retry_ms : (int)c->o.resync_ms;
+        struct pollfd p[2] = { { .fd = sfd, .events = POLLIN }, { .fd = c->wake_fd, .events = POLLIN } };
+        int n = poll(p, 2, timeout);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && (p[0].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                logm("info", "signal %u: exiting", si.ssi_signo);
+            break;
+        }
+        uint64_t cnt;
+        if (n > 0 && (p[1].revents & POLLIN) && read(c->wake_fd, &cnt, sizeof(cnt)) < 0)
+            cnt = 0;
+        /* Live work (monitor commands) only on events and retries; the
+         * periodic pass only keeps definitions and hostd in line. */
+        live = atomic_exchange(&c->live_pending, false) || c->retry_ms >= 0;
+    }
+    atomic_store(&c->quit, true);
+    /* a timer that fires at once wakes libvirt's loop so the thread sees quit */
+    virEventAddTimeout(0, nothing, NULL, NULL);
+    pthread_join(th, NULL);
+    drop_conn(c);
+    close(sfd);
+    close(c->wake_fd);
+    return 0;
 }
 
 static int make_sockdir(const struct opts *o)
@@ -659,7 +762,7 @@ int main(int argc, char **argv)
         { "once", no_argument, NULL, '1' }, { "debug", no_argument, NULL, 'd' },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
-    struct ctx c = { .kick_timer = -1, .resync_timer = -1, .api_state = 1 };
+    struct ctx c = { .wake_fd = -1, .api_state = 1 };
     c.o = (struct opts){ .uri = "qemu:///system", .sockdir = "/run/mdlmap/libvirt", .resync_ms = 5000 };
     int opt;
     while ((opt = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
@@ -714,34 +817,7 @@ int main(int argc, char **argv)
         free(c.owned);
         return rc < 0 ? 1 : 0;
     }
-    sigset_t ss;
-    sigemptyset(&ss);
-    sigaddset(&ss, SIGTERM);
-    sigaddset(&ss, SIGINT);
-    sigaddset(&ss, SIGHUP);
-    sigprocmask(SIG_BLOCK, &ss, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    int sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
-    int sw = sfd < 0 ? -1 : virEventAddHandle(sfd, VIR_EVENT_HANDLE_READABLE, on_signal, &c, NULL);
-    c.kick_timer = virEventAddTimeout(0, on_kick, &c, NULL);
-    c.resync_timer = virEventAddTimeout((int)c.o.resync_ms, on_resync, &c, NULL);
-    if (sw < 0 || c.kick_timer < 0 || c.resync_timer < 0) {
-        logm("error", "setting up the event loop failed");
-        return 1;
-    }
-    c.live_pending = true;
-    logm("info", "watching %s for <%s:%s xmlns:%s=\"%s\">; sockets in %s", c.o.uri, LVX_NS_PREFIX, LVX_ELEMENT,
-         LVX_NS_PREFIX, LVX_NS, c.o.sockdir);
-    while (!c.quit)
-        if (virEventRunDefaultImpl() < 0) {
-            logm("error", "event loop: %s", lverr());
-            break;
-        }
-    virEventRemoveTimeout(c.kick_timer);
-    virEventRemoveTimeout(c.resync_timer);
-    virEventRemoveHandle(sw);
-    drop_conn(&c);
-    close(sfd);
+    int rc = serve(&c);
     free(c.owned);
-    return 0;
+    return rc;
 }
