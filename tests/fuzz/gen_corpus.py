@@ -298,13 +298,31 @@ def qmp_regs_seeds():
                      b'EFER=0000000000000000\r\n'}
 
 
+# ---- fuzz_lv_xml ------------------------------------------------------------------
+# First byte 0: the text itself (mdlmap-libvirt's metadata element and domain XML).
+def lv_xml_seeds():
+    return {'meta': b'\0<mdlmap:vsock xmlns:mdlmap="https://mdlmap.dev/libvirt/1" cid="5" name="vm5" qmp="on"/>',
+            'meta-bare': b'\0<vsock cid="7"/>',
+            'domain': b"\0<domain type='qemu'><name>d</name><memory unit='KiB'>524288</memory>"
+                      b"<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os><devices>"
+                      b"<controller type='pci' index='0' model='pcie-root'/>"
+                      b"<controller type='pci' index='1' model='pcie-root-port'/>"
+                      b"<disk type='file'><address type='pci' bus='0x02'/></disk></devices></domain>",
+            'prepared': b"\0<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><memoryBacking>"
+                        b"<source type='memfd'/><access mode='shared'/></memoryBacking><qemu:commandline>"
+                        b"<qemu:arg value='-chardev'/><qemu:arg value='socket,id=mdlmap-vsock,path=/x.sock'/>"
+                        b"<qemu:arg value='-device'/>"
+                        b"<qemu:arg value='vhost-user-vsock-pci,chardev=mdlmap-vsock,id=mdlmap-vsock'/>"
+                        b"</qemu:commandline></domain>"}
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
                'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
-               'peer_frames': peer_frames_seeds(), 'events': events_seeds()}
+               'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'lv_xml': lv_xml_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)
