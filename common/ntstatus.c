@@ -20,6 +20,7 @@
  *   -ETIMEDOUT   STATUS_DEVICE_NOT_READY       consumer did not answer in time
  *   -EADDRNOTAVAIL STATUS_MEMORY_NOT_ALLOCATED introspection: a guest-physical range is not RAM
  *   -EIO         STATUS_UNSUCCESSFUL           anything else
+ *   -EKEYREVOKED STATUS_MDLMAP_GRANT_REVOKED   a grant was revoked (explicitly, or with its MDL/connection/VM)
  *
  * Forward only, failures of the guest library pinning pages (io_uring
  * registration, pagemap), which MmProbeAndLockPages raises. hostd never
@@ -63,6 +64,7 @@ static const struct {
     { -ETIMEDOUT, ST(DEVICE_NOT_READY) },
     { -EADDRNOTAVAIL, ST(MEMORY_NOT_ALLOCATED) },
     { -EIO, ST(UNSUCCESSFUL) },
+    { -EKEYREVOKED, ST(MDLMAP_GRANT_REVOKED) },
     /* forward only: the guest library's pinning failures (see above) */
     { -EPERM, ST(ACCESS_DENIED) },
     { -EAGAIN, ST(INSUFFICIENT_RESOURCES) },

@@ -9,6 +9,7 @@
 #include "host_api.h"
 #include "log.h"
 #include "map_engine.h"
+#include "map_grant.h"
 #include "rpc_service.h"
 #include "vhost_user.h"
 #include "vsock.h"
@@ -88,6 +89,36 @@ static struct vsock_dev *peer_dev(void *ctx, uint64_t cid)
     return vm ? vm->vsock : NULL;
 }
 
+int hostd_sharing_pair_add(struct hostd_options *o, const char *spec)
+{
+    const char *comma = spec ? strchr(spec, ',') : NULL;
+    if (!comma || comma == spec || !comma[1] || strchr(comma + 1, ',') || (size_t)(comma - spec) >= 64 ||
+        strlen(comma + 1) >= 64)
+        return -EINVAL;
+    if (o->nsharing_pairs >= HOSTD_MAX_SHARING_PAIRS)
+        return -ENOSPC;
+    char *a = o->sharing_pairs[o->nsharing_pairs].a, *b = o->sharing_pairs[o->nsharing_pairs].b;
+    memcpy(a, spec, (size_t)(comma - spec));
+    a[comma - spec] = 0;
+    strcpy(b, comma + 1);
+    if (!strcmp(a, b))
+        return -EINVAL;
+    o->nsharing_pairs++;
+    return 0;
+}
+
+/* The grant policy (--sharing, --sharing-pair): a pair allows both directions. */
+static bool sharing_allowed(void *ctx, const char *granter, const char *peer)
+{
+    const struct hostd_options *o = ctx;
+    for (unsigned i = 0; i < o->nsharing_pairs; i++) {
+        const char *a = o->sharing_pairs[i].a, *b = o->sharing_pairs[i].b;
+        if ((!strcmp(a, granter) && !strcmp(b, peer)) || (!strcmp(b, granter) && !strcmp(a, peer)))
+            return true;
+    }
+    return o->nsharing_pairs == 0;
+}
+
 int hostd_init(struct hostd *h, const struct hostd_options *o)
 {
     memset(h, 0, sizeof(*h));
@@ -107,11 +138,16 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         .dumps_exclude_shared = o->dumps_exclude_shared,
     };
     h->maps = map_engine_new(&lim);
-    h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port) : NULL;
+    h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port, h->loop) : NULL;
     if (!h->maps || !h->rpc) {
         log_err("mdl: cannot create the mapping engine");
         return -ENOMEM;
     }
+    struct map_grant_hooks gh = { .allowed = o->sharing ? sharing_allowed : NULL, .ctx = &h->opt };
+    map_engine_set_grant_hooks(h->maps, &gh);
+    if (o->sharing || o->nsharing_pairs)
+        log_info("grants: sharing %s%s", o->sharing ? "on" : "off (--sharing-pair ignored)",
+                 o->sharing && o->nsharing_pairs ? ", between listed pairs only" : "");
     struct map_stats st;
     map_engine_stats(h->maps, &st);
     log_info("mdl: quotas: %llu pages per VM, %llu pages global, %llu VMAs",

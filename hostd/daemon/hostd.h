@@ -25,6 +25,8 @@ struct vm {
     struct map_vm *mdl;          /* the MDL engine's view of this VM */
 };
 
+#define HOSTD_MAX_SHARING_PAIRS 64u
+
 struct hostd_options {
     bool sibling_routing;        /* route guest-to-guest connections */
     bool rpc_any_port;           /* also lock/map from unprivileged guest ports (>= 1024) */
@@ -37,7 +39,13 @@ struct hostd_options {
     uint64_t vm_page_quota;      /* max mapped pages per VM; 0: default */
     uint64_t global_page_quota;  /* max mapped pages in hostd; 0: default */
     uint32_t max_vmas;           /* VMA budget for mappings; 0: derived from vm.max_map_count */
+    bool sharing;                /* cross-VM grants (--sharing on) */
+    unsigned nsharing_pairs;     /* 0: any two VMs may share (when sharing) */
+    struct { char a[64], b[64]; } sharing_pairs[HOSTD_MAX_SHARING_PAIRS];
 };
+/* --sharing-pair "A,B": allow grants between A and B, both directions.
+ * -EINVAL (malformed, same name twice, too long) or -ENOSPC (too many). */
+int hostd_sharing_pair_add(struct hostd_options *o, const char *spec);
 
 struct hostd {
     struct hostd_options opt;

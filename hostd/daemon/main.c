@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
             "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS]\n"
+            "                    [--consumer-timeout-ms MS] [--sharing on|off] [--sharing-pair VM_A,VM_B]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
             "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
             "connecting process's credentials; root and hostd's own user always have\n"
@@ -41,7 +41,9 @@ static void usage(FILE *f)
             "  --api-admin      every right; always gets a connection, even at the limit\n"
             "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
             "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
-            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n");
+            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n"
+            "  --sharing on|off        cross-VM grants between guests (off)\n"
+            "  --sharing-pair A,B      with --sharing on, only between listed pairs (repeatable)\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -183,7 +185,8 @@ static void on_signal(void *opaque, uint32_t events)
 }
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
-       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO };
+       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
+       OPT_SHARING, OPT_SHARING_PAIR };
 
 int main(int argc, char **argv)
 {
@@ -204,6 +207,8 @@ int main(int argc, char **argv)
         { "consumer", required_argument, NULL, OPT_CONSUMER },
         { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
         { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+        { "sharing", required_argument, NULL, OPT_SHARING },
+        { "sharing-pair", required_argument, NULL, OPT_SHARING_PAIR },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -253,6 +258,20 @@ int main(int argc, char **argv)
             break;
         case OPT_API:
             mo.api_path = optarg;
+            break;
+        case OPT_SHARING:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "--sharing: on or off\n");
+                goto out;
+            }
+            mo.sharing = !strcmp(optarg, "on");
+            break;
+        case OPT_SHARING_PAIR:
+            if (hostd_sharing_pair_add(&mo, optarg) < 0) {
+                fprintf(stderr, "--sharing-pair: VM_A,VM_B (two different names, at most %u pairs)\n",
+                        HOSTD_MAX_SHARING_PAIRS);
+                goto out;
+            }
             break;
         case OPT_SOCKGRP:
             if (vm_lookup_gid(optarg, &mo.socket_gid) < 0) {

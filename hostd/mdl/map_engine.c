@@ -49,6 +49,7 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
         return;
     struct map_owner o = { .vm = vm, .conn_id = 0 };
     map_engine_release(e, &o, true, why ? why : "VM removed");
+    map_grant_vm_gone(e, vm);
     if (vm->prev)
         vm->prev->next = vm->next;
     else
@@ -56,6 +57,7 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
     if (vm->next)
         vm->next->prev = vm->prev;
     e->nvms--;
+    free(vm->tombs);
     free(vm);
 }
 
@@ -87,6 +89,7 @@ struct map_engine *map_engine_new(const struct map_limits *lim)
     map_handle_gen_init(&e->gen);
     map_table_init(&e->mdls);
     map_table_init(&e->maps);
+    map_table_init(&e->grants);
     return e;
 }
 
@@ -110,8 +113,9 @@ const char *map_prio_name(enum map_prio p)
 
 /* ---- MDLs ---- */
 
-static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
+static void mdl_destroy(struct map_engine *e, struct mdl_obj *m, const char *why)
 {
+    map_grant_mdl_gone(e, m, why);
     map_table_del(&e->mdls, m->handle);
     if (m->prev)
         m->prev->next = m->next;
@@ -608,7 +612,7 @@ int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t 
     *released = release_maps_of(e, mdl);
     log_debug("mdl: vm %s conn %llu unlocked mdl 0x%llx (%u mappings released)", mdl->vm_name,
               (unsigned long long)o->conn_id, (unsigned long long)mdl_handle, *released);
-    mdl_destroy(e, mdl);
+    mdl_destroy(e, mdl, "MDL unlocked");
     return 0;
 }
 
@@ -673,8 +677,9 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
                  (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
                  reason);
         nmdls++;
-        mdl_destroy(e, it);
+        mdl_destroy(e, it, reason);
     }
+    map_grant_owner_gone(e, o, vm_only);
     if (nmaps || nmdls)
         map_vm_warn(o->vm, "mdl: %s conn %llu went away (%s): released %u mappings (%llu pages) and %u MDLs",
                  vm_only ? "VM" : "connection", (unsigned long long)o->conn_id, reason, nmaps,
@@ -687,17 +692,20 @@ void map_engine_free(struct map_engine *e)
     if (!e)
         return;
     e->nconsumers = 0; /* hostd is stopping: nobody to tell */
+    memset(&e->gh, 0, sizeof(e->gh));
     while (e->map_head)
         map_destroy(e, e->map_head);
     while (e->orphan_head)
         map_destroy(e, e->orphan_head);
     while (e->mdl_head)
-        mdl_destroy(e, e->mdl_head);
+        mdl_destroy(e, e->mdl_head, "hostd stopping");
+    map_grant_fini(e);
     map_table_free(&e->mdls);
     map_table_free(&e->maps);
     while (e->vms) {
         struct map_vm *vm = e->vms;
         e->vms = vm->next;
+        free(vm->tombs);
         free(vm);
     }
     free(e->consumers);

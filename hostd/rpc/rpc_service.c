@@ -12,7 +12,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include "evloop.h"
 #include "log.h"
 #include "map_engine.h"
 #include "rpc_conn.h"
@@ -28,17 +32,80 @@ struct rpc_vm {
     struct rpc_vm *next;
 };
 
+/* Grant copies run in slices outside the requests: connections with a copy
+ * in progress, or notices to flush, wait in a FIFO (the work list). While it
+ * is not empty an eventfd stays readable (level-triggered: no syscall per
+ * round), so every loop iteration runs one round: at most
+ * RPC_WORK_PER_ROUND connections from the head, one slice (RPC_COPY_SLICE)
+ * each, back to the tail if they have more. The loop polls every other fd
+ * between rounds: no copy holds it longer than RPC_WORK_PER_ROUND slices,
+ * and copies of different connections (and so VMs) advance round-robin. */
+#define RPC_WORK_PER_ROUND 4u
+
+struct rpc_vconn;
+
 struct rpc_service {
     struct map_engine *eng;
     bool privileged_only;
     struct rpc_vm *vms;
+    struct evloop *loop;
+    int work_fd;                 /* eventfd: readable while work waits; -1 without a loop */
+    struct ev_handler work_h;
+    bool work_armed;
+    struct rpc_vconn *work_head, *work_tail;
 };
 
 struct rpc_vconn {
     struct rpc_conn rc;
     struct vsock_conn *vc;
+    struct rpc_service *svc;
     bool close_requested;
+    bool queued;                 /* on the work list */
+    struct rpc_vconn *work_next, *work_prev;
 };
+
+static void work_arm(struct rpc_service *s, bool on)
+{
+    if (s->work_fd < 0 || s->work_armed == on)
+        return;
+    uint64_t v = 1;
+    if (on ? write(s->work_fd, &v, sizeof(v)) == sizeof(v) : read(s->work_fd, &v, sizeof(v)) == sizeof(v))
+        s->work_armed = on;
+}
+
+static void work_unlink(struct rpc_vconn *p)
+{
+    struct rpc_service *s = p->svc;
+    if (!p->queued)
+        return;
+    if (p->work_prev)
+        p->work_prev->work_next = p->work_next;
+    else
+        s->work_head = p->work_next;
+    if (p->work_next)
+        p->work_next->work_prev = p->work_prev;
+    else
+        s->work_tail = p->work_prev;
+    p->work_next = p->work_prev = NULL;
+    p->queued = false;
+}
+
+/* sess.later: the connection has work outside its requests. */
+static void work_queue(void *ctx)
+{
+    struct rpc_vconn *p = ctx;
+    struct rpc_service *s = p->svc;
+    if (p->queued)
+        return;
+    p->work_prev = s->work_tail;
+    if (s->work_tail)
+        s->work_tail->work_next = p;
+    else
+        s->work_head = p;
+    s->work_tail = p;
+    p->queued = true;
+    work_arm(s, true);
+}
 
 static long vsend(void *ctx, const uint8_t *p, size_t n)
 {
@@ -70,6 +137,22 @@ static void map_done(void *ctx, int err, const struct map_obj *m, const char *de
     settle(p);
 }
 
+static void work_cb(void *opaque, uint32_t events)
+{
+    struct rpc_service *s = opaque;
+    for (unsigned i = 0; i < RPC_WORK_PER_ROUND && s->work_head; i++) {
+        struct rpc_vconn *p = s->work_head;
+        work_unlink(p);
+        if (!rpc_conn_copy_step(&p->rc, RPC_COPY_SLICE))
+            work_queue(p);  /* more to copy: behind everyone else */
+        else
+            rpc_conn_pump(&p->rc);  /* notices to flush, answers the copy released */
+        settle(p);  /* may free p (closed() unlinks it) */
+    }
+    if (!s->work_head)
+        work_arm(s, false);
+}
+
 static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
 {
     struct rpc_vm *rv = ctx;
@@ -77,12 +160,17 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
     if (!p)
         return -ENOMEM;
     p->vc = vc;
+    p->svc = rv->svc;
     rpc_conn_init(&p->rc, rv->svc->eng, rv->vm, vsock_conn_id(vc), vsend, p, &rv->budget);
     p->rc.sess.done = map_done;
     p->rc.sess.done_ctx = p;
     p->rc.rl = &rv->rl;
     p->rc.sess.require_privileged = rv->svc->privileged_only;
     p->rc.sess.peer_port = vsock_conn_peer_port(vc);
+    if (rv->svc->work_fd >= 0) {
+        p->rc.sess.later = work_queue;
+        p->rc.sess.later_ctx = p;
+    }
     *priv = p;
     log_debug("rpc: vm %s (cid %llu) conn %llu opened from port %u", map_vm_name(rv->vm),
              (unsigned long long)map_vm_cid(rv->vm), (unsigned long long)vsock_conn_id(vc),
@@ -112,6 +200,7 @@ static void rpc_closed(struct vsock_conn *vc, void *priv, const char *why)
         return;
     log_debug("rpc: conn %llu closed after %llu requests: %s", (unsigned long long)p->rc.sess.owner.conn_id,
              (unsigned long long)p->rc.fc.requests, why ? why : "closed");
+    work_unlink(p);
     rpc_conn_fini(&p->rc, why ? why : "connection closed");
     free(p);
 }
@@ -127,15 +216,29 @@ static const struct vsock_service rpc_svc = {
     .closed = rpc_closed,
 };
 
-struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only)
+struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only, struct evloop *loop)
 {
     if (!eng)
         return NULL;
     struct rpc_service *s = calloc(1, sizeof(*s));
-    if (s) {
-        s->eng = eng;
-        s->privileged_only = privileged_only;
+    if (!s)
+        return NULL;
+    s->eng = eng;
+    s->privileged_only = privileged_only;
+    s->work_fd = -1;
+    if (loop) {
+        s->work_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        int rc = s->work_fd < 0 ? -errno : evloop_add(loop, &s->work_h, s->work_fd, EPOLLIN, work_cb, s);
+        if (rc < 0) {
+            log_err("rpc: grant copy scheduler: %s", strerror(-rc));
+            if (s->work_fd >= 0)
+                close(s->work_fd);
+            free(s);
+            return NULL;
+        }
+        s->loop = loop;
     }
+    map_engine_set_grant_notice(eng, rpc_conn_grant_notice);
     return s;
 }
 
@@ -148,6 +251,11 @@ void rpc_service_free(struct rpc_service *s)
         s->vms = rv->next;
         free(rv);
     }
+    if (s->work_fd >= 0) {
+        evloop_del(s->loop, &s->work_h);
+        close(s->work_fd);
+    }
+    map_engine_set_grant_notice(s->eng, NULL);
     free(s);
 }
 
