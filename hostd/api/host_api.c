@@ -78,6 +78,7 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
     case MDLMAP__V1__ENVELOPE__BODY_LIST:
     case MDLMAP__V1__ENVELOPE__BODY_READ:
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
+    case MDLMAP__V1__ENVELOPE__BODY_LIST_GRANTS:
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";

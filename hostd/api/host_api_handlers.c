@@ -204,6 +204,8 @@ int host_api_handle(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t 
         return do_write(e, req->write, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return do_stats(e, req->stats, req->request_id, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_LIST_GRANTS:
+        return host_api_list_grants(e, req->list_grants, req->request_id, out, out_len);
     default: {
         char detail[DETAIL_LEN];
         snprintf(detail, sizeof(detail), "request type %d is not served on the host API", (int)req->body_case);
