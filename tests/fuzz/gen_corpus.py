@@ -218,7 +218,14 @@ def rpc_seeds():
                    0x10, 0x00, 0x02, 0x00, 0x20, 0x00, 0x03, 0x00, 1])  # (0x10, 2), (0x20, 3), write
     prun += bytes([1, 0x01, 0x01, 16, 0, 0, 0]) + bytes([4, 0x10, 0, 0, 0x00, 0x01, 0])
     prun += bytes([2, 7]) + bytes([3, 1])
-    return {'program': prog, 'user-mode': user, 'raw-frames': raw, 'runs-frames': runs, 'runs-program': prun}
+    # grants: lock (op 0), grant it to the peer VM (op 10), the peer locks a
+    # writable buffer (op 12, lock) and copies 4 KiB from the grant into it
+    # (op 12, one CopyOp), then the granter revokes (op 11)
+    grant = bytes([0x01]) + bytes([0, 0x10, 0x00, 0x00, 0x20, 0x00, 3, 0x10, 0, 0x11, 0, 0x12, 0, 0])
+    grant += bytes([10, 0x03]) + bytes([12, 0x03, 0x00, 0x00, 0x00, 0x01, 4])
+    grant += bytes([12, 0x00, 0x01, 0x00, 0, 0, 0, 0x01, 0, 0, 0, 0x00, 0x00, 0x10]) + bytes([11, 0x01])
+    return {'program': prog, 'user-mode': user, 'raw-frames': raw, 'runs-frames': runs, 'runs-program': prun,
+            'grants-program': grant}
 
 
 # ---- fuzz_vsock_hdr ------------------------------------------------------------
