@@ -25,6 +25,9 @@ static const struct command commands[] = {
     { "selftest", cmd_selftest, "...   MDL self test" },
     { "daemon", cmd_daemon, "...   MDL daemon" },
     { "mapbench", cmd_mapbench, "[--bytes N]... [--iterations K]   MDL map/unmap vs echo round trips" },
+    { "grant", cmd_grant, "--peer CID [--bytes N] [--access read|rw] [--revoke-port P] [--hold S]   grant a buffer" },
+    { "copy", cmd_copy, "--granter CID --ref REF [--bytes N] [--write] [--loop N]   grant copy" },
+    { "revoke", cmd_revoke, "--ref REF   revoke a grant of this VM" },
 };
 
 static void usage(FILE *f)
