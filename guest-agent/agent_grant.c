@@ -24,7 +24,7 @@
 #include "mdlmap.h"
 
 struct grant_opts {
-    uint64_t peer, granter, ref, bytes, offset, seed, loop, poke_after;
+    uint64_t peer, granter, ref, bytes, offset, seed, loop, poke_after, interval_ms;
     uint32_t revoke_port, poke_port;
     bool rw, write;
     double hold;
@@ -36,7 +36,7 @@ static int parse_grant_opts(int argc, char **argv, struct grant_opts *o)
         { "peer", 1, 0, 'p' }, { "granter", 1, 0, 'g' }, { "ref", 1, 0, 'r' }, { "bytes", 1, 0, 'b' },
         { "offset", 1, 0, 'o' }, { "seed", 1, 0, 's' }, { "access", 1, 0, 'a' }, { "write", 0, 0, 'w' },
         { "loop", 1, 0, 'l' }, { "hold", 1, 0, 'h' }, { "revoke-port", 1, 0, 'R' }, { "poke-port", 1, 0, 'P' },
-        { "poke-after", 1, 0, 'A' }, { 0, 0, 0, 0 },
+        { "poke-after", 1, 0, 'A' }, { "interval-ms", 1, 0, 'i' }, { 0, 0, 0, 0 },
     };
     *o = (struct grant_opts){ .bytes = 4096, .seed = 1, .loop = 1, .hold = 3600 };
     optind = 1;
@@ -61,6 +61,7 @@ static int parse_grant_opts(int argc, char **argv, struct grant_opts *o)
         case 'R': bad = parse_u64(optarg, &v) || v > UINT32_MAX; o->revoke_port = (uint32_t)v; break;
         case 'P': bad = parse_u64(optarg, &v) || v > UINT32_MAX; o->poke_port = (uint32_t)v; break;
         case 'A': bad = parse_u64(optarg, &o->poke_after); break;
+        case 'i': bad = parse_u64(optarg, &o->interval_ms); break;
         default: return -1;
         }
         if (bad)
@@ -74,7 +75,7 @@ static void grant_usage(void)
     fprintf(stderr, "usage: mdlmap-agent grant --peer CID [--bytes N] [--access read|rw] [--seed S]\n"
                     "                          [--revoke-port P] [--hold SECS]\n"
                     "       mdlmap-agent copy --granter CID --ref REF [--bytes N] [--offset K] [--write]\n"
-                    "                          [--loop N] [--poke-port P --poke-after K]\n"
+                    "                          [--loop N] [--interval-ms MS] [--poke-port P --poke-after K]\n"
                     "       mdlmap-agent revoke --ref REF\n");
 }
 
@@ -240,6 +241,9 @@ int cmd_copy(int argc, char **argv)
             rc = 1;
             break;
         }
+        if (o.interval_ms && i + 1 < o.loop)
+            nanosleep(&(struct timespec){ .tv_sec = (time_t)(o.interval_ms / 1000),
+                                          .tv_nsec = (long)(o.interval_ms % 1000) * 1000000 }, NULL);
     }
     release_buffer(m, buf, o.bytes);
     mdl_session_close(s);
