@@ -16,6 +16,7 @@ struct map_vm;
 struct map_engine;
 struct rpc_service;
 struct host_api;
+struct qmp_client;
 
 struct vm {
     struct hostd *hostd;
@@ -23,6 +24,7 @@ struct vm {
     struct vu_backend *vu;       /* vhost-user transport (owns memory table and queues) */
     struct vsock_dev *vsock;     /* the device on that transport */
     struct map_vm *mdl;          /* the MDL engine's view of this VM */
+    struct qmp_client *qmp;      /* QEMU's QMP socket (qmp=PATH); NULL: none */
 };
 
 #define HOSTD_MAX_SHARING_PAIRS 64u
@@ -42,6 +44,7 @@ struct hostd_options {
     bool sharing;                /* cross-VM grants (--sharing on) */
     unsigned nsharing_pairs;     /* 0: any two VMs may share (when sharing) */
     struct { char a[64], b[64]; } sharing_pairs[HOSTD_MAX_SHARING_PAIRS];
+    unsigned qmp_timeout_ms;     /* a QMP command must be answered by then; 0: 5000 */
 };
 /* --sharing-pair "A,B": allow grants between A and B, both directions.
  * -EINVAL (malformed, same name twice, too long) or -ENOSPC (too many). */

@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
             "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS] [--sharing on|off] [--sharing-pair VM_A,VM_B]\n"
+            "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS]\n"
+            "                    [--sharing on|off] [--sharing-pair VM_A,VM_B]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
             "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
             "connecting process's credentials; root and hostd's own user always have\n"
@@ -42,6 +43,7 @@ static void usage(FILE *f)
             "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
             "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
             "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n"
+            "  --qmp-timeout-ms        QEMU must answer a QMP command (and greet) by then (5000)\n"
             "  --sharing on|off        cross-VM grants between guests (off)\n"
             "  --sharing-pair A,B      with --sharing on, only between listed pairs (repeatable)\n");
 }
@@ -186,7 +188,7 @@ static void on_signal(void *opaque, uint32_t events)
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
        OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
-       OPT_SHARING, OPT_SHARING_PAIR };
+       OPT_QMP_TMO, OPT_SHARING, OPT_SHARING_PAIR };
 
 int main(int argc, char **argv)
 {
@@ -207,6 +209,7 @@ int main(int argc, char **argv)
         { "consumer", required_argument, NULL, OPT_CONSUMER },
         { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
         { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+        { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
         { "sharing", required_argument, NULL, OPT_SHARING },
         { "sharing-pair", required_argument, NULL, OPT_SHARING_PAIR },
         { "help", no_argument, NULL, 'h' },
@@ -298,14 +301,18 @@ int main(int argc, char **argv)
         }
         case OPT_FRAME_TMO:
         case OPT_CONSUMER_TMO:
+        case OPT_QMP_TMO:
             /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
             if (parse_u64(optarg, 600000, &v) < 0 || v < 100) {
                 fprintf(stderr, "--%s: 100..600000 ms\n",
-                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" : "consumer-timeout-ms");
+                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" :
+                        c == OPT_QMP_TMO ? "qmp-timeout-ms" : "consumer-timeout-ms");
                 goto out;
             }
             if (c == OPT_FRAME_TMO)
                 mo.api.frame_timeout_ms = (unsigned)v;
+            else if (c == OPT_QMP_TMO)
+                mo.qmp_timeout_ms = (unsigned)v;
             else
                 mo.api.consumer_timeout_ms = (unsigned)v;
             break;
