@@ -133,25 +133,38 @@ static struct mdl_session *open_session(void)
     return rc < 0 ? NULL : s;
 }
 
-int cmd_grant(int argc, char **argv)
+/* A session and a locked buffer of o->bytes: 0, or the exit code (2 usage:
+ * args_ok false, 1 a failure). */
+static int setup(const struct grant_opts *o, bool args_ok, enum mdl_lock_op op, struct mdl_session **s,
+                 struct mdl **m, uint8_t **buf)
 {
-    struct grant_opts o;
-    if (parse_grant_opts(argc, argv, &o) < 0 || !o.peer) {
+    if (!args_ok) {
         grant_usage();
         return 2;
     }
-    struct mdl_session *s = open_session();
-    if (!s)
+    *s = open_session();
+    if (!*s)
         return 1;
-    uint8_t *buf;
-    struct mdl *m = locked_buffer(s, o.bytes, o.rw ? MDL_IO_WRITE : MDL_IO_READ, &buf);
-    if (!m) {
-        mdl_session_close(s);
+    *m = locked_buffer(*s, o->bytes, op, buf);
+    if (!*m) {
+        mdl_session_close(*s);
         return 1;
     }
+    return 0;
+}
+
+int cmd_grant(int argc, char **argv)
+{
+    struct grant_opts o;
+    struct mdl_session *s;
+    struct mdl *m;
+    uint8_t *buf;
+    bool ok = parse_grant_opts(argc, argv, &o) == 0 && o.peer;
+    int rc = setup(&o, ok, o.rw ? MDL_IO_WRITE : MDL_IO_READ, &s, &m, &buf);
+    if (rc)
+        return rc;
     pattern_fill(buf, o.seed, 0, o.bytes);
     uint64_t ref = 0;
-    int rc = 0;
     if (!MDL_SUCCESS(mdl_grant(m, o.peer, o.rw ? MDL_GRANT_READ_WRITE : MDL_GRANT_READ, &ref))) {
         failed("grant");
         rc = 1;
@@ -194,25 +207,18 @@ out:
 int cmd_copy(int argc, char **argv)
 {
     struct grant_opts o;
-    if (parse_grant_opts(argc, argv, &o) < 0 || !o.granter || !o.ref || !o.loop) {
-        grant_usage();
-        return 2;
-    }
-    struct mdl_session *s = open_session();
-    if (!s)
-        return 1;
+    struct mdl_session *s;
+    struct mdl *m;
     uint8_t *buf;
-    struct mdl *m = locked_buffer(s, o.bytes, o.write ? MDL_IO_READ : MDL_IO_WRITE, &buf);
-    if (!m) {
-        mdl_session_close(s);
-        return 1;
-    }
+    bool ok = parse_grant_opts(argc, argv, &o) == 0 && o.granter && o.ref && o.loop;
+    int rc = setup(&o, ok, o.write ? MDL_IO_READ : MDL_IO_WRITE, &s, &m, &buf);
+    if (rc)
+        return rc;
     if (o.write)
         pattern_fill(buf, o.seed, 0, o.bytes);
     struct mdl_copy_end grant = { .granter_cid = o.granter, .ref = o.ref, .offset = o.offset };
     struct mdl_copy_end own = { .mdl = m };
     struct mdl_copy_op op = { .src = o.write ? own : grant, .dst = o.write ? grant : own, .length = o.bytes };
-    int rc = 0;
     for (uint64_t i = 0; i < o.loop; i++) {
         if (o.poke_port && i == o.poke_after) {
             int fd = vsock_connect(o.granter, o.poke_port, SOCK_STREAM, 10);
