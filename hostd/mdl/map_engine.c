@@ -673,9 +673,9 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
         snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->vm_name);
         snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
         leak_add(e, it->owner.vm, &rec);
-        map_vm_warn(o->vm, "mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages: %s", rec.vm_name,
+        map_vm_warn(o->vm, "mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages%s: %s", rec.vm_name,
                  (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
-                 reason);
+                 it->grants ? ", its grants to other VMs revoked" : "", reason);
         nmdls++;
         mdl_destroy(e, it, reason);
     }
