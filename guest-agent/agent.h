@@ -11,3 +11,4 @@ int cmd_mapbench(int argc, char **argv); /* agent_mdl_bench.c */
 int cmd_grant(int argc, char **argv);    /* agent_grant.c */
 int cmd_copy(int argc, char **argv);     /* agent_grant.c */
 int cmd_revoke(int argc, char **argv);   /* agent_grant.c */
+int cmd_pool(int argc, char **argv);     /* agent_grant.c */

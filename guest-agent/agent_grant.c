@@ -271,3 +271,52 @@ int cmd_revoke(int argc, char **argv)
     mdl_session_close(s);
     return MDL_SUCCESS(st) ? 0 : 1;
 }
+
+/* pool write|read [--name N] [--bytes N] [--offset K] [--seed S]: fill or
+ * checksum a range of a shared pool in place:
+ *   POOL WRITE name=<n> offset=<K> bytes=<N> fnv=0x<16 hex>
+ *   POOL READ name=<n> offset=<K> bytes=<N> fnv=0x<16 hex> */
+int cmd_pool(int argc, char **argv)
+{
+    const char *name = NULL;
+    struct grant_opts o;
+    bool write = argc > 1 && !strcmp(argv[1], "write");
+    if (argc < 2 || (!write && strcmp(argv[1], "read"))) {
+        fprintf(stderr, "usage: mdlmap-agent pool write|read [--name N] [--bytes N] [--offset K] [--seed S]\n");
+        return 2;
+    }
+    /* --name is the pool's; the rest as for grant/copy */
+    char *rest[32];
+    int n = 0;
+    rest[n++] = argv[0];
+    for (int i = 2; i < argc && n < 31; i++) {
+        if (!strcmp(argv[i], "--name") && i + 1 < argc)
+            name = argv[++i];
+        else
+            rest[n++] = argv[i];
+    }
+    rest[n] = NULL;
+    if (parse_grant_opts(n, rest, &o) < 0) {
+        fprintf(stderr, "usage: mdlmap-agent pool write|read [--name N] [--bytes N] [--offset K] [--seed S]\n");
+        return 2;
+    }
+    struct mdl_pool p;
+    int rc = mdl_pool_open(name, &p);
+    if (rc < 0) {
+        fprintf(stderr, "pool %s: %s\n", name ? name : "(any)", strerror(-rc));
+        return 1;
+    }
+    if (o.offset > p.data_size || o.bytes > p.data_size - o.offset) {
+        fprintf(stderr, "pool %s: %zu data bytes, offset %llu + %llu past the end\n", p.name, p.data_size,
+                (unsigned long long)o.offset, (unsigned long long)o.bytes);
+        mdl_pool_close(&p);
+        return 2;
+    }
+    if (write)
+        pattern_fill(p.data + o.offset, o.seed, 0, o.bytes);
+    printf("POOL %s name=%s offset=%llu bytes=%llu fnv=0x%016llx\n", write ? "WRITE" : "READ", p.name,
+           (unsigned long long)o.offset, (unsigned long long)o.bytes,
+           (unsigned long long)fnv1a64(0xcbf29ce484222325ULL, p.data + o.offset, o.bytes));
+    mdl_pool_close(&p);
+    return 0;
+}

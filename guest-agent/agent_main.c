@@ -28,6 +28,7 @@ static const struct command commands[] = {
     { "grant", cmd_grant, "--peer CID [--bytes N] [--access read|rw] [--revoke-port P] [--hold S]   grant a buffer" },
     { "copy", cmd_copy, "--granter CID --ref REF [--bytes N] [--write] [--loop N]   grant copy" },
     { "revoke", cmd_revoke, "--ref REF   revoke a grant of this VM" },
+    { "pool", cmd_pool, "write|read [--name N] [--bytes N] [--offset K]   a shared pool (ivshmem) in place" },
 };
 
 static void usage(FILE *f)

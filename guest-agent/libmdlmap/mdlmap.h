@@ -274,6 +274,21 @@ struct mdl_grant_notice {
 size_t mdl_session_grant_notices(struct mdl_session *s, struct mdl_grant_notice *out, size_t max,
                                  uint64_t *dropped);
 
+/* Shared pools (docs/zero-copy-sharing.md): a file hostd creates for a pair
+ * of VMs (--sharing-pool), attached to both as an ivshmem-plain device. What
+ * one guest writes in data[] the other reads in place. Root only (sysfs). */
+struct mdl_pool {
+    void *base;                 /* the whole BAR */
+    size_t map_len;
+    uint8_t *data;              /* after hostd's header page */
+    size_t data_size;
+    char name[64], vm_a[64], vm_b[64];
+};
+/* Find and map the pool called name (NULL: the first one). 0, -ENOENT (no
+ * such pool attached), or the errno of opening / mapping it. */
+int mdl_pool_open(const char *name, struct mdl_pool *out);
+void mdl_pool_close(struct mdl_pool *p);
+
 /* ---------------------------------------------------------- IRQL */
 #define MDL_PASSIVE_LEVEL 0
 #define MDL_APC_LEVEL 1

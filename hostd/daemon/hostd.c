@@ -108,6 +108,16 @@ int hostd_sharing_pair_add(struct hostd_options *o, const char *spec)
     return 0;
 }
 
+int hostd_sharing_pool_add(struct hostd_options *o, const char *spec)
+{
+    if (o->npools >= SHARE_POOL_MAX)
+        return -ENOSPC;
+    int rc = share_pool_parse(spec, &o->pools[o->npools]);
+    if (rc == 0)
+        o->npools++;
+    return rc;
+}
+
 /* The grant policy (--sharing, --sharing-pair): a pair allows both directions. */
 static bool sharing_allowed(void *ctx, const char *granter, const char *peer)
 {
@@ -149,6 +159,17 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
     if (o->sharing || o->nsharing_pairs)
         log_info("grants: sharing %s%s", o->sharing ? "on" : "off (--sharing-pair ignored)",
                  o->sharing && o->nsharing_pairs ? ", between listed pairs only" : "");
+    for (unsigned i = 0; i < o->npools; i++) {
+        const struct share_pool_spec *ps = &o->pools[i];
+        if (!o->sharing || !sharing_allowed(&h->opt, ps->vm_a, ps->vm_b)) {
+            log_err("pool %s: needs --sharing on and %s,%s allowed by --sharing-pair", ps->name, ps->vm_a, ps->vm_b);
+            return -EINVAL;
+        }
+        int rc = share_pool_create(&h->pools[h->npools], ps);
+        if (rc < 0)
+            return rc;
+        h->npools++;
+    }
     struct map_stats st;
     map_engine_stats(h->maps, &st);
     log_info("mdl: quotas: %llu pages per VM, %llu pages global, %llu VMAs",
@@ -303,6 +324,9 @@ void hostd_fini(struct hostd *h)
     h->rpc = NULL;
     map_engine_free(h->maps);
     h->maps = NULL;
+    for (unsigned i = 0; i < h->npools; i++)
+        share_pool_destroy(&h->pools[i]);
+    h->npools = 0;
     if (h->loop)
         evloop_free(h->loop);
     h->loop = NULL;

@@ -8,6 +8,7 @@
 
 #include "evloop.h"
 #include "host_api.h"
+#include "share_pool.h"
 #include "vm_config.h"
 
 struct vu_backend;
@@ -44,11 +45,15 @@ struct hostd_options {
     bool sharing;                /* cross-VM grants (--sharing on) */
     unsigned nsharing_pairs;     /* 0: any two VMs may share (when sharing) */
     struct { char a[64], b[64]; } sharing_pairs[HOSTD_MAX_SHARING_PAIRS];
+    unsigned npools;             /* --sharing-pool: shared pools for pairs of VMs */
+    struct share_pool_spec pools[SHARE_POOL_MAX];
     unsigned qmp_timeout_ms;     /* a QMP command must be answered by then; 0: 5000 */
 };
 /* --sharing-pair "A,B": allow grants between A and B, both directions.
  * -EINVAL (malformed, same name twice, too long) or -ENOSPC (too many). */
 int hostd_sharing_pair_add(struct hostd_options *o, const char *spec);
+/* --sharing-pool "NAME,VM_A,VM_B,SIZE[,DIR]" (share_pool_parse): -EINVAL, -ENOSPC. */
+int hostd_sharing_pool_add(struct hostd_options *o, const char *spec);
 
 struct hostd {
     struct hostd_options opt;
@@ -62,6 +67,8 @@ struct hostd {
     struct map_engine *maps;
     struct rpc_service *rpc;
     struct host_api *api;
+    struct share_pool pools[SHARE_POOL_MAX];
+    unsigned npools;
 };
 
 /* Event loop, mapping engine, RPC service and host API. On failure

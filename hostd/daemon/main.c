@@ -32,7 +32,7 @@ static void usage(FILE *f)
             "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
             "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
             "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS]\n"
-            "                    [--sharing on|off] [--sharing-pair VM_A,VM_B]\n"
+            "                    [--sharing on|off] [--sharing-pair VM_A,VM_B] [--sharing-pool N,A,B,SIZE[,DIR]]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
             "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
             "connecting process's credentials; root and hostd's own user always have\n"
@@ -45,7 +45,9 @@ static void usage(FILE *f)
             "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n"
             "  --qmp-timeout-ms        QEMU must answer a QMP command (and greet) by then (5000)\n"
             "  --sharing on|off        cross-VM grants between guests (off)\n"
-            "  --sharing-pair A,B      with --sharing on, only between listed pairs (repeatable)\n");
+            "  --sharing-pair A,B      with --sharing on, only between listed pairs (repeatable)\n"
+            "  --sharing-pool N,A,B,SIZE[,DIR]  a shared pool file DIR/mdlmap-pool-N (default /dev/shm)\n"
+            "                          for VMs A and B to attach as ivshmem-plain (repeatable)\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -188,7 +190,7 @@ static void on_signal(void *opaque, uint32_t events)
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
        OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
-       OPT_QMP_TMO, OPT_SHARING, OPT_SHARING_PAIR };
+       OPT_QMP_TMO, OPT_SHARING, OPT_SHARING_PAIR, OPT_SHARING_POOL };
 
 int main(int argc, char **argv)
 {
@@ -212,6 +214,7 @@ int main(int argc, char **argv)
         { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
         { "sharing", required_argument, NULL, OPT_SHARING },
         { "sharing-pair", required_argument, NULL, OPT_SHARING_PAIR },
+        { "sharing-pool", required_argument, NULL, OPT_SHARING_POOL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -273,6 +276,13 @@ int main(int argc, char **argv)
             if (hostd_sharing_pair_add(&mo, optarg) < 0) {
                 fprintf(stderr, "--sharing-pair: VM_A,VM_B (two different names, at most %u pairs)\n",
                         HOSTD_MAX_SHARING_PAIRS);
+                goto out;
+            }
+            break;
+        case OPT_SHARING_POOL:
+            if (hostd_sharing_pool_add(&mo, optarg) < 0) {
+                fprintf(stderr, "--sharing-pool: NAME,VM_A,VM_B,SIZE[,/DIR] (SIZE a power of two, 8K..1G; at most %u)\n",
+                        SHARE_POOL_MAX);
                 goto out;
             }
             break;
