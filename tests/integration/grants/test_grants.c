@@ -304,8 +304,19 @@ static void revoke_during_copy(struct world *w, uint64_t ref, uint64_t b_big)
     /* while B's copy runs, another VM's request is served (the loop is not held) */
     struct rpc_hello_info hi;
     int32_t hs = rpc_hello(&w->rc, 1, 1, "C", &hi);
+    uint64_t so_far = UINT64_MAX;
+    mdl_envelope *k;
+    Mdlmap__V1__ListGrantsResponse *l = list_grants(w, "vm0", &k);
+    for (size_t i = 0; l && i < l->n_grants; i++)
+        if (l->grants[i]->grant_ref == ref)
+            so_far = l->grants[i]->bytes_copied - BIG_LEN - 70000 - 1000 - 64; /* minus the earlier copies */
+    if (k)
+        frame_envelope_free(k);
     int32_t st = rpc_revoke(&w->ra, ref);
     tap_check(hs == 0, "C is answered while B's 512 MiB copy runs -> %s", rpc_status_name(hs));
+    tap_check(so_far > 0 && so_far < 8ull * BIG_LEN,
+              "the host API is answered meanwhile too, and B's copy is under way (%" PRIu64 " of %llu bytes)", so_far,
+              8ull * BIG_LEN);
     tap_check(st == 0, "A revokes the grant while B copies -> %s", rpc_status_name(st));
     int32_t sts[8];
     uint64_t cps[8];
