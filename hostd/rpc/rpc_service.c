@@ -22,6 +22,49 @@
 #include "rpc_conn.h"
 #include "vsock.h"
 
+/* Work outside the requests, in two round-robin levels: VMs with work wait
+ * in the service's FIFO, and in each VM its connections with work (a grant
+ * copy in progress, or notices to flush). One intrusive FIFO serves both. */
+struct wlink {
+    struct wlink *next, *prev;
+    bool on;
+};
+struct wlist {
+    struct wlink *head, *tail;
+};
+
+static void wl_push(struct wlist *l, struct wlink *k)
+{
+    if (k->on)
+        return;
+    k->next = NULL;
+    k->prev = l->tail;
+    if (l->tail)
+        l->tail->next = k;
+    else
+        l->head = k;
+    l->tail = k;
+    k->on = true;
+}
+
+static void wl_del(struct wlist *l, struct wlink *k)
+{
+    if (!k->on)
+        return;
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        l->head = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->next = k->prev = NULL;
+    k->on = false;
+}
+
+#define wl_entry(k, type, member) ((type *)((char *)(k) - __builtin_offsetof(type, member)))
+
 /* What the service holds for one VM's device (the accept ctx): the engine's
  * VM and the receive budget (RPC_RX_VM_CAP) its connections share. */
 struct rpc_vm {
@@ -29,20 +72,21 @@ struct rpc_vm {
     struct map_vm *vm;
     struct fconn_budget budget;
     struct log_limit rl;         /* warnings this VM's connections cause */
+    struct wlist work;           /* its connections with work */
+    struct wlink work_link;      /* on the service's list of VMs with work */
     struct rpc_vm *next;
 };
 
-/* Grant copies run in slices outside the requests: connections with a copy
- * in progress, or notices to flush, wait in a FIFO (the work list). While it
- * is not empty an eventfd stays readable (level-triggered: no syscall per
- * round), so every loop iteration runs one round: at most
- * RPC_WORK_PER_ROUND connections from the head, one slice (RPC_COPY_SLICE)
- * each, back to the tail if they have more. The loop polls every other fd
- * between rounds: no copy holds it longer than RPC_WORK_PER_ROUND slices,
- * and copies of different connections (and so VMs) advance round-robin. */
+/* Grant copies run in slices outside the requests. While any VM has work an
+ * eventfd stays readable (level-triggered: no syscall per round), so every
+ * loop iteration runs one round: at most RPC_WORK_PER_ROUND slices, each
+ * taken from the VM at the head of the list (from its connection at the
+ * head of its own list: one slice of RPC_COPY_SLICE), both put back at the
+ * tail when they have more. So VMs take turns whatever their number of
+ * connections, a VM's connections take turns within its turns, and the loop
+ * polls every other fd between rounds: no copy holds it longer than
+ * RPC_WORK_PER_ROUND slices. */
 #define RPC_WORK_PER_ROUND 4u
-
-struct rpc_vconn;
 
 struct rpc_service {
     struct map_engine *eng;
@@ -52,16 +96,15 @@ struct rpc_service {
     int work_fd;                 /* eventfd: readable while work waits; -1 without a loop */
     struct ev_handler work_h;
     bool work_armed;
-    struct rpc_vconn *work_head, *work_tail;
+    struct wlist work;           /* VMs with work */
 };
 
 struct rpc_vconn {
     struct rpc_conn rc;
     struct vsock_conn *vc;
-    struct rpc_service *svc;
+    struct rpc_vm *rv;
     bool close_requested;
-    bool queued;                 /* on the work list */
-    struct rpc_vconn *work_next, *work_prev;
+    struct wlink work_link;      /* on its VM's work list */
 };
 
 static void work_arm(struct rpc_service *s, bool on)
@@ -75,36 +118,20 @@ static void work_arm(struct rpc_service *s, bool on)
 
 static void work_unlink(struct rpc_vconn *p)
 {
-    struct rpc_service *s = p->svc;
-    if (!p->queued)
-        return;
-    if (p->work_prev)
-        p->work_prev->work_next = p->work_next;
-    else
-        s->work_head = p->work_next;
-    if (p->work_next)
-        p->work_next->work_prev = p->work_prev;
-    else
-        s->work_tail = p->work_prev;
-    p->work_next = p->work_prev = NULL;
-    p->queued = false;
+    struct rpc_vm *rv = p->rv;
+    wl_del(&rv->work, &p->work_link);
+    if (!rv->work.head)
+        wl_del(&rv->svc->work, &rv->work_link);
 }
 
 /* sess.later: the connection has work outside its requests. */
 static void work_queue(void *ctx)
 {
     struct rpc_vconn *p = ctx;
-    struct rpc_service *s = p->svc;
-    if (p->queued)
-        return;
-    p->work_prev = s->work_tail;
-    if (s->work_tail)
-        s->work_tail->work_next = p;
-    else
-        s->work_head = p;
-    s->work_tail = p;
-    p->queued = true;
-    work_arm(s, true);
+    struct rpc_vm *rv = p->rv;
+    wl_push(&rv->work, &p->work_link);
+    wl_push(&rv->svc->work, &rv->work_link);
+    work_arm(rv->svc, true);
 }
 
 static long vsend(void *ctx, const uint8_t *p, size_t n)
@@ -140,16 +167,20 @@ static void map_done(void *ctx, int err, const struct map_obj *m, const char *de
 static void work_cb(void *opaque, uint32_t events)
 {
     struct rpc_service *s = opaque;
-    for (unsigned i = 0; i < RPC_WORK_PER_ROUND && s->work_head; i++) {
-        struct rpc_vconn *p = s->work_head;
-        work_unlink(p);
+    for (unsigned i = 0; i < RPC_WORK_PER_ROUND && s->work.head; i++) {
+        struct rpc_vm *rv = wl_entry(s->work.head, struct rpc_vm, work_link);
+        struct rpc_vconn *p = wl_entry(rv->work.head, struct rpc_vconn, work_link);
+        wl_del(&s->work, &rv->work_link);   /* the VM's turn: to the tail after it */
+        wl_del(&rv->work, &p->work_link);
         if (!rpc_conn_copy_step(&p->rc, RPC_COPY_SLICE))
-            work_queue(p);  /* more to copy: behind everyone else */
+            work_queue(p);  /* more to copy: behind the VM's other connections */
         else
             rpc_conn_pump(&p->rc);  /* notices to flush, answers the copy released */
+        if (rv->work.head)
+            wl_push(&s->work, &rv->work_link);
         settle(p);  /* may free p (closed() unlinks it) */
     }
-    if (!s->work_head)
+    if (!s->work.head)
         work_arm(s, false);
 }
 
@@ -160,7 +191,7 @@ static int rpc_accept(struct vsock_conn *vc, void *ctx, void **priv)
     if (!p)
         return -ENOMEM;
     p->vc = vc;
-    p->svc = rv->svc;
+    p->rv = rv;
     rpc_conn_init(&p->rc, rv->svc->eng, rv->vm, vsock_conn_id(vc), vsend, p, &rv->budget);
     p->rc.sess.done = map_done;
     p->rc.sess.done_ctx = p;
