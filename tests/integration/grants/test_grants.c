@@ -1,6 +1,7 @@
-/* Cross-VM grants over the guest RPC port, three harness guests on one real
- * hostd (--sharing on, pair vm0,vm1 only): A (vm0, cid 3) grants, B (vm1,
- * cid 4) copies, C (vm2, cid 5) is the third VM no grant names. Every
+/* Cross-VM grants over the guest RPC port, four harness guests on one real
+ * hostd (--sharing on, pairs vm0,vm1 and vm0,vm3): A (vm0, cid 3) grants, B
+ * (vm1, cid 4) copies, C (vm2, cid 5) is the third VM no grant names, D
+ * (vm3, cid 6) copies alongside B (fairness between VMs). Every
  * validation rule of GrantCopy (ranges, overflow, rights, wrong peer, stale
  * and rebooted refs, a batch with one bad op, the batch bound), the grant
  * bounds and policy, revocation (explicit, during a sliced copy, by unlock,
@@ -17,6 +18,7 @@
 #define A_CID 3u
 #define B_CID 4u
 #define C_CID 5u
+#define D_CID 6u
 #define BIG_GPA (32ull << 20)   /* 64 MiB buffers (low region of a 512 MiB guest) */
 #define BIG_LEN (64u << 20)
 #define RW_GPA (128ull << 20)   /* 1 MiB buffers */
@@ -34,8 +36,8 @@
 
 struct world {
     struct rig rig;
-    struct vdev *a, *b, *c;
-    struct rpc_session ra, rb, rc;
+    struct vdev *a, *b, *c, *d;
+    struct rpc_session ra, rb, rc, rd;
 };
 
 static void fill(uint8_t *p, size_t n, uint32_t seed)
@@ -346,6 +348,63 @@ static void revoke_during_copy(struct world *w, uint64_t ref, uint64_t b_big)
     tap_check(st == ST_INVALID_HANDLE, "revoking it again -> %s", rpc_status_name(st));
 }
 
+static uint64_t bytes_copied(struct world *w, uint64_t ref)
+{
+    mdl_envelope *k;
+    Mdlmap__V1__ListGrantsResponse *l = list_grants(w, "vm0", &k);
+    uint64_t n = UINT64_MAX;
+    for (size_t i = 0; l && i < l->n_grants; i++)
+        if (l->grants[i]->grant_ref == ref)
+            n = l->grants[i]->bytes_copied;
+    if (k)
+        frame_envelope_free(k);
+    return n;
+}
+
+/* Fairness between VMs: B copies 512 MiB on each of 3 connections, D 512 MiB
+ * on one, all at once. Slices go round-robin between VMs first, so D is done
+ * when B's three together have copied about as much (512 MiB), not all 1.5 GiB
+ * (which round-robin between connections would give). */
+static void fairness(struct world *w, uint64_t a_big)
+{
+    uint64_t rb_ref = 0, rd_ref = 0;
+    int32_t st = rpc_grant(&w->ra, a_big, B_CID, 0, &rb_ref);
+    int32_t st2 = rpc_grant(&w->ra, a_big, D_CID, 0, &rd_ref);
+    tap_check(st == 0 && st2 == 0, "fairness: A grants its 64 MiB to B and to D");
+    struct rpc_session bs[3];
+    uint64_t ids[3] = { 0, 0, 0 }, d_mdl = lock_buf(&w->rd, BIG_GPA, BIG_LEN, IO_WRITE, "D");
+    struct rpc_copy ops[8];
+    unsigned opened = 0;
+    for (unsigned i = 0; i < 3; i++) {
+        if (!open_hello(&bs[i], w->b, "B (fairness)"))
+            break;
+        bs[i].timeout_ms = 60000;
+        opened++;
+        uint64_t m = lock_buf(&bs[i], BIG_GPA, BIG_LEN, IO_WRITE, "B (fairness)");
+        for (int k = 0; k < 8; k++)
+            ops[k] = (struct rpc_copy){ A_CID, rb_ref, 0, 0, m, 0, BIG_LEN };
+        ids[i] = rpc_grant_copy_send(&bs[i], ops, 8);
+    }
+    for (int k = 0; k < 8; k++)
+        ops[k] = (struct rpc_copy){ A_CID, rd_ref, 0, 0, d_mdl, 0, BIG_LEN };
+    int32_t sts[8];
+    w->rd.timeout_ms = 60000;
+    st = rpc_grant_copy(&w->rd, ops, 8, sts, NULL);
+    uint64_t b_then = bytes_copied(w, rb_ref);
+    tap_check(st == 0 && sts[7] == 0, "fairness: D's 512 MiB copy completes -> %s", rpc_status_name(st));
+    tap_check(opened == 3 && b_then < 1024ull * MIB,
+              "fairness: meanwhile B's 3 copies moved %" PRIu64 " MiB of 1536 (VMs take turns, not connections)",
+              b_then / MIB);
+    for (unsigned i = 0; i < opened; i++) {
+        st = rpc_grant_copy_reply(&bs[i], ids[i], 8, sts, NULL, 60000);
+        tap_check(st == 0 && sts[7] == 0, "fairness: B's copy %u completes too -> %s", i, rpc_status_name(st));
+        rpc_close(&bs[i]);
+    }
+    rpc_revoke(&w->ra, rb_ref);
+    rpc_revoke(&w->ra, rd_ref);
+    rpc_unlock(&w->rd, d_mdl, NULL);
+}
+
 /* A grant of a fresh MDL on session r that B has used once; its ref. */
 static uint64_t granted_and_used(struct world *w, struct rpc_session *r, uint64_t gpa, uint64_t b_small,
                                  uint64_t *mdl_out, const char *what)
@@ -487,17 +546,18 @@ int main(int argc, char **argv)
     const char *bin = hostd_path(argc, argv);
     struct world w;
     memset(&w, 0, sizeof(w));
-    uint64_t cids[3] = { A_CID, B_CID, C_CID };
-    const char *more[] = { "--sharing", "on", "--sharing-pair", "vm0,vm1", NULL };
-    rig_start_with(&w.rig, bin, "grants", 3, cids, more);
+    uint64_t cids[4] = { A_CID, B_CID, C_CID, D_CID };
+    const char *more[] = { "--sharing", "on", "--sharing-pair", "vm0,vm1", "--sharing-pair", "vm0,vm3", NULL };
+    rig_start_with(&w.rig, bin, "grants", 4, cids, more);
     struct guest_opts o;
     guest_default_opts(&o);
     o.mem_size = 512ull << 20; /* sparse: only touched pages cost memory */
     w.a = rig_vm_up(&w.rig, 0, &o, "A");
     w.b = rig_vm_up(&w.rig, 1, &o, "B");
     w.c = rig_vm_up(&w.rig, 2, NULL, "C");
-    if (!w.a || !w.b || !w.c || !open_hello(&w.ra, w.a, "A") || !open_hello(&w.rb, w.b, "B") ||
-        !open_hello(&w.rc, w.c, "C")) {
+    w.d = rig_vm_up(&w.rig, 3, &o, "D");
+    if (!w.a || !w.b || !w.c || !w.d || !open_hello(&w.ra, w.a, "A") || !open_hello(&w.rb, w.b, "B") ||
+        !open_hello(&w.rc, w.c, "C") || !open_hello(&w.rd, w.d, "D")) {
         rig_abort(&w.rig);
         return tap_done();
     }
@@ -511,6 +571,7 @@ int main(int argc, char **argv)
     rw_and_scattered(&w, b_small);
     policy_and_bounds(&w, a_big);
     revoke_during_copy(&w, ref, b_big);
+    fairness(&w, a_big);
     implicit_revocations(&w, b_small);
     granter_qemu_gone(&w, b_big, b_small);
     free(w.a);
@@ -520,8 +581,9 @@ int main(int argc, char **argv)
     if (tap_failures || getenv("MDL_TEST_HOSTD_LOG"))
         hd_log_tail(&w.rig.p, 60);
     rpc_close(&w.rc);
+    rpc_close(&w.rd);
     rpc_close(&w.ra);
-    for (struct vdev **d = (struct vdev *[]){ w.a, w.b, w.c }, **e = d + 3; d < e; d++)
+    for (struct vdev **d = (struct vdev *[]){ w.a, w.b, w.c, w.d }, **e = d + 4; d < e; d++)
         if (*d) {
             vdev_down(*d);
             free(*d);
