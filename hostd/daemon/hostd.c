@@ -140,13 +140,15 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         return -ENOTSUP;
     }
     h->loop = evloop_new();
-    if (!h->loop)
+    h->events = events_new();
+    if (!h->loop || !h->events)
         return -ENOMEM;
     struct map_limits lim = {
         .vm_page_quota = o->vm_page_quota,
         .global_page_quota = o->global_page_quota,
         .max_vmas = o->max_vmas,
         .dumps_exclude_shared = o->dumps_exclude_shared,
+        .events = h->events,
     };
     h->maps = map_engine_new(&lim);
     h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port, h->loop) : NULL;
@@ -180,6 +182,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.path = o->api_path;
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
+        ac.events = h->events;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;
@@ -220,6 +223,8 @@ static int vm_build(struct hostd *h, struct vm *vm)
         .owner_gid_set = vm->cfg.owner_gid_set,
         .owner_uid = vm->cfg.owner_uid,
         .owner_gid = vm->cfg.owner_gid,
+        .events = h->events,
+        .cid = vm->cfg.cid,
     };
     vm->vu = vu_backend_new(&bc);
     if (!vm->vu)
@@ -290,7 +295,16 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
     h->vms[h->nvms++] = vm;
     cid_insert(h->by_cid, h->cid_slots, vm);
     log_info("vm %s: cid %llu on %s", c->name, (unsigned long long)c->cid, c->socket_path);
+    hostd_publish_vm_event(h, vm, EV_VM_ADDED, c->socket_path[0] ? c->socket_path : NULL);
     return 0;
+}
+
+void hostd_publish_vm_event(struct hostd *h, const struct vm *vm, enum event_type type, const char *detail)
+{
+    if (!h->events || !vm || !events_wanted(h->events, type))
+        return;
+    struct event ev = { .type = type, .vm_name = vm->cfg.name, .cid = vm->cfg.cid, .detail = detail };
+    events_publish(h->events, &ev);
 }
 
 void hostd_fini(struct hostd *h)
@@ -330,4 +344,6 @@ void hostd_fini(struct hostd *h)
     if (h->loop)
         evloop_free(h->loop);
     h->loop = NULL;
+    events_free(h->events); /* last: everything above held its pointer */
+    h->events = NULL;
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "evloop.h"
 #include "host_api.h"
 #include "share_pool.h"
@@ -58,6 +59,9 @@ int hostd_sharing_pool_add(struct hostd_options *o, const char *spec);
 struct hostd {
     struct hostd_options opt;
     struct evloop *loop;
+    /* The event bus: every layer that publishes got this pointer at
+     * creation; it outlives all of them (freed last). */
+    struct events *events;
     struct vm **vms;
     unsigned nvms, capvms;
     /* CID -> VM, open addressing (at most half full): sibling routing looks
@@ -80,5 +84,8 @@ int hostd_init(struct hostd *h, const struct hostd_options *o);
 int hostd_vm_add(struct hostd *h, const struct vm_config *c);
 /* Tear everything down: QEMU connections, devices, MDL state, loop. */
 void hostd_fini(struct hostd *h);
+/* Publish a VM event (VM_ADDED, VM_REMOVED, ...) about vm, detail optional:
+ * for the code that adds and removes VMs at run time. */
+void hostd_publish_vm_event(struct hostd *h, const struct vm *vm, enum event_type type, const char *detail);
 struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid);
 struct vm *hostd_vm_by_name(struct hostd *h, const char *name);

@@ -92,6 +92,8 @@ struct map_consumer {
 
 struct map_engine {
     struct map_limits lim;
+    struct events *events;       /* lim.events, or own_events */
+    struct events *own_events;   /* made when no bus was given */
     struct map_handle_gen gen;
     struct map_table mdls, maps;
     struct mdl_obj *mdl_head;
@@ -128,7 +130,9 @@ int map_check_budget(struct map_engine *e, const struct map_vm *vm, enum map_pri
                      uint64_t vmas, char *detail, size_t dlen);
 /* Insert m (handle set, in the table, m->mdl set) into lists and counters. */
 void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a);
-void map_destroy(struct map_engine *e, struct map_obj *m);
+/* why: the MAPPING_REMOVED detail of an established mapping; NULL: publish
+ * nothing (the engine is being freed). */
+void map_destroy(struct map_engine *e, struct map_obj *m, const char *why);
 /* Its consumer died: move m (UserMode, established) to the orphan list and
  * release its accounting. The handle stays valid for the guest's unmap. */
 void map_orphan(struct map_engine *e, struct map_obj *m);
@@ -136,8 +140,9 @@ void map_orphan(struct map_engine *e, struct map_obj *m);
 void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason);
 
 /* map_grant.c */
-/* The MDL goes (unlock, release): revoke its grants (why: the notice's
- * reason) and fail the copy operations that use it. */
+/* The MDL goes (unlock, release): revoke its grants (why: the notice's and
+ * event's reason; NULL: the engine is being freed, tell nobody) and fail
+ * the copy operations that use it. */
 void map_grant_mdl_gone(struct map_engine *e, struct mdl_obj *m, const char *why);
 /* An owner goes (a connection, or with vm_only the whole VM): nothing of its
  * side as a peer stays (uses, and for a VM its tombstones). */
@@ -145,6 +150,14 @@ void map_grant_owner_gone(struct map_engine *e, const struct map_owner *o, bool 
 /* The VM leaves the engine: grants naming it as peer are revoked. */
 void map_grant_vm_gone(struct map_engine *e, struct map_vm *vm);
 void map_grant_fini(struct map_engine *e);
+/* Events about m (its VM, connection, MDL, handles, pages, addresses). */
+void map_publish_map(struct map_engine *e, enum event_type t, const struct map_obj *m, const char *detail);
+static inline void map_event_map(struct map_engine *e, enum event_type t, const struct map_obj *m,
+                                 const char *detail)
+{
+    if (events_wanted(e->events, t)) /* the only cost on the map path while nobody listens */
+        map_publish_map(e, t, m, detail);
+}
 
 /* map_user.c */
 /* A UserMode mapping goes: give its VMAs back to its consumer (if alive). */

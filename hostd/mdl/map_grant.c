@@ -66,6 +66,28 @@ void map_engine_set_grant_notice(struct map_engine *e, void (*notice)(void *, ui
     e->gh.notice = notice;
 }
 
+/* GRANT_CREATED (why NULL) or GRANT_REVOKED about g, from the granter's side. */
+static void grant_event(struct map_engine *e, const struct map_grant *g, const char *why)
+{
+    enum event_type t = why ? EV_GRANT_REVOKED : EV_GRANT_CREATED;
+    if (!events_wanted(e->events, t))
+        return;
+    char detail[200];
+    snprintf(detail, sizeof(detail), "ref 0x%llx to %s (cid %llu), %s, %u bytes%s%s",
+             (unsigned long long)g->ref, g->peer->name, (unsigned long long)g->peer->cid,
+             g->access == MAP_GRANT_READ_WRITE ? "read-write" : "read-only", g->mdl->byte_count, why ? ": " : "",
+             why ? why : "");
+    const struct map_owner *o = &g->mdl->owner;
+    struct event ev = { .type = t,
+                        .vm_name = o->vm->name,
+                        .cid = o->vm->cid,
+                        .conn_id = o->conn_id,
+                        .mdl_handle = g->mdl->handle,
+                        .page_count = g->mdl->npages,
+                        .detail = detail };
+    events_publish(e->events, &ev);
+}
+
 static struct map_vm *vm_by_cid(struct map_engine *e, uint64_t cid)
 {
     for (struct map_vm *vm = e->vms; vm; vm = vm->next)
@@ -135,8 +157,7 @@ int map_grant_create(struct map_engine *e, const struct map_owner *o, uint64_t m
     log_debug("grant: vm %s conn %llu granted mdl 0x%llx (%u bytes) to %s (cid %llu) %s: ref 0x%llx", o->vm->name,
               (unsigned long long)o->conn_id, (unsigned long long)mdl_handle, m->byte_count, peer->name,
               (unsigned long long)peer->cid, access ? "read-write" : "read-only", (unsigned long long)g->ref);
-    if (e->gh.changed)
-        e->gh.changed(e->gh.ctx, o->vm, peer, g->ref, NULL);
+    grant_event(e, g, NULL);
     return 0;
 }
 
@@ -179,9 +200,13 @@ static void fail_ops(struct map_engine *e, const struct map_grant *g, const stru
         }
 }
 
-/* Remove g from everything and free it; tell the peer's connections. */
+/* Remove g from everything and free it; tell the peer's connections and the
+ * event bus why (NULL: the engine is being freed, nobody to tell). */
 static void grant_destroy(struct map_engine *e, struct map_grant *g, const char *why)
 {
+    bool tell = why != NULL;
+    if (!why)
+        why = "hostd stopping";
     struct map_vm *granter = g->mdl->owner.vm;
     fail_ops(e, g, NULL, -EKEYREVOKED, "grant revoked");
     for (struct map_grant **pp = &g->mdl->grants; *pp; pp = &(*pp)->mdl_next)
@@ -199,14 +224,14 @@ static void grant_destroy(struct map_engine *e, struct map_grant *g, const char 
     granter->grants_granted--;
     g->peer->grants_held--;
     tomb_add(g->peer, g->ref, granter->cid);
-    for (unsigned i = 0; i < g->nuses; i++)
+    for (unsigned i = 0; tell && i < g->nuses; i++)
         if (e->gh.notice)
             e->gh.notice(g->uses[i].ctx, granter->cid, g->ref, why);
     log_debug("grant: ref 0x%llx of vm %s to %s revoked (%s): %llu copies, %llu bytes, %u peer connections told",
               (unsigned long long)g->ref, granter->name, g->peer->name, why, (unsigned long long)g->copies,
               (unsigned long long)g->bytes, g->nuses);
-    if (e->gh.changed)
-        e->gh.changed(e->gh.ctx, granter, g->peer, g->ref, why);
+    if (tell)
+        grant_event(e, g, why);
     free(g->uses);
     free(g);
 }
@@ -263,7 +288,7 @@ void map_grant_vm_gone(struct map_engine *e, struct map_vm *vm)
 void map_grant_fini(struct map_engine *e)
 {
     while (e->grant_head)
-        grant_destroy(e, e->grant_head, "hostd stopping");
+        grant_destroy(e, e->grant_head, NULL);
     map_table_free(&e->grants);
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "evloop.h"
 #include "map_engine.h"
 
@@ -65,6 +66,9 @@ struct host_api_config {
     unsigned nconsumers;
     unsigned frame_timeout_ms;    /* a started frame must complete by then; 0: 5000 */
     unsigned consumer_timeout_ms; /* a consumer must answer MapInto by then; 0: 10000 */
+    /* The daemon's event bus: Subscribe serves it, consumers coming and
+     * going are published on it. NULL: Subscribe is STATUS_NOT_SUPPORTED. */
+    struct events *events;
 };
 
 /* Parse "WHO[,WHO...]" (WHO: user:NAME|UID, group:NAME|GID) into l

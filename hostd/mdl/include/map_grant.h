@@ -33,11 +33,10 @@ struct map_grant_hooks {
      * connection passed to map_copy_begin). Must not call back into the
      * engine; delivery may be deferred. */
     void (*notice)(void *conn_ctx, uint64_t granter_cid, uint64_t grant_ref, const char *reason);
-    /* Optional: a grant was created (revoked_reason NULL) or revoked; the
-     * hook for the host event bus. */
-    void (*changed)(void *ctx, const struct map_vm *granter, const struct map_vm *peer, uint64_t grant_ref,
-                    const char *revoked_reason);
 };
+/* Grants are published on the engine's event bus: GRANT_CREATED and
+ * GRANT_REVOKED with the granter's VM, CID, connection and MDL; detail
+ * names the ref, the peer and the access (and for a revocation, why). */
 void map_engine_set_grant_hooks(struct map_engine *e, const struct map_grant_hooks *h);
 /* The notice hook alone (the RPC service delivers notices; the daemon owns the policy). */
 void map_engine_set_grant_notice(struct map_engine *e,

@@ -9,7 +9,9 @@
  * with its notice, the host view (ListGrants), and a hostd without
  * --sharing. usage: test_grants HOSTD */
 #include <inttypes.h>
+#include <poll.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rpc_session.h"
 
@@ -136,6 +138,62 @@ static void basic(struct world *w, uint64_t a_big, uint64_t b_big, uint64_t *ref
     tap_check(found, "host API ListGrants (vm1): the grant with both VMs, read-only, 64 MiB, 1 copy, 64 MiB copied");
     if (k)
         frame_envelope_free(k);
+}
+
+/* One event of the subscription on fd within 5 s, or NULL. */
+static mdl_envelope *next_event(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    mdl_envelope *r = NULL;
+    if (poll(&p, 1, 5000) != 1 || frame_read_fd(fd, &r) != 0)
+        return NULL;
+    if (r->body_case != MDLMAP__V1__ENVELOPE__BODY_EVENT) {
+        frame_envelope_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* GRANT_CREATED and GRANT_REVOKED on the host event stream. */
+static void grant_events(struct world *w, uint64_t a_big)
+{
+    int fd = api_connect(w->rig.api);
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
+    Mdlmap__V1__SubscribeRequest rq = MDLMAP__V1__SUBSCRIBE_REQUEST__INIT;
+    Mdlmap__V1__EventType types[2] = { MDLMAP__V1__EVENT_TYPE__GRANT_CREATED, MDLMAP__V1__EVENT_TYPE__GRANT_REVOKED };
+    rq.types = types;
+    rq.n_types = 2;
+    rq.vm_name = "";
+    e.version = MDLMAP_PROTO_VERSION;
+    e.request_id = 77;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_SUBSCRIBE;
+    e.subscribe = &rq;
+    bool subscribed = fd >= 0 && frame_write_fd(fd, &e) == 0 && frame_read_fd(fd, &r) == 0 && r->status == 0;
+    if (r)
+        frame_envelope_free(r);
+    if (!tap_check(subscribed, "events: subscribed to GRANT_CREATED and GRANT_REVOKED")) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    uint64_t ref = 0;
+    rpc_grant(&w->ra, a_big, B_CID, 0, &ref);
+    rpc_revoke(&w->ra, ref);
+    char hex[32];
+    snprintf(hex, sizeof(hex), "ref 0x%" PRIx64 " ", ref);
+    mdl_envelope *c = next_event(fd), *v = c ? next_event(fd) : NULL;
+    tap_check(c && c->event->type == MDLMAP__V1__EVENT_TYPE__GRANT_CREATED && !strcmp(c->event->vm_name, "vm0") &&
+                  c->event->guest_cid == A_CID && c->event->mdl_handle == a_big && strstr(c->event->detail, hex) &&
+                  strstr(c->event->detail, "to vm1 (cid 4), read-only"),
+              "events: GRANT_CREATED (granter vm0, its MDL; detail \"%s\")", c ? c->event->detail : "none");
+    tap_check(v && v->event->type == MDLMAP__V1__EVENT_TYPE__GRANT_REVOKED && v->event->seq == c->event->seq + 1 &&
+                  strstr(v->event->detail, hex) && strstr(v->event->detail, ": revoked"),
+              "events: GRANT_REVOKED next (detail \"%s\")", v ? v->event->detail : "none");
+    if (c)
+        frame_envelope_free(c);
+    if (v)
+        frame_envelope_free(v);
+    close(fd);
 }
 
 static void validation(struct world *w, uint64_t ref, uint64_t a_big, uint64_t b_big, uint64_t b_small)
@@ -567,6 +625,7 @@ int main(int argc, char **argv)
     uint64_t b_small = lock_buf(&w.rb, RW_GPA, MIB, IO_WRITE, "B small");
     uint64_t ref = 0;
     basic(&w, a_big, b_big, &ref);
+    grant_events(&w, a_big);
     validation(&w, ref, a_big, b_big, b_small);
     rw_and_scattered(&w, b_small);
     policy_and_bounds(&w, a_big);
