@@ -84,6 +84,11 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_SUBSCRIBE:
         return c->peer.can_read ? NULL : "subscribe to events (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_LIST:
+        return c->peer.can_read ? NULL : "list VMs (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
+    case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:
+        return c->peer.privileged ? NULL : "add or remove VMs (--api-admin)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";
     case MDLMAP__V1__ENVELOPE__BODY_PHYS_READ:

@@ -4,6 +4,7 @@
  * beyond what it was handed at creation. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "events.h"
@@ -19,6 +20,11 @@ struct map_engine;
 struct rpc_service;
 struct host_api;
 struct qmp_client;
+
+/* VMs one hostd serves (--vm, --config and VmAdd together): each costs
+ * ~10 fds while its QEMU is connected, and an admin adding VMs at run time
+ * has a stated bound too. */
+#define HOSTD_MAX_VMS 4096u
 
 struct vm {
     struct hostd *hostd;
@@ -82,6 +88,15 @@ int hostd_init(struct hostd *h, const struct hostd_options *o);
  * must be unique: -EEXIST otherwise. A VM without a socket path does not
  * listen: its owner hands it a connection (vu_backend_adopt_conn; tests). */
 int hostd_vm_add(struct hostd *h, const struct vm_config *c);
+/* Would c clash with a VM served (name, CID, socket) or exceed the limit?
+ * 0, -EEXIST or -ENOSPC with err saying which. */
+int hostd_vm_clash(const struct hostd *h, const struct vm_config *c, char *err, size_t errlen);
+/* Tear the VM down as its QEMU's exit would (connections closed, MDLs and
+ * mappings released and recorded as leaks "VM removed", sibling connections
+ * reset), close and unlink its socket and forget it. Other VMs are not
+ * touched. Safe from inside any event handler but the VM's own (the host
+ * API's request handlers call it). 0 or -ENOENT. */
+int hostd_vm_remove(struct hostd *h, const char *name);
 /* Tear everything down: QEMU connections, devices, MDL state, loop. */
 void hostd_fini(struct hostd *h);
 /* Publish a VM event (VM_ADDED, VM_REMOVED, ...) about vm, detail optional:

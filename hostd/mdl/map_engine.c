@@ -49,6 +49,8 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
         return;
     struct map_owner o = { .vm = vm, .conn_id = 0 };
     map_engine_release(e, &o, true, why ? why : "VM removed");
+    for (unsigned i = 0; i < map_leaks_count(&vm->leaks); i++)
+        map_leaks_add(&e->removed_leaks, map_leaks_get(&vm->leaks, i));
     map_grant_vm_gone(e, vm);
     if (vm->prev)
         vm->prev->next = vm->next;
@@ -910,6 +912,11 @@ unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_le
                     break; /* older ones in this ring are older still */
                 }
             }
+        for (unsigned i = 0; i < map_leaks_count(&e->removed_leaks); i++) {
+            const struct map_leak *l = map_leaks_get(&e->removed_leaks, i);
+            if (l->seq < below && (!best || l->seq > best->seq))
+                best = l;
+        }
         if (!best)
             break;
         out[n++] = best;
@@ -927,4 +934,9 @@ void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, ui
 {
     *pages = vm ? vm->acct.pages : 0;
     *maps = vm ? vm->acct.maps : 0;
+}
+
+uint64_t map_engine_vm_mdls(const struct map_vm *vm)
+{
+    return vm ? vm->acct.mdls : 0;
 }

@@ -104,6 +104,10 @@ struct map_engine {
     struct map_vm *vms;
     unsigned nvms;
     uint64_t leak_seq;           /* leak records ever made */
+    /* The last records of VMs removed since (a VM's ring goes with it; what
+     * it leaked on the way out is what an operator looks for). Not in seq
+     * order across VMs. */
+    struct map_leaks removed_leaks;
     struct map_consumer *consumers;
     unsigned nconsumers;
     uint64_t next_consumer_id;

@@ -290,6 +290,18 @@ void rpc_service_free(struct rpc_service *s)
     free(s);
 }
 
+void rpc_service_detach(struct rpc_service *s, const struct map_vm *vm)
+{
+    for (struct rpc_vm **pp = s ? &s->vms : NULL; pp && *pp; pp = &(*pp)->next)
+        if ((*pp)->vm == vm) {
+            struct rpc_vm *rv = *pp;
+            *pp = rv->next;
+            wl_del(&s->work, &rv->work_link); /* empty already: its connections unlinked themselves */
+            free(rv);
+            return;
+        }
+}
+
 int rpc_service_attach(struct rpc_service *s, struct vsock_dev *dev, struct map_vm *vm)
 {
     struct rpc_vm *rv = calloc(1, sizeof(*rv));

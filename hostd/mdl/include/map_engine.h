@@ -207,11 +207,14 @@ void map_engine_stats(const struct map_engine *e, struct map_stats *s);
 const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm);
 /* The engine's VM of that name, or NULL. */
 const struct map_vm *map_engine_vm_by_name(const struct map_engine *e, const char *name);
-/* The most recent leak records of all VMs, oldest first: fills out[] with at
+/* The most recent leak records of all VMs (the last MAP_LEAK_RING of VMs
+ * removed included), oldest first: fills out[] with at
  * most max pointers (valid until the engine changes); returns how many. */
 unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max);
 /* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
 void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps);
+/* MDLs the VM's connections hold locked. */
+uint64_t map_engine_vm_mdls(const struct map_vm *vm);
 
 enum map_prio map_prio_of(uint32_t priority);
 /* Allowed if usage after the request stays within the priority's share of limit. */

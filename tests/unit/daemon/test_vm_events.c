@@ -63,12 +63,18 @@ int main(void)
     CHECK(sa.type[1] == EV_VM_CONNECTED && sa.cid[1] == 7 && sa.seq[1] == 2);
     CHECK(sa.type[2] == EV_VM_DISCONNECTED && !strcmp(sa.vm[2], "alpha") && sa.seq[2] == 3);
 
-    /* for the run-time VM removal: the same stream, the same numbering */
-    hostd_publish_vm_event(&a, a.vms[0], EV_VM_REMOVED, "removed by the test");
-    CHECK_EQ(sa.n, 4);
-    CHECK(sa.type[3] == EV_VM_REMOVED && !strcmp(sa.vm[3], "alpha") && sa.seq[3] == 4);
+    /* run-time removal: the same stream, the same numbering; a connected
+     * front-end is told first (VM_DISCONNECTED), then VM_REMOVED */
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0 && vu_backend_adopt_conn(a.vms[0]->vu, sv[0]) == 0);
+    CHECK_EQ(hostd_vm_remove(&a, "alpha"), 0);
+    close(sv[1]);
+    CHECK_EQ(sa.n, 6);
+    CHECK(sa.type[3] == EV_VM_CONNECTED && sa.seq[3] == 4);
+    CHECK(sa.type[4] == EV_VM_DISCONNECTED && sa.seq[4] == 5);
+    CHECK(sa.type[5] == EV_VM_REMOVED && !strcmp(sa.vm[5], "alpha") && sa.cid[5] == 7 && sa.seq[5] == 6);
+    CHECK_EQ(hostd_vm_remove(&a, "alpha"), -ENOENT); /* gone: no event */
     hostd_publish_vm_event(&a, NULL, EV_VM_REMOVED, NULL); /* no VM: ignored */
-    CHECK_EQ(sa.n, 4);
+    CHECK_EQ(sa.n, 6);
 
     /* a filter on b: VM_ADDED only */
     c.cid = 8;
@@ -78,7 +84,7 @@ int main(void)
     vu_backend_disconnect(b.vms[0]->vu, "test hangs up");
     CHECK_EQ(sb.n, 1);
     CHECK(sb.type[0] == EV_VM_ADDED && sb.cid[0] == 8);
-    CHECK_EQ(sa.n, 4);
+    CHECK_EQ(sa.n, 6);
     hostd_fini(&a); /* frees the bus with its subscriber (LeakSanitizer checks) */
     hostd_fini(&b);
     return tap_done();
