@@ -5,7 +5,8 @@
  * validation rule of GrantCopy (ranges, overflow, rights, wrong peer, stale
  * and rebooted refs, a batch with one bad op, the batch bound), the grant
  * bounds and policy, revocation (explicit, during a sliced copy, by unlock,
- * by the granting connection closing, by device reset, by QEMU going away)
+ * by the granting connection closing, by device reset, by QEMU going away,
+ * by the granting VM's removal at run time)
  * with its notice, the host view (ListGrants), and a hostd without
  * --sharing. usage: test_grants HOSTD */
 #include <inttypes.h>
@@ -578,6 +579,39 @@ static void peer_gone(struct world *w, struct guest_opts *o)
     rpc_unlock(&w->ra, a_big, NULL);
 }
 
+/* The granting VM removed at run time (host API VmRemove): the grant goes
+ * with it, D is told, and nothing of it is left. */
+static void granter_removed(struct world *w)
+{
+    if (!w->a)
+        return;
+    uint64_t m = lock_buf(&w->ra, RW_GPA, 4096, IO_READ, "A (removed)"), ref = 0;
+    uint64_t dm = lock_buf(&w->rd, RW_GPA, 4096, IO_WRITE, "D (removed)");
+    int32_t st = rpc_grant(&w->ra, m, D_CID, 0, &ref);
+    int32_t cs = copy1(&w->rd, (struct rpc_copy){ A_CID, ref, 0, 0, dm, 0, 4096 }, NULL);
+    tap_check(st == 0 && cs == 0, "A grants to D, D copies -> %s / %s", rpc_status_name(st), rpc_status_name(cs));
+    unsigned seen = w->rd.notices;
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *r;
+    Mdlmap__V1__VmRemoveRequest rq = MDLMAP__V1__VM_REMOVE_REQUEST__INIT;
+    rq.name = "vm0";
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE;
+    e.vm_remove = &rq;
+    r = api_call(w->rig.api, &e);
+    tap_check(r && r->status == 0, "host API VmRemove vm0 (A) -> %s", r ? rpc_status_name(r->status) : "no reply");
+    if (r)
+        frame_envelope_free(r);
+    rpc_forget(&w->ra);
+    vdev_down(w->a);
+    free(w->a);
+    w->a = NULL;
+    tap_check(rpc_wait_notice(&w->rd, seen, 5000) && w->rd.notice_ref == ref, "D is told (reason \"%s\")",
+              w->rd.notice_reason);
+    st = copy1(&w->rd, (struct rpc_copy){ A_CID, ref, 0, 0, dm, 0, 16 }, NULL);
+    tap_check(st == ST_REVOKED, "D's next copy from the removed VM's grant -> %s", rpc_status_name(st));
+    tap_check(count_grants(w, "") == 0, "no grant left in hostd");
+    rpc_unlock(&w->rd, dm, NULL);
+}
+
 static void sharing_off(const char *bin)
 {
     struct rig rig;
@@ -636,6 +670,7 @@ int main(int argc, char **argv)
     free(w.a);
     w.a = NULL;
     peer_gone(&w, &o);
+    granter_removed(&w);
     tap_check(hd_alive(&w.rig.p), "hostd is alive");
     if (tap_failures || getenv("MDL_TEST_HOSTD_LOG"))
         hd_log_tail(&w.rig.p, 60);
