@@ -111,8 +111,8 @@ static char *str(const char *s)
     return (char *)(s ? s : "");
 }
 
-static int list_call(struct mdlmap_client *c, const char *vm_name, uint64_t guest_address, uint64_t map_handle,
-                     mdl_envelope **resp)
+int mdlmap_client_list_filter(struct mdlmap_client *c, const char *vm_name, uint64_t guest_address,
+                              uint64_t map_handle, mdl_envelope **resp)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__ListMappingsRequest rq = MDLMAP__V1__LIST_MAPPINGS_REQUEST__INIT;
@@ -126,14 +126,14 @@ static int list_call(struct mdlmap_client *c, const char *vm_name, uint64_t gues
 
 int mdlmap_client_list(struct mdlmap_client *c, const char *vm_name, mdl_envelope **resp)
 {
-    return list_call(c, vm_name, 0, 0, resp);
+    return mdlmap_client_list_filter(c, vm_name, 0, 0, resp);
 }
 
 static int find_call(struct mdlmap_client *c, const char *vm, uint64_t guest_address, uint64_t handle,
                      struct mdlmap_mapping *info)
 {
     mdl_envelope *r;
-    int rc = list_call(c, vm, guest_address, handle, &r);
+    int rc = mdlmap_client_list_filter(c, vm, guest_address, handle, &r);
     if (rc == 0 && r->list_reply->n_mappings == 0)
         rc = -ENOENT;
     if (rc == 0) {

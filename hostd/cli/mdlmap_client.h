@@ -55,6 +55,10 @@ int mdlmap_client_call_fds(struct mdlmap_client *c, mdl_envelope *req, mdl_envel
 
 /* --- mappings made by guests ------------------------------------------- */
 int mdlmap_client_list(struct mdlmap_client *c, const char *vm_name, mdl_envelope **resp);
+/* ListMappings with its lookups (0: no filter): the mapping whose buffer as
+ * the guest was told it contains guest_address, the mapping map_handle. */
+int mdlmap_client_list_filter(struct mdlmap_client *c, const char *vm_name, uint64_t guest_address,
+                              uint64_t map_handle, mdl_envelope **resp);
 /* The mapping whose buffer (as the guest was told it) contains guest_address,
  * in VM vm_name (NULL: any VM): 0 and *info (a copy; strings are not kept),
  * -ENOENT when none does. */
