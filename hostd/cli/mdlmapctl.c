@@ -1005,7 +1005,12 @@ static int cmd_watch(struct ctl *x, struct args *a)
     int rc = mdlmap_client_subscribe(&x->c, types, nt, opt(a, "--vm"), &next);
     if (rc < 0)
         return fail(x, rc, "watch");
-    if (!x->json) {
+    /* first line: the subscription is in place (callers wait for it) */
+    if (x->json) {
+        jw_obj(&x->j, NULL);
+        jw_u64(&x->j, "watching_from_seq", next);
+        jw_end(&x->j);
+    } else {
         printf("watching from seq %" PRIu64 "\n", next);
         fflush(stdout);
     }
