@@ -3,7 +3,10 @@
 usage: test_client.py GUEST_MAPPER HOSTD   (PYTHONPATH: the package, the
 generated mdlmap_pb2 and tests/clients for client_rig)."""
 import os
+import shutil
 import struct
+import subprocess
+import time
 
 import mdlmap
 from mdlmap import pb
@@ -165,7 +168,13 @@ def run(tap, rig, argv):
         ev = w.next_event(10)
         tap.check(ev is not None and ev.type == pb.MAPPING_REMOVED and ev.map_handle == m["map_handle"],
                   "then the removal event")
-        tap.check(w.next_event(0.2) is None, "no other event (filtered by type and VM)")
+        m2 = rig.map()  # its MDL_LOCKED, and the MDL_UNLOCKED before, are not of the types asked for
+        ev = w.next_event(10)
+        tap.check(ev is not None and ev.type == pb.MAPPING_CREATED and ev.map_handle == m2["map_handle"],
+                  "the next event is the next mapping's: other types were filtered out")
+        rig.unmap()
+        ev = w.next_event(10)
+        tap.check(ev is not None and ev.type == pb.MAPPING_REMOVED, "and its removal")
         w.close()
         g = mdlmap.Client(api)
         gen = g.watch(types=["MAPPING_CREATED"], count=1, timeout=10)  # subscribes at once
@@ -202,6 +211,45 @@ def run(tap, rig, argv):
                   "regs of a VM without qmp=: STATUS_NOT_SUPPORTED (%s)" % (e and e.status_name))
         e = expect_error(lambda: c.pause(vm))
         tap.check(e is not None and e.status == pb.STATUS_NOT_SUPPORTED, "pause too")
+        qemu_bin = shutil.which("qemu-system-x86_64")
+        if not qemu_bin:
+            tap.skip("regs, pause, resume of a real QEMU", "no qemu-system-x86_64")
+            return
+        # a real QEMU (TCG, -S: the vCPUs wait at the reset vector), added at run time with qmp=
+        qmp = os.path.join(info["dir"], "qmp.sock")
+        q = subprocess.Popen([qemu_bin, "-accel", "tcg", "-S", "-nodefaults", "-display", "none", "-smp", "2",
+                              "-m", "64", "-qmp", "unix:%s,server=on,wait=off" % qmp],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(500):  # readiness, not a pass/fail timing
+                if os.path.exists(qmp) or q.poll() is not None:
+                    break
+                time.sleep(0.02)
+            c.vm_add("q", 12, os.path.join(info["dir"], "q.sock"), qmp=qmp)
+            r = None
+            for _ in range(750):  # hostd connects to QMP on its own: wait until it answers
+                try:
+                    r = c.run_state("q")
+                    break
+                except mdlmap.MdlmapError as e:
+                    if e.status != pb.STATUS_DEVICE_NOT_READY:
+                        raise
+                    time.sleep(0.02)
+            tap.check(r is not None and not r.running and r.qemu_status == "prelaunch",
+                      "run_state of a QEMU started with -S: prelaunch (%s)" % (r and r.qemu_status))
+            st = c.regs("q")
+            tap.check(len(st.vcpus) == 2 and all(v.rip == 0xFFF0 and v.cr0 == 0x60000010 for v in st.vcpus) and
+                      not st.running, "regs: 2 vCPUs at the reset vector")
+            r = c.resume("q")
+            tap.check(r.running and r.qemu_status == "running", "resume: running")
+            r = c.pause("q")
+            tap.check(not r.running and r.qemu_status == "paused", "pause: paused")
+            c.vm_remove("q")
+        finally:
+            q.kill()
+            q.wait()
+            if os.path.exists(qmp):
+                os.unlink(qmp)
 
     section(tap, "QEMU", "qmp", qemu)
     c.close()
