@@ -284,39 +284,62 @@ static int phys_finish(struct mdlmap_client *c, const struct mdlmap_phys_iov *io
     return -EREMOTEIO;
 }
 
-int mdlmap_client_phys_read(struct mdlmap_client *c, const char *vm, struct mdlmap_phys_iov *iov, size_t n)
+/* Vectored physical read or write: one loop, the request and reply bodies
+ * differ. */
+static int phys_io(struct mdlmap_client *c, const char *vm, struct mdlmap_phys_iov *iov, size_t n, bool write)
 {
     struct piece *p = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*p));
-    Mdlmap__V1__PhysRange *rs = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rs));
-    Mdlmap__V1__PhysRange **rp = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rp));
+    Mdlmap__V1__PhysRange *rs = write ? NULL : calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rs));
+    Mdlmap__V1__PhysRange **rp = write ? NULL : calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rp));
+    Mdlmap__V1__PhysChunk *cs = write ? calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*cs)) : NULL;
+    Mdlmap__V1__PhysChunk **cp = write ? calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*cp)) : NULL;
     size_t ri = 0, ro = 0, k, failed = SIZE_MAX;
-    int rc = p && rs && rp ? 0 : -ENOMEM;
+    int rc = p && (write ? cs && cp : rs && rp) ? 0 : -ENOMEM;
     for (size_t i = 0; i < n; i++)
         iov[i].status = 0;
     while (rc == 0 && (k = next_batch(iov, n, &ri, &ro, p)) > 0) {
         mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT, *resp;
-        Mdlmap__V1__PhysReadRequest rq = MDLMAP__V1__PHYS_READ_REQUEST__INIT;
+        Mdlmap__V1__PhysReadRequest rr = MDLMAP__V1__PHYS_READ_REQUEST__INIT;
+        Mdlmap__V1__PhysWriteRequest wr = MDLMAP__V1__PHYS_WRITE_REQUEST__INIT;
         for (size_t j = 0; j < k; j++) {
-            mdlmap__v1__phys_range__init(&rs[j]);
-            rs[j].gpa = iov[p[j].idx].gpa + p[j].off;
-            rs[j].length = p[j].len;
-            rp[j] = &rs[j];
+            uint64_t gpa = iov[p[j].idx].gpa + p[j].off;
+            if (write) {
+                mdlmap__v1__phys_chunk__init(&cs[j]);
+                cs[j].gpa = gpa;
+                cs[j].data.data = (uint8_t *)iov[p[j].idx].buf + p[j].off;
+                cs[j].data.len = p[j].len;
+                cp[j] = &cs[j];
+            } else {
+                mdlmap__v1__phys_range__init(&rs[j]);
+                rs[j].gpa = gpa;
+                rs[j].length = p[j].len;
+                rp[j] = &rs[j];
+            }
         }
-        rq.vm_name = str(vm);
-        rq.n_ranges = k;
-        rq.ranges = rp;
-        env.body_case = BODY(PHYS_READ);
-        env.phys_read = &rq;
-        rc = call_expect(c, &env, &resp, BODY(PHYS_READ_REPLY), NULL);
-        if (rc == 0 && resp->phys_read_reply->n_ranges != k)
-            rc = -EPROTO;
+        if (write) {
+            wr.vm_name = str(vm);
+            wr.n_chunks = k;
+            wr.chunks = cp;
+            env.body_case = BODY(PHYS_WRITE);
+            env.phys_write = &wr;
+        } else {
+            rr.vm_name = str(vm);
+            rr.n_ranges = k;
+            rr.ranges = rp;
+            env.body_case = BODY(PHYS_READ);
+            env.phys_read = &rr;
+        }
+        rc = call_expect(c, &env, &resp, write ? BODY(PHYS_WRITE_REPLY) : BODY(PHYS_READ_REPLY), NULL);
+        if (rc == 0 && (write ? resp->phys_write_reply->n_status : resp->phys_read_reply->n_ranges) != k)
+            rc = -EPROTO; /* one status per range, in order */
         for (size_t j = 0; rc == 0 && j < k; j++) {
-            const Mdlmap__V1__RangeData *d = resp->phys_read_reply->ranges[j];
-            if (d->status)
-                piece_failed(iov, &p[j], d->status, &failed);
-            else if (d->data.len != p[j].len)
+            const Mdlmap__V1__RangeData *d = write ? NULL : resp->phys_read_reply->ranges[j];
+            int32_t st = write ? resp->phys_write_reply->status[j] : d->status;
+            if (st)
+                piece_failed(iov, &p[j], st, &failed);
+            else if (d && d->data.len != p[j].len)
                 rc = -EPROTO;
-            else
+            else if (d)
                 memcpy((uint8_t *)iov[p[j].idx].buf + p[j].off, d->data.data, p[j].len);
         }
         frame_envelope_free(resp);
@@ -324,45 +347,19 @@ int mdlmap_client_phys_read(struct mdlmap_client *c, const char *vm, struct mdlm
     free(p);
     free(rs);
     free(rp);
+    free(cs);
+    free(cp);
     return phys_finish(c, iov, failed, rc);
+}
+
+int mdlmap_client_phys_read(struct mdlmap_client *c, const char *vm, struct mdlmap_phys_iov *iov, size_t n)
+{
+    return phys_io(c, vm, iov, n, false);
 }
 
 int mdlmap_client_phys_write(struct mdlmap_client *c, const char *vm, struct mdlmap_phys_iov *iov, size_t n)
 {
-    struct piece *p = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*p));
-    Mdlmap__V1__PhysChunk *cs = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*cs));
-    Mdlmap__V1__PhysChunk **cp = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*cp));
-    size_t ri = 0, ro = 0, k, failed = SIZE_MAX;
-    int rc = p && cs && cp ? 0 : -ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        iov[i].status = 0;
-    while (rc == 0 && (k = next_batch(iov, n, &ri, &ro, p)) > 0) {
-        mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT, *resp;
-        Mdlmap__V1__PhysWriteRequest rq = MDLMAP__V1__PHYS_WRITE_REQUEST__INIT;
-        for (size_t j = 0; j < k; j++) {
-            mdlmap__v1__phys_chunk__init(&cs[j]);
-            cs[j].gpa = iov[p[j].idx].gpa + p[j].off;
-            cs[j].data.data = (uint8_t *)iov[p[j].idx].buf + p[j].off;
-            cs[j].data.len = p[j].len;
-            cp[j] = &cs[j];
-        }
-        rq.vm_name = str(vm);
-        rq.n_chunks = k;
-        rq.chunks = cp;
-        env.body_case = BODY(PHYS_WRITE);
-        env.phys_write = &rq;
-        rc = call_expect(c, &env, &resp, BODY(PHYS_WRITE_REPLY), NULL);
-        if (rc == 0 && resp->phys_write_reply->n_status != k)
-            rc = -EPROTO;
-        for (size_t j = 0; rc == 0 && j < k; j++)
-            if (resp->phys_write_reply->status[j])
-                piece_failed(iov, &p[j], resp->phys_write_reply->status[j], &failed);
-        frame_envelope_free(resp);
-    }
-    free(p);
-    free(cs);
-    free(cp);
-    return phys_finish(c, iov, failed, rc);
+    return phys_io(c, vm, iov, n, true);
 }
 
 void mdlmap_ram_release(struct mdlmap_ram *ram)

@@ -13,6 +13,16 @@
 #include "mdlmap_client.h"
 #include "tap.h"
 
+static void reply(int fd, uint64_t id, int32_t status, mdl_envelope *env)
+{
+    env->version = MDLMAP_PROTO_VERSION;
+    env->request_id = id;
+    env->status = status;
+    env->detail = "";
+    if (frame_write_fd(fd, env) < 0)
+        _exit(3);
+}
+
 /* Serve one Write request on fd, answering `written` bytes (and the request's id). */
 static void serve_write(int fd, uint32_t written)
 {
@@ -21,15 +31,12 @@ static void serve_write(int fd, uint32_t written)
         _exit(2);
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__WriteResponse rp = MDLMAP__V1__WRITE_RESPONSE__INIT;
-    env.version = MDLMAP_PROTO_VERSION;
-    env.request_id = req->request_id;
-    env.detail = "";
     env.body_case = MDLMAP__V1__ENVELOPE__BODY_WRITE_REPLY;
     env.write_reply = &rp;
     rp.written = written;
-    int rc = frame_write_fd(fd, &env);
+    reply(fd, req->request_id, 0, &env);
     frame_envelope_free(req);
-    _exit(rc < 0 ? 3 : 0);
+    _exit(0);
 }
 
 static int write_against(uint32_t written, size_t len)
@@ -58,16 +65,6 @@ static int write_against(uint32_t written, size_t len)
 }
 
 /* ---- a scripted server for one request: serve(fd, req) answers it ---- */
-
-static void reply(int fd, uint64_t id, int32_t status, mdl_envelope *env)
-{
-    env->version = MDLMAP_PROTO_VERSION;
-    env->request_id = id;
-    env->status = status;
-    env->detail = "";
-    if (frame_write_fd(fd, env) < 0)
-        _exit(3);
-}
 
 static void push_event(int fd, uint64_t seq)
 {
