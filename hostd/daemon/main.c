@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
             "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS]\n"
+            "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
             "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
             "connecting process's credentials; root and hostd's own user always have\n"
@@ -41,7 +41,8 @@ static void usage(FILE *f)
             "  --api-admin      every right; always gets a connection, even at the limit\n"
             "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
             "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
-            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n");
+            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n"
+            "  --qmp-timeout-ms        QEMU must answer a QMP command (and greet) by then (5000)\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -183,7 +184,8 @@ static void on_signal(void *opaque, uint32_t events)
 }
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
-       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO };
+       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
+       OPT_QMP_TMO };
 
 int main(int argc, char **argv)
 {
@@ -204,6 +206,7 @@ int main(int argc, char **argv)
         { "consumer", required_argument, NULL, OPT_CONSUMER },
         { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
         { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+        { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -279,14 +282,18 @@ int main(int argc, char **argv)
         }
         case OPT_FRAME_TMO:
         case OPT_CONSUMER_TMO:
+        case OPT_QMP_TMO:
             /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
             if (parse_u64(optarg, 600000, &v) < 0 || v < 100) {
                 fprintf(stderr, "--%s: 100..600000 ms\n",
-                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" : "consumer-timeout-ms");
+                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" :
+                        c == OPT_QMP_TMO ? "qmp-timeout-ms" : "consumer-timeout-ms");
                 goto out;
             }
             if (c == OPT_FRAME_TMO)
                 mo.api.frame_timeout_ms = (unsigned)v;
+            else if (c == OPT_QMP_TMO)
+                mo.qmp_timeout_ms = (unsigned)v;
             else
                 mo.api.consumer_timeout_ms = (unsigned)v;
             break;
