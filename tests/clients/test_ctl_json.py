@@ -143,8 +143,10 @@ def run(tap, rig, argv):
     section("VMs", vms)
 
     def qemu():
-        rc, o = ctl_json("regs", vm, want_rc=1, feature="qmp")
+        rc, o = ctl_json("regs", intro, want_rc=1, feature="qmp")
         tap.check(rc == 1 and o[0]["error"]["status"] == "STATUS_NOT_SUPPORTED", "regs without qmp=: JSON error")
+        rc, o = ctl_json("pause", vm, want_rc=1, feature="qmp")
+        tap.check(rc == 1 and o[0]["error"]["status"] == "STATUS_ACCESS_DENIED", "pause without introspect=on")
 
     section("QEMU", qemu)
 

@@ -207,9 +207,12 @@ def run(tap, rig, argv):
 
     def qemu():
         e = expect_error(lambda: c.regs(vm))
+        tap.check(e is not None and e.status == pb.STATUS_ACCESS_DENIED,
+                  "regs of a VM without introspect=on: STATUS_ACCESS_DENIED (%s)" % (e and e.status_name))
+        e = expect_error(lambda: c.regs(intro))
         tap.check(e is not None and e.status == pb.STATUS_NOT_SUPPORTED,
                   "regs of a VM without qmp=: STATUS_NOT_SUPPORTED (%s)" % (e and e.status_name))
-        e = expect_error(lambda: c.pause(vm))
+        e = expect_error(lambda: c.pause(intro))
         tap.check(e is not None and e.status == pb.STATUS_NOT_SUPPORTED, "pause too")
         qemu_bin = shutil.which("qemu-system-x86_64")
         if not qemu_bin:
@@ -225,7 +228,7 @@ def run(tap, rig, argv):
                 if os.path.exists(qmp) or q.poll() is not None:
                     break
                 time.sleep(0.02)
-            c.vm_add("q", 12, os.path.join(info["dir"], "q.sock"), qmp=qmp)
+            c.vm_add("q", 12, os.path.join(info["dir"], "q.sock"), qmp=qmp, introspect=True)
             r = None
             for _ in range(750):  # hostd connects to QMP on its own: wait until it answers
                 try:
@@ -251,7 +254,7 @@ def run(tap, rig, argv):
             if os.path.exists(qmp):
                 os.unlink(qmp)
 
-    section(tap, "QEMU", "qmp", qemu)
+    section(tap, "QEMU", "vms" if "vms" in PENDING else "qmp", qemu)
     c.close()
 
 
