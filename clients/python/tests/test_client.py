@@ -2,7 +2,10 @@
 """The mdlmap Python package against a real mdlmap-hostd with harness guests.
 usage: test_client.py GUEST_MAPPER HOSTD   (PYTHONPATH: the package, the
 generated mdlmap_pb2 and tests/clients for client_rig)."""
+import contextlib
+import io
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -82,6 +85,20 @@ def run(tap, rig, argv):
         tap.check(c.stats().mappings == 1, "the connection stays usable after failures")
 
     section(tap, "mappings", "list", mappings)
+
+    def readme_example():
+        # the Python example of README.md, run as written against this hostd
+        readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "README.md")
+        with open(readme) as f:
+            code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
+        before = c.read(h, 0, 16)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(code.replace("/run/mdlmap/api.sock", api), {})
+        tap.check(out.getvalue() == "%s %s %r\n" % (vm, hex(ga), before) and
+                  c.read(h, 0, 2) == b"hi", "the README's Python example runs as written")
+
+    section(tap, "README example", "list", readme_example)
 
     def physical():
         marker = b"written by the python client \x00\xff"
