@@ -1164,7 +1164,7 @@ static const struct cmd cmds[] = {
       "translate VM CR3 VADDR... [--la57]  walk the guest's page tables" },
     { "virt-read", "--raw --la57", 4, 4, cmd_virt_read, "virt-read VM CR3 VADDR LEN [--raw] [--la57]" },
     { "virt-write", "--hex --la57", 4, 4, cmd_virt_write, "virt-write VM CR3 VADDR DATA [--hex] [--la57]" },
-    { "regs", "", 1, 1, cmd_regs, "regs VM                         vCPU registers (VMs with qmp=)" },
+    { "regs", "", 1, 1, cmd_regs, "regs VM                         vCPU registers (VMs with introspect=on and qmp=)" },
     { "pause", "", 1, 1, cmd_pause, "pause VM                        stop the VM's vCPUs (qmp=)" },
     { "resume", "", 1, 1, cmd_resume, "resume VM                       let them run again" },
     { "watch", "--vm= --type= --count=", 0, 0, cmd_watch,
