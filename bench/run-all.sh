@@ -67,6 +67,10 @@ run "hostd CPU per 1-byte round trip and per packet" \
   "A real hostd driven by the vhost-user harness (no QEMU): 1-byte ping-pongs to the echo service and 4 KiB packets each way; hostd's CPU time, wake-ups and read/write syscalls per round trip and per packet from /proc." \
   "$BUILD/bench/vsock_pingpong" "$HOSTD" 20000 20000 9
 
+run "Whole-guest reads and translations (introspection)" \
+  "A real hostd serving one harness VM (introspect=on, 256 MiB of guest RAM in two regions): all of it read by 512 KiB PhysRead requests (8 in flight) and through the bulk path (PhysMap region fds, mmap, memcpy), next to a plain memcpy of the same bytes (the floor); then Translate requests of 4096 addresses each (4-level tables, 4 KiB pages)." \
+  "$BUILD/bench/introspect_bench" "$HOSTD" 5 50
+
 run "vsock stream throughput in one boot" \
   "64 MiB echo streams through hostd's echo service, 8 runs in one TCG boot: per-run MB/s and the longest wait without progress, then the distribution, and where the vCPU's time went." \
   bash "$HERE/vsock_stream.sh" "$HOSTD" "$AGENT" 8 64M

@@ -82,6 +82,17 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_READ:
+    case MDLMAP__V1__ENVELOPE__BODY_TRANSLATE:
+    case MDLMAP__V1__ENVELOPE__BODY_VIRT_READ:
+        return c->peer.can_read ? NULL : "read guest memory (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_WRITE:
+    case MDLMAP__V1__ENVELOPE__BODY_VIRT_WRITE:
+        return c->peer.can_write ? NULL : "write guest memory (--api-write)";
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_MAP:
+        if (req->phys_map->writable)
+            return c->peer.can_write ? NULL : "map guest memory writable (--api-write)";
+        return c->peer.can_read ? NULL : "map guest memory (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_VCPU_STATE:
         return c->peer.can_read ? NULL : "read vCPU state (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_RUN_STATE:
@@ -107,9 +118,15 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
         return api_qmp_dispatch(c, req);
     uint8_t *f;
     size_t n;
-    int rc = host_api_handle(&c->api->ctx, req, &f, &n);
+    int fds[HOST_API_MAX_REPLY_FDS];
+    unsigned nfds = 0;
+    /* fds of replies the client has not read yet stay in hostd: bounded */
+    unsigned queued = fc->out.nfds, room = queued < API_REPLY_QUEUE_FDS ? API_REPLY_QUEUE_FDS - queued : 0;
+    int rc = host_api_handle_fds(&c->api->ctx, req, room, &f, &n, fds, &nfds);
     if (rc < 0)
         return rc;
+    if (nfds)
+        return fconn_push(fc, f, n, fds, nfds, 0); /* takes the fds; failure closes the client */
     fconn_queue(fc, f, n);
     return 0;
 }

@@ -49,7 +49,7 @@ static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigne
     return rc;
 }
 
-static int reopen_read_only(int fd)
+int api_reopen_read_only(int fd)
 {
     char path[40];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -80,7 +80,7 @@ static int map_into(void *ctx, const struct map_obj *mo, const struct map_run *r
             /* our own copy: the memtable may close its fd before the send.
              * NoWrite: a new read-only file description, so the consumer
              * cannot map the region writable (a dup would share O_RDWR) */
-            fds[nfds] = m->read_only ? reopen_read_only(runs[i].fd) : dup(runs[i].fd);
+            fds[nfds] = m->read_only ? api_reopen_read_only(runs[i].fd) : dup(runs[i].fd);
             if (fds[nfds] < 0) {
                 rc = -errno;
                 break;

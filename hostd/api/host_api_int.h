@@ -31,6 +31,14 @@
 #define API_CONSUMER_QUEUE_FDS 64u
 #define API_CONSUMER_QUEUE_BYTES (1024u * 1024u)
 
+/* Descriptors of replies (PhysMap) a client has not read yet, held by hostd
+ * per connection: one PhysMap of the largest memory table. A request that
+ * would pass it is refused (STATUS_INSUFFICIENT_RESOURCES) until the client
+ * reads. */
+#define API_REPLY_QUEUE_FDS 64u
+_Static_assert(API_REPLY_QUEUE_FDS <= OUTQ_MAX_FDS, "one reply's fds fit one queued frame");
+_Static_assert(HOST_API_MAX_REPLY_FDS <= OUTQ_MAX_FDS, "one reply's fds fit one queued frame");
+
 _Static_assert(HOST_API_MAX_CONSUMER_RULES <= 64, "consumer rules are a 64-bit mask per peer");
 
 /* What a peer may do, fixed at accept from its credentials. */

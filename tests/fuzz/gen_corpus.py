@@ -241,6 +241,29 @@ def client_seeds():
             'subscribe': bytes([14]) + reply(1, 71, f_varint(1, 5)) + event + event}
 
 
+# ---- fuzz_introspect -------------------------------------------------------------
+# pokes (count, then kind, where u16, flags, target), then operations (see
+# fuzz_introspect.c): a 4-level walk T0 -> T1 -> T2 -> T3 -> frame 5 and a
+# 2 MiB page at T2[1]; translate, a virtual read into a missing page,
+# vectored physical reads at a region edge and at 4 GiB, host API envelopes.
+def introspect_seeds():
+    def poke(src, slot, flags, target):
+        return bytes([src << 4]) + struct.pack('<H', slot) + bytes([flags, target])
+    pokes = [poke(0, 0, 7, 1), poke(1, 0, 7, 2), poke(2, 0, 7, 3), poke(3, 0, 7, 5), poke(2, 1, 0x87, 0)]
+    head = bytes([len(pokes)]) + b''.join(pokes)
+    va = lambda off, idx=(0, 0, 0, 0, 0): bytes([0]) + struct.pack('<I', off) + bytes(idx)
+    ln = lambda n: bytes([0]) + struct.pack('<I', n)
+    edge = lambda k, delta: bytes([k]) + struct.pack('<h', delta)
+    ops = bytes([0, 0]) + va(0x10)                            # translate
+    ops += bytes([0, 0]) + va(0x10, (0, 1, 0, 0, 0))          # 2 MiB page at T2[1]
+    ops += bytes([1, 0]) + va(0xf00) + ln(0x200)              # virtual read into T3[1] (absent)
+    ops += bytes([3, 2]) + edge(1, -8) + ln(16) + edge(3, 0) + ln(100)  # vectored physical read
+    ops += bytes([5]) + struct.pack('<I', 2) + edge(1, -8) + ln(16) + edge(3, 0) + ln(100)  # PhysRead
+    ops += bytes([6, 1]) + va(0x10) + bytes([0]) + ln(64) + ln(8)        # Translate envelope
+    ops += bytes([0x36, 0]) + bytes([0]) + ln(0) + ln(0)                 # PhysMap envelope
+    return {'walks': head + ops}
+
+
 # ---- fuzz_qmp_json / fuzz_qmp_regs ----------------------------------------------
 # First byte 0: the rest is the text itself (odd first bytes select the
 # targets' token mode, which random mutations reach on their own).
@@ -273,7 +296,7 @@ def main():
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
-               'qmp_regs': qmp_regs_seeds(), 'client': client_seeds()}
+               'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(), 'client': client_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)

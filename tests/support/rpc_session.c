@@ -21,6 +21,12 @@ void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, cons
 void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
                     const char *const *more)
 {
+    rig_start_opts(r, bin, tag, n, cids, NULL, more);
+}
+
+void rig_start_opts(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
+                    const char *const *vm_opts, const char *const *more)
+{
     memset(r, 0, sizeof(*r));
     snprintf(r->dir, sizeof(r->dir), "/tmp/%s.XXXXXX", tag);
     if (!mkdtemp(r->dir)) {
@@ -31,7 +37,7 @@ void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n,
     const char *extra[16] = { "--api", r->api };
     for (unsigned i = 0; more && more[i] && i + 3 < sizeof(extra) / sizeof(extra[0]); i++)
         extra[2 + i] = more[i];
-    if (!tap_check(hd_start(&r->p, bin, n, cids, extra) == 0, "hostd starts and logs ready (%u VMs)", n)) {
+    if (!tap_check(hd_start_opts(&r->p, bin, n, cids, vm_opts, extra) == 0, "hostd starts and logs ready (%u VMs)", n)) {
         rmdir(r->dir);
         exit(tap_done());
     }

@@ -114,6 +114,12 @@ static void hd_cleanup_dir(struct hd_proc *p)
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra)
 {
+    return hd_start_opts(p, bin, nvms, cids, NULL, extra);
+}
+
+int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
+                  const char *const *vm_opts, const char *const *extra)
+{
     memset(p, 0, sizeof(*p));
     if (nvms == 0 || nvms > HD_MAX_VMS)
         return -EINVAL;
@@ -140,8 +146,9 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
         snprintf(p->vm[i].name, sizeof(p->vm[i].name), "vm%u", i);
         p->vm[i].cid = cids[i];
         snprintf(p->vm[i].sock, sizeof(p->vm[i].sock), "%s/vm%u.sock", p->dir, i);
-        snprintf(specs[i], sizeof(specs[i]), "name=%s,cid=%llu,socket=%s", p->vm[i].name,
-                 (unsigned long long)cids[i], p->vm[i].sock);
+        const char *opt = vm_opts && vm_opts[i] ? vm_opts[i] : NULL;
+        snprintf(specs[i], sizeof(specs[i]), "name=%s,cid=%llu,socket=%s%s%s", p->vm[i].name,
+                 (unsigned long long)cids[i], p->vm[i].sock, opt ? "," : "", opt ? opt : "");
         argv[argc++] = "--vm";
         argv[argc++] = specs[i];
     }
