@@ -34,9 +34,10 @@ static void client_close(struct api_client *c, const char *why)
     struct host_api *api = c->api;
     log_debug("api: client fd %d closed: %s", c->fd, why);
     c->dead = true;
+    api_events_stop(c); /* before anything below publishes */
     api_qmp_cancel(c);
     if (c->consumer_id)
-        map_engine_consumer_remove(api->eng, c->consumer_id);
+        api_consumer_lost(c, why);
     evloop_del(api->loop, &c->h);
     close(c->fd);
     if (c->prev)
@@ -80,6 +81,13 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
     case MDLMAP__V1__ENVELOPE__BODY_READ:
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_SUBSCRIBE:
+        return c->peer.can_read ? NULL : "subscribe to events (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_LIST:
+        return c->peer.can_read ? NULL : "list VMs (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
+    case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:
+        return c->peer.privileged ? NULL : "add or remove VMs (--api-admin)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";
     case MDLMAP__V1__ENVELOPE__BODY_PHYS_READ:
@@ -114,6 +122,8 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
         api_deny(c, req, missing);
         return 0;
     }
+    if (api_events_message(c, req))
+        return 0;
     if (api_qmp_request(req))
         return api_qmp_dispatch(c, req);
     uint8_t *f;

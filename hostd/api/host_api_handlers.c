@@ -239,6 +239,12 @@ int host_api_handle_fds(const struct api_ctx *ctx, const mdl_envelope *req, unsi
         return do_write(e, req->write, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return do_stats(e, req->stats, req->request_id, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
+        return host_api_vm_add(ctx, req, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:
+        return host_api_vm_remove(ctx, req, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_VM_LIST:
+        return host_api_vm_list(ctx, req, out, out_len);
     default: {
         char detail[DETAIL_LEN];
         snprintf(detail, sizeof(detail), "request type %d is not served on the host API", (int)req->body_case);

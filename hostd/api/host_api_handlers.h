@@ -9,6 +9,9 @@
 
 #define HOST_API_MAX_LIST 8192u /* mappings per ListMappingsResponse */
 #define HOST_API_RECENT_LEAKS 64u /* leak records per StatsResponse, newest of all VMs */
+/* VMs per VmListResponse (= HOSTD_MAX_VMS); fewer when their entries would
+ * not fit one frame (MDLMAP_MAX_FRAME: ~3000 VMs with the longest paths). */
+#define HOST_API_MAX_VM_LIST 4096u
 
 /* What the request handlers work on: the engine and the VM table. The
  * socket server embeds one; tests and fuzz targets make their own. */
@@ -42,3 +45,8 @@ int api_introspect_handle(const struct api_ctx *ctx, const mdl_envelope *req, un
  * not a dup, which would share the O_RDWR one): the receiver cannot map it
  * writable. -1 with errno on failure. */
 int api_reopen_read_only(int fd);
+
+/* host_api_vms.c: VmAdd, VmRemove, VmList through ctx->vm_ops. */
+int host_api_vm_add(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+int host_api_vm_remove(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+int host_api_vm_list(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);

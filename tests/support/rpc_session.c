@@ -255,6 +255,15 @@ int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_ma
     return st;
 }
 
+int32_t rpc_map_kernel(struct rpc_session *r, uint64_t mdl, uint32_t priority, struct rpc_mapping *out)
+{
+    Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
+    rq.mdl_handle = mdl;
+    rq.cache_type = MDLMAP__V1__CACHE_TYPE__MM_CACHED;
+    rq.priority = priority;
+    return rpc_map(r, &rq, out);
+}
+
 int32_t rpc_unmap(struct rpc_session *r, uint64_t map, uint64_t address, uint64_t mdl)
 {
     mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;

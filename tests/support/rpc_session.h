@@ -95,6 +95,8 @@ struct rpc_mapping {
 };
 /* rq: the caller's MapRequest (mode, cache type, priority, consumer...). */
 int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_mapping *out);
+/* The common case: KernelMode, MmCached, this priority (e.g. 16: Normal). */
+int32_t rpc_map_kernel(struct rpc_session *r, uint64_t mdl, uint32_t priority, struct rpc_mapping *out);
 int32_t rpc_unmap(struct rpc_session *r, uint64_t map, uint64_t address, uint64_t mdl);
 int32_t rpc_unlock(struct rpc_session *r, uint64_t mdl, unsigned *released);
 

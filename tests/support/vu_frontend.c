@@ -121,7 +121,7 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
                   const char *const *vm_opts, const char *const *extra)
 {
     memset(p, 0, sizeof(*p));
-    if (nvms == 0 || nvms > HD_MAX_VMS)
+    if (nvms > HD_MAX_VMS)
         return -EINVAL;
     snprintf(p->dir, sizeof(p->dir), "/tmp/mdlmap-harness-XXXXXX");
     if (!mkdtemp(p->dir)) {
@@ -131,7 +131,7 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
     snprintf(p->log, sizeof(p->log), "%s/hostd.log", p->dir);
     p->vm = nvms <= HD_INLINE_VMS ? p->vm_inline : calloc(nvms, sizeof(*p->vm));
     enum { SPEC = 256, ARGS = 32 };
-    char (*specs)[SPEC] = malloc((size_t)nvms * SPEC);
+    char (*specs)[SPEC] = malloc((size_t)(nvms ? nvms : 1) * SPEC);
     const char **argv = malloc((2 * (size_t)nvms + ARGS) * sizeof(*argv));
     if (!p->vm || !specs || !argv) {
         free(specs);

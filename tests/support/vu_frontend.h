@@ -43,7 +43,8 @@ struct hd_proc {
     bool reaped;
 };
 
-/* Start hostd (bin) serving nvms VMs with the given CIDs (names vm0, vm1, ...).
+/* Start hostd (bin) serving nvms VMs with the given CIDs (names vm0, vm1, ...);
+ * nvms 0: none on the command line (extra then gives --api or --config).
  * extra: NULL-terminated extra arguments (e.g. "--sibling-routing", "off"), may be NULL.
  * Env MDLMAP_HARNESS_DEBUG=1 adds --log-level debug. Waits (<= 20 s) for "ready". */
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
