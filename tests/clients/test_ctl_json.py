@@ -9,25 +9,15 @@ import subprocess
 
 from client_rig import main
 
-PENDING = set(os.environ.get("MDLMAP_PENDING", "").split(",")) - {""}
-
-
-class Pending(Exception):
-    pass
-
-
 def run(tap, rig, argv):
     ctl, info = argv[3], rig.info
     api, vm, intro = info["api"], info["vm"], info["intro"]
     h, ga, n = info["map_handle"], info["guest_address"], info["byte_count"]
 
-    def ctl_json(*args, want_rc=0, feature=None):
+    def ctl_json(*args, want_rc=0):
         """Run mdlmapctl --json; the parsed objects (one per line)."""
         p = subprocess.run([ctl, "--api", api, "--json", *args], capture_output=True, text=True, timeout=30)
         objs = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
-        err = objs[0].get("error") if objs and isinstance(objs[0], dict) else None
-        if feature in PENDING and err and err.get("status") == "STATUS_INVALID_DEVICE_REQUEST":
-            raise Pending("server side of %s not on main yet (%s)" % (feature, err.get("detail")))
         if p.returncode != want_rc:
             tap.diag("%s: rc %d, stderr: %s" % (" ".join(args), p.returncode, p.stderr.strip()))
         return p.returncode, objs
@@ -35,8 +25,6 @@ def run(tap, rig, argv):
     def section(name, fn):
         try:
             fn()
-        except Pending as e:
-            tap.skip(name, str(e))
         except (ValueError, KeyError, IndexError) as e:  # json.JSONDecodeError is a ValueError
             tap.check(False, "%s: %r" % (name, e))
 
@@ -68,7 +56,7 @@ def run(tap, rig, argv):
     section("mappings", mappings)
 
     def physical():
-        rc, o = ctl_json("phys-write", intro, hex(10 << 20), "json test", feature="introspect")
+        rc, o = ctl_json("phys-write", intro, hex(10 << 20), "json test")
         tap.check(rc == 0 and o[0]["written"] == 9, "phys-write --json")
         rc, o = ctl_json("phys-read", intro, hex(10 << 20), "9")
         tap.check(rc == 0 and bytes.fromhex(o[0]["hex"]) == b"json test", "phys-read --json")
@@ -94,7 +82,7 @@ def run(tap, rig, argv):
 
     def virtual():
         # a page table with nothing present: every address faults
-        rc, o = ctl_json("phys-write", intro, hex(11 << 20), "--hex", "00" * 8, feature="introspect")
+        rc, o = ctl_json("phys-write", intro, hex(11 << 20), "--hex", "00" * 8)
         rc, o = ctl_json("translate", intro, hex(11 << 20), "0x1000", "0x7fff0000", want_rc=1)
         res = o[0].get("results", []) if o else []
         tap.check(rc == 1 and len(res) == 2 and all(r["status"] == "STATUS_ACCESS_VIOLATION" for r in res),
@@ -111,8 +99,6 @@ def run(tap, rig, argv):
         first = json.loads(w.stdout.readline() or "{}")  # {"watching_from_seq": N}: subscribed
         if "watching_from_seq" not in first:
             w.communicate(timeout=10)
-            if first.get("error", {}).get("status") == "STATUS_INVALID_DEVICE_REQUEST" and "events" in PENDING:
-                raise Pending("server side of events not on main yet")
             tap.check(False, "watch subscribed (%s)" % first)
             return
         m = rig.map()
@@ -131,7 +117,7 @@ def run(tap, rig, argv):
     section("events", events)
 
     def vms():
-        rc, o = ctl_json("vm", "list", feature="vms")
+        rc, o = ctl_json("vm", "list")
         names = {v["name"]: v for v in o[0].get("vms", [])} if rc == 0 else {}
         tap.check(vm in names and names[intro]["introspect"] is True, "vm list --json")
         sock = os.path.join(info["dir"], "ctl.sock")
@@ -143,9 +129,9 @@ def run(tap, rig, argv):
     section("VMs", vms)
 
     def qemu():
-        rc, o = ctl_json("regs", intro, want_rc=1, feature="qmp")
+        rc, o = ctl_json("regs", intro, want_rc=1)
         tap.check(rc == 1 and o[0]["error"]["status"] == "STATUS_NOT_SUPPORTED", "regs without qmp=: JSON error")
-        rc, o = ctl_json("pause", vm, want_rc=1, feature="qmp")
+        rc, o = ctl_json("pause", vm, want_rc=1)
         tap.check(rc == 1 and o[0]["error"]["status"] == "STATUS_ACCESS_DENIED", "pause without introspect=on")
 
     section("QEMU", qemu)

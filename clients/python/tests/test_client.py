@@ -15,10 +15,6 @@ import mdlmap
 from mdlmap import pb
 from client_rig import main
 
-# Server parts not on main yet: their tests skip (with the reason printed)
-# when hostd does not serve the request type at all. Empty once merged.
-PENDING = set(os.environ.get("MDLMAP_PENDING", "").split(",")) - {""}
-
 MB = 1 << 20
 P, RW, US, PS = 1, 2, 4, 0x80
 PML4, PDPT, PD, PT = 12 * MB, 12 * MB + 0x1000, 12 * MB + 0x2000, 12 * MB + 0x3000
@@ -28,14 +24,12 @@ VA_LARGE = 0x600000    # PD[3]: a 2 MiB page at LARGE
 VA_ABSENT = 0x800000   # PD[4] not present
 
 
-def section(tap, name, feature, fn):
+def section(tap, name, fn):
+    """A group of checks; an unexpected MdlmapError fails it with hostd's answer."""
     try:
         fn()
     except mdlmap.MdlmapError as e:
-        if feature in PENDING and e.status == pb.STATUS_INVALID_DEVICE_REQUEST:
-            tap.skip(name, "server side of %s not on main yet (%s)" % (feature, e))
-        else:
-            tap.check(False, "%s: %s" % (name, e))
+        tap.check(False, "%s: %s" % (name, e))
 
 
 def expect_error(fn):
@@ -84,7 +78,7 @@ def run(tap, rig, argv):
         tap.check(e is not None and e.status == pb.STATUS_INVALID_PARAMETER, "a read past the buffer is refused")
         tap.check(c.stats().mappings == 1, "the connection stays usable after failures")
 
-    section(tap, "mappings", "list", mappings)
+    section(tap, "mappings", mappings)
 
     def readme_example():
         # the Python example of README.md, run as written against this hostd
@@ -98,7 +92,7 @@ def run(tap, rig, argv):
         tap.check(out.getvalue() == "%s %s %r\n" % (vm, hex(ga), before) and
                   c.read(h, 0, 2) == b"hi", "the README's Python example runs as written")
 
-    section(tap, "README example", "list", readme_example)
+    section(tap, "README example", readme_example)
 
     def physical():
         marker = b"written by the python client \x00\xff"
@@ -131,7 +125,7 @@ def run(tap, rig, argv):
         for r in w:
             r.close()
 
-    section(tap, "physical memory", "introspect", physical)
+    section(tap, "physical memory", physical)
 
     def virtual():
         def q(gpa, v):
@@ -170,7 +164,7 @@ def run(tap, rig, argv):
                       getattr(e, "data", None) == b"END OF MAPPED..!",
                       "a virtual read stops at the absent page: the bytes before it and its address")
 
-    section(tap, "guest-virtual", "introspect", virtual)
+    section(tap, "guest-virtual", virtual)
 
     def events():
         w = mdlmap.Client(api)
@@ -201,7 +195,7 @@ def run(tap, rig, argv):
         rig.unmap()
         g.close()
 
-    section(tap, "events", "events", events)
+    section(tap, "events", events)
 
     def vms():
         vl = {v.vm.name: v for v in c.vm_list()}
@@ -220,7 +214,7 @@ def run(tap, rig, argv):
         e = expect_error(lambda: c.vm_remove("py2"))
         tap.check(e is not None, "removing it again is refused (%s)" % (e and e.status_name))
 
-    section(tap, "VMs", "vms", vms)
+    section(tap, "VMs", vms)
 
     def qemu():
         e = expect_error(lambda: c.regs(vm))
@@ -271,7 +265,7 @@ def run(tap, rig, argv):
             if os.path.exists(qmp):
                 os.unlink(qmp)
 
-    section(tap, "QEMU", "vms" if "vms" in PENDING else "qmp", qemu)
+    section(tap, "QEMU", qemu)
     c.close()
 
 
