@@ -98,6 +98,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         log_err("mdl: host page size %ld is not %u; MDL mapping needs it", page, MAP_PAGE_SIZE);
         return -ENOTSUP;
     }
+    fdstore_open(&h->store);
     h->loop = evloop_new();
     if (!h->loop)
         return -ENOMEM;
@@ -123,9 +124,14 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.path = o->api_path;
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
+        ac.inherited_fd = fdstore_take(&h->store, "api.listen");
+        ac.inherited = ac.inherited_fd >= 0;
+        ac.keep_path = h->store.active;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;
+        if (h->store.active && !ac.inherited)
+            fdstore_put(&h->store, "api.listen", host_api_listener(h->api));
     }
     return 0;
 }
@@ -144,6 +150,7 @@ static void vm_free(struct hostd *h, struct vm *vm)
 {
     vm_qmp_free(vm);
     vu_backend_free(vm->vu);
+    vm_keep_free(h, vm);
     vsock_dev_free(vm->vsock);
     vm->vsock = NULL;
     if (vm->mdl)
@@ -163,6 +170,9 @@ static int vm_build(struct hostd *h, struct vm *vm)
         .owner_gid_set = vm->cfg.owner_gid_set,
         .owner_uid = vm->cfg.owner_uid,
         .owner_gid = vm->cfg.owner_gid,
+        .state_changed = vm_keep_changed,
+        .state_ctx = vm,
+        .socket_outlives = h->store.active,
     };
     vm->vu = vu_backend_new(&bc);
     if (!vm->vu)
@@ -222,9 +232,10 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
         return -ENOMEM;
     vm->hostd = h;
     vm->cfg = *c;
+    vm->kept.state_fd = -1;
     int r = vm_build(h, vm);
     if (r == 0 && c->socket_path[0])
-        r = vu_backend_listen(vm->vu);
+        r = vm_keep_start(h, vm);
     if (r < 0) {
         log_err("vm %s: cannot start: %s", c->name, strerror(-r));
         vm_free(h, vm);
@@ -236,8 +247,14 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
     return 0;
 }
 
+void hostd_started(struct hostd *h)
+{
+    fdstore_drop_untaken(&h->store);
+}
+
 void hostd_fini(struct hostd *h)
 {
+    h->stopping = true;
     /* QEMU connections first, QMP ahead of the rest (see vm_qmp_free):
      * stopping each device closes its connections, whose services release
      * what they hold in the engine. A device's reset looks its siblings up
@@ -270,4 +287,5 @@ void hostd_fini(struct hostd *h)
     if (h->loop)
         evloop_free(h->loop);
     h->loop = NULL;
+    fdstore_close(&h->store);
 }

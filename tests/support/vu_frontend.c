@@ -111,6 +111,13 @@ static void hd_cleanup_dir(struct hd_proc *p)
     }
 }
 
+static const char *const *hd_wrapper;
+
+void hd_set_wrapper(const char *const *argv)
+{
+    hd_wrapper = argv;
+}
+
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra)
 {
@@ -126,7 +133,10 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
     p->vm = nvms <= HD_INLINE_VMS ? p->vm_inline : calloc(nvms, sizeof(*p->vm));
     enum { SPEC = 256, ARGS = 32 };
     char (*specs)[SPEC] = malloc((size_t)nvms * SPEC);
-    const char **argv = malloc((2 * (size_t)nvms + ARGS) * sizeof(*argv));
+    unsigned nwrap = 0;
+    while (hd_wrapper && hd_wrapper[nwrap])
+        nwrap++;
+    const char **argv = malloc((2 * (size_t)nvms + ARGS + nwrap) * sizeof(*argv));
     if (!p->vm || !specs || !argv) {
         free(specs);
         free(argv);
@@ -135,6 +145,8 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
     }
     p->nvms = nvms;
     int argc = 0;
+    for (unsigned i = 0; i < nwrap; i++)
+        argv[argc++] = hd_wrapper[i];
     argv[argc++] = bin;
     for (unsigned i = 0; i < nvms; i++) {
         snprintf(p->vm[i].name, sizeof(p->vm[i].name), "vm%u", i);
@@ -150,7 +162,7 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
         argv[argc++] = "--log-level";
         argv[argc++] = "debug";
     }
-    for (int i = 0; extra && extra[i] && argc < 2 * (int)nvms + ARGS - 1; i++)
+    for (int i = 0; extra && extra[i] && argc < 2 * (int)nvms + ARGS + (int)nwrap - 1; i++)
         argv[argc++] = extra[i];
     argv[argc] = NULL;
 
@@ -186,8 +198,8 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
             }
             closedir(d);
         }
-        execv(bin, (char *const *)argv);
-        fprintf(stderr, "harness: execv %s: %s\n", bin, strerror(errno));
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "harness: execv %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     p->pid = pid;

@@ -48,6 +48,10 @@ struct hd_proc {
  * Env MDLMAP_HARNESS_DEBUG=1 adds --log-level debug. Waits (<= 20 s) for "ready". */
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra);
+/* Start hostd under a wrapper from now on: argv (NULL-terminated, kept by
+ * the caller; NULL: none) goes before hostd's own (e.g. the fd-store
+ * supervisor "fdstore-sup --pidfile F --"). p->pid is then the wrapper's. */
+void hd_set_wrapper(const char *const *argv);
 /* Is hostd still running? (reaps it if it died; see hd_describe_exit). */
 bool hd_alive(struct hd_proc *p);
 /* SIGTERM, wait <= 15 s (then SIGKILL). Returns 0 only on a clean exit 0;

@@ -45,6 +45,14 @@ struct vu_backend_config {
      * either, whoever the socket's mode lets connect. */
     bool owner_uid_set, owner_gid_set;
     unsigned owner_uid, owner_gid;
+    /* Called (from the event loop) after the state vu_backend_export
+     * describes may have changed: a batch of vhost-user messages was
+     * handled, a front-end connected or went away. Never per packet. */
+    void (*state_changed)(void *ctx);
+    void *state_ctx;
+    /* The listening socket is also held elsewhere (the service manager's
+     * fd store): vu_backend_free leaves the socket file in place. */
+    bool socket_outlives;
 };
 
 struct vu_backend;
@@ -75,3 +83,37 @@ int vu_backend_adopt_conn(struct vu_backend *be, int fd);
  * dropped. */
 int vu_backend_process(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,
                        unsigned nfds);
+
+/* ---- state export / restore (a new hostd process resumes a front-end) ----
+ *
+ * What a new process needs to go on serving a connected front-end without
+ * any vhost-user message: the record (features, memory table layout, per
+ * ring: size, addresses, flags, indices) and the descriptors it refers to.
+ * The backend knows nothing about where they are kept. A ring's next avail
+ * index is not kept (it changes per packet): the device completes every
+ * chain it pops before it returns to the event loop, so the used index in
+ * guest memory, plus the distance between the two at the time of the
+ * record, gives it back. */
+#define VU_STATE_REC_SIZE 1536u  /* bytes of a record (fixed) */
+
+struct vu_state_fds {
+    int listen;                   /* export only; restore ignores it */
+    int conn;
+    int region[VU_MAX_MEM_SLOTS];
+    int kick[VU_MAX_QUEUES], call[VU_MAX_QUEUES], err[VU_MAX_QUEUES];
+};
+
+/* All -1. */
+void vu_state_fds_init(struct vu_state_fds *f);
+/* Fill rec (VU_STATE_REC_SIZE bytes) and f (borrowed: still the backend's).
+ * Without a front-end the record says so and f holds only the listener. */
+void vu_backend_export(const struct vu_backend *be, uint8_t rec[VU_STATE_REC_SIZE], struct vu_state_fds *f);
+/* Resume from a record and its fds, validated as if they came from a peer
+ * (the record is ours, but a corrupt one must fail cleanly): every fd in f
+ * (but listen) is taken on success and on failure. 0 (and every queue gets
+ * one queue_event, for work that arrived meanwhile); -ENODATA when the
+ * record says no front-end was connected; else -EINVAL/-EBADF/... with
+ * detail logged, and the backend is as new (not connected). */
+int vu_backend_restore(struct vu_backend *be, const uint8_t *rec, size_t len, struct vu_state_fds *f);
+/* Take fd, an inherited listening Unix socket, instead of vu_backend_listen. */
+int vu_backend_listen_on(struct vu_backend *be, int fd);
