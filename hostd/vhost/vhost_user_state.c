@@ -4,7 +4,6 @@
  * corrupt record, a missing or wrong descriptor, rings outside the memory
  * table all end in a clean refusal (the backend as new, every fd closed). */
 #include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,9 +35,10 @@ struct rec {
     uint32_t owner_set, nq, nregions, pad;
     struct rec_region region[VU_MAX_MEM_SLOTS];
     struct rec_queue q[VU_MAX_QUEUES];
-    uint64_t check;              /* FNV-1a of everything before it */
 };
-_Static_assert(sizeof(struct rec) <= VU_STATE_REC_SIZE, "record outgrew VU_STATE_REC_SIZE");
+/* the last 8 bytes of the record: FNV-1a 64 of all before them */
+#define REC_CHECK_AT (VU_STATE_REC_SIZE - 8u)
+_Static_assert(sizeof(struct rec) <= REC_CHECK_AT, "record outgrew VU_STATE_REC_SIZE");
 
 static uint64_t fnv1a(const void *p, size_t n)
 {
@@ -98,9 +98,10 @@ void vu_backend_export(const struct vu_backend *be, uint8_t out[VU_STATE_REC_SIZ
             f->err[q] = vq->err_fd;
         }
     }
-    r.check = fnv1a(&r, offsetof(struct rec, check));
     memset(out, 0, VU_STATE_REC_SIZE);
     memcpy(out, &r, sizeof(r));
+    uint64_t check = fnv1a(out, REC_CHECK_AT);
+    memcpy(out + REC_CHECK_AT, &check, sizeof(check));
 }
 
 static int take(int *slot)
@@ -232,16 +233,18 @@ int vu_backend_restore(struct vu_backend *be, const uint8_t *buf, size_t len, st
         ret = -EBUSY;
         goto fail;
     }
-    if (!buf || len < sizeof(r)) {
-        log_warn("vm %s: restore: record of %zu bytes (want %zu)", be->name, len, sizeof(r));
+    if (!buf || len != VU_STATE_REC_SIZE) {
+        log_warn("vm %s: restore: record of %zu bytes (want %u)", be->name, len, VU_STATE_REC_SIZE);
         ret = -EINVAL;
         goto fail;
     }
+    uint64_t check;
+    memcpy(&check, buf + REC_CHECK_AT, sizeof(check));
     memcpy(&r, buf, sizeof(r));
-    if (r.magic != REC_MAGIC || r.version != REC_VERSION || r.size != sizeof(r) ||
-        r.check != fnv1a(&r, offsetof(struct rec, check))) {
+    if (check != fnv1a(buf, REC_CHECK_AT) || r.magic != REC_MAGIC || r.version != REC_VERSION ||
+        r.size != sizeof(r)) {
         log_warn("vm %s: restore: record damaged (magic 0x%x version %u size %u, checksum %s)", be->name, r.magic,
-                 r.version, r.size, r.check == fnv1a(&r, offsetof(struct rec, check)) ? "ok" : "wrong");
+                 r.version, r.size, check == fnv1a(buf, REC_CHECK_AT) ? "ok" : "wrong");
         ret = -EINVAL;
         goto fail;
     }

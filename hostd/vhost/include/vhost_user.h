@@ -94,7 +94,7 @@ int vu_backend_process(struct vu_backend *be, const struct vu_msg_hdr *hdr, cons
  * chain it pops before it returns to the event loop, so the used index in
  * guest memory, plus the distance between the two at the time of the
  * record, gives it back. */
-#define VU_STATE_REC_SIZE 1536u  /* bytes of a record (fixed) */
+#define VU_STATE_REC_SIZE 1536u  /* bytes of a record (fixed); the last 8: FNV-1a 64 of the others */
 
 struct vu_state_fds {
     int listen;                   /* export only; restore ignores it */
