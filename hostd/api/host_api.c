@@ -410,11 +410,6 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
         return NULL;
     }
     int fd = cfg->inherited ? cfg->inherited_fd : usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
-    if (cfg->inherited && usock_adopt_listener(fd) < 0) {
-        log_warn("api: inherited socket for %s is not a listening Unix socket: a new one", path);
-        close(fd);
-        fd = usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
-    }
     if (fd < 0) {
         log_err("api: %s: %s", path,
                 fd == -EADDRINUSE ? "in use by another process" :

@@ -11,6 +11,7 @@
 #include "map_engine.h"
 #include "qmp.h"
 #include "rpc_service.h"
+#include "usock.h"
 #include "vhost_user.h"
 #include "vsock.h"
 
@@ -125,7 +126,12 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
         ac.inherited_fd = fdstore_take(&h->store, "api.listen");
-        ac.inherited = ac.inherited_fd >= 0;
+        ac.inherited = ac.inherited_fd >= 0 && usock_adopt_listener(ac.inherited_fd) == 0;
+        if (ac.inherited_fd >= 0 && !ac.inherited) {
+            log_warn("api: the kept socket is not a listening Unix socket: a new one");
+            close(ac.inherited_fd);
+            fdstore_drop(&h->store, "api.listen");
+        }
         ac.keep_path = h->store.active;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
@@ -250,6 +256,10 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
 void hostd_started(struct hostd *h)
 {
     fdstore_drop_untaken(&h->store);
+    /* now that every sibling is there: work that arrived during the restart */
+    for (unsigned i = 0; i < h->nvms; i++)
+        if (h->vms[i]->kept.resumed)
+            vu_backend_kick(h->vms[i]->vu);
 }
 
 void hostd_fini(struct hostd *h)

@@ -133,6 +133,7 @@ static void resume(struct hostd *h, struct vm *vm)
     }
     ssize_t n = pread(k->state_fd, rec, sizeof(rec), 0);
     int r = vu_backend_restore(vm->vu, rec, n < 0 ? 0 : (size_t)n, &f);
+    k->resumed = r == 0;
     if (r == 0)
         log_info("vm %s: resumed after a hostd restart (no vhost-user exchange)", vm->cfg.name);
     else if (r != -ENODATA)

@@ -17,6 +17,7 @@ struct vm_kept {
     bool conn;           /* which names are in the store now */
     uint32_t regions;    /* bit i: "mem<i>" */
     uint8_t kick, call, err;  /* bit q */
+    bool resumed;        /* restored at start: its queues get one look once all VMs are there */
 };
 
 /* Listen (on the inherited socket if there is one) and resume the

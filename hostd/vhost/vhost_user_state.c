@@ -272,10 +272,14 @@ int vu_backend_restore(struct vu_backend *be, const uint8_t *buf, size_t len, st
     close_all(f);   /* fds the record does not name (none from our own export) */
     log_info("vm %s: resumed the front-end connection: %u regions, features 0x%llx", be->name, be->mem.n,
              (unsigned long long)be->features);
-    for (unsigned q = 0; q < be->nq; q++)
-        vu_queue_event(be, q);   /* work may have arrived while no one listened */
     return 0;
 fail:
     close_all(f);
     return ret;
+}
+
+void vu_backend_kick(struct vu_backend *be)
+{
+    for (unsigned q = 0; q < be->nq; q++)
+        vu_queue_event(be, q);
 }

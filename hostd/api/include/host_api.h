@@ -65,9 +65,9 @@ struct host_api_config {
     unsigned nconsumers;
     unsigned frame_timeout_ms;    /* a started frame must complete by then; 0: 5000 */
     unsigned consumer_timeout_ms; /* a consumer must answer MapInto by then; 0: 10000 */
-    /* An inherited listening socket for path (service manager's fd store)
-     * instead of a new one; with keep_path the socket file outlives hostd
-     * (the store still holds the socket). */
+    /* An inherited listening socket for path (service manager's fd store;
+     * checked by the caller, taken) instead of a new one; with keep_path the
+     * socket file outlives hostd (the store still holds the socket). */
     bool inherited;
     int inherited_fd;
     bool keep_path;

@@ -110,10 +110,14 @@ void vu_state_fds_init(struct vu_state_fds *f);
 void vu_backend_export(const struct vu_backend *be, uint8_t rec[VU_STATE_REC_SIZE], struct vu_state_fds *f);
 /* Resume from a record and its fds, validated as if they came from a peer
  * (the record is ours, but a corrupt one must fail cleanly): every fd in f
- * (but listen) is taken on success and on failure. 0 (and every queue gets
- * one queue_event, for work that arrived meanwhile); -ENODATA when the
+ * (but listen) is taken on success and on failure. 0; -ENODATA when the
  * record says no front-end was connected; else -EINVAL/-EBADF/... with
- * detail logged, and the backend is as new (not connected). */
+ * detail logged, and the backend is as new (not connected). The device is
+ * not called: vu_backend_kick once its peers are there too. */
 int vu_backend_restore(struct vu_backend *be, const uint8_t *rec, size_t len, struct vu_state_fds *f);
-/* Take fd, an inherited listening Unix socket, instead of vu_backend_listen. */
+/* Let the device look at every ready queue once (work that arrived, with
+ * or without a kick, while no process served the rings). */
+void vu_backend_kick(struct vu_backend *be);
+/* Take fd, an inherited listening Unix socket bound to the configured
+ * path, instead of vu_backend_listen (fd is taken on failure too). */
 int vu_backend_listen_on(struct vu_backend *be, int fd);
