@@ -198,6 +198,8 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
             }
             closedir(d);
         }
+        /* the harness's own service manager is not hostd's (a wrapper sets its own) */
+        unsetenv("NOTIFY_SOCKET");
         execv(argv[0], (char *const *)argv);
         fprintf(stderr, "harness: execv %s: %s\n", argv[0], strerror(errno));
         _exit(127);
