@@ -22,31 +22,17 @@
 #include "fuzz_input.h"
 #include "log.h"
 #include "vhost_user.h"
+#include "vu_direct.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MEM_SZ (1u << 20)
 #define UVA_BASE 0x7f3400000000ull
 
-static unsigned two_queues(void *dev)
-{
-    return 2;
-}
-
-static const struct vu_dev_ops null_dev = { .queue_count = two_queues };
 static struct vu_backend *src;
 static uint8_t base[VU_STATE_REC_SIZE];
 static struct vu_state_fds kept;
 static int peer = -1;
-
-static void msg(struct vu_backend *be, uint32_t req, const void *pl, uint32_t size, int fd)
-{
-    struct vu_msg_hdr h = { req, VHOST_USER_VERSION, size };
-    uint8_t buf[VHOST_USER_MAX_PAYLOAD];
-    memcpy(buf, pl, size);
-    int fds[1] = { fd };
-    vu_backend_process(be, &h, buf, fds, fd >= 0 ? 1 : 0);
-}
 
 static int setup_once(void)
 {
@@ -57,13 +43,13 @@ static int setup_once(void)
     int sp[2];
     if (!src || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
         return -1;
-    vu_backend_attach(src, &null_dev, NULL);
+    vu_backend_attach(src, &vu_direct_null_dev, NULL);
     if (vu_backend_adopt_conn(src, sp[0]) < 0)
         return -1;
     peer = sp[1];
     uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
                  (1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
-    msg(src, VHOST_USER_SET_FEATURES, &f, sizeof(f), -1);
+    vu_direct_send(src, VHOST_USER_SET_FEATURES, &f, sizeof(f), -1);
     int fd = memfd_create("fuzz-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0 || ftruncate(fd, MEM_SZ) < 0)
         return -1;
@@ -71,31 +57,20 @@ static int setup_once(void)
     memset(&t, 0, sizeof(t));
     t.nregions = 1;
     t.r[0] = (struct vu_region){ 0, MEM_SZ, UVA_BASE, 0 };
-    msg(src, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd);
+    vu_direct_send(src, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd);
     for (uint32_t q = 0; q < 2; q++) {
         uint64_t ring = UVA_BASE + 0x10000ull * (q + 1), idx = q;
         struct vu_vring_state s = { q, 256 };
-        msg(src, VHOST_USER_SET_VRING_NUM, &s, sizeof(s), -1);
+        vu_direct_send(src, VHOST_USER_SET_VRING_NUM, &s, sizeof(s), -1);
         struct vu_vring_addr a = { .index = q, .desc = ring, .avail = ring + 0x1000, .used = ring + 0x2000 };
-        msg(src, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1);
-        msg(src, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC));
-        msg(src, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC));
+        vu_direct_send(src, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1);
+        vu_direct_send(src, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC));
+        vu_direct_send(src, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC));
         s.num = 1;
-        msg(src, VHOST_USER_SET_VRING_ENABLE, &s, sizeof(s), -1);
+        vu_direct_send(src, VHOST_USER_SET_VRING_ENABLE, &s, sizeof(s), -1);
     }
     vu_backend_export(src, base, &kept);
     return kept.conn >= 0 && kept.region[0] >= 0 ? 0 : -1;
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
 }
 
 static int copy_fd(int fd, bool leave_out)
@@ -109,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     static int fds0 = -1;
     if (fds0 < 0)
-        fds0 = count_fds();
+        fds0 = vu_direct_open_fds();
     struct fuzz_in in = { data, size };
     uint8_t flags = fuzz_take8(&in);
     uint8_t rec[VU_STATE_REC_SIZE];
@@ -136,12 +111,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "fuzz" });
     if (!be)
         abort();
-    vu_backend_attach(be, &null_dev, NULL);
+    vu_backend_attach(be, &vu_direct_null_dev, NULL);
     int r = vu_backend_restore(be, rec, sizeof(rec), &f);
     if (r < 0 && (vu_backend_connected(be) || vu_backend_mem(be)->n != 0))
         abort();   /* a refusal must leave the back-end as new */
     vu_backend_free(be);
-    if (count_fds() != fds0)
+    if (vu_direct_open_fds() != fds0)
         abort();   /* every fd handed over is consumed or closed */
     return 0;
 }

@@ -40,19 +40,30 @@ static struct stored store[MAX_STORED];
 static unsigned nstored;
 static const char *list_path, *pid_path;
 
-static void write_list(void)
+/* Replace path's contents at once (readers never see half a file). */
+static FILE *begin_write(const char *path, char tmp[512])
 {
-    if (!list_path)
-        return;
-    char tmp[512];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", list_path);
-    FILE *f = fopen(tmp, "w");
+    if (!path)
+        return NULL;
+    snprintf(tmp, 512, "%s.tmp", path);
+    return fopen(tmp, "w");
+}
+
+static void end_write(FILE *f, const char *tmp, const char *path)
+{
     if (!f)
         return;
-    for (unsigned i = 0; i < nstored; i++)
-        fprintf(f, "%s\n", store[i].name);
     fclose(f);
-    rename(tmp, list_path);
+    rename(tmp, path);
+}
+
+static void write_list(void)
+{
+    char tmp[512];
+    FILE *f = begin_write(list_path, tmp);
+    for (unsigned i = 0; f && i < nstored; i++)
+        fprintf(f, "%s\n", store[i].name);
+    end_write(f, tmp, list_path);
 }
 
 static void drop_name(const char *name)
@@ -169,16 +180,11 @@ static pid_t start(char **argv, const char *notify_path)
 
 static void write_pid(pid_t pid)
 {
-    if (!pid_path)
-        return;
     char tmp[512];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", pid_path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return;
-    fprintf(f, "%d\n", (int)pid);
-    fclose(f);
-    rename(tmp, pid_path);
+    FILE *f = begin_write(pid_path, tmp);
+    if (f)
+        fprintf(f, "%d\n", (int)pid);
+    end_write(f, tmp, pid_path);
 }
 
 int main(int argc, char **argv)

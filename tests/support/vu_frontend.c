@@ -235,6 +235,18 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
     return -ETIMEDOUT;
 }
 
+unsigned hd_log_count(const struct hd_proc *p, const char *s)
+{
+    FILE *f = fopen(p->log, "r");
+    char line[1024];
+    unsigned n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        n += strstr(line, s) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 void hd_kill(struct hd_proc *p)
 {
     if (hd_alive(p)) {

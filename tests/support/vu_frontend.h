@@ -61,6 +61,8 @@ int hd_stop(struct hd_proc *p);
 void hd_kill(struct hd_proc *p);
 /* "exited 0", "exited 23", "killed by signal 11", "running". */
 const char *hd_describe_exit(struct hd_proc *p, char *buf, size_t len);
+/* Lines of hostd's log that contain s. */
+unsigned hd_log_count(const struct hd_proc *p, const char *s);
 /* Print the last `lines` lines of hostd's log as "# " diagnostics. */
 void hd_log_tail(const struct hd_proc *p, int lines);
 

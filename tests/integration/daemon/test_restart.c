@@ -32,18 +32,6 @@ static pid_t read_pid(const char *path)
     return pid;
 }
 
-static unsigned count_in_file(const char *path, const char *s)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    unsigned n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, s) != NULL;
-    if (f)
-        fclose(f);
-    return n;
-}
-
 static bool store_has(const char *list, const char *name)
 {
     char want[128];
@@ -94,11 +82,11 @@ static pid_t restart(struct rig *rig, const char *pidfile, int sig, unsigned *re
     pid_t now = 0;
     for (int i = 0; i < 2000; i++) {
         now = read_pid(pidfile);
-        if (now != old && count_in_file(rig->p.log, "ready:") >= *readies)
+        if (now != old && hd_log_count(&rig->p, "ready:") >= *readies)
             break;
         usleep(10000);
     }
-    tap_check(now != old && count_in_file(rig->p.log, "ready:") >= *readies,
+    tap_check(now != old && hd_log_count(&rig->p, "ready:") >= *readies,
               "%s: the supervisor started a new hostd (pid %d -> %d) and it is ready", what, (int)old, (int)now);
     return now;
 }

@@ -21,37 +21,11 @@
 #include "memtable.h"
 #include "tap.h"
 #include "vhost_user.h"
+#include "vu_direct.h"
 
 #define MEM_SZ (1u << 20)
 #define UVA_BASE 0x7f3400000000ull
 #define RING(q) (0x10000ull * (q + 1)) /* GPA of queue q's descriptor table; avail +4K, used +8K */
-
-static unsigned two_queues(void *dev)
-{
-    return 2;
-}
-
-static const struct vu_dev_ops null_dev = { .queue_count = two_queues };
-
-static int send_msg(struct vu_backend *be, uint32_t req, const void *pl, uint32_t size, int fd)
-{
-    struct vu_msg_hdr h = { req, VHOST_USER_VERSION, size };
-    uint8_t buf[VHOST_USER_MAX_PAYLOAD];
-    memcpy(buf, pl, size);
-    int fds[1] = { fd };
-    return vu_backend_process(be, &h, buf, fds, fd >= 0 ? 1 : 0);
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
-}
 
 static uint8_t *ram;   /* our mapping of the guest memory memfd */
 
@@ -64,7 +38,7 @@ static struct vu_backend *backend(void)
 {
     struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "t" });
     CHECK(be != NULL);
-    vu_backend_attach(be, &null_dev, NULL);
+    vu_backend_attach(be, &vu_direct_null_dev, NULL);
     return be;
 }
 
@@ -79,7 +53,7 @@ static struct vu_backend *bring_up(int *peer)
     *peer = sp[1];
     uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_EVENT_IDX) |
                  (1ull << VHOST_USER_F_PROTOCOL_FEATURES);
-    CHECK(send_msg(be, VHOST_USER_SET_FEATURES, &f, sizeof(f), -1) == 0);
+    CHECK(vu_direct_send(be, VHOST_USER_SET_FEATURES, &f, sizeof(f), -1) == 0);
     int fd = memfd_create("vu-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     CHECK(fd >= 0 && ftruncate(fd, MEM_SZ) == 0);
     ram = mmap(NULL, MEM_SZ, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -88,21 +62,21 @@ static struct vu_backend *bring_up(int *peer)
     memset(&t, 0, sizeof(t));
     t.nregions = 1;
     t.r[0] = (struct vu_region){ 0, MEM_SZ, UVA_BASE, 0 };
-    CHECK(send_msg(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd) == 0);
+    CHECK(vu_direct_send(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd) == 0);
     for (uint32_t q = 0; q < 2; q++) {
         set_used_idx(q, 3);
         struct vu_vring_state s = { q, 256 };
-        CHECK(send_msg(be, VHOST_USER_SET_VRING_NUM, &s, sizeof(s), -1) == 0);
+        CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_NUM, &s, sizeof(s), -1) == 0);
         s.num = 7;
-        CHECK(send_msg(be, VHOST_USER_SET_VRING_BASE, &s, sizeof(s), -1) == 0);
+        CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_BASE, &s, sizeof(s), -1) == 0);
         struct vu_vring_addr a = { .index = q, .desc = UVA_BASE + RING(q), .avail = UVA_BASE + RING(q) + 0x1000,
                                    .used = UVA_BASE + RING(q) + 0x2000 };
-        CHECK(send_msg(be, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1) == 0);
+        CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1) == 0);
         uint64_t idx = q;
-        CHECK(send_msg(be, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC)) == 0);
-        CHECK(send_msg(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC)) == 0);
+        CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC)) == 0);
+        CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), eventfd(0, EFD_CLOEXEC)) == 0);
         s.num = 1;
-        CHECK(send_msg(be, VHOST_USER_SET_VRING_ENABLE, &s, sizeof(s), -1) == 0);
+        CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_ENABLE, &s, sizeof(s), -1) == 0);
     }
     return be;
 }
@@ -195,7 +169,7 @@ static void test_refusals(void)
     uint8_t rec[VU_STATE_REC_SIZE], bad[VU_STATE_REC_SIZE];
     struct vu_state_fds f, g;
     vu_backend_export(a, rec, &f);
-    int fds0 = count_fds();
+    int fds0 = vu_direct_open_fds();
     bool clean;
 
     memcpy(bad, rec, sizeof(bad));
@@ -250,7 +224,7 @@ static void test_refusals(void)
     tap_diag("mutations: %u refused, %u accepted (e.g. other ring addresses inside guest memory)", refused,
              accepted);
     CHECK(refused > 0);
-    CHECK_EQ(count_fds(), fds0);
+    CHECK_EQ(vu_direct_open_fds(), fds0);
 
     /* a backend that had no front-end: nothing to resume */
     struct vu_backend *idle = backend();
