@@ -93,6 +93,13 @@ static int rx_step(struct vu_backend *c)
     }
 }
 
+/* Requests that only ask: no reason to tell the state's keeper. */
+static bool only_asks(uint32_t req)
+{
+    return req == VHOST_USER_GET_FEATURES || req == VHOST_USER_GET_PROTOCOL_FEATURES ||
+           req == VHOST_USER_GET_QUEUE_NUM || req == VHOST_USER_GET_MAX_MEM_SLOTS || req == VHOST_USER_GET_CONFIG;
+}
+
 static void state_changed(struct vu_backend *be)
 {
     if (be->state_changed)
@@ -120,7 +127,7 @@ static void on_conn(void *opaque, uint32_t events)
         be->fds.n = 0; /* vu_process_msg owns them now */
         r = vu_process_msg(be, &h, be->payload, be->fds.fd, nfds);
         rx_next(be);
-        handled = true;
+        handled |= !only_asks(h.request);
         if (r < 0) {
             vu_backend_disconnect(be, "protocol violation");
             return;
