@@ -23,16 +23,21 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH]\n"
-            "                         [,introspect=on|off] [--vm ...]\n"
+            "usage: mdlmap-hostd [--vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH]\n"
+            "                         [,introspect=on|off]] [--vm ...]\n"
             "                    [--sibling-routing on|off] [--rpc-privileged-ports on|off]\n"
             "                    [--guest-addresses real|alias] [--api PATH] [--socket-group GROUP]\n"
             "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
             "                    [--log-level error|warn|info|debug] [--help]\n"
             "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
             "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS]\n"
+            "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS] [--config FILE]\n"
             "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
+            "With --api, hostd may start without a VM (VmAdd adds them later).\n"
+            "--config FILE: one option per line, without its leading --, then its value\n"
+            "  (\"vm name=a,cid=3,socket=/run/mdlmap/a.sock\"); # starts a comment line.\n"
+            "  The file is read first: the command line wins for single-valued options,\n"
+            "  repeatable ones (--vm, --api-read/-write/-admin, --consumer) add up.\n"
             "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
             "connecting process's credentials; root and hostd's own user always have\n"
             "every right, everyone else none unless named):\n"
@@ -59,21 +64,26 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 }
 
 /* --vm SPEC: parsed by the daemon layer (the same parser serves the host
- * API's VmAdd); here only the uniqueness among the command line's VMs. */
-static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg)
+ * API's VmAdd); here only the uniqueness among the VMs given at start. */
+static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg, const char *where)
 {
     struct vm_config c;
     char err[200];
     if (vm_config_parse(&c, arg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "--vm: %s\n", err);
+        fprintf(stderr, "%s--vm: %s\n", where, err);
         return -1;
     }
     for (unsigned i = 0; i < *nvms; i++) {
         const struct vm_config *o = &(*vms)[i];
         if (!strcmp(o->name, c.name) || o->cid == c.cid || !strcmp(o->socket_path, c.socket_path)) {
-            fprintf(stderr, "--vm %s: name, cid and socket must be unique (clashes with %s)\n", c.name, o->name);
+            fprintf(stderr, "%s--vm %s: name, cid and socket must be unique (clashes with %s)\n", where, c.name,
+                    o->name);
             return -1;
         }
+    }
+    if (*nvms >= HOSTD_MAX_VMS) {
+        fprintf(stderr, "%s--vm %s: more than %u VMs\n", where, c.name, HOSTD_MAX_VMS);
+        return -1;
     }
     struct vm_config *nv = realloc(*vms, (*nvms + 1) * sizeof(*nv));
     if (!nv)
@@ -185,153 +195,239 @@ static void on_signal(void *opaque, uint32_t events)
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
        OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
-       OPT_QMP_TMO };
+       OPT_QMP_TMO, OPT_CONFIG };
+
+/* The one option table: getopt reads the command line from it, the config
+ * file's keys are looked up in it. */
+static const struct option opts[] = {
+    { "vm", required_argument, NULL, 'v' },
+    { "sibling-routing", required_argument, NULL, OPT_SIBLING },
+    { "rpc-privileged-ports", required_argument, NULL, OPT_PRIVPORTS },
+    { "guest-addresses", required_argument, NULL, OPT_GADDR },
+    { "api", required_argument, NULL, OPT_API },
+    { "vm-page-quota", required_argument, NULL, OPT_VMQ },
+    { "global-page-quota", required_argument, NULL, OPT_GQ },
+    { "max-vmas", required_argument, NULL, OPT_VMAS },
+    { "log-level", required_argument, NULL, OPT_LOG },
+    { "socket-group", required_argument, NULL, OPT_SOCKGRP },
+    { "api-read", required_argument, NULL, OPT_API_READ },
+    { "api-write", required_argument, NULL, OPT_API_WRITE },
+    { "api-admin", required_argument, NULL, OPT_API_ADMIN },
+    { "consumer", required_argument, NULL, OPT_CONSUMER },
+    { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
+    { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+    { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
+    { "config", required_argument, NULL, OPT_CONFIG },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+/* What the options build up, from the config file and the command line. */
+struct cli {
+    struct hostd_options mo;
+    struct vm_config *vms;
+    unsigned nvms;
+    const char *where; /* error prefix: "" on the command line, "FILE:LINE: " in the config file */
+};
+
+static const char *opt_name(int c)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (o->val == c)
+            return o->name;
+    return "?";
+}
+
+/* One option (getopt's code c) with its value; -1 after saying why. */
+static int apply_opt(struct cli *cl, int c, const char *arg)
+{
+    struct hostd_options *mo = &cl->mo;
+    uint64_t v;
+    char err[200];
+    switch (c) {
+    case 'v':
+        return parse_vm(&cl->vms, &cl->nvms, arg, cl->where);
+    case OPT_SIBLING:
+    case OPT_PRIVPORTS:
+        if (strcmp(arg, "on") && strcmp(arg, "off")) {
+            snprintf(err, sizeof(err), "on or off");
+            break;
+        }
+        if (c == OPT_SIBLING)
+            mo->sibling_routing = !strcmp(arg, "on");
+        else
+            mo->rpc_any_port = !strcmp(arg, "off");
+        return 0;
+    case OPT_GADDR:
+        if (strcmp(arg, "real") && strcmp(arg, "alias")) {
+            snprintf(err, sizeof(err), "real or alias");
+            break;
+        }
+        mo->alias_addresses = !strcmp(arg, "alias");
+        return 0;
+    case OPT_API:
+        mo->api_path = arg;
+        return 0;
+    case OPT_SOCKGRP:
+        if (vm_lookup_gid(arg, &mo->socket_gid) < 0) {
+            snprintf(err, sizeof(err), "no group '%s'", arg);
+            break;
+        }
+        mo->socket_group_set = true;
+        return 0;
+    case OPT_API_READ:
+    case OPT_API_WRITE:
+    case OPT_API_ADMIN:
+    case OPT_CONSUMER: {
+        struct api_who_list *l = c == OPT_API_READ ? &mo->api.read : c == OPT_API_WRITE ? &mo->api.write
+                                                                                         : &mo->api.admin;
+        if ((c == OPT_CONSUMER ? host_api_consumer_rule_parse(&mo->api, arg, err, sizeof(err))
+                               : host_api_who_parse(l, arg, err, sizeof(err))) < 0)
+            break;
+        return 0;
+    }
+    case OPT_FRAME_TMO:
+    case OPT_CONSUMER_TMO:
+    case OPT_QMP_TMO:
+        /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
+        if (parse_u64(arg, 600000, &v) < 0 || v < 100) {
+            snprintf(err, sizeof(err), "100..600000 ms");
+            break;
+        }
+        if (c == OPT_FRAME_TMO)
+            mo->api.frame_timeout_ms = (unsigned)v;
+        else if (c == OPT_QMP_TMO)
+            mo->qmp_timeout_ms = (unsigned)v;
+        else
+            mo->api.consumer_timeout_ms = (unsigned)v;
+        return 0;
+    case OPT_VMQ:
+    case OPT_GQ:
+    case OPT_VMAS:
+        if (parse_u64(arg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
+            snprintf(err, sizeof(err), "bad number '%s'", arg);
+            break;
+        }
+        if (c == OPT_VMQ)
+            mo->vm_page_quota = v;
+        else if (c == OPT_GQ)
+            mo->global_page_quota = v;
+        else
+            mo->max_vmas = (uint32_t)v;
+        return 0;
+    case OPT_LOG:
+        if (!strcmp(arg, "error"))
+            log_threshold = LOG_ERROR;
+        else if (!strcmp(arg, "warn"))
+            log_threshold = LOG_WARN;
+        else if (!strcmp(arg, "info"))
+            log_threshold = LOG_INFO;
+        else if (!strcmp(arg, "debug"))
+            log_threshold = LOG_DEBUG;
+        else {
+            snprintf(err, sizeof(err), "error|warn|info|debug");
+            break;
+        }
+        return 0;
+    default:
+        snprintf(err, sizeof(err), "not allowed here");
+        break;
+    }
+    fprintf(stderr, "%s--%s: %s\n", cl->where, opt_name(c), err);
+    return -1;
+}
+
+/* --config FILE: one option per line, its long name without "--", then
+ * whitespace, then its value (the rest of the line, trailing blanks cut);
+ * empty lines and lines starting with # are skipped. The values point into
+ * *text, which the caller frees after the options are used. */
+#define CONFIG_MAX_BYTES (1u << 20)
+static int read_config(struct cli *cl, const char *path, char **text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "--config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *buf = malloc(CONFIG_MAX_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, CONFIG_MAX_BYTES + 1, f) : 0;
+    bool bad = !buf || ferror(f) || n > CONFIG_MAX_BYTES;
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "--config %s: %s\n", path, buf ? "unreadable or larger than 1 MiB" : "out of memory");
+        free(buf);
+        return -1;
+    }
+    buf[n] = 0;
+    *text = buf;
+    char where[300];
+    unsigned lineno = 0;
+    for (char *line = buf, *next; line; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        snprintf(where, sizeof(where), "%s:%u: ", path, lineno);
+        cl->where = where;
+        line += strspn(line, " \t\r");
+        size_t len = strlen(line);
+        while (len && strchr(" \t\r", line[len - 1]))
+            line[--len] = 0;
+        if (!*line || *line == '#')
+            continue;
+        if (strlen(line) != len) {
+            fprintf(stderr, "%sa NUL byte in the line\n", where);
+            return -1;
+        }
+        if (!strncmp(line, "--", 2))
+            line += 2;   /* files written for the old shell-split unit ("--vm ...") still read */
+        char *val = line + strcspn(line, " \t");
+        if (*val)
+            *val++ = 0;
+        val += strspn(val, " \t");
+        const struct option *o = opts;
+        while (o->name && strcmp(o->name, line))
+            o++;
+        if (!o->name || o->has_arg != required_argument || o->val == OPT_CONFIG) {
+            fprintf(stderr, "%s'%s' is not an option a config file can set\n", where, line);
+            return -1;
+        }
+        if (!*val) {
+            fprintf(stderr, "%s'%s' needs a value\n", where, line);
+            return -1;
+        }
+        if (apply_opt(cl, o->val, val) < 0)
+            return -1;
+    }
+    cl->where = "";
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "vm", required_argument, NULL, 'v' },
-        { "sibling-routing", required_argument, NULL, OPT_SIBLING },
-        { "rpc-privileged-ports", required_argument, NULL, OPT_PRIVPORTS },
-        { "guest-addresses", required_argument, NULL, OPT_GADDR },
-        { "api", required_argument, NULL, OPT_API },
-        { "vm-page-quota", required_argument, NULL, OPT_VMQ },
-        { "global-page-quota", required_argument, NULL, OPT_GQ },
-        { "max-vmas", required_argument, NULL, OPT_VMAS },
-        { "log-level", required_argument, NULL, OPT_LOG },
-        { "socket-group", required_argument, NULL, OPT_SOCKGRP },
-        { "api-read", required_argument, NULL, OPT_API_READ },
-        { "api-write", required_argument, NULL, OPT_API_WRITE },
-        { "api-admin", required_argument, NULL, OPT_API_ADMIN },
-        { "consumer", required_argument, NULL, OPT_CONSUMER },
-        { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
-        { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
-        { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
     struct hostd h;
     memset(&h, 0, sizeof(h));
-    struct hostd_options mo;
-    memset(&mo, 0, sizeof(mo));
-    mo.sibling_routing = true;
-    struct vm_config *vms = NULL;
-    unsigned nvms = 0;
+    struct cli cl = { .where = "" };
+    cl.mo.sibling_routing = true;
+    char *config_text = NULL;
+    const char *config = NULL;
     int rc = 2, c;
     struct sig_ctx sc = { .h = &h, .fd = -1 };
     bool ran = false;
 
+    /* The config file first, then the command line: single-valued options
+     * given in both take the command line's value; repeatable ones (--vm,
+     * --api-read/-write/-admin, --consumer) add up. */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        uint64_t v;
-        switch (c) {
-        case 'v':
-            if (parse_vm(&vms, &nvms, optarg) < 0)
-                goto out;
-            break;
-        case OPT_SIBLING:
-            if (!strcmp(optarg, "on"))
-                mo.sibling_routing = true;
-            else if (!strcmp(optarg, "off"))
-                mo.sibling_routing = false;
-            else {
-                fprintf(stderr, "--sibling-routing: on or off\n");
-                goto out;
-            }
-            break;
-        case OPT_GADDR:
-            if (!strcmp(optarg, "real") || !strcmp(optarg, "alias")) {
-                mo.alias_addresses = !strcmp(optarg, "alias");
-            } else {
-                fprintf(stderr, "--guest-addresses: real or alias\n");
-                goto out;
-            }
-            break;
-        case OPT_PRIVPORTS:
-            if (!strcmp(optarg, "on") || !strcmp(optarg, "off")) {
-                mo.rpc_any_port = !strcmp(optarg, "off");
-            } else {
-                fprintf(stderr, "--rpc-privileged-ports: on or off\n");
-                goto out;
-            }
-            break;
-        case OPT_API:
-            mo.api_path = optarg;
-            break;
-        case OPT_SOCKGRP:
-            if (vm_lookup_gid(optarg, &mo.socket_gid) < 0) {
-                fprintf(stderr, "--socket-group: no group '%s'\n", optarg);
-                goto out;
-            }
-            mo.socket_group_set = true;
-            break;
-        case OPT_API_READ:
-        case OPT_API_WRITE:
-        case OPT_API_ADMIN:
-        case OPT_CONSUMER: {
-            char err[160];
-            struct api_who_list *l = c == OPT_API_READ ? &mo.api.read : c == OPT_API_WRITE ? &mo.api.write
-                                                                                            : &mo.api.admin;
-            if ((c == OPT_CONSUMER ? host_api_consumer_rule_parse(&mo.api, optarg, err, sizeof(err))
-                                   : host_api_who_parse(l, optarg, err, sizeof(err))) < 0) {
-                fprintf(stderr, "--%s: %s\n",
-                        c == OPT_API_READ ? "api-read" : c == OPT_API_WRITE ? "api-write" :
-                        c == OPT_API_ADMIN ? "api-admin" : "consumer", err);
-                goto out;
-            }
-            break;
-        }
-        case OPT_FRAME_TMO:
-        case OPT_CONSUMER_TMO:
-        case OPT_QMP_TMO:
-            /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
-            if (parse_u64(optarg, 600000, &v) < 0 || v < 100) {
-                fprintf(stderr, "--%s: 100..600000 ms\n",
-                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" :
-                        c == OPT_QMP_TMO ? "qmp-timeout-ms" : "consumer-timeout-ms");
-                goto out;
-            }
-            if (c == OPT_FRAME_TMO)
-                mo.api.frame_timeout_ms = (unsigned)v;
-            else if (c == OPT_QMP_TMO)
-                mo.qmp_timeout_ms = (unsigned)v;
-            else
-                mo.api.consumer_timeout_ms = (unsigned)v;
-            break;
-        case OPT_VMQ:
-        case OPT_GQ:
-        case OPT_VMAS:
-            if (parse_u64(optarg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
-                fprintf(stderr, "--%s: bad number '%s'\n",
-                        c == OPT_VMQ ? "vm-page-quota" : c == OPT_GQ ? "global-page-quota" : "max-vmas", optarg);
-                goto out;
-            }
-            if (c == OPT_VMQ)
-                mo.vm_page_quota = v;
-            else if (c == OPT_GQ)
-                mo.global_page_quota = v;
-            else
-                mo.max_vmas = (uint32_t)v;
-            break;
-        case OPT_LOG:
-            if (!strcmp(optarg, "error"))
-                log_threshold = LOG_ERROR;
-            else if (!strcmp(optarg, "warn"))
-                log_threshold = LOG_WARN;
-            else if (!strcmp(optarg, "info"))
-                log_threshold = LOG_INFO;
-            else if (!strcmp(optarg, "debug"))
-                log_threshold = LOG_DEBUG;
-            else {
-                fprintf(stderr, "--log-level: error|warn|info|debug\n");
-                goto out;
-            }
-            break;
-        case 'h':
-            usage(stdout);
-            rc = 0;
+        if (c == OPT_CONFIG && config) {
+            fprintf(stderr, "--config: given twice\n");
             goto out;
-        default:
-            usage(stderr);
+        }
+        if (c == OPT_CONFIG)
+            config = optarg;
+        else if (c == 'h' || c == '?') {
+            usage(c == 'h' ? stdout : stderr);
+            rc = c == 'h' ? 0 : 2;
             goto out;
         }
     }
@@ -340,11 +436,20 @@ int main(int argc, char **argv)
         usage(stderr);
         goto out;
     }
-    if (nvms == 0) {
-        fprintf(stderr, "at least one --vm is required\n");
+    if (config && read_config(&cl, config, &config_text) < 0)
+        goto out;
+    optind = 0;   /* glibc: a full re-initialisation of getopt */
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+        if (c != OPT_CONFIG && apply_opt(&cl, c, optarg) < 0)
+            goto out;
+    if (cl.nvms == 0 && !cl.mo.api_path) {
+        fprintf(stderr, "no VM: give --vm (or --api, to add VMs through the host API later)\n");
         usage(stderr);
         goto out;
     }
+    struct hostd_options mo = cl.mo;
+    struct vm_config *vms = cl.vms;
+    unsigned nvms = cl.nvms;
 
     rc = 1;
     raise_fd_limit(nvms);
@@ -388,7 +493,8 @@ out:
     if (h.loop && sc.fd >= 0)
         evloop_del(h.loop, &sc.eh);
     hostd_fini(&h);
-    free(vms);
+    free(cl.vms);
+    free(config_text);
     if (sc.fd >= 0)
         close(sc.fd);
     if (ran)

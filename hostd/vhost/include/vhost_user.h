@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "evloop.h"
 #include "memtable.h"
 #include "vhost_user_proto.h"
@@ -50,9 +51,13 @@ struct vu_backend_config {
      * handled, a front-end connected or went away. Never per packet. */
     void (*state_changed)(void *ctx);
     void *state_ctx;
-    /* The listening socket is also held elsewhere (the service manager's
-     * fd store): vu_backend_free leaves the socket file in place. */
-    bool socket_outlives;
+    /* The daemon's event bus (NULL: none): VM_CONNECTED when a front-end is
+     * taken, VM_DISCONNECTED when it goes (before the device stops, so what
+     * the stop releases follows it), VM_RESET when a running device stops
+     * with the front-end still there (rings stopped, RESET_OWNER/DEVICE).
+     * cid only labels these events. */
+    struct events *events;
+    uint64_t cid;
 };
 
 struct vu_backend;
@@ -65,6 +70,9 @@ int vu_backend_listen(struct vu_backend *be);
 /* Close the front-end connection (if any); the device is stopped and the
  * memory table dropped. The backend keeps listening. */
 void vu_backend_disconnect(struct vu_backend *be, const char *why);
+/* The listening socket outlives this process (the service manager's fd
+ * store holds it for the next hostd): vu_backend_free leaves its file. */
+void vu_backend_keep_socket(struct vu_backend *be);
 /* Stop listening, disconnect, free. */
 void vu_backend_free(struct vu_backend *be);
 
