@@ -192,3 +192,19 @@ void usock_fds_close(struct usock_fds *fds)
     fds->n = 0;
     fds->dropped = false;
 }
+
+int usock_adopt_listener_at(int fd, const char *path)
+{
+    struct sockaddr_un sa, want;
+    socklen_t sl = sizeof(sa);
+    struct stat st;
+    int rc = adopt(fd, 1);
+    if (rc == 0)
+        rc = addr_of(path, &want);
+    memset(&sa, 0, sizeof(sa));
+    if (rc == 0 && (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 ||
+                    strncmp(sa.sun_path, want.sun_path, sizeof(sa.sun_path)) != 0 || lstat(path, &st) < 0 ||
+                    !S_ISSOCK(st.st_mode)))
+        rc = -ESTALE;
+    return rc;
+}

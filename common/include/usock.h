@@ -29,6 +29,10 @@ int usock_listen(const char *path, mode_t mode, gid_t gid, int backlog, int sock
  * / -EINVAL; fd stays the caller's either way. */
 int usock_adopt_listener(int fd);
 int usock_adopt_stream(int fd);
+/* usock_adopt_listener for a socket that must be bound to path, and path
+ * must still be there (a socket file): -ESTALE when it moved or its file
+ * was removed (nobody could connect to it). */
+int usock_adopt_listener_at(int fd, const char *path);
 
 /* Connect to path. Returns the fd (SOCK_CLOEXEC plus sock_flags). */
 int usock_connect(const char *path, int sock_flags);

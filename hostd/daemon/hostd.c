@@ -211,9 +211,9 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
         ac.inherited_fd = fdstore_take(&h->store, "api.listen");
-        ac.inherited = ac.inherited_fd >= 0 && usock_adopt_listener(ac.inherited_fd) == 0;
+        ac.inherited = ac.inherited_fd >= 0 && usock_adopt_listener_at(ac.inherited_fd, o->api_path) == 0;
         if (ac.inherited_fd >= 0 && !ac.inherited) {
-            log_warn("api: the kept socket is not a listening Unix socket: a new one");
+            log_warn("api: the kept socket is not listening on %s any more: a new one", o->api_path);
             close(ac.inherited_fd);
             fdstore_drop(&h->store, "api.listen");
         }

@@ -8,7 +8,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -324,16 +323,9 @@ int vu_backend_listen(struct vu_backend *be)
 
 int vu_backend_listen_on(struct vu_backend *be, int fd)
 {
-    int ret = usock_adopt_listener(fd);
-    struct sockaddr_un sa;
-    socklen_t sl = sizeof(sa);
-    memset(&sa, 0, sizeof(sa));
-    if (ret == 0 && (!be || !be->loop || !be->ops))
-        ret = -EINVAL;
-    /* the VM's socket moved in the configuration: not this VM's listener */
-    if (ret == 0 && (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 ||
-                     strncmp(sa.sun_path, be->socket_path, sizeof(sa.sun_path)) != 0))
-        ret = -ESTALE;
+    /* not bound to the configured path any more (moved, or its file gone):
+     * no QEMU could connect to it */
+    int ret = be && be->loop && be->ops ? usock_adopt_listener_at(fd, be->socket_path) : -EINVAL;
     if (ret == 0)
         ret = evloop_add(be->loop, &be->listen_h, fd, EPOLLIN, on_accept, be);
     if (ret < 0) {

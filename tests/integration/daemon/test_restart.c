@@ -6,7 +6,8 @@
  * see its socket close otherwise), a new echo connection works, the old one
  * gets RST, the old RPC session is gone, a new lock + map works, and hostd
  * holds nothing of before (host API stats, fd count as in the first run).
- * Last, a corrupt state record: the next hostd refuses it cleanly (closes
+ * Before the SIGKILL the VM's socket file is removed: the new hostd
+ * replaces the useless kept listener. Last, a corrupt state record: the next hostd refuses it cleanly (closes
  * the connection, stays up) and a new front-end is served as usual.
  * usage: test_restart HOSTD FDSTORE-SUP */
 #include <dirent.h>
@@ -158,7 +159,17 @@ int main(int argc, char **argv)
         lock_and_map(d, &s, what);
         tap_check(stat_field(rig.api, 0) == 1, "%s: hostd reports the mapping before the restart", what);
 
+        /* the second time, the socket file goes away meanwhile (someone
+         * cleaned /run): the kept listener is then useless and replaced */
+        if (sigs[round] == SIGKILL)
+            unlink(rig.p.vm[0].sock);
         pid = restart(&rig, pidfile, sigs[round], &readies, what);
+        if (sigs[round] == SIGKILL) {
+            struct stat st;
+            tap_check(stat(rig.p.vm[0].sock, &st) == 0 && S_ISSOCK(st.st_mode) &&
+                          hd_log_count(&rig.p, "inherited listening socket refused") == 1,
+                      "%s: a kept listener whose file was removed is replaced by a new socket", what);
+        }
         tap_check(!d->dead && !vu_fe_peer_closed(&d->g.fe), "%s: the vhost-user connection stayed open", what);
         tap_check(vdev_echo_check(d, 4096, 5000, why, sizeof(why)) == 0, "%s: a new echo connection works %s",
                   what, why);
