@@ -65,12 +65,8 @@ static bool lock_and_map(struct vdev *d, struct rpc_session *s, const char *what
     uint64_t pfns[2] = { BUF_GPA / PG, BUF_GPA / PG + 1 }, mdl = 0;
     int32_t st = rpc_lock(s, 0, 2 * PG, pfns, 2, 0, &mdl);
     tap_check(st == 0 && mdl, "%s: lock 2 pages (%s)", what, rpc_status_name(st));
-    Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
-    rq.mdl_handle = mdl;
-    rq.cache_type = MDLMAP__V1__CACHE_TYPE__MM_CACHED;
-    rq.priority = 16;
     struct rpc_mapping m;
-    st = rpc_map(s, &rq, &m);
+    st = rpc_map_kernel(s, mdl, 16, &m);
     return tap_check(st == 0 && m.address, "%s: map (%s)", what, rpc_status_name(st));
 }
 
