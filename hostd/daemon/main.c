@@ -500,6 +500,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < nvms; i++)
         if (hostd_vm_add(&h, &vms[i]) < 0)
             goto out;
+    hostd_started(&h);
     log_info("ready: %u VM(s), sibling routing %s", h.nvms, mo.sibling_routing ? "on" : "off");
 
     while (!evloop_stopped(h.loop)) {
