@@ -13,35 +13,72 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include "config_check.h"
 #include "hostd.h"
 #include "log.h"
+#include "mdlmap_version.h"
+#include "metrics.h"
 #include "memtable.h"
 #include "vhost_user.h"
 #include "virtq.h"
 #include "vsock.h"
 
-static void usage(FILE *f)
+/* The short form on a usage error; --help teaches every option. */
+static void usage(FILE *f, bool full)
 {
+    fprintf(f, "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,...] [--vm ...] [OPTION...]\n"
+               "       mdlmap-hostd --check-config [OPTION...] | --version | --help\n");
+    if (!full) {
+        fprintf(f, "mdlmap-hostd --help explains every option.\n");
+        return;
+    }
     fprintf(f,
-            "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH]\n"
-            "                         [,introspect=on|off] [--vm ...]\n"
-            "                    [--sibling-routing on|off] [--rpc-privileged-ports on|off]\n"
-            "                    [--guest-addresses real|alias] [--api PATH] [--socket-group GROUP]\n"
-            "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
-            "                    [--log-level error|warn|info|debug] [--help]\n"
-            "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
-            "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS]\n"
-            "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
-            "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
-            "connecting process's credentials; root and hostd's own user always have\n"
-            "every right, everyone else none unless named):\n"
-            "  --api-read       may list mappings, read guest memory, get stats\n"
-            "  --api-write      may also write guest memory\n"
-            "  --api-admin      every right; always gets a connection, even at the limit\n"
-            "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
-            "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
-            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n");
+        "Serves virtio-vsock to QEMU guests through vhost-user (one socket per VM) and\n"
+        "maps guest memory described by MDLs. Runs in the foreground; logs to stderr,\n"
+        "or to the journal under systemd.\n"
+        "\nVMs:\n"
+        "  --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH][,introspect=on|off]\n"
+        "        one per VM: hostd listens on PATH for the VM's QEMU and gives the guest\n"
+        "        CID (3..4294967294). uid/group: only that user / a member of that group\n"
+        "        may be its QEMU. qmp: QEMU's monitor socket; introspect: whole-guest\n"
+        "        access through the host API\n"
+        "  --socket-group GROUP\n"
+        "        VM sockets become root:GROUP mode 0660 (libvirt: libvirt-qemu); else 0600\n"
+        "\nGuest traffic:\n"
+        "  --sibling-routing on|off\n"
+        "        route guest-to-guest vsock connections between these VMs (default on)\n"
+        "  --rpc-privileged-ports on|off\n"
+        "        on (default): only guest ports below 1024 (root in a guest) may lock and map\n"
+        "  --guest-addresses real|alias\n"
+        "        the address a guest is told for a mapping: hostd's own (default) or a\n"
+        "        per-VM alias that hides hostd's address-space layout\n"
+        "\nLimits:\n"
+        "  --vm-page-quota N      pages one VM may have mapped (default 262144: 1 GiB)\n"
+        "  --global-page-quota N  pages all VMs together may have mapped (default 1048576: 4 GiB)\n"
+        "  --max-vmas N           VMAs all mappings may cost (default: from vm.max_map_count)\n"
+        "\nHost API (mdlmapctl, host tools):\n"
+        "  --api PATH             the host API Unix socket (mode 0660, hostd's user and group)\n"
+        "  --api-read WHO[,WHO...]   may list mappings, read guest memory, get stats\n"
+        "  --api-write WHO[,...]     may also write guest memory\n"
+        "  --api-admin WHO[,...]     every right; always gets a connection, even at the limit\n"
+        "  --consumer NAME=WHO[,...] may register the UserMode consumer NAME (repeatable)\n"
+        "        WHO: user:NAME|UID or group:NAME|GID. Root and hostd's own user have\n"
+        "        every right, everyone else none unless named\n"
+        "  --api-frame-timeout-ms MS  a started request frame must complete by then (5000)\n"
+        "  --consumer-timeout-ms MS   a consumer must answer MapInto by then (10000)\n"
+        "\nOperations:\n"
+        "  --log-level error|warn|info|debug   (default info)\n"
+        "  --metrics-file PATH\n"
+        "        write per-VM metrics in the Prometheus text format to PATH (atomically,\n"
+        "        for the node exporter's textfile collector: name it *.prom)\n"
+        "  --metrics-interval S   rewrite the metrics file every S seconds (1..3600, default 15)\n"
+        "  --check-config\n"
+        "        parse everything, check directories, users and groups, print the\n"
+        "        effective configuration and exit 0 (usable) or 1, listening on nothing\n"
+        "  --version              print the version and exit\n"
+        "  --help                 this text\n"
+        "\nSignals: SIGTERM/SIGINT stop cleanly; SIGUSR1 logs per-VM statistics.\n"
+        "Documentation: docs/operations.md (installed in the documentation directory).\n");
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -183,7 +220,8 @@ static void on_signal(void *opaque, uint32_t events)
 }
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
-       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO };
+       OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
+       OPT_METRICS, OPT_METRICS_IVAL, OPT_CHECK, OPT_VERSION };
 
 int main(int argc, char **argv)
 {
@@ -204,6 +242,10 @@ int main(int argc, char **argv)
         { "consumer", required_argument, NULL, OPT_CONSUMER },
         { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
         { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+        { "metrics-file", required_argument, NULL, OPT_METRICS },
+        { "metrics-interval", required_argument, NULL, OPT_METRICS_IVAL },
+        { "check-config", no_argument, NULL, OPT_CHECK },
+        { "version", no_argument, NULL, OPT_VERSION },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -216,7 +258,9 @@ int main(int argc, char **argv)
     unsigned nvms = 0;
     int rc = 2, c;
     struct sig_ctx sc = { .h = &h, .fd = -1 };
-    bool ran = false;
+    bool ran = false, check_only = false;
+    struct hostd_run_config run = { .opt = &mo, .metrics_interval_s = 15 };
+    struct metrics_writer mw = { .tfd = -1 };
 
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         uint64_t v;
@@ -319,23 +363,46 @@ int main(int argc, char **argv)
                 goto out;
             }
             break;
+        case OPT_METRICS:
+            run.metrics_path = optarg;
+            break;
+        case OPT_METRICS_IVAL:
+            if (parse_u64(optarg, 3600, &v) < 0 || v < 1) {
+                fprintf(stderr, "--metrics-interval: 1..3600 seconds\n");
+                goto out;
+            }
+            run.metrics_interval_s = (unsigned)v;
+            break;
+        case OPT_CHECK:
+            check_only = true;
+            break;
+        case OPT_VERSION:
+            printf("mdlmap-hostd %s\n", MDLMAP_VERSION);
+            rc = 0;
+            goto out;
         case 'h':
-            usage(stdout);
+            usage(stdout, true);
             rc = 0;
             goto out;
         default:
-            usage(stderr);
+            usage(stderr, false);
             goto out;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+        usage(stderr, false);
         goto out;
     }
     if (nvms == 0) {
         fprintf(stderr, "at least one --vm is required\n");
-        usage(stderr);
+        usage(stderr, false);
+        goto out;
+    }
+    if (check_only) {
+        run.vms = vms;
+        run.nvms = nvms;
+        rc = hostd_check_config(stdout, stderr, &run) ? 1 : 0;
         goto out;
     }
 
@@ -368,6 +435,10 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < nvms; i++)
         if (hostd_vm_add(&h, &vms[i]) < 0)
             goto out;
+    if (run.metrics_path && (r = metrics_writer_start(&mw, &h, run.metrics_path, run.metrics_interval_s)) < 0) {
+        log_err("metrics: %s: %s", run.metrics_path, strerror(-r));
+        goto out;
+    }
     log_info("ready: %u VM(s), sibling routing %s", h.nvms, mo.sibling_routing ? "on" : "off");
 
     while (!evloop_stopped(h.loop)) {
@@ -377,6 +448,7 @@ int main(int argc, char **argv)
     rc = 0;
     ran = true;
 out:
+    metrics_writer_stop(&mw);
     if (h.loop && sc.fd >= 0)
         evloop_del(h.loop, &sc.eh);
     hostd_fini(&h);
