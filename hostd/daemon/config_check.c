@@ -46,21 +46,14 @@ static void check_bind_path(struct checker *ck, const char *what, const char *pa
         problem(ck, true, what, path, "exists and is not a socket");
 }
 
-static const char *user_name(unsigned uid, char *buf, size_t n)
+/* A user's or group's name, or its number when it has none. */
+static const char *id_name(bool group, unsigned id, char *buf, size_t n)
 {
-    struct passwd *pw = getpwuid(uid);
-    if (pw)
-        return pw->pw_name;
-    snprintf(buf, n, "%u", uid);
-    return buf;
-}
-
-static const char *group_name(unsigned gid, char *buf, size_t n)
-{
-    struct group *gr = getgrgid(gid);
-    if (gr)
-        return gr->gr_name;
-    snprintf(buf, n, "%u", gid);
+    struct passwd *pw = group ? NULL : getpwuid(id);
+    struct group *gr = group ? getgrgid(id) : NULL;
+    if (pw || gr)
+        return pw ? pw->pw_name : gr->gr_name;
+    snprintf(buf, n, "%u", id);
     return buf;
 }
 
@@ -80,7 +73,7 @@ static void print_who(FILE *out, struct checker *ck, const struct api_who_list *
         char b[16];
         check_id(ck, l->v[i].group, l->v[i].id);
         fprintf(out, "%s%s:%s", i ? "," : "", l->v[i].group ? "group" : "user",
-                l->v[i].group ? group_name(l->v[i].id, b, sizeof(b)) : user_name(l->v[i].id, b, sizeof(b)));
+                id_name(l->v[i].group, l->v[i].id, b, sizeof(b)));
     }
     fputc('\n', out);
 }
@@ -91,11 +84,11 @@ static void print_vm(FILE *out, struct checker *ck, const struct vm_config *c)
     fprintf(out, "vm name=%s,cid=%llu,socket=%s", c->name, (unsigned long long)c->cid, c->socket_path);
     if (c->owner_uid_set) {
         check_id(ck, false, c->owner_uid);
-        fprintf(out, ",uid=%s", user_name(c->owner_uid, b, sizeof(b)));
+        fprintf(out, ",uid=%s", id_name(false, c->owner_uid, b, sizeof(b)));
     }
     if (c->owner_gid_set) {
         check_id(ck, true, c->owner_gid);
-        fprintf(out, ",group=%s", group_name(c->owner_gid, b, sizeof(b)));
+        fprintf(out, ",group=%s", id_name(true, c->owner_gid, b, sizeof(b)));
     }
     if (c->qmp_path[0])
         fprintf(out, ",qmp=%s", c->qmp_path);
@@ -131,7 +124,7 @@ int hostd_check_config(FILE *out, FILE *err, const struct hostd_run_config *rc)
     fprintf(out, "guest-addresses %s\n", o->alias_addresses ? "alias" : "real");
     if (o->socket_group_set) {
         check_id(&ck, true, o->socket_gid);
-        fprintf(out, "socket-group %s\n", group_name(o->socket_gid, b, sizeof(b)));
+        fprintf(out, "socket-group %s\n", id_name(true, o->socket_gid, b, sizeof(b)));
     }
     print_u64_opt(out, "vm-page-quota", o->vm_page_quota, MAP_DEFAULT_VM_PAGES, ": 1 GiB");
     print_u64_opt(out, "global-page-quota", o->global_page_quota, MAP_DEFAULT_GLOBAL_PAGES, ": 4 GiB");
