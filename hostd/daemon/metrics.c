@@ -19,13 +19,13 @@
 #include "vhost_user.h"
 #include "vsock.h"
 
-/* One VM's figures, gathered once per write. */
-struct vm_sample {
-    uint64_t v[13];
-};
-
 enum { M_CONNECTED, M_CONNS, M_CONNS_TOTAL, M_RX_BYTES, M_TX_BYTES, M_RX_PKTS, M_TX_PKTS, M_RST,
        M_MAPPINGS, M_PAGES, M_VMAS, M_QUOTA, M_LEAKS, M_COUNT };
+
+/* One VM's figures, gathered once per write. */
+struct vm_sample {
+    uint64_t v[M_COUNT];
+};
 
 static const struct {
     const char *name, *type, *help;
