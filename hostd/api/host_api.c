@@ -34,6 +34,7 @@ static void client_close(struct api_client *c, const char *why)
     struct host_api *api = c->api;
     log_debug("api: client fd %d closed: %s", c->fd, why);
     c->dead = true;
+    api_qmp_cancel(c);
     if (c->consumer_id)
         map_engine_consumer_remove(api->eng, c->consumer_id);
     evloop_del(api->loop, &c->h);
@@ -81,6 +82,12 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";
+    case MDLMAP__V1__ENVELOPE__BODY_VCPU_STATE:
+        return c->peer.can_read ? NULL : "read vCPU state (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_RUN_STATE:
+        if (req->run_state->op == MDLMAP__V1__RUN_STATE_REQUEST__OP__QUERY)
+            return c->peer.can_read ? NULL : "query the run state (--api-read)";
+        return c->peer.can_write ? NULL : "pause or resume a VM (--api-write)";
     default:
         return NULL;
     }
@@ -96,6 +103,8 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
         api_deny(c, req, missing);
         return 0;
     }
+    if (api_qmp_request(req))
+        return api_qmp_dispatch(c, req);
     uint8_t *f;
     size_t n;
     int rc = host_api_handle(&c->api->ctx, req, &f, &n);
@@ -143,6 +152,19 @@ static bool client_settle(struct api_client *c)
     }
     api_client_arm(c);
     return true;
+}
+
+static void client_drop(struct api_client *c, int err, const char *why);
+
+void api_deferred_answer(struct api_client *c, uint8_t *frame, size_t len)
+{
+    if (!frame) {
+        client_drop(c, -EINVAL, "response could not be encoded");
+        return;
+    }
+    if (fconn_queue(&c->fc, frame, len) == 0)
+        fconn_resume(&c->fc);
+    client_settle(c);
 }
 
 /* Track the incomplete frame the client has buffered: the time its first

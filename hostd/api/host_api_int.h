@@ -42,6 +42,8 @@ struct api_peer {
     uint64_t consumer_rules; /* bit i: cfg.consumers[i] names this peer */
 };
 
+struct api_qmp_pending;
+
 struct api_client {
     struct host_api *api;
     int fd;
@@ -56,6 +58,7 @@ struct api_client {
     uint64_t over_since_ms;   /* consumer: a MapInto did not fit its queue at this time; 0: not over */
     uint64_t sent_bytes;      /* bytes the peer has taken */
     uint64_t sent_at_over;    /* sent_bytes when over_since_ms was set */
+    struct api_qmp_pending *qmp_pending; /* the request waiting for QEMU (at most one: FCONN_LATER) */
     struct api_client *prev, *next;
 };
 
@@ -89,6 +92,17 @@ bool api_consumer_message(struct api_client *c, const mdl_envelope *req);
  * once it has read and is under half. (Withdrawn maps do not count as
  * reading: a consumer that takes nothing would otherwise stay forever.) */
 bool api_consumer_stalled(struct api_client *c, uint64_t now_ms);
+/* A request dispatch() deferred (FCONN_LATER) is answered: queue frame
+ * (NULL: it could not be encoded, the client is dropped), take the
+ * requests that waited behind it, flush. May close c. */
+void api_deferred_answer(struct api_client *c, uint8_t *frame, size_t len);
+/* host_api_qmp.c: VcpuState and RunState (QEMU's QMP socket). */
+bool api_qmp_request(const mdl_envelope *req);
+/* Answer now (0), or start the QMP calls and return FCONN_LATER; a negative
+ * errno when no answer could be encoded. */
+int api_qmp_dispatch(struct api_client *c, const mdl_envelope *req);
+/* The client is going away: cancel its pending QMP call, if any. */
+void api_qmp_cancel(struct api_client *c);
 /* host_api_access.c */
 int api_peer_rights(const struct host_api *api, int fd, struct api_peer *p);
 bool api_peer_may_register(const struct host_api *api, const struct api_peer *p, const char *name);

@@ -150,6 +150,7 @@ int hostd_check_config(FILE *out, FILE *err, const struct hostd_run_config *rc)
     }
     print_u64_opt(out, "api-frame-timeout-ms", o->api.frame_timeout_ms, 5000, "");
     print_u64_opt(out, "consumer-timeout-ms", o->api.consumer_timeout_ms, 10000, "");
+    print_u64_opt(out, "qmp-timeout-ms", o->qmp_timeout_ms, 5000, "");
     if (rc->metrics_path) {
         fprintf(out, "metrics-file %s\nmetrics-interval %u\n", rc->metrics_path, rc->metrics_interval_s);
         char dir[PATH_MAX];

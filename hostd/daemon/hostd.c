@@ -9,6 +9,7 @@
 #include "host_api.h"
 #include "log.h"
 #include "map_engine.h"
+#include "qmp.h"
 #include "rpc_service.h"
 #include "vhost_user.h"
 #include "vsock.h"
@@ -72,7 +73,7 @@ static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
         .cid = vm->cfg.cid,
         .mem = vu_backend_mem(vm->vu),
         .introspect = vm->cfg.introspect,
-        .qmp = NULL,
+        .qmp = vm->qmp,
     };
     return 0;
 }
@@ -129,8 +130,19 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
     return 0;
 }
 
+/* A VM's QMP client goes first: freeing it answers the host API requests
+ * waiting on it, and those clients may go on to requests that look VMs up,
+ * so the VM table must still be whole. */
+static void vm_qmp_free(struct vm *vm)
+{
+    struct qmp_client *q = vm->qmp;
+    vm->qmp = NULL;
+    qmp_client_free(q);
+}
+
 static void vm_free(struct hostd *h, struct vm *vm)
 {
+    vm_qmp_free(vm);
     vu_backend_free(vm->vu);
     vsock_dev_free(vm->vsock);
     vm->vsock = NULL;
@@ -174,6 +186,13 @@ static int vm_build(struct hostd *h, struct vm *vm)
     vm->mdl = map_engine_vm_add(h->maps, &view);
     if (!vm->mdl)
         return -ENOMEM;
+    if (vm->cfg.qmp_path[0]) {
+        struct qmp_config qc = { .name = vm->cfg.name, .path = vm->cfg.qmp_path, .loop = h->loop,
+                                 .timeout_ms = h->opt.qmp_timeout_ms };
+        vm->qmp = qmp_client_new(&qc);
+        if (!vm->qmp)
+            return -ENOMEM;
+    }
     int r = vsock_dev_add_service(vm->vsock, &vsock_echo_service, NULL);
     if (r < 0)
         return r;
@@ -219,9 +238,12 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
 
 void hostd_fini(struct hostd *h)
 {
-    /* QEMU connections first: stopping each device closes its connections,
-     * whose services release what they hold in the engine. A device's reset
-     * looks its siblings up by CID, so devices go before any VM is freed. */
+    /* QEMU connections first, QMP ahead of the rest (see vm_qmp_free):
+     * stopping each device closes its connections, whose services release
+     * what they hold in the engine. A device's reset looks its siblings up
+     * by CID, so devices go before any VM is freed. */
+    for (unsigned i = 0; i < h->nvms; i++)
+        vm_qmp_free(h->vms[i]);
     for (unsigned i = 0; i < h->nvms; i++) {
         vu_backend_free(h->vms[i]->vu);
         h->vms[i]->vu = NULL;

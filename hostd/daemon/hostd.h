@@ -16,6 +16,7 @@ struct map_vm;
 struct map_engine;
 struct rpc_service;
 struct host_api;
+struct qmp_client;
 
 struct vm {
     struct hostd *hostd;
@@ -23,6 +24,7 @@ struct vm {
     struct vu_backend *vu;       /* vhost-user transport (owns memory table and queues) */
     struct vsock_dev *vsock;     /* the device on that transport */
     struct map_vm *mdl;          /* the MDL engine's view of this VM */
+    struct qmp_client *qmp;      /* QEMU's QMP socket (qmp=PATH); NULL: none */
 };
 
 struct hostd_options {
@@ -37,6 +39,7 @@ struct hostd_options {
     uint64_t vm_page_quota;      /* max mapped pages per VM; 0: default */
     uint64_t global_page_quota;  /* max mapped pages in hostd; 0: default */
     uint32_t max_vmas;           /* VMA budget for mappings; 0: derived from vm.max_map_count */
+    unsigned qmp_timeout_ms;     /* a QMP command must be answered by then; 0: 5000 */
 };
 
 struct hostd {

@@ -66,6 +66,8 @@ static void usage(FILE *f, bool full)
         "        every right, everyone else none unless named\n"
         "  --api-frame-timeout-ms MS  a started request frame must complete by then (5000)\n"
         "  --consumer-timeout-ms MS   a consumer must answer MapInto by then (10000)\n"
+        "  --qmp-timeout-ms MS    QEMU must greet on its QMP socket (qmp=) and answer each\n"
+        "        command by then (5000)\n"
         "\nOperations:\n"
         "  --log-level error|warn|info|debug   (default info)\n"
         "  --metrics-file PATH\n"
@@ -221,7 +223,7 @@ static void on_signal(void *opaque, uint32_t events)
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
        OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
-       OPT_METRICS, OPT_METRICS_IVAL, OPT_CHECK, OPT_VERSION };
+       OPT_QMP_TMO, OPT_METRICS, OPT_METRICS_IVAL, OPT_CHECK, OPT_VERSION };
 
 int main(int argc, char **argv)
 {
@@ -242,6 +244,7 @@ int main(int argc, char **argv)
         { "consumer", required_argument, NULL, OPT_CONSUMER },
         { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
         { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+        { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
         { "metrics-file", required_argument, NULL, OPT_METRICS },
         { "metrics-interval", required_argument, NULL, OPT_METRICS_IVAL },
         { "check-config", no_argument, NULL, OPT_CHECK },
@@ -323,14 +326,18 @@ int main(int argc, char **argv)
         }
         case OPT_FRAME_TMO:
         case OPT_CONSUMER_TMO:
+        case OPT_QMP_TMO:
             /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
             if (parse_u64(optarg, 600000, &v) < 0 || v < 100) {
                 fprintf(stderr, "--%s: 100..600000 ms\n",
-                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" : "consumer-timeout-ms");
+                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" :
+                        c == OPT_QMP_TMO ? "qmp-timeout-ms" : "consumer-timeout-ms");
                 goto out;
             }
             if (c == OPT_FRAME_TMO)
                 mo.api.frame_timeout_ms = (unsigned)v;
+            else if (c == OPT_QMP_TMO)
+                mo.qmp_timeout_ms = (unsigned)v;
             else
                 mo.api.consumer_timeout_ms = (unsigned)v;
             break;

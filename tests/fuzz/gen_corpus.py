@@ -227,11 +227,39 @@ def vsock_hdr_seeds():
             'request': vsock_hdr(3, 2, 1000, 1100, OP_REQUEST, typ=SEQPACKET)}
 
 
+# ---- fuzz_qmp_json / fuzz_qmp_regs ----------------------------------------------
+# First byte 0: the rest is the text itself (odd first bytes select the
+# targets' token mode, which random mutations reach on their own).
+def qmp_json_seeds():
+    return {'greeting': b'\0{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, '
+                        b'"package": ""}, "capabilities": ["oob"]}}\r',
+            'status': b'\0{"return": {"status": "paused", "singlestep": false, "running": false}, "id": 3}',
+            'event': b'\0{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}',
+            'error': b'\0{"error": {"class": "GenericError", "desc": "\\u00e9\\ud83d\\ude00 \\"x\\""}, "id": 1}',
+            'hmp': b'\0{"return": "\\r\\nCPU#0\\r\\nRIP=0000000000000000 RFL=00000002\\r\\n", "id": 2}'}
+
+
+def qmp_regs_seeds():
+    return {'long': b'\0\r\nCPU#0\r\nRAX=0000000004f59588 RBX=0000000004f59560\r\n'
+                    b'RSI=0000000002182142 RDI=0000000000000027 RBP=0000000000000800 RSP=0000000004f57dc0\r\n'
+                    b'R8 =000000000b200000 R9 =000000000218320a\r\n'
+                    b'RIP=0000000004f3a4d8 RFL=00000006 [-----P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n'
+                    b'CR0=80050033 CR2=0000000000000000 CR3=0000000004f77000 CR4=00000020\r\n'
+                    b'EFER=0000000000000500\r\n',
+            'reset': b'\0\r\nCPU#1\r\nEAX=00000000 EBX=00000000 ECX=00000000 EDX=00060fb1\r\n'
+                     b'ESI=00000000 EDI=00000000 EBP=00000000 ESP=00000000\r\n'
+                     b'EIP=0000fff0 EFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n'
+                     b'CS =f000 ffff0000 0000ffff 00009b00\r\n'
+                     b'CR0=60000010 CR2=00000000 CR3=00000000 CR4=00000000\r\n'
+                     b'EFER=0000000000000000\r\n'}
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
-               'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds()}
+               'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
+               'qmp_regs': qmp_regs_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)

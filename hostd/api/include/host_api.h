@@ -40,7 +40,9 @@ struct host_api_vm {
     uint64_t cid;
     const struct memtable *mem;  /* guest RAM as QEMU registered it (may be empty) */
     bool introspect;             /* whole-guest access allowed (--vm ...,introspect=on) */
-    struct qmp_client *qmp;      /* the VM's QMP connection; NULL: no qmp= configured */
+    struct qmp_client *qmp;      /* the VM's QMP connection; NULL: no qmp= configured. The one
+                                  * pointer kept across events: by a VcpuState/RunState waiting on
+                                  * a QMP call, which freeing the client completes first */
 };
 
 /* The VM table, owned above the API: the API finds VMs through this table
