@@ -2,7 +2,9 @@
  * fully scattered, next to the bare mmap calls the same layout needs (the
  * system floor: one PROT_NONE reservation, one MAP_FIXED mmap per run, one
  * munmap); then a contiguous 1 GiB MDL locked as one frame run (what
- * LockRequest.runs carries). Host only: a sparse memfd-backed memtable stands
+ * LockRequest.runs carries); last the per-call cost of the map path itself:
+ * map + unmap pairs of a one-page MDL, where the engine's bookkeeping (not
+ * the mmap calls of a large layout) is what the figure shows. Host only: a sparse memfd-backed memtable stands
  * in for guest RAM.
  * Prints figures; never fails on timing.   Usage: mdl_bench [iterations] */
 #include <stdio.h>
@@ -146,6 +148,49 @@ fail:
     return -1;
 }
 
+/* map + unmap of a one-page MDL, SMALL_PAIRS pairs per sample: nanoseconds
+ * per pair. What every small map costs on top of its two mmaps and munmap. */
+#define SMALL_PAIRS 2000
+#define SMALL_SAMPLES 21
+static int small_case(struct map_engine *e, struct map_owner *o, const char *what)
+{
+    char detail[200];
+    uint64_t h, pfn = 4096;
+    if (map_engine_lock(e, o, 0, PG, &pfn, 1, 1, &h, detail, sizeof(detail)) < 0)
+        goto fail;
+    double v[SMALL_SAMPLES];
+    struct map_params p = { .access_mode = MAP_MODE_KERNEL, .cache_type = 1, .priority = 32 };
+    for (int s = 0; s < SMALL_SAMPLES; s++) {
+        double t0 = now_us();
+        for (int i = 0; i < SMALL_PAIRS; i++) {
+            const struct map_obj *m;
+            struct map_info mi;
+            if (map_engine_map(e, o, h, &p, &m, detail, sizeof(detail)) < 0)
+                goto fail;
+            map_obj_info(m, &mi);
+            if (map_engine_unmap(e, o, mi.handle, mi.address, h, detail, sizeof(detail)) < 0)
+                goto fail;
+        }
+        v[s] = (now_us() - t0) * 1000.0 / SMALL_PAIRS;
+    }
+    unsigned rel;
+    map_engine_unlock(e, o, h, &rel, detail, sizeof(detail));
+    double md, mn, mx;
+    stats3(v, SMALL_SAMPLES, &md, &mn, &mx);
+    printf("  map+unmap, %s: %.0f/%.0f/%.0f\n", what, md, mn, mx);
+    return 0;
+fail:
+    fprintf(stderr, "mdl_bench: 1 page: %s\n", detail);
+    return -1;
+}
+
+/* A subscriber that takes every event and does nothing with it: what
+ * publishing itself costs (two events per pair). */
+static void count_event(void *ctx, const struct event *ev)
+{
+    ++*(unsigned long *)ctx;
+}
+
 int main(int argc, char **argv)
 {
     int iters = argc > 1 ? atoi(argv[1]) : 5;
@@ -162,14 +207,15 @@ int main(int argc, char **argv)
     }
     /* as mdlmap-hostd runs it: the process keeps shared memory out of core
      * dumps (coredump_filter), so no MADV_DONTDUMP per mapping */
+    struct events *bus = events_new();
     struct map_limits lim = { .vm_page_quota = 1u << 20, .global_page_quota = 1u << 20, .max_vmas = 40000,
-                              .dumps_exclude_shared = true };
+                              .dumps_exclude_shared = true, .events = bus };
     struct map_engine *e = map_engine_new(&lim);
     struct map_vm *vm = e ? map_engine_vm_add(e, &(struct map_vm_view){ .name = "bench", .cid = 3, .mem = &mem }) : NULL;
     struct map_owner o = { vm, 1 };
     uint64_t *pfns = malloc(NPAGES * sizeof(*pfns));
     double *a = malloc(sizeof(double) * (size_t)iters * 6);
-    if (!e || !vm || !pfns || !a)
+    if (!bus || !e || !vm || !pfns || !a)
         return 1;
     printf("mdl_bench: 64 MiB MDL (%u pages), %d iterations (runs), median microseconds, then min/max\n", NPAGES,
            iters);
@@ -204,7 +250,14 @@ int main(int argc, char **argv)
     printf("eng.lock = MDL validation (every frame against the memtable); eng.map = layout + reserve + mmaps\n");
     if (gib_case(e, &o, a, iters) < 0)
         return 1;
+    printf("\n1-page MDL, map + unmap pairs (%d per run, %d runs), nanoseconds per pair median/min/max\n",
+           SMALL_PAIRS, SMALL_SAMPLES);
+    unsigned long seen = 0;
+    if (small_case(e, &o, "nobody subscribed to events") < 0 || events_subscribe(bus, 0, count_event, &seen) < 0 ||
+        small_case(e, &o, "one subscriber of every event") < 0)
+        return 1;
     map_engine_free(e);
+    events_free(bus);
     memtable_clear(&mem);
     close(fd);
     free(pfns);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_stats.h"
 #include "harness.h"
 
 #define BULK_PKT 4096u
@@ -79,19 +80,6 @@ static struct sample snap(pid_t pid)
     s.cpu_ns = cpu_ns(pid, &s.slices);
     s.sysc = syscalls(pid);
     return s;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *what, const char *unit, double *v, unsigned n)
-{
-    qsort(v, n, sizeof(*v), cmp_d);
-    double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    printf("%-34s median %9.2f  min %9.2f  max %9.2f %s  (runs %u)\n", what, med, v[0], v[n - 1], unit, n);
 }
 
 static int pingpong(struct vdev *d, unsigned n)
@@ -177,12 +165,12 @@ int main(int argc, char **argv)
     }
     if (!rc) {
         printf("hostd %s: %u ping-pongs (1 byte), %u bulk packets (%u B) per run\n", bin, n, m, BULK_PKT);
-        report("ping-pong: hostd CPU per round trip", "us", pp_us, r);
-        report("ping-pong: read+write syscalls/rt", "", pp_sc, r);
-        report("ping-pong: hostd wake-ups/rt", "", pp_wk, r);
-        report("bulk: hostd CPU per packet", "us", bk_us, r);
-        report("bulk: read+write syscalls/packet", "", bk_sc, r);
-        report("bulk: hostd wake-ups/packet", "", bk_wk, r);
+        bench_report("ping-pong: hostd CPU per round trip", "us", pp_us, r);
+        bench_report("ping-pong: read+write syscalls/rt", "", pp_sc, r);
+        bench_report("ping-pong: hostd wake-ups/rt", "", pp_wk, r);
+        bench_report("bulk: hostd CPU per packet", "us", bk_us, r);
+        bench_report("bulk: read+write syscalls/packet", "", bk_sc, r);
+        bench_report("bulk: hostd wake-ups/packet", "", bk_wk, r);
     }
     vdev_down(d);
     free(d);

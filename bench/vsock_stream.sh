@@ -1,16 +1,21 @@
 #!/bin/bash
 # bench/vsock_stream.sh - distribution of vsock STREAM echo throughput over
 # several runs in ONE guest boot (TCG by default): the guest runs
-# `mdlmap-agent echo --bytes SIZE --progress 1` RUNS times against
-# mdlmap-hostd's echo service and the script prints, per run, MB/s and the
-# longest wait without progress, then runs/median/min/max.
+# `mdlmap-agent bench --bytes SIZE --runs RUNS` against mdlmap-hostd's echo
+# service and the script prints, per run, MB/s and the longest wait without
+# progress, then runs/median/min/max.
 #
-# It also samples the vCPU thread's scheduler statistics
-# (/proc/PID/task/TID/schedstat: time on CPU, time runnable but waiting for a
-# host CPU) over the streaming phase, which tells a slow run caused by host
-# CPU contention (vCPU runnable, waiting) from one where the guest waits for
-# an event (vCPU idle): on a 2-core host shared with other work the former is
-# common. Not a test: it exits non-zero only when the run itself fails.
+# Verification stays out of the timed runs: `mdlmap-agent bench` first makes
+# one checked, untimed stream (every byte compared), then RUNS timed streams
+# that only count bytes.
+#
+# It also states the CPU during the timed runs: the guest's (its /proc/stat),
+# the vCPU thread's scheduler statistics (/proc/PID/task/TID/schedstat: time on
+# CPU, time runnable but waiting for a host CPU), which tells a slow run caused
+# by host CPU contention (vCPU runnable, waiting) from one where the guest
+# waits for an event (vCPU idle): on a 2-core host shared with other work the
+# former is common; and hostd's. Not a test: it exits non-zero only when the
+# run itself fails.
 #
 # usage: bench/vsock_stream.sh HOSTD AGENT [RUNS [SIZE]]   (default 8 runs of 64M)
 #   MDLMAP_ACCEL=kvm to use KVM where available.
@@ -30,62 +35,21 @@ fi
 bench_dir bench
 bench_hostd bench
 
-# The guest marks the streaming phase so the vCPU sampling below covers it only.
-cmd="echo STREAMS-BEGIN; rc=0; for i in \$(seq $RUNS); do mdlmap-agent echo --bytes $SIZE --progress 1 --timeout 60 || rc=\$?; done; echo STREAMS-END; exit \$rc"
-MDLMAP_AGENT=$AGENT "$TOP/scripts/run-guest.sh" --name bench --timeout 1800 --log "$T/guest.log" \
-  --qemu-pid-file "$T/qemu.pid" --socket "$T/vsock.sock" -- sh -c "$cmd" &
-GPID=$!
-bench_track "$GPID"
-
-# schedstat of the vCPU thread: run_ns wait_ns now_ns. QEMU names its threads
-# only with -name debug-threads=on, so the vCPU is found as the thread with
-# the most CPU time once the guest has booted (TCG: booting is all vCPU work).
-VCPU=""
-pick_vcpu() {   # in this shell (sets VCPU), not in a $(...) subshell
-  local q t r _ best=-1
-  q=$(cat "$T/qemu.pid" 2>/dev/null) || return 1
-  for t in /proc/"$q"/task/*; do
-    read -r r _ 2>/dev/null < "$t/schedstat" || continue
-    [ "$r" -gt "$best" ] && best=$r && VCPU=$t
-  done
-}
-vcpu_sched() {
-  local r w _
-  [ -n "$VCPU" ] && read -r r w _ 2>/dev/null < "$VCPU/schedstat" || return 1
-  echo "$r $w $(date +%s%N)"
-}
-s0="" s1=""
-while kill -0 "$GPID" 2>/dev/null; do
-  if [ -z "$s0" ] && grep -q STREAMS-BEGIN "$T/guest.log" 2>/dev/null; then pick_vcpu; s0=$(vcpu_sched); fi
-  if [ -n "$s0" ] && [ -z "$s1" ] && grep -q STREAMS-END "$T/guest.log" 2>/dev/null; then s1=$(vcpu_sched); fi
-  sleep 0.2
-done
-wait "$GPID"
+bench_guest bench --timeout 1800 -- \
+  mdlmap-agent bench --transport vsock --bytes "$SIZE" --runs "$RUNS" --mark stream --timeout 60
 rc=$?
-GPID=""
 
 tr -d '\r' < "$T/guest.log" > "$T/g.log"
 echo "mdlmap bench: vsock STREAM echo, $RUNS x $SIZE in one boot, accel ${MDLMAP_ACCEL:-tcg}, 1 vCPU, $(nproc) host cores"
+sed -n 's/^BENCH-VERIFY /checked: /p; /^BENCH FAIL/p' "$T/g.log"
 printf '%-5s %10s %10s\n' run MB/s max_gap_s
-paste <(sed -n 's/^ECHO OK: .*(\([0-9.]*\) MB\/s)$/\1/p; s/^ECHO FAIL: .*/FAIL/p' "$T/g.log") \
-      <(sed -n 's/^echo: conn 0: longest gap without progress \([0-9.]*\) s.*/\1/p' "$T/g.log") |
-  awk '{ printf "%-5d %10s %10s\n", NR, $1, $2 }'
-sed -n 's/^ECHO OK: .*(\([0-9.]*\) MB\/s)$/\1/p' "$T/g.log" | sort -g | awk '
-  { v[NR] = $1 }
-  END {
-    if (!NR) { print "no successful run"; exit }
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "runs %d  median %.2f MB/s  min %.2f  max %.2f\n", NR, m, v[1], v[NR]
-  }'
-sed -n 's/^echo: conn 0: longest gap without progress \([0-9.]*\) s.*/\1/p' "$T/g.log" | sort -g | tail -1 |
+grep '^BENCH transport=' "$T/g.log" | awk '{
+  for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  printf "%-5d %10s %10s\n", v["run"], v["echo_MBps"], v["max_gap"] }'
+printf 'MB/s: %s\n' "$(grep '^BENCH transport=' "$T/g.log" | sed -n 's/.* echo_MBps=\([0-9.]*\) .*/\1/p' | bench_stats)"
+grep '^BENCH transport=' "$T/g.log" | sed -n 's/.* max_gap=\([0-9.]*\).*/\1/p' | sort -g | tail -1 |
   awk '{ printf "longest wait without progress over all runs: %s s\n", $1 }'
-if [ -n "$s0" ] && [ -n "$s1" ]; then
-  read -r r0 w0 t0 <<<"$s0"
-  read -r r1 w1 t1 <<<"$s1"
-  awk -v r=$((r1 - r0)) -v w=$((w1 - w0)) -v t=$((t1 - t0)) 'BEGIN {
-    printf "vCPU over the streams: %.0f%% on a host CPU, %.0f%% runnable but waiting for one, %.0f%% idle (%.1f s)\n",
-      100 * r / t, 100 * w / t, 100 * (t - r - w) / t, t / 1e9 }'
-fi
+bench_cpu_line '^stream-'
 if [ "$rc" != 0 ]; then
   echo "bench: guest exit status $rc" >&2
   tail -n 30 "$T/g.log" >&2

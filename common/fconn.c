@@ -59,8 +59,7 @@ int fconn_flush(struct fconn *c)
 
 int fconn_queue(struct fconn *c, uint8_t *frame, size_t len)
 {
-    int rc = outq_push(&c->out, frame, len, NULL, 0);
-    free(frame);
+    int rc = outq_push_owned(&c->out, frame, len, NULL, 0, 0);
     if (rc < 0)
         stop(c, rc, "out of memory queueing a response");
     return rc;
@@ -68,9 +67,7 @@ int fconn_queue(struct fconn *c, uint8_t *frame, size_t len)
 
 int fconn_push(struct fconn *c, uint8_t *frame, size_t len, const int *fds, unsigned nfds, uint64_t tag)
 {
-    int rc = outq_push_tagged(&c->out, frame, len, fds, nfds, tag);
-    free(frame);
-    return rc;
+    return outq_push_owned(&c->out, frame, len, fds, nfds, tag);
 }
 
 void fconn_fail(struct fconn *c, int err, const char *what)

@@ -19,6 +19,7 @@
  *   -ENOTCONN    STATUS_DEVICE_NOT_READY       consumer went away before answering; no session
  *   -ETIMEDOUT   STATUS_DEVICE_NOT_READY       consumer did not answer in time
  *   -EADDRNOTAVAIL STATUS_MEMORY_NOT_ALLOCATED introspection: a guest-physical range is not RAM
+ *   -EEXIST      STATUS_OBJECT_NAME_COLLISION  VmAdd: the name, CID or socket is taken
  *   -EIO         STATUS_UNSUCCESSFUL           anything else
  *
  * Forward only, failures of the guest library pinning pages (io_uring
@@ -62,6 +63,7 @@ static const struct {
     { -ENOTCONN, ST(DEVICE_NOT_READY) },
     { -ETIMEDOUT, ST(DEVICE_NOT_READY) },
     { -EADDRNOTAVAIL, ST(MEMORY_NOT_ALLOCATED) },
+    { -EEXIST, ST(OBJECT_NAME_COLLISION) },
     { -EIO, ST(UNSUCCESSFUL) },
     /* forward only: the guest library's pinning failures (see above) */
     { -EPERM, ST(ACCESS_DENIED) },

@@ -11,6 +11,8 @@ static void buf_free(struct outq *q, struct outbuf *b)
     for (unsigned i = 0; i < b->nfds; i++)
         close(b->fds[i]);
     q->nfds -= b->nfds;
+    if (b->data != b->inline_data)
+        free(b->data);
     free(b);
 }
 
@@ -36,16 +38,11 @@ int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, u
     return outq_push_tagged(q, data, len, fds, nfds, 0);
 }
 
-int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds,
-                     uint64_t tag)
+static void append(struct outq *q, struct outbuf *b, uint8_t *data, size_t len, const int *fds, unsigned nfds,
+                   uint64_t tag)
 {
-    struct outbuf *b = len && nfds <= OUTQ_MAX_FDS ? malloc(sizeof(*b) + len) : NULL;
-    if (!b) {
-        for (unsigned i = 0; i < nfds; i++)
-            close(fds[i]);
-        return len ? -ENOMEM : 0;
-    }
     b->next = NULL;
+    b->data = data;
     b->len = len;
     b->off = 0;
     b->nfds = nfds;
@@ -53,13 +50,40 @@ int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int 
     q->nfds += nfds;
     if (nfds)
         memcpy(b->fds, fds, nfds * sizeof(*fds));
-    memcpy(b->data, data, len);
     if (q->tail)
         q->tail->next = b;
     else
         q->head = b;
     q->tail = b;
     q->bytes += len;
+}
+
+static int refuse(const int *fds, unsigned nfds, size_t len)
+{
+    for (unsigned i = 0; i < nfds; i++)
+        close(fds[i]);
+    return len ? -ENOMEM : 0;
+}
+
+int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds,
+                     uint64_t tag)
+{
+    struct outbuf *b = len && nfds <= OUTQ_MAX_FDS ? malloc(sizeof(*b) + len) : NULL;
+    if (!b)
+        return refuse(fds, nfds, len);
+    memcpy(b->inline_data, data, len);
+    append(q, b, b->inline_data, len, fds, nfds, tag);
+    return 0;
+}
+
+int outq_push_owned(struct outq *q, uint8_t *data, size_t len, const int *fds, unsigned nfds, uint64_t tag)
+{
+    struct outbuf *b = len && nfds <= OUTQ_MAX_FDS ? malloc(sizeof(*b)) : NULL;
+    if (!b) {
+        free(data);
+        return refuse(fds, nfds, len);
+    }
+    append(q, b, data, len, fds, nfds, tag);
     return 0;
 }
 

@@ -186,16 +186,18 @@ static int handle_lock(struct ad_client *c, const Mdlmap__V1__Envelope *req)
         st = mdl_session_call(c->s, &e, -1, &r);
         called = true;
     }
-    mdl_env_runs_free(&rs);
     if (MDL_SUCCESS(st) && r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY) {
         c->pins[c->npins++] = (struct ad_pin){ r->lock_reply->mdl_handle, va, len, pin };
         /* the program needs the frames (it has no pagemap rights); hostd
          * does not echo them: answer with a copy of hostd's reply carrying
-         * ours (the reply itself is the session's) */
+         * ours (the reply itself is the session's), as the runs just sent
+         * to hostd, so that a large contiguous buffer stays a small reply */
         Mdlmap__V1__Envelope out = *r;
         Mdlmap__V1__LockResponse lr = *r->lock_reply;
-        lr.pfns = pfns;
-        lr.n_pfns = npages;
+        lr.pfns = NULL;
+        lr.n_pfns = 0;
+        lr.runs = rs.ptrs;
+        lr.n_runs = rs.n;
         out.lock_reply = &lr;
         rc = reply(c, &out, req->request_id);
     } else {
@@ -203,6 +205,7 @@ static int handle_lock(struct ad_client *c, const Mdlmap__V1__Envelope *req)
         munmap(va, len);
         rc = r ? reply(c, r, req->request_id) : reply_status(c, req, st, mdl_last_detail());
     }
+    mdl_env_runs_free(&rs);
     if (called)
         mdl_session_release(c->s);
     free(pfns);

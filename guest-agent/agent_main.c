@@ -20,7 +20,8 @@ static const struct command commands[] = {
     { "listen", cmd_listen, "[--port 7] [--type stream|seqpacket] [--once | --count K]   echo server" },
     { "bench", cmd_bench,
       "[--transport vsock|serial] [--bytes 16M] [--chunk 64K] [--cid 2] [--port 7] [--dev PATH]\n"
-      "            echo throughput" },
+      "            [--runs 1] [--no-verify] [--mark TAG]\n"
+      "            echo throughput (one checked run, then unchecked timed runs)" },
     { "map", cmd_map, "...   MDL mapping (see agent_mdl.c)" },
     { "selftest", cmd_selftest, "...   MDL self test" },
     { "daemon", cmd_daemon, "...   MDL daemon" },

@@ -74,7 +74,7 @@ static void *echo_thread(void *arg)
         xfer_seqpacket(fd, o->bytes, (size_t)o->msg_size, seed, o->stall_s, &j->r);
     else {
         struct xfer_progress pg = { .interval_s = o->progress_s, .id = j->idx };
-        xfer_stream(fd, o->bytes, (size_t)o->msg_size, seed, o->stall_s, o->progress_s > 0 ? &pg : NULL,
+        xfer_stream(fd, o->bytes, (size_t)o->msg_size, seed, o->stall_s, o->progress_s > 0 ? &pg : NULL, true,
                     &j->r);
     }
     close(fd);

@@ -2,6 +2,7 @@
  * pump (send a pattern, read the echo back and verify it) and a SEQPACKET
  * message exchange (each message must come back whole, same size). */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,9 +27,12 @@ struct xfer_progress {
 
 /* Send `total` bytes of pattern `seed` in writes of at most `chunk`, read the
  * same number back, verify. fd is switched to non-blocking. stall_s: fail when
- * nothing moves for that long. pg: NULL, or print progress lines. */
+ * nothing moves for that long. pg: NULL, or print progress lines. verify
+ * false (benchmarks' timed runs): the first chunk of the pattern is sent over
+ * and over, only byte counts are checked and fnv_tx/fnv_rx stay unset, so the
+ * loop does no per-byte work of its own. */
 void xfer_stream(int fd, uint64_t total, size_t chunk, uint64_t seed, unsigned stall_s,
-                 const struct xfer_progress *pg, struct xfer_result *r);
+                 const struct xfer_progress *pg, bool verify, struct xfer_result *r);
 
 /* Send SEQPACKET messages (sizes 1..max_msg, varied, deterministic) until
  * `total` bytes went out; each one must come back as exactly one message of

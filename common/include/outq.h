@@ -13,7 +13,8 @@ struct outbuf {
     int fds[OUTQ_MAX_FDS]; /* owned; sent with the first byte (SCM_RIGHTS) */
     unsigned nfds;
     uint64_t tag;          /* the owner's name for it (outq_withdraw); 0: none */
-    uint8_t data[];
+    uint8_t *data;         /* inline[] (a copy) or a buffer handed over (freed with the frame) */
+    uint8_t inline_data[];
 };
 
 struct outq {
@@ -34,6 +35,10 @@ int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, u
 /* outq_push with a tag (nonzero) by which the frame can be withdrawn. */
 int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds,
                      uint64_t tag);
+/* Append data itself (a malloc()ed frame, no copy: large responses are
+ * packed once and sent from where they were packed). Ownership of data and
+ * fds is taken, even on failure. */
+int outq_push_owned(struct outq *q, uint8_t *data, size_t len, const int *fds, unsigned nfds, uint64_t tag);
 /* Drop the frames tagged tag that have not started to go out, closing their
  * fds (a frame partly sent must be finished: the peer has its beginning).
  * Returns how many were dropped. */

@@ -60,3 +60,9 @@ void mdl_test_set_lock_handle(struct mdl *m, uint64_t handle)
     if (p)
         p->lock_handle = handle;
 }
+
+enum mdl_frames_from mdl_test_frames_from(const struct mdl *m)
+{
+    struct mdl_priv *p = mdl_priv_checked(m);
+    return p ? p->frames_from : MDL_FRAMES_OWN;
+}

@@ -23,13 +23,9 @@ void mdl_env_hello(Mdlmap__V1__Envelope *e, Mdlmap__V1__HelloRequest *b, const c
     e->hello = b;
 }
 
-int mdl_env_set_runs(Mdlmap__V1__LockRequest *b, const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
+int mdl_env_runs_build(const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
 {
     *rs = (struct mdl_env_runs){ 0 };
-    b->n_pfns = 0;
-    b->pfns = NULL;
-    b->n_runs = 0;
-    b->runs = NULL;
     if (n == 0)
         return 0;
     /* Count first so that both arrays are exact: a contiguous MDL is one
@@ -62,8 +58,35 @@ int mdl_env_set_runs(Mdlmap__V1__LockRequest *b, const uint64_t *pfns, size_t n,
         rs->ptrs[k++] = r;
     }
     rs->n = k;
+    return 0;
+}
+
+int mdl_env_set_runs(Mdlmap__V1__LockRequest *b, const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
+{
+    b->n_pfns = 0;
+    b->pfns = NULL;
+    int rc = mdl_env_runs_build(pfns, n, rs);
     b->runs = rs->ptrs;
-    b->n_runs = k;
+    b->n_runs = rs->n;
+    return rc;
+}
+
+int mdl_env_runs_expand(Mdlmap__V1__FrameRun *const *runs, size_t nruns, uint64_t *pfns, size_t npages)
+{
+    /* Check every run before writing: a peer's reply that does not cover
+     * the buffer exactly leaves pfns untouched. */
+    size_t total = 0;
+    for (size_t i = 0; i < nruns; i++) {
+        const Mdlmap__V1__FrameRun *r = runs[i];
+        if (!r || r->count == 0 || r->count > npages - total || r->first_pfn > UINT64_MAX - (r->count - 1))
+            return -EPROTO;
+        total += r->count;
+    }
+    if (total != npages)
+        return -EPROTO;
+    for (size_t i = 0; i < nruns; i++)
+        for (uint32_t j = 0; j < runs[i]->count; j++)
+            *pfns++ = runs[i]->first_pfn + j;
     return 0;
 }
 

@@ -12,6 +12,13 @@
 #define MDL_MAX_USER_MAPS 8
 
 /* In front of the public struct mdl, so (struct mdl + 1) is the PFN array. */
+/* Where a lock's frame numbers came from (the selftest checks the agent
+ * daemon's form). */
+enum mdl_frames_from {
+    MDL_FRAMES_OWN,         /* this process read them (pagemap, linear pinner) */
+    MDL_FRAMES_PEER_PFNS,   /* the agent daemon, one pfn per page (older daemons) */
+    MDL_FRAMES_PEER_RUNS,   /* the agent daemon, as frame runs */
+};
 struct mdl_priv {
     uint32_t magic;
     bool locked_ever;            /* was locked at least once (unlock checks) */
@@ -26,6 +33,7 @@ struct mdl_priv {
     struct mdl_map_info user[MDL_MAX_USER_MAPS];
     struct mdl_priv *live_next, *live_prev;   /* session's locked MDLs */
     size_t npages_max;           /* PFN slots allocated */
+    enum mdl_frames_from frames_from;   /* how the last lock got its frames */
     struct mdl mdl;              /* must be last: the PFN array follows */
 };
 _Static_assert(sizeof(struct mdl) % 8 == 0, "PFN array must follow struct mdl unpadded");
@@ -89,9 +97,15 @@ struct mdl_env_runs {
  * rs with mdl_env_runs_free either way. */
 int mdl_env_lock(Mdlmap__V1__Envelope *e, Mdlmap__V1__LockRequest *b, const struct mdl *m, enum mdl_lock_op op,
                  const uint64_t *pfns, size_t npages, struct mdl_env_runs *rs);
+/* pfns[0..n) as runs into rs (consecutive frames coalesced). 0 or -ENOMEM;
+ * free rs with mdl_env_runs_free either way. */
+int mdl_env_runs_build(const uint64_t *pfns, size_t n, struct mdl_env_runs *rs);
 /* Set b's frames to pfns[0..n) as runs (pfns cleared). 0 or -ENOMEM. */
 int mdl_env_set_runs(Mdlmap__V1__LockRequest *b, const uint64_t *pfns, size_t n, struct mdl_env_runs *rs);
 void mdl_env_runs_free(struct mdl_env_runs *rs);
+/* A peer's runs into pfns[0..npages): 0, or -EPROTO (pfns untouched) unless
+ * the runs are non-empty, do not wrap and their counts sum to npages. */
+int mdl_env_runs_expand(Mdlmap__V1__FrameRun *const *runs, size_t nruns, uint64_t *pfns, size_t npages);
 int mdl_env_map(Mdlmap__V1__Envelope *e, Mdlmap__V1__MapRequest *b, uint64_t lock_handle,
                 const struct mdl_map_params *p, const char *consumer);
 void mdl_env_unmap(Mdlmap__V1__Envelope *e, Mdlmap__V1__UnmapRequest *b, uint64_t map_handle,
@@ -100,3 +114,5 @@ void mdl_env_unlock(Mdlmap__V1__Envelope *e, Mdlmap__V1__UnlockRequest *b, uint6
 
 /* Test hooks (selftest): corrupt the hostd handle of a locked MDL. */
 void mdl_test_set_lock_handle(struct mdl *m, uint64_t handle);
+/* How m's last lock got its frames (MDL_FRAMES_OWN for a non-MDL). */
+enum mdl_frames_from mdl_test_frames_from(const struct mdl *m);

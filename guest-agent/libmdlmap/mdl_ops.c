@@ -57,6 +57,25 @@ static mdl_status expect(mdl_status st, const Mdlmap__V1__Envelope *r, int body)
     return st;
 }
 
+/* The frames the agent daemon pinned, from its LockResponse: runs (current
+ * daemons) or one pfn per page (older ones), never both. NULL, or why not. */
+static const char *peer_frames(const Mdlmap__V1__LockResponse *lr, uint64_t *pfns, size_t npages,
+                               enum mdl_frames_from *from)
+{
+    if (lr->n_runs && lr->n_pfns)
+        return "agent returned the frames both as pfns and as runs";
+    if (lr->n_runs) {
+        *from = MDL_FRAMES_PEER_RUNS;
+        return mdl_env_runs_expand(lr->runs, lr->n_runs, pfns, npages) < 0
+                   ? "agent returned frame runs that do not cover the buffer" : NULL;
+    }
+    *from = MDL_FRAMES_PEER_PFNS;
+    if (lr->n_pfns != npages)
+        return "agent returned a wrong frame count";
+    memcpy(pfns, lr->pfns, npages * sizeof(uint64_t));
+    return NULL;
+}
+
 mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_lock_op op)
 {
     struct mdl_priv *p = mdl_priv_checked(m);
@@ -97,20 +116,31 @@ mdl_status mdl_probe_and_lock(struct mdl_session *s, struct mdl *m, enum mdl_loc
     }
     mdl_env_runs_free(&rs);
     st = expect(st, r, MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY);
-    if (MDL_SUCCESS(st) && pn.pfns_from_peer) {
-        if (r->lock_reply->n_pfns != npages)
-            st = fail(MDL_STATUS_REVISION_MISMATCH, "agent returned a wrong frame count");
-        else
-            memcpy(mdl_pfns(m), r->lock_reply->pfns, npages * sizeof(uint64_t));
+    uint64_t refused = 0;   /* locked by the daemon, but its frames are unusable */
+    enum mdl_frames_from from = MDL_FRAMES_OWN;
+    const char *bad = NULL;
+    if (MDL_SUCCESS(st) && pn.pfns_from_peer && (bad = peer_frames(r->lock_reply, mdl_pfns(m), npages, &from))) {
+        refused = r->lock_reply->mdl_handle;
+        st = MDL_STATUS_REVISION_MISMATCH;
     }
     if (MDL_SUCCESS(st))
         p->lock_handle = r->lock_reply->mdl_handle;
     if (called)
         mdl_session_release(s);   /* r is gone from here on */
+    if (refused) {
+        /* not ours to keep: give the MDL back (its own status is moot) */
+        Mdlmap__V1__UnlockRequest ub;
+        mdl_env_unlock(&e, &ub, refused);
+        mdl_session_call(s, &e, -1, &r);
+        mdl_session_release(s);
+    }
+    if (bad)
+        fail(st, bad);   /* after the Unlock, whose status is not the caller's */
     if (!MDL_SUCCESS(st)) {
         pin->unpin(pin, &pn);
         return st;
     }
+    p->frames_from = from;
     p->pin = pn;
     p->pinner = pin;
     p->session = s;

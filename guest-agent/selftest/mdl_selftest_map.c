@@ -25,6 +25,32 @@ static bool lock_fills_pfns(struct st *t)
     return ok;
 }
 
+/* Where the frames came from: read by this process (pagemap, or the
+ * harness's linear RAM), or, through the agent daemon, from its LockResponse,
+ * which current daemons send as frame runs. Either way one distinct frame
+ * per page. */
+static bool lock_frames_source(struct st *t)
+{
+    struct fx f;
+    bool ok = fx_lock(t, &f, 8, 0, 8 * MDL_PAGE_SIZE, IoReadAccess);
+    if (ok) {
+        struct mdl *m = mdl_from_wdm(f.mdl);
+        bool peer = mdl_priv_of(m)->pin.pfns_from_peer;
+        enum mdl_frames_from want = peer ? MDL_FRAMES_PEER_RUNS : MDL_FRAMES_OWN, got = mdl_test_frames_from(m);
+        if (got != want)
+            ok = st_fail(t, "frames came %s, want %s", got == MDL_FRAMES_OWN ? "from this process" :
+                         got == MDL_FRAMES_PEER_PFNS ? "as pfns" : "as runs", peer ? "as runs" : "from this process");
+        PPFN_NUMBER pfn = MmGetMdlPfnArray(f.mdl);
+        for (unsigned i = 0; ok && i < 8; i++)
+            for (unsigned j = 0; ok && j <= i; j++)
+                if (!pfn[i] || (j < i && pfn[j] == pfn[i]))
+                    ok = st_fail(t, "PFN %u is %#llx (PFN %u %#llx)", i, (unsigned long long)pfn[i], j,
+                                 (unsigned long long)pfn[j]);
+    }
+    fx_done(t, &f);
+    return ok;
+}
+
 static bool kernel_map_base_plus_offset(struct st *t)
 {
     struct fx f;
@@ -241,6 +267,8 @@ static bool obsolete_map(struct st *t)
 
 const struct st_case st_cases_map[] = {
     { "R1", "MmProbeAndLockPages fills the PFN array, sets MDL_PAGES_LOCKED", lock_fills_pfns, false },
+    { "R1", "one distinct frame per page; through the agent daemon they come as frame runs", lock_frames_source,
+      false },
     { "R2", "KernelMode maps into hostd's address space", kernel_map_base_plus_offset, false },
     { "R3", "map returns base+ByteOffset and a handle", kernel_map_base_plus_offset, false },
     { "R4", "MmUnmapLockedPages with the matching address and MDL unmaps (hostd too)", unmap_matching, false },

@@ -34,9 +34,10 @@ static void client_close(struct api_client *c, const char *why)
     struct host_api *api = c->api;
     log_debug("api: client fd %d closed: %s", c->fd, why);
     c->dead = true;
+    api_events_stop(c); /* before anything below publishes */
     api_qmp_cancel(c);
     if (c->consumer_id)
-        map_engine_consumer_remove(api->eng, c->consumer_id);
+        api_consumer_lost(c, why);
     evloop_del(api->loop, &c->h);
     close(c->fd);
     if (c->prev)
@@ -80,8 +81,26 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
     case MDLMAP__V1__ENVELOPE__BODY_READ:
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_SUBSCRIBE:
+        return c->peer.can_read ? NULL : "subscribe to events (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_LIST:
+        return c->peer.can_read ? NULL : "list VMs (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
+    case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:
+        return c->peer.privileged ? NULL : "add or remove VMs (--api-admin)";
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
         return c->peer.can_write ? NULL : "write guest memory (--api-write)";
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_READ:
+    case MDLMAP__V1__ENVELOPE__BODY_TRANSLATE:
+    case MDLMAP__V1__ENVELOPE__BODY_VIRT_READ:
+        return c->peer.can_read ? NULL : "read guest memory (--api-read)";
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_WRITE:
+    case MDLMAP__V1__ENVELOPE__BODY_VIRT_WRITE:
+        return c->peer.can_write ? NULL : "write guest memory (--api-write)";
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_MAP:
+        if (req->phys_map->writable)
+            return c->peer.can_write ? NULL : "map guest memory writable (--api-write)";
+        return c->peer.can_read ? NULL : "map guest memory (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_VCPU_STATE:
         return c->peer.can_read ? NULL : "read vCPU state (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_RUN_STATE:
@@ -103,13 +122,21 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
         api_deny(c, req, missing);
         return 0;
     }
+    if (api_events_message(c, req))
+        return 0;
     if (api_qmp_request(req))
         return api_qmp_dispatch(c, req);
     uint8_t *f;
     size_t n;
-    int rc = host_api_handle(&c->api->ctx, req, &f, &n);
+    int fds[HOST_API_MAX_REPLY_FDS];
+    unsigned nfds = 0;
+    /* fds of replies the client has not read yet stay in hostd: bounded */
+    unsigned queued = fc->out.nfds, room = queued < API_REPLY_QUEUE_FDS ? API_REPLY_QUEUE_FDS - queued : 0;
+    int rc = host_api_handle_fds(&c->api->ctx, req, room, &f, &n, fds, &nfds);
     if (rc < 0)
         return rc;
+    if (nfds)
+        return fconn_push(fc, f, n, fds, nfds, 0); /* takes the fds; failure closes the client */
     fconn_queue(fc, f, n);
     return 0;
 }

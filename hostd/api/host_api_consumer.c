@@ -49,7 +49,7 @@ static int push(struct api_client *c, mdl_envelope *env, const int *fds, unsigne
     return rc;
 }
 
-static int reopen_read_only(int fd)
+int api_reopen_read_only(int fd)
 {
     char path[40];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -80,7 +80,7 @@ static int map_into(void *ctx, const struct map_obj *mo, const struct map_run *r
             /* our own copy: the memtable may close its fd before the send.
              * NoWrite: a new read-only file description, so the consumer
              * cannot map the region writable (a dup would share O_RDWR) */
-            fds[nfds] = m->read_only ? reopen_read_only(runs[i].fd) : dup(runs[i].fd);
+            fds[nfds] = m->read_only ? api_reopen_read_only(runs[i].fd) : dup(runs[i].fd);
             if (fds[nfds] < 0) {
                 rc = -errno;
                 break;
@@ -159,6 +159,16 @@ static const struct map_consumer_ops consumer_ops = {
     .withdraw = withdraw,
 };
 
+void api_consumer_lost(struct api_client *c, const char *why)
+{
+    char detail[160];
+    snprintf(detail, sizeof(detail), "consumer id %llu, pid %d: %s", (unsigned long long)c->consumer_id,
+             (int)c->peer.pid, why);
+    struct event ev = { .type = EV_CONSUMER_LOST, .consumer = c->consumer_name, .detail = detail };
+    api_publish(c->api, &ev);
+    map_engine_consumer_remove(c->api->eng, c->consumer_id);
+}
+
 bool api_consumer_stalled(struct api_client *c, uint64_t now_ms)
 {
     const struct outq *q = &c->fc.out;
@@ -212,6 +222,13 @@ bool api_consumer_message(struct api_client *c, const mdl_envelope *req)
                                              : rc == -EINVAL ? "bad consumer name (1..63 of A-Za-z0-9._-)"
                                                              : "too many consumers");
         rp.consumer_id = c->consumer_id;
+        if (rc == 0) {
+            snprintf(c->consumer_name, sizeof(c->consumer_name), "%s", name);
+            snprintf(detail, sizeof(detail), "consumer id %llu, pid %d, uid %u", (unsigned long long)c->consumer_id,
+                     (int)c->peer.pid, (unsigned)c->peer.uid);
+            struct event ev = { .type = EV_CONSUMER_REGISTERED, .consumer = name, .detail = detail };
+            api_publish(c->api, &ev); /* detail goes out with failures only: reusing it is safe */
+        }
         uint8_t *f;
         size_t n;
         if (fconn_reply_encode(&env, req->request_id, rc, detail, &f, &n) == 0)

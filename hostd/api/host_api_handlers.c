@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fconn.h"
 #include "log.h"
@@ -194,8 +195,29 @@ static int do_stats(struct map_engine *e, const Mdlmap__V1__StatsRequest *rq, ui
 
 int host_api_handle(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len)
 {
+    int fds[HOST_API_MAX_REPLY_FDS];
+    unsigned nfds = 0;
+    int rc = host_api_handle_fds(ctx, req, HOST_API_MAX_REPLY_FDS, out, out_len, fds, &nfds);
+    for (unsigned i = 0; i < nfds; i++)
+        close(fds[i]);
+    return rc;
+}
+
+int host_api_handle_fds(const struct api_ctx *ctx, const mdl_envelope *req, unsigned fd_room, uint8_t **out,
+                        size_t *out_len, int fds[HOST_API_MAX_REPLY_FDS], unsigned *nfds)
+{
     struct map_engine *e = ctx->eng;
+    *nfds = 0;
+    if (fd_room > HOST_API_MAX_REPLY_FDS)
+        fd_room = HOST_API_MAX_REPLY_FDS;
     switch (req->body_case) {
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_READ:
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_WRITE:
+    case MDLMAP__V1__ENVELOPE__BODY_PHYS_MAP:
+    case MDLMAP__V1__ENVELOPE__BODY_TRANSLATE:
+    case MDLMAP__V1__ENVELOPE__BODY_VIRT_READ:
+    case MDLMAP__V1__ENVELOPE__BODY_VIRT_WRITE:
+        return api_introspect_handle(ctx, req, fd_room, out, out_len, fds, nfds);
     case MDLMAP__V1__ENVELOPE__BODY_LIST:
         return do_list(e, req->list, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_READ:
@@ -204,6 +226,12 @@ int host_api_handle(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t 
         return do_write(e, req->write, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return do_stats(e, req->stats, req->request_id, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
+        return host_api_vm_add(ctx, req, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:
+        return host_api_vm_remove(ctx, req, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_VM_LIST:
+        return host_api_vm_list(ctx, req, out, out_len);
     default: {
         char detail[DETAIL_LEN];
         snprintf(detail, sizeof(detail), "request type %d is not served on the host API", (int)req->body_case);

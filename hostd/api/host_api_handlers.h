@@ -9,6 +9,9 @@
 
 #define HOST_API_MAX_LIST 8192u /* mappings per ListMappingsResponse */
 #define HOST_API_RECENT_LEAKS 64u /* leak records per StatsResponse, newest of all VMs */
+/* VMs per VmListResponse (= HOSTD_MAX_VMS); fewer when their entries would
+ * not fit one frame (MDLMAP_MAX_FRAME: ~3000 VMs with the longest paths). */
+#define HOST_API_MAX_VM_LIST 4096u
 
 /* What the request handlers work on: the engine and the VM table. The
  * socket server embeds one; tests and fuzz targets make their own. */
@@ -19,5 +22,31 @@ struct api_ctx {
 };
 
 /* *out: encoded response frame (free()). Returns 0 or negative errno if no
- * response could be encoded. Unknown bodies get STATUS_INVALID_DEVICE_REQUEST. */
+ * response could be encoded. Unknown bodies get STATUS_INVALID_DEVICE_REQUEST.
+ * A reply that carries fds (PhysMap) has them closed here: use
+ * host_api_handle_fds to send them. */
 int host_api_handle(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+
+/* File descriptors one reply may carry: a PhysMap reply has one per guest
+ * RAM region (MEMTABLE_MAX_REGIONS at most); it fits one queued frame. */
+#define HOST_API_MAX_REPLY_FDS 64u
+/* host_api_handle, and the reply's fds (owned by the caller: sent with the
+ * frame, SCM_RIGHTS) in fds[0 .. *nfds). fd_room: how many more fds the
+ * client's output queue may hold (at most HOST_API_MAX_REPLY_FDS); a reply
+ * that needs more is refused with STATUS_INSUFFICIENT_RESOURCES. */
+int host_api_handle_fds(const struct api_ctx *ctx, const mdl_envelope *req, unsigned fd_room, uint8_t **out,
+                        size_t *out_len, int fds[HOST_API_MAX_REPLY_FDS], unsigned *nfds);
+
+/* host_api_introspect.c: the introspection requests (PhysRead, PhysWrite,
+ * PhysMap, Translate, VirtRead, VirtWrite); rights are checked before. */
+int api_introspect_handle(const struct api_ctx *ctx, const mdl_envelope *req, unsigned fd_room, uint8_t **out,
+                          size_t *out_len, int *fds, unsigned *nfds);
+/* A new read-only file description of fd (reopened through /proc/self/fd,
+ * not a dup, which would share the O_RDWR one): the receiver cannot map it
+ * writable. -1 with errno on failure. */
+int api_reopen_read_only(int fd);
+
+/* host_api_vms.c: VmAdd, VmRemove, VmList through ctx->vm_ops. */
+int host_api_vm_add(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+int host_api_vm_remove(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+int host_api_vm_list(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);

@@ -31,7 +31,36 @@
 #define API_CONSUMER_QUEUE_FDS 64u
 #define API_CONSUMER_QUEUE_BYTES (1024u * 1024u)
 
+/* Descriptors of replies (PhysMap) a client has not read yet, held by hostd
+ * per connection: one PhysMap of the largest memory table. A request that
+ * would pass it is refused (STATUS_INSUFFICIENT_RESOURCES) until the client
+ * reads. */
+#define API_REPLY_QUEUE_FDS 64u
+_Static_assert(API_REPLY_QUEUE_FDS <= OUTQ_MAX_FDS, "one reply's fds fit one queued frame");
+_Static_assert(HOST_API_MAX_REPLY_FDS <= OUTQ_MAX_FDS, "one reply's fds fit one queued frame");
+
 _Static_assert(HOST_API_MAX_CONSUMER_RULES <= 64, "consumer rules are a 64-bit mask per peer");
+
+/* A subscriber's events wait in its connection's output queue. An event is
+ * dropped (and counted in the next one's Event.dropped) while that queue
+ * holds API_EVENT_QUEUE_BYTES of output (answers included) or
+ * API_EVENT_QUEUE_EVENTS events not yet taken by the kernel: per subscriber
+ * at most 1024 events and 256 KiB of data (an event frame is at most about
+ * 600 bytes: strings are bounded), about 600 KiB of hostd memory with the
+ * queue's per-frame overhead. */
+#define API_EVENT_QUEUE_EVENTS 1024u
+#define API_EVENT_QUEUE_BYTES (256u * 1024u)
+#define API_EVENT_DETAIL_MAX 255u /* an event's detail is cut to this many bytes */
+
+/* A connection's subscription (host_api_events.c). */
+struct api_sub {
+    unsigned id;              /* on the bus; 0: not subscribed */
+    uint64_t request_id;      /* the Subscribe's: every event carries it */
+    char vm[64];              /* filter; "": all VMs */
+    uint64_t dropped;         /* events lost since the last one queued */
+    uint64_t *ends;           /* ring: stream offset where each queued event ends */
+    unsigned head, n;         /* oldest entry, entries */
+};
 
 /* What a peer may do, fixed at accept from its credentials. */
 struct api_peer {
@@ -58,6 +87,8 @@ struct api_client {
     uint64_t over_since_ms;   /* consumer: a MapInto did not fit its queue at this time; 0: not over */
     uint64_t sent_bytes;      /* bytes the peer has taken */
     uint64_t sent_at_over;    /* sent_bytes when over_since_ms was set */
+    char consumer_name[64];   /* the registered consumer's name (events) */
+    struct api_sub sub;       /* event subscription */
     struct api_qmp_pending *qmp_pending; /* the request waiting for QEMU (at most one: FCONN_LATER) */
     struct api_client *prev, *next;
 };
@@ -86,6 +117,16 @@ void api_client_arm(struct api_client *c);
 void api_timer_arm(struct host_api *api);
 /* host_api_consumer.c: true if req was a consumer message (handled, maybe answered). */
 bool api_consumer_message(struct api_client *c, const mdl_envelope *req);
+/* host_api_consumer.c: the client, a consumer, goes away (CONSUMER_LOST, then
+ * the engine fails or orphans its mappings). */
+void api_consumer_lost(struct api_client *c, const char *why);
+/* host_api_events.c: true if req was a Subscribe (answered). The read right
+ * was checked by the caller. */
+bool api_events_message(struct api_client *c, const mdl_envelope *req);
+/* host_api_events.c: the client goes away: leave the bus, free the queue. */
+void api_events_stop(struct api_client *c);
+/* host_api_events.c: publish ev if anyone wants its type. */
+void api_publish(struct host_api *api, struct event *ev);
 /* host_api_consumer.c: the consumer's queue went over its bound at
  * over_since_ms and the consumer has not read it back under half of the bound
  * within its answer timeout: it is to be disconnected. Clears over_since_ms

@@ -119,6 +119,8 @@ int hostd_check_config(FILE *out, FILE *err, const struct hostd_run_config *rc)
     fprintf(out, "# mdlmap-hostd %s: effective configuration (config file form)\n", MDLMAP_VERSION);
     for (unsigned i = 0; i < rc->nvms; i++)
         print_vm(out, &ck, &rc->vms[i]);
+    if (!rc->nvms)   /* main() accepts that only with an API socket */
+        fprintf(out, "#vm (none at start: VmAdd through the host API adds them)\n");
     fprintf(out, "sibling-routing %s\n", o->sibling_routing ? "on" : "off");
     fprintf(out, "rpc-privileged-ports %s\n", o->rpc_any_port ? "off" : "on");
     fprintf(out, "guest-addresses %s\n", o->alias_addresses ? "alias" : "real");

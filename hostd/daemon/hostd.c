@@ -2,6 +2,7 @@
 #include "hostd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "host_api.h"
 #include "log.h"
 #include "map_engine.h"
+#include "memtable.h"
 #include "qmp.h"
 #include "rpc_service.h"
 #include "vhost_user.h"
@@ -36,6 +38,30 @@ static void cid_insert(struct vm **t, unsigned slots, struct vm *vm)
     while (t[i])
         i = (i + 1) & (slots - 1);
     t[i] = vm;
+}
+
+/* Linear probing without tombstones: after emptying a slot, later entries
+ * of its cluster whose home slot does not lie cyclically in (hole, entry]
+ * move back into the hole, so every probe still reaches its entry before an
+ * empty slot. */
+static void cid_delete(struct hostd *h, const struct vm *vm)
+{
+    unsigned mask = h->cid_slots - 1, i;
+    if (!h->cid_slots)
+        return;
+    for (i = cid_slot(vm->cfg.cid, h->cid_slots); h->by_cid[i] != vm; i = (i + 1) & mask)
+        if (!h->by_cid[i])
+            return;
+    h->by_cid[i] = NULL;
+    for (unsigned j = (i + 1) & mask; h->by_cid[j]; j = (j + 1) & mask) {
+        unsigned home = cid_slot(h->by_cid[j]->cfg.cid, h->cid_slots);
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            h->by_cid[i] = h->by_cid[j];
+            h->by_cid[j] = NULL;
+            i = j;
+        }
+    }
 }
 
 /* Room in the CID index for one more VM (kept at most half full). */
@@ -78,8 +104,65 @@ static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
     return 0;
 }
 
+static int api_vm_add(void *ctx, const struct host_api_vm_kv *kv, unsigned n, char *err, size_t errlen)
+{
+    struct hostd *h = ctx;
+    struct vm_config c;
+    memset(&c, 0, sizeof(c));
+    for (unsigned i = 0; i < n; i++) {
+        int r = vm_config_set(&c, kv[i].key, kv[i].value, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    int r = vm_config_check(&c, err, errlen);
+    if (r == 0)
+        r = hostd_vm_clash(h, &c, err, errlen);
+    if (r == 0) {
+        r = hostd_vm_add(h, &c);
+        if (r < 0)
+            snprintf(err, errlen, "vm %s: cannot start: %s", c.name, strerror(-r));
+    }
+    return r;
+}
+
+static int api_vm_remove(void *ctx, const char *name)
+{
+    return hostd_vm_remove(ctx, name);
+}
+
+static int api_vm_info(void *ctx, unsigned i, struct host_api_vm_info *out)
+{
+    struct hostd *h = ctx;
+    if (i >= h->nvms)
+        return -ENOENT;
+    const struct vm *vm = h->vms[i];
+    struct vsock_stats vs;
+    vsock_dev_stats(vm->vsock, &vs);
+    *out = (struct host_api_vm_info){
+        .name = vm->cfg.name,
+        .socket = vm->cfg.socket_path,
+        .qmp = vm->cfg.qmp_path,
+        .cid = vm->cfg.cid,
+        .introspect = vm->cfg.introspect,
+        .owner_uid_set = vm->cfg.owner_uid_set,
+        .owner_gid_set = vm->cfg.owner_gid_set,
+        .owner_uid = vm->cfg.owner_uid,
+        .owner_gid = vm->cfg.owner_gid,
+        .connected = vu_backend_connected(vm->vu),
+        .qmp_connected = vm->qmp && qmp_client_ready(vm->qmp),
+        .ram_bytes = memtable_total(vu_backend_mem(vm->vu)),
+        .connections = vs.conns,
+        .locked_mdls = map_engine_vm_mdls(vm->mdl),
+    };
+    map_engine_vm_usage(h->maps, vm->mdl, &out->mapped_pages, &out->mappings);
+    return 0;
+}
+
 static const struct host_api_vm_ops api_vm_ops = {
     .lookup = api_vm_lookup,
+    .add = api_vm_add,
+    .remove = api_vm_remove,
+    .info = api_vm_info,
 };
 
 /* Sibling routing asks for another VM's device by CID. */
@@ -99,13 +182,15 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         return -ENOTSUP;
     }
     h->loop = evloop_new();
-    if (!h->loop)
+    h->events = events_new();
+    if (!h->loop || !h->events)
         return -ENOMEM;
     struct map_limits lim = {
         .vm_page_quota = o->vm_page_quota,
         .global_page_quota = o->global_page_quota,
         .max_vmas = o->max_vmas,
         .dumps_exclude_shared = o->dumps_exclude_shared,
+        .events = h->events,
     };
     h->maps = map_engine_new(&lim);
     h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port) : NULL;
@@ -123,6 +208,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.path = o->api_path;
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
+        ac.events = h->events;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;
@@ -130,9 +216,9 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
     return 0;
 }
 
-/* A VM's QMP client goes first: freeing it answers the host API requests
- * waiting on it, and those clients may go on to requests that look VMs up,
- * so the VM table must still be whole. */
+/* In hostd_fini a VM's QMP client goes first: freeing it answers the host
+ * API requests waiting on it, and those clients may go on to requests that
+ * look VMs up, so the VM table must still be whole. */
 static void vm_qmp_free(struct vm *vm)
 {
     struct qmp_client *q = vm->qmp;
@@ -140,14 +226,19 @@ static void vm_qmp_free(struct vm *vm)
     qmp_client_free(q);
 }
 
+/* QMP goes last here: a VM removed at run time is already out of the table,
+ * and the requests its QMP client answers on the way out may go on to add a
+ * VM with the same socket, which must not be unlinked after that. */
 static void vm_free(struct hostd *h, struct vm *vm)
 {
-    vm_qmp_free(vm);
     vu_backend_free(vm->vu);
     vsock_dev_free(vm->vsock);
     vm->vsock = NULL;
-    if (vm->mdl)
+    if (vm->mdl) {
+        rpc_service_detach(h->rpc, vm->mdl);
         map_engine_vm_remove(h->maps, vm->mdl, "VM removed");
+    }
+    vm_qmp_free(vm);
     free(vm);
 }
 
@@ -163,6 +254,8 @@ static int vm_build(struct hostd *h, struct vm *vm)
         .owner_gid_set = vm->cfg.owner_gid_set,
         .owner_uid = vm->cfg.owner_uid,
         .owner_gid = vm->cfg.owner_gid,
+        .events = h->events,
+        .cid = vm->cfg.cid,
     };
     vm->vu = vu_backend_new(&bc);
     if (!vm->vu)
@@ -199,14 +292,31 @@ static int vm_build(struct hostd *h, struct vm *vm)
     return rpc_service_attach(h->rpc, vm->vsock, vm->mdl);
 }
 
-int hostd_vm_add(struct hostd *h, const struct vm_config *c)
+int hostd_vm_clash(const struct hostd *h, const struct vm_config *c, char *err, size_t errlen)
 {
     for (unsigned i = 0; i < h->nvms; i++) {
         const struct vm_config *o = &h->vms[i]->cfg;
-        if (!strcmp(o->name, c->name) || o->cid == c->cid ||
-            (c->socket_path[0] && !strcmp(o->socket_path, c->socket_path)))
+        const char *what = !strcmp(o->name, c->name) ? "name" : o->cid == c->cid ? "cid" :
+                           c->socket_path[0] && !strcmp(o->socket_path, c->socket_path) ? "socket" :
+                           c->qmp_path[0] && !strcmp(o->qmp_path, c->qmp_path) ? "qmp socket" : NULL;
+        if (what) {
+            snprintf(err, errlen, "vm %s: its %s is already used by vm %s", c->name, what, o->name);
             return -EEXIST;
+        }
     }
+    if (h->nvms >= HOSTD_MAX_VMS) {
+        snprintf(err, errlen, "vm %s: hostd serves %u VMs (its limit)", c->name, HOSTD_MAX_VMS);
+        return -ENOSPC;
+    }
+    return 0;
+}
+
+int hostd_vm_add(struct hostd *h, const struct vm_config *c)
+{
+    char err[200];
+    int r = hostd_vm_clash(h, c, err, sizeof(err));
+    if (r < 0)
+        return r;
     if (h->nvms == h->capvms) {
         unsigned cap = h->capvms ? h->capvms * 2 : 8;
         struct vm **v = realloc(h->vms, cap * sizeof(*v));
@@ -222,7 +332,7 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
         return -ENOMEM;
     vm->hostd = h;
     vm->cfg = *c;
-    int r = vm_build(h, vm);
+    r = vm_build(h, vm);
     if (r == 0 && c->socket_path[0])
         r = vu_backend_listen(vm->vu);
     if (r < 0) {
@@ -233,6 +343,40 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
     h->vms[h->nvms++] = vm;
     cid_insert(h->by_cid, h->cid_slots, vm);
     log_info("vm %s: cid %llu on %s", c->name, (unsigned long long)c->cid, c->socket_path);
+    hostd_publish_vm_event(h, vm, EV_VM_ADDED, c->socket_path[0] ? c->socket_path : NULL);
+    return 0;
+}
+
+void hostd_publish_vm_event(struct hostd *h, const struct vm *vm, enum event_type type, const char *detail)
+{
+    if (!h->events || !vm || !events_wanted(h->events, type))
+        return;
+    struct event ev = { .type = type, .vm_name = vm->cfg.name, .cid = vm->cfg.cid, .detail = detail };
+    events_publish(h->events, &ev);
+}
+
+int hostd_vm_remove(struct hostd *h, const char *name)
+{
+    unsigned i = 0;
+    while (i < h->nvms && strcmp(h->vms[i]->cfg.name, name))
+        i++;
+    if (i == h->nvms)
+        return -ENOENT;
+    struct vm *vm = h->vms[i];
+    /* Out of the index first: from here on sibling routing finds no device
+     * for its CID, so packets siblings send it are refused (RST) and the
+     * reset below cannot route anything back to it. */
+    cid_delete(h, vm);
+    memmove(&h->vms[i], &h->vms[i + 1], (h->nvms - i - 1) * sizeof(*h->vms));
+    h->nvms--;
+    /* As a QEMU exit: the device stops, its connections close and release
+     * their MDLs and mappings (leak records say why), sibling peers get RST.
+     * Handlers go with evloop_del, which also drops events already fetched
+     * in the batch being dispatched; the device's memory is freed after it. */
+    vu_backend_disconnect(vm->vu, "VM removed");
+    hostd_publish_vm_event(h, vm, EV_VM_REMOVED, "removed through the host API");
+    log_info("vm %s: removed (cid %llu, %s)", vm->cfg.name, (unsigned long long)vm->cfg.cid, vm->cfg.socket_path);
+    vm_free(h, vm);
     return 0;
 }
 
@@ -270,4 +414,6 @@ void hostd_fini(struct hostd *h)
     if (h->loop)
         evloop_free(h->loop);
     h->loop = NULL;
+    events_free(h->events); /* last: everything above held its pointer */
+    h->events = NULL;
 }

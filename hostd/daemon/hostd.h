@@ -4,8 +4,10 @@
  * beyond what it was handed at creation. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "evloop.h"
 #include "host_api.h"
 #include "vm_config.h"
@@ -17,6 +19,11 @@ struct map_engine;
 struct rpc_service;
 struct host_api;
 struct qmp_client;
+
+/* VMs one hostd serves (--vm, --config and VmAdd together): each costs
+ * ~10 fds while its QEMU is connected, and an admin adding VMs at run time
+ * has a stated bound too. */
+#define HOSTD_MAX_VMS 4096u
 
 struct vm {
     struct hostd *hostd;
@@ -45,6 +52,9 @@ struct hostd_options {
 struct hostd {
     struct hostd_options opt;
     struct evloop *loop;
+    /* The event bus: every layer that publishes got this pointer at
+     * creation; it outlives all of them (freed last). */
+    struct events *events;
     struct vm **vms;
     unsigned nvms, capvms;
     /* CID -> VM, open addressing (at most half full): sibling routing looks
@@ -63,7 +73,19 @@ int hostd_init(struct hostd *h, const struct hostd_options *o);
  * must be unique: -EEXIST otherwise. A VM without a socket path does not
  * listen: its owner hands it a connection (vu_backend_adopt_conn; tests). */
 int hostd_vm_add(struct hostd *h, const struct vm_config *c);
+/* Would c clash with a VM served (name, CID, socket) or exceed the limit?
+ * 0, -EEXIST or -ENOSPC with err saying which. */
+int hostd_vm_clash(const struct hostd *h, const struct vm_config *c, char *err, size_t errlen);
+/* Tear the VM down as its QEMU's exit would (connections closed, MDLs and
+ * mappings released and recorded as leaks "VM removed", sibling connections
+ * reset), close and unlink its socket and forget it. Other VMs are not
+ * touched. Safe from inside any event handler but the VM's own (the host
+ * API's request handlers call it). 0 or -ENOENT. */
+int hostd_vm_remove(struct hostd *h, const char *name);
 /* Tear everything down: QEMU connections, devices, MDL state, loop. */
 void hostd_fini(struct hostd *h);
+/* Publish a VM event (VM_ADDED, VM_REMOVED, ...) about vm, detail optional:
+ * for the code that adds and removes VMs at run time. */
+void hostd_publish_vm_event(struct hostd *h, const struct vm *vm, enum event_type type, const char *detail);
 struct vm *hostd_vm_by_cid(struct hostd *h, uint64_t cid);
 struct vm *hostd_vm_by_name(struct hostd *h, const char *name);

@@ -26,8 +26,8 @@
 /* The short form on a usage error; --help teaches every option. */
 static void usage(FILE *f, bool full)
 {
-    fprintf(f, "usage: mdlmap-hostd --vm name=NAME,cid=CID,socket=PATH[,...] [--vm ...] [OPTION...]\n"
-               "       mdlmap-hostd --check-config [OPTION...] | --version | --help\n");
+    fprintf(f, "usage: mdlmap-hostd [--config FILE] [--vm name=NAME,cid=CID,socket=PATH[,...] ...] [OPTION...]\n"
+               "       mdlmap-hostd --check-config [--config FILE] [OPTION...] | --version | --help\n");
     if (!full) {
         fprintf(f, "mdlmap-hostd --help explains every option.\n");
         return;
@@ -36,12 +36,22 @@ static void usage(FILE *f, bool full)
         "Serves virtio-vsock to QEMU guests through vhost-user (one socket per VM) and\n"
         "maps guest memory described by MDLs. Runs in the foreground; logs to stderr,\n"
         "or to the journal under systemd.\n"
+        "\nConfiguration file:\n"
+        "  --config FILE\n"
+        "        read options from FILE first: one per line, its long name without the\n"
+        "        leading --, whitespace, then its value (\"vm name=a,cid=3,socket=/run/mdlmap/a.sock\");\n"
+        "        empty lines and lines starting with # are skipped. Every option below\n"
+        "        that takes a value may be set there. The command line wins for\n"
+        "        single-valued options; repeatable ones (--vm, --api-read/-write/-admin,\n"
+        "        --consumer) add up\n"
         "\nVMs:\n"
         "  --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH][,introspect=on|off]\n"
         "        one per VM: hostd listens on PATH for the VM's QEMU and gives the guest\n"
         "        CID (3..4294967294). uid/group: only that user / a member of that group\n"
         "        may be its QEMU. qmp: QEMU's monitor socket; introspect: whole-guest\n"
-        "        access through the host API\n"
+        "        access through the host API. At least one --vm is needed unless --api\n"
+        "        is given: then hostd may start with no VM and VMs are added and removed\n"
+        "        at run time through the host API (VmAdd/VmRemove)\n"
         "  --socket-group GROUP\n"
         "        VM sockets become root:GROUP mode 0660 (libvirt: libvirt-qemu); else 0600\n"
         "\nGuest traffic:\n"
@@ -75,8 +85,9 @@ static void usage(FILE *f, bool full)
         "        for the node exporter's textfile collector: name it *.prom)\n"
         "  --metrics-interval S   rewrite the metrics file every S seconds (1..3600, default 15)\n"
         "  --check-config\n"
-        "        parse everything, check directories, users and groups, print the\n"
-        "        effective configuration and exit 0 (usable) or 1, listening on nothing\n"
+        "        read --config and the command line, check directories, users and groups,\n"
+        "        print the effective configuration in config file form and exit 0 (usable)\n"
+        "        or 1 (2: a syntax error), listening on nothing\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
         "\nSignals: SIGTERM/SIGINT stop cleanly; SIGUSR1 logs per-VM statistics.\n"
@@ -97,21 +108,26 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 }
 
 /* --vm SPEC: parsed by the daemon layer (the same parser serves the host
- * API's VmAdd); here only the uniqueness among the command line's VMs. */
-static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg)
+ * API's VmAdd); here only the uniqueness among the VMs given at start. */
+static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg, const char *where)
 {
     struct vm_config c;
     char err[200];
     if (vm_config_parse(&c, arg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "--vm: %s\n", err);
+        fprintf(stderr, "%s--vm: %s\n", where, err);
         return -1;
     }
     for (unsigned i = 0; i < *nvms; i++) {
         const struct vm_config *o = &(*vms)[i];
         if (!strcmp(o->name, c.name) || o->cid == c.cid || !strcmp(o->socket_path, c.socket_path)) {
-            fprintf(stderr, "--vm %s: name, cid and socket must be unique (clashes with %s)\n", c.name, o->name);
+            fprintf(stderr, "%s--vm %s: name, cid and socket must be unique (clashes with %s)\n", where, c.name,
+                    o->name);
             return -1;
         }
+    }
+    if (*nvms >= HOSTD_MAX_VMS) {
+        fprintf(stderr, "%s--vm %s: more than %u VMs\n", where, c.name, HOSTD_MAX_VMS);
+        return -1;
     }
     struct vm_config *nv = realloc(*vms, (*nvms + 1) * sizeof(*nv));
     if (!nv)
@@ -223,176 +239,262 @@ static void on_signal(void *opaque, uint32_t events)
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
        OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
-       OPT_QMP_TMO, OPT_METRICS, OPT_METRICS_IVAL, OPT_CHECK, OPT_VERSION };
+       OPT_QMP_TMO, OPT_CONFIG, OPT_METRICS, OPT_METRICS_IVAL, OPT_CHECK, OPT_VERSION };
+
+/* The one option table: getopt reads the command line from it, the config
+ * file's keys are looked up in it. */
+static const struct option opts[] = {
+    { "vm", required_argument, NULL, 'v' },
+    { "sibling-routing", required_argument, NULL, OPT_SIBLING },
+    { "rpc-privileged-ports", required_argument, NULL, OPT_PRIVPORTS },
+    { "guest-addresses", required_argument, NULL, OPT_GADDR },
+    { "api", required_argument, NULL, OPT_API },
+    { "vm-page-quota", required_argument, NULL, OPT_VMQ },
+    { "global-page-quota", required_argument, NULL, OPT_GQ },
+    { "max-vmas", required_argument, NULL, OPT_VMAS },
+    { "log-level", required_argument, NULL, OPT_LOG },
+    { "socket-group", required_argument, NULL, OPT_SOCKGRP },
+    { "api-read", required_argument, NULL, OPT_API_READ },
+    { "api-write", required_argument, NULL, OPT_API_WRITE },
+    { "api-admin", required_argument, NULL, OPT_API_ADMIN },
+    { "consumer", required_argument, NULL, OPT_CONSUMER },
+    { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
+    { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
+    { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
+    { "config", required_argument, NULL, OPT_CONFIG },
+    { "metrics-file", required_argument, NULL, OPT_METRICS },
+    { "metrics-interval", required_argument, NULL, OPT_METRICS_IVAL },
+    { "check-config", no_argument, NULL, OPT_CHECK },
+    { "version", no_argument, NULL, OPT_VERSION },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+/* What the options build up, from the config file and the command line. */
+struct cli {
+    struct hostd_options mo;
+    struct vm_config *vms;
+    unsigned nvms;
+    const char *metrics_path;    /* NULL: no metrics file */
+    unsigned metrics_interval_s;
+    const char *where; /* error prefix: "" on the command line, "FILE:LINE: " in the config file */
+};
+
+static const char *opt_name(int c)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (o->val == c)
+            return o->name;
+    return "?";
+}
+
+/* One option (getopt's code c) with its value; -1 after saying why. */
+static int apply_opt(struct cli *cl, int c, const char *arg)
+{
+    struct hostd_options *mo = &cl->mo;
+    uint64_t v;
+    char err[200];
+    switch (c) {
+    case 'v':
+        return parse_vm(&cl->vms, &cl->nvms, arg, cl->where);
+    case OPT_SIBLING:
+    case OPT_PRIVPORTS:
+        if (strcmp(arg, "on") && strcmp(arg, "off")) {
+            snprintf(err, sizeof(err), "on or off");
+            break;
+        }
+        if (c == OPT_SIBLING)
+            mo->sibling_routing = !strcmp(arg, "on");
+        else
+            mo->rpc_any_port = !strcmp(arg, "off");
+        return 0;
+    case OPT_GADDR:
+        if (strcmp(arg, "real") && strcmp(arg, "alias")) {
+            snprintf(err, sizeof(err), "real or alias");
+            break;
+        }
+        mo->alias_addresses = !strcmp(arg, "alias");
+        return 0;
+    case OPT_API:
+        mo->api_path = arg;
+        return 0;
+    case OPT_SOCKGRP:
+        if (vm_lookup_gid(arg, &mo->socket_gid) < 0) {
+            snprintf(err, sizeof(err), "no group '%s'", arg);
+            break;
+        }
+        mo->socket_group_set = true;
+        return 0;
+    case OPT_API_READ:
+    case OPT_API_WRITE:
+    case OPT_API_ADMIN:
+    case OPT_CONSUMER: {
+        struct api_who_list *l = c == OPT_API_READ ? &mo->api.read : c == OPT_API_WRITE ? &mo->api.write
+                                                                                         : &mo->api.admin;
+        if ((c == OPT_CONSUMER ? host_api_consumer_rule_parse(&mo->api, arg, err, sizeof(err))
+                               : host_api_who_parse(l, arg, err, sizeof(err))) < 0)
+            break;
+        return 0;
+    }
+    case OPT_FRAME_TMO:
+    case OPT_CONSUMER_TMO:
+    case OPT_QMP_TMO:
+        /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
+        if (parse_u64(arg, 600000, &v) < 0 || v < 100) {
+            snprintf(err, sizeof(err), "100..600000 ms");
+            break;
+        }
+        if (c == OPT_FRAME_TMO)
+            mo->api.frame_timeout_ms = (unsigned)v;
+        else if (c == OPT_QMP_TMO)
+            mo->qmp_timeout_ms = (unsigned)v;
+        else
+            mo->api.consumer_timeout_ms = (unsigned)v;
+        return 0;
+    case OPT_VMQ:
+    case OPT_GQ:
+    case OPT_VMAS:
+        if (parse_u64(arg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
+            snprintf(err, sizeof(err), "bad number '%s'", arg);
+            break;
+        }
+        if (c == OPT_VMQ)
+            mo->vm_page_quota = v;
+        else if (c == OPT_GQ)
+            mo->global_page_quota = v;
+        else
+            mo->max_vmas = (uint32_t)v;
+        return 0;
+    case OPT_LOG:
+        if (!strcmp(arg, "error"))
+            log_threshold = LOG_ERROR;
+        else if (!strcmp(arg, "warn"))
+            log_threshold = LOG_WARN;
+        else if (!strcmp(arg, "info"))
+            log_threshold = LOG_INFO;
+        else if (!strcmp(arg, "debug"))
+            log_threshold = LOG_DEBUG;
+        else {
+            snprintf(err, sizeof(err), "error|warn|info|debug");
+            break;
+        }
+        return 0;
+    case OPT_METRICS:
+        cl->metrics_path = arg;
+        return 0;
+    case OPT_METRICS_IVAL:
+        if (parse_u64(arg, 3600, &v) < 0 || v < 1) {
+            snprintf(err, sizeof(err), "1..3600 seconds");
+            break;
+        }
+        cl->metrics_interval_s = (unsigned)v;
+        return 0;
+    default:
+        snprintf(err, sizeof(err), "not allowed here");
+        break;
+    }
+    fprintf(stderr, "%s--%s: %s\n", cl->where, opt_name(c), err);
+    return -1;
+}
+
+/* --config FILE: one option per line, its long name without "--", then
+ * whitespace, then its value (the rest of the line, trailing blanks cut);
+ * empty lines and lines starting with # are skipped. The values point into
+ * *text, which the caller frees after the options are used. */
+#define CONFIG_MAX_BYTES (1u << 20)
+static int read_config(struct cli *cl, const char *path, char **text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "--config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *buf = malloc(CONFIG_MAX_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, CONFIG_MAX_BYTES + 1, f) : 0;
+    bool bad = !buf || ferror(f) || n > CONFIG_MAX_BYTES;
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "--config %s: %s\n", path, buf ? "unreadable or larger than 1 MiB" : "out of memory");
+        free(buf);
+        return -1;
+    }
+    buf[n] = 0;
+    *text = buf;
+    char where[300];
+    unsigned lineno = 0;
+    for (char *line = buf, *next; line; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        snprintf(where, sizeof(where), "%s:%u: ", path, lineno);
+        cl->where = where;
+        line += strspn(line, " \t\r");
+        size_t len = strlen(line);
+        while (len && strchr(" \t\r", line[len - 1]))
+            line[--len] = 0;
+        if (!*line || *line == '#')
+            continue;
+        if (strlen(line) != len) {
+            fprintf(stderr, "%sa NUL byte in the line\n", where);
+            return -1;
+        }
+        if (!strncmp(line, "--", 2))
+            line += 2;   /* files written for the old shell-split unit ("--vm ...") still read */
+        char *val = line + strcspn(line, " \t");
+        if (*val)
+            *val++ = 0;
+        val += strspn(val, " \t");
+        const struct option *o = opts;
+        while (o->name && strcmp(o->name, line))
+            o++;
+        if (!o->name || o->has_arg != required_argument || o->val == OPT_CONFIG) {
+            fprintf(stderr, "%s'%s' is not an option a config file can set\n", where, line);
+            return -1;
+        }
+        if (!*val) {
+            fprintf(stderr, "%s'%s' needs a value\n", where, line);
+            return -1;
+        }
+        if (apply_opt(cl, o->val, val) < 0)
+            return -1;
+    }
+    cl->where = "";
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "vm", required_argument, NULL, 'v' },
-        { "sibling-routing", required_argument, NULL, OPT_SIBLING },
-        { "rpc-privileged-ports", required_argument, NULL, OPT_PRIVPORTS },
-        { "guest-addresses", required_argument, NULL, OPT_GADDR },
-        { "api", required_argument, NULL, OPT_API },
-        { "vm-page-quota", required_argument, NULL, OPT_VMQ },
-        { "global-page-quota", required_argument, NULL, OPT_GQ },
-        { "max-vmas", required_argument, NULL, OPT_VMAS },
-        { "log-level", required_argument, NULL, OPT_LOG },
-        { "socket-group", required_argument, NULL, OPT_SOCKGRP },
-        { "api-read", required_argument, NULL, OPT_API_READ },
-        { "api-write", required_argument, NULL, OPT_API_WRITE },
-        { "api-admin", required_argument, NULL, OPT_API_ADMIN },
-        { "consumer", required_argument, NULL, OPT_CONSUMER },
-        { "api-frame-timeout-ms", required_argument, NULL, OPT_FRAME_TMO },
-        { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
-        { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
-        { "metrics-file", required_argument, NULL, OPT_METRICS },
-        { "metrics-interval", required_argument, NULL, OPT_METRICS_IVAL },
-        { "check-config", no_argument, NULL, OPT_CHECK },
-        { "version", no_argument, NULL, OPT_VERSION },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
     struct hostd h;
     memset(&h, 0, sizeof(h));
-    struct hostd_options mo;
-    memset(&mo, 0, sizeof(mo));
-    mo.sibling_routing = true;
-    struct vm_config *vms = NULL;
-    unsigned nvms = 0;
+    struct cli cl = { .where = "", .metrics_interval_s = 15 };
+    cl.mo.sibling_routing = true;
+    char *config_text = NULL;
+    const char *config = NULL;
     int rc = 2, c;
     struct sig_ctx sc = { .h = &h, .fd = -1 };
     bool ran = false, check_only = false;
-    struct hostd_run_config run = { .opt = &mo, .metrics_interval_s = 15 };
     struct metrics_writer mw = { .tfd = -1 };
 
+    /* The config file first, then the command line: single-valued options
+     * given in both take the command line's value; repeatable ones (--vm,
+     * --api-read/-write/-admin, --consumer) add up. */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        uint64_t v;
-        switch (c) {
-        case 'v':
-            if (parse_vm(&vms, &nvms, optarg) < 0)
-                goto out;
-            break;
-        case OPT_SIBLING:
-            if (!strcmp(optarg, "on"))
-                mo.sibling_routing = true;
-            else if (!strcmp(optarg, "off"))
-                mo.sibling_routing = false;
-            else {
-                fprintf(stderr, "--sibling-routing: on or off\n");
-                goto out;
-            }
-            break;
-        case OPT_GADDR:
-            if (!strcmp(optarg, "real") || !strcmp(optarg, "alias")) {
-                mo.alias_addresses = !strcmp(optarg, "alias");
-            } else {
-                fprintf(stderr, "--guest-addresses: real or alias\n");
-                goto out;
-            }
-            break;
-        case OPT_PRIVPORTS:
-            if (!strcmp(optarg, "on") || !strcmp(optarg, "off")) {
-                mo.rpc_any_port = !strcmp(optarg, "off");
-            } else {
-                fprintf(stderr, "--rpc-privileged-ports: on or off\n");
-                goto out;
-            }
-            break;
-        case OPT_API:
-            mo.api_path = optarg;
-            break;
-        case OPT_SOCKGRP:
-            if (vm_lookup_gid(optarg, &mo.socket_gid) < 0) {
-                fprintf(stderr, "--socket-group: no group '%s'\n", optarg);
-                goto out;
-            }
-            mo.socket_group_set = true;
-            break;
-        case OPT_API_READ:
-        case OPT_API_WRITE:
-        case OPT_API_ADMIN:
-        case OPT_CONSUMER: {
-            char err[160];
-            struct api_who_list *l = c == OPT_API_READ ? &mo.api.read : c == OPT_API_WRITE ? &mo.api.write
-                                                                                            : &mo.api.admin;
-            if ((c == OPT_CONSUMER ? host_api_consumer_rule_parse(&mo.api, optarg, err, sizeof(err))
-                                   : host_api_who_parse(l, optarg, err, sizeof(err))) < 0) {
-                fprintf(stderr, "--%s: %s\n",
-                        c == OPT_API_READ ? "api-read" : c == OPT_API_WRITE ? "api-write" :
-                        c == OPT_API_ADMIN ? "api-admin" : "consumer", err);
-                goto out;
-            }
-            break;
+        if (c == OPT_CONFIG && config) {
+            fprintf(stderr, "--config: given twice\n");
+            goto out;
         }
-        case OPT_FRAME_TMO:
-        case OPT_CONSUMER_TMO:
-        case OPT_QMP_TMO:
-            /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
-            if (parse_u64(optarg, 600000, &v) < 0 || v < 100) {
-                fprintf(stderr, "--%s: 100..600000 ms\n",
-                        c == OPT_FRAME_TMO ? "api-frame-timeout-ms" :
-                        c == OPT_QMP_TMO ? "qmp-timeout-ms" : "consumer-timeout-ms");
-                goto out;
-            }
-            if (c == OPT_FRAME_TMO)
-                mo.api.frame_timeout_ms = (unsigned)v;
-            else if (c == OPT_QMP_TMO)
-                mo.qmp_timeout_ms = (unsigned)v;
-            else
-                mo.api.consumer_timeout_ms = (unsigned)v;
-            break;
-        case OPT_VMQ:
-        case OPT_GQ:
-        case OPT_VMAS:
-            if (parse_u64(optarg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
-                fprintf(stderr, "--%s: bad number '%s'\n",
-                        c == OPT_VMQ ? "vm-page-quota" : c == OPT_GQ ? "global-page-quota" : "max-vmas", optarg);
-                goto out;
-            }
-            if (c == OPT_VMQ)
-                mo.vm_page_quota = v;
-            else if (c == OPT_GQ)
-                mo.global_page_quota = v;
-            else
-                mo.max_vmas = (uint32_t)v;
-            break;
-        case OPT_LOG:
-            if (!strcmp(optarg, "error"))
-                log_threshold = LOG_ERROR;
-            else if (!strcmp(optarg, "warn"))
-                log_threshold = LOG_WARN;
-            else if (!strcmp(optarg, "info"))
-                log_threshold = LOG_INFO;
-            else if (!strcmp(optarg, "debug"))
-                log_threshold = LOG_DEBUG;
-            else {
-                fprintf(stderr, "--log-level: error|warn|info|debug\n");
-                goto out;
-            }
-            break;
-        case OPT_METRICS:
-            run.metrics_path = optarg;
-            break;
-        case OPT_METRICS_IVAL:
-            if (parse_u64(optarg, 3600, &v) < 0 || v < 1) {
-                fprintf(stderr, "--metrics-interval: 1..3600 seconds\n");
-                goto out;
-            }
-            run.metrics_interval_s = (unsigned)v;
-            break;
-        case OPT_CHECK:
+        if (c == OPT_CONFIG)
+            config = optarg;
+        else if (c == OPT_CHECK)
             check_only = true;
-            break;
-        case OPT_VERSION:
+        else if (c == OPT_VERSION) {
             printf("mdlmap-hostd %s\n", MDLMAP_VERSION);
             rc = 0;
             goto out;
-        case 'h':
-            usage(stdout, true);
-            rc = 0;
-            goto out;
-        default:
-            usage(stderr, false);
+        } else if (c == 'h' || c == '?') {
+            usage(c == 'h' ? stdout : stderr, c == 'h');
+            rc = c == 'h' ? 0 : 2;
             goto out;
         }
     }
@@ -401,14 +503,24 @@ int main(int argc, char **argv)
         usage(stderr, false);
         goto out;
     }
-    if (nvms == 0) {
-        fprintf(stderr, "at least one --vm is required\n");
+    if (config && read_config(&cl, config, &config_text) < 0)
+        goto out;
+    optind = 0;   /* glibc: a full re-initialisation of getopt */
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+        if (c != OPT_CONFIG && c != OPT_CHECK && apply_opt(&cl, c, optarg) < 0)
+            goto out;
+    if (cl.nvms == 0 && !cl.mo.api_path) {
+        fprintf(stderr, "no VM: give --vm (or --api, to add VMs through the host API later)\n");
         usage(stderr, false);
         goto out;
     }
+    struct hostd_options mo = cl.mo;
+    struct vm_config *vms = cl.vms;
+    unsigned nvms = cl.nvms;
     if (check_only) {
-        run.vms = vms;
-        run.nvms = nvms;
+        struct hostd_run_config run = { .opt = &mo, .vms = vms, .nvms = nvms,
+                                        .metrics_path = cl.metrics_path,
+                                        .metrics_interval_s = cl.metrics_interval_s };
         rc = hostd_check_config(stdout, stderr, &run) ? 1 : 0;
         goto out;
     }
@@ -442,8 +554,8 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < nvms; i++)
         if (hostd_vm_add(&h, &vms[i]) < 0)
             goto out;
-    if (run.metrics_path && (r = metrics_writer_start(&mw, &h, run.metrics_path, run.metrics_interval_s)) < 0) {
-        log_err("metrics: %s: %s", run.metrics_path, strerror(-r));
+    if (cl.metrics_path && (r = metrics_writer_start(&mw, &h, cl.metrics_path, cl.metrics_interval_s)) < 0) {
+        log_err("metrics: %s: %s", cl.metrics_path, strerror(-r));
         goto out;
     }
     log_info("ready: %u VM(s), sibling routing %s", h.nvms, mo.sibling_routing ? "on" : "off");
@@ -459,7 +571,8 @@ out:
     if (h.loop && sc.fd >= 0)
         evloop_del(h.loop, &sc.eh);
     hostd_fini(&h);
-    free(vms);
+    free(cl.vms);
+    free(config_text);
     if (sc.fd >= 0)
         close(sc.fd);
     if (ran)

@@ -49,6 +49,8 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
         return;
     struct map_owner o = { .vm = vm, .conn_id = 0 };
     map_engine_release(e, &o, true, why ? why : "VM removed");
+    for (unsigned i = 0; i < map_leaks_count(&vm->leaks); i++)
+        map_leaks_add(&e->removed_leaks, map_leaks_get(&vm->leaks, i));
     if (vm->prev)
         vm->prev->next = vm->next;
     else
@@ -84,6 +86,12 @@ struct map_engine *map_engine_new(const struct map_limits *lim)
         e->lim.max_vmas = map_budget_default_vmas();
     if (!e->lim.consumer_vmas)
         e->lim.consumer_vmas = MAP_DEFAULT_CONSUMER_VMAS;
+    /* a bus always: the map path then tests one mask word, never a pointer */
+    e->events = e->lim.events;
+    if (!e->events && !(e->events = e->own_events = events_new())) {
+        free(e);
+        return NULL;
+    }
     map_handle_gen_init(&e->gen);
     map_table_init(&e->mdls);
     map_table_init(&e->maps);
@@ -108,10 +116,67 @@ const char *map_prio_name(enum map_prio p)
     return p == MAP_PRIO_LOW ? "Low" : p == MAP_PRIO_NORMAL ? "Normal" : "High";
 }
 
+/* ---- events ---- */
+
+static void publish_mdl(struct map_engine *e, enum event_type t, const struct mdl_obj *m, const char *detail)
+{
+    struct event ev = { .type = t,
+                        .vm_name = m->vm_name,
+                        .cid = m->cid,
+                        .conn_id = m->owner.conn_id,
+                        .mdl_handle = m->handle,
+                        .page_count = m->npages,
+                        .detail = detail };
+    events_publish(e->events, &ev);
+}
+
+static inline void mdl_event(struct map_engine *e, enum event_type t, const struct mdl_obj *m, const char *detail)
+{
+    if (events_wanted(e->events, t))
+        publish_mdl(e, t, m, detail);
+}
+
+void map_publish_map(struct map_engine *e, enum event_type t, const struct map_obj *m, const char *detail)
+{
+    struct map_info mi;
+    map_obj_info(m, &mi);
+    struct event ev = { .type = t,
+                        .vm_name = mi.vm_name,
+                        .cid = mi.cid,
+                        .conn_id = mi.conn_id,
+                        .mdl_handle = mi.mdl_handle,
+                        .map_handle = mi.handle,
+                        .page_count = mi.page_count,
+                        .guest_address = mi.guest_address,
+                        .consumer = mi.consumer,
+                        .detail = detail };
+    events_publish(e->events, &ev);
+}
+
+/* A lock or map refused for a quota, share, budget or bound (-ENOSPC). */
+static void refused(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle, uint32_t pages,
+                    const char *consumer, const char *detail)
+{
+    if (!events_wanted(e->events, EV_QUOTA_REFUSED) || !o->vm)
+        return;
+    struct event ev = { .type = EV_QUOTA_REFUSED,
+                        .vm_name = o->vm->name,
+                        .cid = o->vm->cid,
+                        .conn_id = o->conn_id,
+                        .mdl_handle = mdl_handle,
+                        .page_count = pages,
+                        .consumer = consumer,
+                        .detail = detail };
+    events_publish(e->events, &ev);
+}
+
 /* ---- MDLs ---- */
 
-static void mdl_destroy(struct map_engine *e, struct mdl_obj *m)
+/* why: the MDL_UNLOCKED detail; NULL: publish nothing (engine freed). */
+static void mdl_destroy(struct map_engine *e, struct mdl_obj *m, const char *why)
 {
+    if (why)
+        mdl_event(e, EV_MDL_UNLOCKED, m, why);
     map_table_del(&e->mdls, m->handle);
     if (m->prev)
         m->prev->next = m->next;
@@ -183,6 +248,7 @@ static int lock_store(struct map_engine *e, const struct map_owner *o, uint32_t 
     a->locked_pages += npages;
     e->nmdls++;
     *mdl_handle = m->handle;
+    mdl_event(e, EV_MDL_LOCKED, m, NULL);
     log_debug("mdl: vm %s conn %llu locked mdl 0x%llx: %u pages in %u frame runs, offset %u, %u bytes",
               m->vm_name, (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->npages, nfr,
               byte_offset, byte_count);
@@ -202,9 +268,15 @@ static int lock_args_ok(const struct map_owner *o, uint32_t operation, char *det
     return 0;
 }
 
-int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
-                    uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
-                    uint64_t *mdl_handle, char *detail, size_t dlen)
+/* Pages an MDL of this geometry spans (for a refusal's event; bounded inputs). */
+static uint32_t pages_spanned(uint32_t byte_offset, uint32_t byte_count)
+{
+    return (uint32_t)(((uint64_t)byte_offset + byte_count + MAP_PAGE_SIZE - 1) >> MAP_PAGE_SHIFT);
+}
+
+static int lock_pfns(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                     uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
+                     uint64_t *mdl_handle, char *detail, size_t dlen)
 {
     int rc = lock_args_ok(o, operation, detail, dlen);
     if (rc < 0)
@@ -225,9 +297,19 @@ int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t by
                       dlen);
 }
 
-int map_engine_lock_runs(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
-                         uint32_t byte_count, const struct map_frames *fr, size_t nfr, uint32_t operation,
-                         uint64_t *mdl_handle, char *detail, size_t dlen)
+int map_engine_lock(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                    uint32_t byte_count, const uint64_t *pfns, size_t npfns, uint32_t operation,
+                    uint64_t *mdl_handle, char *detail, size_t dlen)
+{
+    int rc = lock_pfns(e, o, byte_offset, byte_count, pfns, npfns, operation, mdl_handle, detail, dlen);
+    if (rc == -ENOSPC)
+        refused(e, o, 0, pages_spanned(byte_offset, byte_count), NULL, detail);
+    return rc;
+}
+
+static int lock_runs(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                     uint32_t byte_count, const struct map_frames *fr, size_t nfr, uint32_t operation,
+                     uint64_t *mdl_handle, char *detail, size_t dlen)
 {
     int rc = lock_args_ok(o, operation, detail, dlen);
     if (rc < 0)
@@ -242,9 +324,18 @@ int map_engine_lock_runs(struct map_engine *e, const struct map_owner *o, uint32
         return -ENOMEM;
     }
     memcpy(copy, fr, nfr * sizeof(*copy));
-    uint32_t npages = (uint32_t)(((uint64_t)byte_offset + byte_count + MAP_PAGE_SIZE - 1) >> MAP_PAGE_SHIFT);
-    return lock_store(e, o, byte_offset, byte_count, npages, copy, (uint32_t)nfr, operation, mdl_handle, detail,
-                      dlen);
+    return lock_store(e, o, byte_offset, byte_count, pages_spanned(byte_offset, byte_count), copy, (uint32_t)nfr,
+                      operation, mdl_handle, detail, dlen);
+}
+
+int map_engine_lock_runs(struct map_engine *e, const struct map_owner *o, uint32_t byte_offset,
+                         uint32_t byte_count, const struct map_frames *fr, size_t nfr, uint32_t operation,
+                         uint64_t *mdl_handle, char *detail, size_t dlen)
+{
+    int rc = lock_runs(e, o, byte_offset, byte_count, fr, nfr, operation, mdl_handle, detail, dlen);
+    if (rc == -ENOSPC)
+        refused(e, o, 0, pages_spanned(byte_offset, byte_count), NULL, detail);
+    return rc;
 }
 
 static struct mdl_obj *mdl_get(struct map_engine *e, const struct map_owner *o, uint64_t h)
@@ -279,8 +370,10 @@ static void map_unaccount(struct map_engine *e, struct map_obj *m)
     e->nmaps--;
 }
 
-void map_destroy(struct map_engine *e, struct map_obj *m)
+void map_destroy(struct map_engine *e, struct map_obj *m, const char *why)
 {
+    if (why && !m->pending) /* a pending UserMode map was never created */
+        map_event_map(e, EV_MAPPING_REMOVED, m, why);
     if (m->mode == MAP_MODE_KERNEL && m->base && munmap(m->base, m->reserve_len) < 0)
         log_err("mdl: munmap map 0x%llx at %p len %zu: %m", (unsigned long long)m->handle,
                 (void *)m->base, m->reserve_len);
@@ -453,8 +546,8 @@ int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj 
     return map_layout_runs_cached(&mdl->layout, o->vm->mem, mdl->frames, mdl->nframes, runs, nruns, detail, dlen);
 }
 
-static int map_one(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
-                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
+static int map_do(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
+                  const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
     struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
     if (!mdl) {
@@ -526,6 +619,7 @@ static int map_one(struct map_engine *e, const struct map_owner *o, uint64_t mdl
              (unsigned long long)m->handle, (void *)(uintptr_t)m->address, m->page_count, nruns,
              map_prio_name(pr), m->read_only ? ", read-only" : "", m->cache_type,
              m->cache_type == 1 ? "" : " (host mapping stays cache-coherent)");
+    map_event_map(e, EV_MAPPING_CREATED, m, NULL);
     *out = m;
     return 0;
 }
@@ -534,9 +628,13 @@ int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
     *out = NULL;
-    int rc = map_one(e, o, mdl_handle, p, out, detail, dlen);
-    if (rc == -ENOSPC)   /* only quotas and budgets answer ENOSPC on this path */
+    int rc = map_do(e, o, mdl_handle, p, out, detail, dlen);
+    if (rc == -ENOSPC) {   /* only quotas and budgets answer ENOSPC on this path */
+        const struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
         map_acct_of(o->vm)->quota_refusals++;
+        refused(e, o, mdl_handle, mdl ? mdl->npages : 0,
+                p->access_mode == MAP_MODE_USER && p->consumer ? p->consumer : NULL, detail);
+    }
     return rc;
 }
 
@@ -589,7 +687,7 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
     else
         log_debug("mdl: vm %s conn %llu unmapped map 0x%llx (%u pages)", m->mdl->vm_name,
                  (unsigned long long)o->conn_id, (unsigned long long)m->handle, m->page_count);
-    map_destroy(e, m);
+    map_destroy(e, m, "unmapped");
     return 0;
 }
 
@@ -600,7 +698,7 @@ static unsigned release_list(struct map_engine *e, struct mdl_obj *mdl, bool orp
     while (it && mdl->nmaps) {
         struct map_obj *next = it->next;
         if (it->mdl == mdl) {
-            map_destroy(e, it);
+            map_destroy(e, it, "unlocked");
             n++;
         }
         it = next;
@@ -629,7 +727,7 @@ int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t 
     *released = release_maps_of(e, mdl);
     log_debug("mdl: vm %s conn %llu unlocked mdl 0x%llx (%u mappings released)", mdl->vm_name,
               (unsigned long long)o->conn_id, (unsigned long long)mdl_handle, *released);
-    mdl_destroy(e, mdl);
+    mdl_destroy(e, mdl, "unlocked");
     return 0;
 }
 
@@ -642,6 +740,17 @@ static void leak_add(struct map_engine *e, struct map_vm *vm, struct map_leak *r
 {
     rec->seq = ++e->leak_seq;
     map_leaks_add(&vm->leaks, rec);
+    if (!events_wanted(e->events, EV_LEAK_RECORDED))
+        return;
+    struct event ev = { .type = EV_LEAK_RECORDED,
+                        .vm_name = rec->vm_name,
+                        .cid = vm->cid,
+                        .conn_id = rec->conn_id,
+                        .mdl_handle = rec->mdl_handle,
+                        .map_handle = rec->map_handle,
+                        .page_count = rec->page_count,
+                        .detail = rec->reason };
+    events_publish(e->events, &ev);
 }
 
 void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason)
@@ -676,7 +785,7 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
             if (!it->orphaned)
                 pages += it->page_count;
             nmaps++;
-            map_destroy(e, it);
+            map_destroy(e, it, reason);
         }
     }
     for (struct mdl_obj *it = e->mdl_head, *next; it; it = next) {
@@ -694,7 +803,7 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
                  (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
                  reason);
         nmdls++;
-        mdl_destroy(e, it);
+        mdl_destroy(e, it, reason);
     }
     if (nmaps || nmdls)
         map_vm_warn(o->vm, "mdl: %s conn %llu went away (%s): released %u mappings (%llu pages) and %u MDLs",
@@ -709,11 +818,11 @@ void map_engine_free(struct map_engine *e)
         return;
     e->nconsumers = 0; /* hostd is stopping: nobody to tell */
     while (e->map_head)
-        map_destroy(e, e->map_head);
+        map_destroy(e, e->map_head, NULL);
     while (e->orphan_head)
-        map_destroy(e, e->orphan_head);
+        map_destroy(e, e->orphan_head, NULL);
     while (e->mdl_head)
-        mdl_destroy(e, e->mdl_head);
+        mdl_destroy(e, e->mdl_head, NULL);
     map_table_free(&e->mdls);
     map_table_free(&e->maps);
     while (e->vms) {
@@ -722,6 +831,7 @@ void map_engine_free(struct map_engine *e)
         free(vm);
     }
     free(e->consumers);
+    events_free(e->own_events);
     free(e);
 }
 
@@ -805,6 +915,11 @@ unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_le
                     break; /* older ones in this ring are older still */
                 }
             }
+        for (unsigned i = 0; i < map_leaks_count(&e->removed_leaks); i++) {
+            const struct map_leak *l = map_leaks_get(&e->removed_leaks, i);
+            if (l->seq < below && (!best || l->seq > best->seq))
+                best = l;
+        }
         if (!best)
             break;
         out[n++] = best;
@@ -822,4 +937,9 @@ void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, ui
 {
     *pages = vm ? vm->acct.pages : 0;
     *maps = vm ? vm->acct.maps : 0;
+}
+
+uint64_t map_engine_vm_mdls(const struct map_vm *vm)
+{
+    return vm ? vm->acct.mdls : 0;
 }

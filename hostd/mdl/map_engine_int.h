@@ -84,6 +84,8 @@ struct map_consumer {
 
 struct map_engine {
     struct map_limits lim;
+    struct events *events;       /* lim.events, or own_events */
+    struct events *own_events;   /* made when no bus was given */
     struct map_handle_gen gen;
     struct map_table mdls, maps;
     struct mdl_obj *mdl_head;
@@ -94,6 +96,10 @@ struct map_engine {
     struct map_vm *vms;
     unsigned nvms;
     uint64_t leak_seq;           /* leak records ever made */
+    /* The last records of VMs removed since (a VM's ring goes with it; what
+     * it leaked on the way out is what an operator looks for). Not in seq
+     * order across VMs. */
+    struct map_leaks removed_leaks;
     struct map_consumer *consumers;
     unsigned nconsumers;
     uint64_t next_consumer_id;
@@ -116,12 +122,23 @@ int map_check_budget(struct map_engine *e, const struct map_vm *vm, enum map_pri
                      uint64_t vmas, char *detail, size_t dlen);
 /* Insert m (handle set, in the table, m->mdl set) into lists and counters. */
 void map_link(struct map_engine *e, struct map_obj *m, struct vm_acct *a);
-void map_destroy(struct map_engine *e, struct map_obj *m);
+/* why: the MAPPING_REMOVED detail of an established mapping; NULL: publish
+ * nothing (the engine is being freed). */
+void map_destroy(struct map_engine *e, struct map_obj *m, const char *why);
 /* Its consumer died: move m (UserMode, established) to the orphan list and
  * release its accounting. The handle stays valid for the guest's unmap. */
 void map_orphan(struct map_engine *e, struct map_obj *m);
 /* Add a (mapped, 0xCB-style) record for m to the leak ring. */
 void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason);
+
+/* Events about m (its VM, connection, MDL, handles, pages, addresses). */
+void map_publish_map(struct map_engine *e, enum event_type t, const struct map_obj *m, const char *detail);
+static inline void map_event_map(struct map_engine *e, enum event_type t, const struct map_obj *m,
+                                 const char *detail)
+{
+    if (events_wanted(e->events, t)) /* the only cost on the map path while nobody listens */
+        map_publish_map(e, t, m, detail);
+}
 
 /* map_user.c */
 /* A UserMode mapping goes: give its VMAs back to its consumer (if alive). */

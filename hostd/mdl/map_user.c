@@ -103,7 +103,7 @@ void map_engine_consumer_remove(struct map_engine *e, uint64_t id)
             void *ctx = m->done_ctx;
             m->pending = false;
             m->consumer_id = 0; /* nothing was mapped there */
-            map_destroy(e, m);
+            map_destroy(e, m, reason);
             nfailed++;
             if (done)
                 done(ctx, -ENOTCONN, NULL, "the consumer went away before mapping");
@@ -190,7 +190,7 @@ int map_user_start(struct map_engine *e, const struct map_owner *o, struct mdl_o
             m->pending = false;
             c->vmas -= m->consumer_vmas;
             m->consumer_id = 0;
-            map_destroy(e, m);
+            map_destroy(e, m, NULL); /* never created: no MAPPING_REMOVED */
         }
     }
     free(runs);
@@ -222,7 +222,7 @@ int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_
                  m->consumer, detail ? detail : strerror(-err));
         /* still pending: nothing mapped there (no UnmapFrom), and the
          * consumer gets its VMA charge back */
-        map_destroy(e, m);
+        map_destroy(e, m, "consumer could not map");
         if (done)
             done(ctx, err, NULL, detail ? detail : "consumer could not map");
         return 0;
@@ -230,6 +230,7 @@ int map_engine_user_complete(struct map_engine *e, uint64_t consumer_id, uint64_
     m->pending = false;
     m->base = (uint8_t *)(uintptr_t)base;
     m->address = base + m->mdl->byte_offset;
+    map_event_map(e, EV_MAPPING_CREATED, m, NULL);
     log_debug("mdl: map 0x%llx: consumer '%s' mapped %u pages at 0x%llx", (unsigned long long)map_handle,
              m->consumer, m->page_count, (unsigned long long)base);
     if (done)
@@ -286,7 +287,7 @@ unsigned map_engine_user_expire(struct map_engine *e, uint64_t now_ms, uint64_t 
             /* destroyed while pending: its MapInto is withdrawn if still
              * queued, the consumer's VMA charge returned; a late answer finds
              * no map and is undone */
-            map_destroy(e, m);
+            map_destroy(e, m, "consumer did not answer");
             if (done)
                 done(ctx, -ETIMEDOUT, NULL, "the consumer did not answer in time");
             again = true;

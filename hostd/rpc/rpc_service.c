@@ -151,6 +151,17 @@ void rpc_service_free(struct rpc_service *s)
     free(s);
 }
 
+void rpc_service_detach(struct rpc_service *s, const struct map_vm *vm)
+{
+    for (struct rpc_vm **pp = s ? &s->vms : NULL; pp && *pp; pp = &(*pp)->next)
+        if ((*pp)->vm == vm) {
+            struct rpc_vm *rv = *pp;
+            *pp = rv->next;
+            free(rv);
+            return;
+        }
+}
+
 int rpc_service_attach(struct rpc_service *s, struct vsock_dev *dev, struct map_vm *vm)
 {
     struct rpc_vm *rv = calloc(1, sizeof(*rv));

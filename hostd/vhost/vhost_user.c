@@ -121,7 +121,15 @@ static void on_conn(void *opaque, uint32_t events)
         vu_backend_disconnect(be, "connection hung up");
 }
 
-int vu_backend_adopt_conn(struct vu_backend *be, int fd)
+void vu_event(struct vu_backend *be, enum event_type t, const char *detail)
+{
+    if (!be->events || !events_wanted(be->events, t))
+        return;
+    struct event ev = { .type = t, .vm_name = be->name, .cid = be->cid, .detail = detail };
+    events_publish(be->events, &ev);
+}
+
+static int adopt(struct vu_backend *be, int fd, const char *detail)
 {
     if (be->conn_fd >= 0) {
         close(fd);
@@ -136,7 +144,13 @@ int vu_backend_adopt_conn(struct vu_backend *be, int fd)
     }
     be->conn_fd = fd;
     rx_reset(be);
+    vu_event(be, EV_VM_CONNECTED, detail);
     return 0;
+}
+
+int vu_backend_adopt_conn(struct vu_backend *be, int fd)
+{
+    return adopt(be, fd, "connection adopted");
 }
 
 /* Is the peer this VM's front-end by the configured owner? */
@@ -182,7 +196,9 @@ static void on_accept(void *opaque, uint32_t events)
         close(fd);
         return;
     }
-    if (vu_backend_adopt_conn(be, fd) == 0)
+    char detail[64];
+    snprintf(detail, sizeof(detail), "front-end pid %d uid %d", (int)cred.pid, (int)cred.uid);
+    if (adopt(be, fd, detail) == 0)
         log_info("vm %s: vhost-user front-end connected (pid %d)", be->name, (int)cred.pid);
 }
 
@@ -203,6 +219,8 @@ struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
     be->owner_gid_set = cfg->owner_gid_set;
     be->owner_uid = cfg->owner_uid;
     be->owner_gid = cfg->owner_gid;
+    be->events = cfg->events;
+    be->cid = cfg->cid;
     be->listen_fd = -1;
     be->conn_fd = -1;
     be->poll_fd = -1;
@@ -290,6 +308,7 @@ void vu_backend_disconnect(struct vu_backend *be, const char *why)
             evloop_del(be->loop, &be->conn_h);
         close(be->conn_fd);
         be->conn_fd = -1;
+        vu_event(be, EV_VM_DISCONNECTED, why);
     }
     rx_reset(be);
     vu_device_teardown(be, why);

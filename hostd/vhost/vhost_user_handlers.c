@@ -67,6 +67,10 @@ static void queue_event(struct vu_backend *be, unsigned q)
 
 static void device_stop(struct vu_backend *be, const char *why)
 {
+    /* with the front-end gone this is part of VM_DISCONNECTED */
+    if (be->dev_running && be->conn_fd >= 0)
+        vu_event(be, EV_VM_RESET, why);
+    be->dev_running = false;
     if (be->ops && be->ops->stop)
         be->ops->stop(be->dev, why);
 }
@@ -440,6 +444,7 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
     }
     vq->started = true;
     vq->broken = false;
+    be->dev_running = true;
     update_poll(be);
     queue_event(be, (unsigned)q);
     return 0;

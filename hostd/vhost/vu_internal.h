@@ -42,6 +42,9 @@ struct vu_backend {
     unsigned owner_uid, owner_gid;
     const struct vu_dev_ops *ops;
     void *dev;
+    struct events *events;       /* NULL: none */
+    uint64_t cid;                /* for events */
+    bool dev_running;            /* a ring started since the device last stopped */
 
     int listen_fd;
     struct ev_handler listen_h;
@@ -82,6 +85,8 @@ struct vu_backend {
 /* Validate, handle and answer one complete message (vhost_user_handlers.c). */
 int vu_process_msg(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,
                    unsigned nfds);
+/* Publish a VM event of this backend (if anyone wants its type). */
+void vu_event(struct vu_backend *be, enum event_type t, const char *detail);
 /* Stop the device and every ring (RESET_*, hangup). Keeps the memory table
  * and the connection. */
 void vu_device_teardown(struct vu_backend *be, const char *why);

@@ -40,6 +40,9 @@ done
 check "no 'not ok' line" bash -c "! tr -d '\r' < '$LOG' | grep -q '^not ok'"
 check "unprivileged run through the daemon: exit 0" log_has "$LOG" '^USER-STATUS 0'
 check "the unprivileged run really ran as uid 1000" log_has "$LOG" '^uid=1000'
+# the daemon's frames reach the program as runs (the root run reads its own)
+n=$(tr -d '\r' < "$LOG" | grep -cE '^ok - R1 one distinct frame per page; through the agent daemon they come as frame runs')
+check "the frame-source test passed in both runs ($n)" [ "$n" = 2 ]
 n=$(tr -d '\r' < "$LOG" | grep -cE '^[0-9]+ passed, 0 failed')
 check "both runs printed 'N passed, 0 failed' ($n)" [ "$n" -ge 2 ]
 list=$("$CTL" --api "$API" list)

@@ -227,6 +227,50 @@ def vsock_hdr_seeds():
             'request': vsock_hdr(3, 2, 1000, 1100, OP_REQUEST, typ=SEQPACKET)}
 
 
+# ---- fuzz_introspect -------------------------------------------------------------
+# pokes (count, then kind, where u16, flags, target), then operations (see
+# fuzz_introspect.c): a 4-level walk T0 -> T1 -> T2 -> T3 -> frame 5 and a
+# 2 MiB page at T2[1]; translate, a virtual read into a missing page,
+# vectored physical reads at a region edge and at 4 GiB, host API envelopes.
+def introspect_seeds():
+    def poke(src, slot, flags, target):
+        return bytes([src << 4]) + struct.pack('<H', slot) + bytes([flags, target])
+    pokes = [poke(0, 0, 7, 1), poke(1, 0, 7, 2), poke(2, 0, 7, 3), poke(3, 0, 7, 5), poke(2, 1, 0x87, 0)]
+    head = bytes([len(pokes)]) + b''.join(pokes)
+    va = lambda off, idx=(0, 0, 0, 0, 0): bytes([0]) + struct.pack('<I', off) + bytes(idx)
+    ln = lambda n: bytes([0]) + struct.pack('<I', n)
+    edge = lambda k, delta: bytes([k]) + struct.pack('<h', delta)
+    ops = bytes([0, 0]) + va(0x10)                            # translate
+    ops += bytes([0, 0]) + va(0x10, (0, 1, 0, 0, 0))          # 2 MiB page at T2[1]
+    ops += bytes([1, 0]) + va(0xf00) + ln(0x200)              # virtual read into T3[1] (absent)
+    ops += bytes([3, 2]) + edge(1, -8) + ln(16) + edge(3, 0) + ln(100)  # vectored physical read
+    ops += bytes([5]) + struct.pack('<I', 2) + edge(1, -8) + ln(16) + edge(3, 0) + ln(100)  # PhysRead
+    ops += bytes([6, 1]) + va(0x10) + bytes([0]) + ln(64) + ln(8)        # Translate envelope
+    ops += bytes([0x36, 0]) + bytes([0]) + ln(0) + ln(0)                 # PhysMap envelope
+    return {'walks': head + ops}
+# ---- fuzz_peer_frames ----------------------------------------------------------
+def peer_frames_seeds():
+    def run(mode, first, count):
+        return struct.pack('<BQI', mode, first, count)
+    return {'two-runs': struct.pack('<HB', 3, 2) + run(0, 0x100, 2) + run(0, 0x500, 1),
+            'last-frame': struct.pack('<HB', 3, 1) + run(1, 2, 3),
+            'short': struct.pack('<HB', 5, 2) + run(0, 7, 2) + run(0, 9, 2),
+            'summed': struct.pack('<HB', 0x8000, 3) + run(0, 40, 5) + run(0, 45, 2) + run(1, 0, 1)}
+
+
+def events_seeds():
+    # fuzz_events.c: ops 0 raw, 1 publish (type, vm, detail/2), 2 drain (n*16 bytes), 3 subscribe, 4 reconnect
+    sub_all = bytes([3, 0, 0, 5])
+    sub_vm0_maps = bytes([3, 2, 8, 9, 1, 6])
+    publish = lambda t, vm, dl: bytes([1, t - 1, vm, dl])
+    flood = sub_all + publish(6, 1, 10) * 1500 + bytes([2, 255]) * 300 + publish(7, 1, 200) * 4 + bytes([2, 255]) * 4
+    filtered = (sub_vm0_maps + b''.join(publish(t, vm, 3) for t in range(1, 14) for vm in range(4))
+                + bytes([2, 255]) * 8)
+    # a Subscribe as raw client bytes (op 0: length, then the frame), replaced by a second one
+    sub_frame = frame(envelope(7, 70, b''))
+    raw = bytes([0, len(sub_frame)]) + sub_frame + publish(10, 2, 50) + bytes([2, 4]) + sub_vm0_maps + \
+        publish(8, 1, 0) + bytes([2, 255, 4]) + sub_all + publish(13, 0, 100) + bytes([2, 255])
+    return {'flood': flood, 'filtered': filtered, 'raw-replace-reconnect': raw}
 # ---- fuzz_qmp_json / fuzz_qmp_regs ----------------------------------------------
 # First byte 0: the rest is the text itself (odd first bytes select the
 # targets' token mode, which random mutations reach on their own).
@@ -259,7 +303,8 @@ def main():
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
-               'qmp_regs': qmp_regs_seeds()}
+               'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
+               'peer_frames': peer_frames_seeds(), 'events': events_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)

@@ -21,6 +21,12 @@ void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, cons
 void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
                     const char *const *more)
 {
+    rig_start_opts(r, bin, tag, n, cids, NULL, more);
+}
+
+void rig_start_opts(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
+                    const char *const *vm_opts, const char *const *more)
+{
     memset(r, 0, sizeof(*r));
     snprintf(r->dir, sizeof(r->dir), "/tmp/%s.XXXXXX", tag);
     if (!mkdtemp(r->dir)) {
@@ -31,7 +37,7 @@ void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n,
     const char *extra[16] = { "--api", r->api };
     for (unsigned i = 0; more && more[i] && i + 3 < sizeof(extra) / sizeof(extra[0]); i++)
         extra[2 + i] = more[i];
-    if (!tap_check(hd_start(&r->p, bin, n, cids, extra) == 0, "hostd starts and logs ready (%u VMs)", n)) {
+    if (!tap_check(hd_start_opts(&r->p, bin, n, cids, vm_opts, extra) == 0, "hostd starts and logs ready (%u VMs)", n)) {
         rmdir(r->dir);
         exit(tap_done());
     }
@@ -247,6 +253,15 @@ int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_ma
     }
     frame_envelope_free(o);
     return st;
+}
+
+int32_t rpc_map_kernel(struct rpc_session *r, uint64_t mdl, uint32_t priority, struct rpc_mapping *out)
+{
+    Mdlmap__V1__MapRequest rq = MDLMAP__V1__MAP_REQUEST__INIT;
+    rq.mdl_handle = mdl;
+    rq.cache_type = MDLMAP__V1__CACHE_TYPE__MM_CACHED;
+    rq.priority = priority;
+    return rpc_map(r, &rq, out);
 }
 
 int32_t rpc_unmap(struct rpc_session *r, uint64_t map, uint64_t address, uint64_t mdl)

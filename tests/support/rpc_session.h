@@ -31,6 +31,9 @@ void rig_start(struct rig *r, const char *bin, const char *tag, unsigned n, cons
 /* The same with more hostd arguments (NULL-terminated, at most 13). */
 void rig_start_with(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
                     const char *const *more);
+/* The same with options for each VM's --vm spec (hd_start_opts). */
+void rig_start_opts(struct rig *r, const char *bin, const char *tag, unsigned n, const uint64_t *cids,
+                    const char *const *vm_opts, const char *const *more);
 /* Bring up a harness guest on VM vm (o NULL: defaults); NULL (reported as a
  * failed check) when the vhost-user bring-up fails. Free with vdev_down + free. */
 struct vdev *rig_vm_up(struct rig *r, unsigned vm, const struct guest_opts *o, const char *what);
@@ -92,6 +95,8 @@ struct rpc_mapping {
 };
 /* rq: the caller's MapRequest (mode, cache type, priority, consumer...). */
 int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_mapping *out);
+/* The common case: KernelMode, MmCached, this priority (e.g. 16: Normal). */
+int32_t rpc_map_kernel(struct rpc_session *r, uint64_t mdl, uint32_t priority, struct rpc_mapping *out);
 int32_t rpc_unmap(struct rpc_session *r, uint64_t map, uint64_t address, uint64_t mdl);
 int32_t rpc_unlock(struct rpc_session *r, uint64_t mdl, unsigned *released);
 

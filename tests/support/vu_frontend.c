@@ -114,8 +114,14 @@ static void hd_cleanup_dir(struct hd_proc *p)
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra)
 {
+    return hd_start_opts(p, bin, nvms, cids, NULL, extra);
+}
+
+int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
+                  const char *const *vm_opts, const char *const *extra)
+{
     memset(p, 0, sizeof(*p));
-    if (nvms == 0 || nvms > HD_MAX_VMS)
+    if (nvms > HD_MAX_VMS)
         return -EINVAL;
     snprintf(p->dir, sizeof(p->dir), "/tmp/mdlmap-harness-XXXXXX");
     if (!mkdtemp(p->dir)) {
@@ -125,7 +131,7 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
     snprintf(p->log, sizeof(p->log), "%s/hostd.log", p->dir);
     p->vm = nvms <= HD_INLINE_VMS ? p->vm_inline : calloc(nvms, sizeof(*p->vm));
     enum { SPEC = 256, ARGS = 32 };
-    char (*specs)[SPEC] = malloc((size_t)nvms * SPEC);
+    char (*specs)[SPEC] = malloc((size_t)(nvms ? nvms : 1) * SPEC);
     const char **argv = malloc((2 * (size_t)nvms + ARGS) * sizeof(*argv));
     if (!p->vm || !specs || !argv) {
         free(specs);
@@ -140,8 +146,9 @@ int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *
         snprintf(p->vm[i].name, sizeof(p->vm[i].name), "vm%u", i);
         p->vm[i].cid = cids[i];
         snprintf(p->vm[i].sock, sizeof(p->vm[i].sock), "%s/vm%u.sock", p->dir, i);
-        snprintf(specs[i], sizeof(specs[i]), "name=%s,cid=%llu,socket=%s", p->vm[i].name,
-                 (unsigned long long)cids[i], p->vm[i].sock);
+        const char *opt = vm_opts && vm_opts[i] ? vm_opts[i] : NULL;
+        snprintf(specs[i], sizeof(specs[i]), "name=%s,cid=%llu,socket=%s%s%s", p->vm[i].name,
+                 (unsigned long long)cids[i], p->vm[i].sock, opt ? "," : "", opt ? opt : "");
         argv[argc++] = "--vm";
         argv[argc++] = specs[i];
     }

@@ -43,11 +43,16 @@ struct hd_proc {
     bool reaped;
 };
 
-/* Start hostd (bin) serving nvms VMs with the given CIDs (names vm0, vm1, ...).
+/* Start hostd (bin) serving nvms VMs with the given CIDs (names vm0, vm1, ...);
+ * nvms 0: none on the command line (extra then gives --api or --config).
  * extra: NULL-terminated extra arguments (e.g. "--sibling-routing", "off"), may be NULL.
  * Env MDLMAP_HARNESS_DEBUG=1 adds --log-level debug. Waits (<= 20 s) for "ready". */
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra);
+/* The same with options appended to each VM's --vm spec: vm_opts NULL, or
+ * nvms entries, each NULL or e.g. "introspect=on". */
+int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
+                  const char *const *vm_opts, const char *const *extra);
 /* Is hostd still running? (reaps it if it died; see hd_describe_exit). */
 bool hd_alive(struct hd_proc *p);
 /* SIGTERM, wait <= 15 s (then SIGKILL). Returns 0 only on a clean exit 0;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "evloop.h"
 #include "map_engine.h"
 
@@ -45,11 +46,40 @@ struct host_api_vm {
                                   * a QMP call, which freeing the client completes first */
 };
 
+/* One VM as VmList reports it (strings lent for one request). */
+struct host_api_vm_info {
+    const char *name, *socket, *qmp; /* qmp: "" when none */
+    uint64_t cid;
+    bool introspect;
+    bool owner_uid_set, owner_gid_set;
+    unsigned owner_uid, owner_gid;
+    bool connected;                  /* a QEMU is connected */
+    bool qmp_connected;
+    uint64_t ram_bytes;              /* guest RAM QEMU registered */
+    uint32_t connections;            /* open guest vsock connections */
+    uint64_t mappings, mapped_pages, locked_mdls;
+};
+
+/* A VM's settings in the text form's keys (name, cid, socket, qmp,
+ * introspect, uid, group): the owner validates them with its one parser. */
+struct host_api_vm_kv {
+    const char *key, *value;
+};
+
 /* The VM table, owned above the API: the API finds VMs through this table
- * of functions and never by name of the owner. */
+ * of functions and never by name of the owner. Every op may be NULL (the
+ * request is then answered -ENOSYS). */
 struct host_api_vm_ops {
     /* 0 and *out filled, or -ENOENT. */
     int (*lookup)(void *ctx, const char *name, struct host_api_vm *out);
+    /* Add and start a VM: 0, or a negative errno with err saying why
+     * (-EINVAL bad spec, -EEXIST name/cid/socket taken, -ENOSPC VM limit). */
+    int (*add)(void *ctx, const struct host_api_vm_kv *kv, unsigned n, char *err, size_t errlen);
+    /* Tear the VM down as a QEMU exit would and forget it: 0 or -ENOENT. Safe
+     * from inside a request handler (the loop may be dispatching). */
+    int (*remove)(void *ctx, const char *name);
+    /* The i-th VM (0-based, in the order they were added): 0, or -ENOENT past the end. */
+    int (*info)(void *ctx, unsigned i, struct host_api_vm_info *out);
 };
 
 struct host_api_config {
@@ -65,6 +95,9 @@ struct host_api_config {
     unsigned nconsumers;
     unsigned frame_timeout_ms;    /* a started frame must complete by then; 0: 5000 */
     unsigned consumer_timeout_ms; /* a consumer must answer MapInto by then; 0: 10000 */
+    /* The daemon's event bus: Subscribe serves it, consumers coming and
+     * going are published on it. NULL: Subscribe is STATUS_NOT_SUPPORTED. */
+    struct events *events;
 };
 
 /* Parse "WHO[,WHO...]" (WHO: user:NAME|UID, group:NAME|GID) into l

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "map_layout.h"
 #include "memtable.h"
 #include "map_leaks.h"
@@ -37,6 +38,10 @@ struct map_limits {
     /* The process keeps shared memory out of its core dumps already
      * (coredump_filter): no MADV_DONTDUMP per mapping, one syscall less per map. */
     bool dumps_exclude_shared;
+    /* The daemon's event bus: MDL_LOCKED/UNLOCKED, MAPPING_CREATED/REMOVED,
+     * LEAK_RECORDED and QUOTA_REFUSED are published there. NULL: the engine
+     * keeps a bus of its own that nobody subscribes to (tests, benchmarks). */
+    struct events *events;
 };
 
 /* What the engine knows of a VM: its name and CID (for reports) and its
@@ -158,6 +163,13 @@ int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t m
 int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                       unsigned *released, char *detail, size_t dlen);
 
+/* Events: every MDL_LOCKED is followed by exactly one MDL_UNLOCKED, and
+ * every MAPPING_CREATED (KernelMode: when mapped; UserMode: when the consumer
+ * answered) by exactly one MAPPING_REMOVED, whatever ends it (unmap, unlock,
+ * the owner going away: then LEAK_RECORDED comes first). A map or lock
+ * refused for a quota, share, budget or bound (-ENOSPC) is QUOTA_REFUSED
+ * with the reason in detail. map_engine_free publishes nothing. */
+
 /* Owner gone: unmap + free everything it held; add leak records with reason.
  * vm_only: release every owner of o->vm regardless of conn_id. Returns objects released. */
 unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, bool vm_only,
@@ -202,11 +214,14 @@ void map_engine_vm_stats(const struct map_vm *vm, struct map_vm_stats *s);
 const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm);
 /* The engine's VM of that name, or NULL. */
 const struct map_vm *map_engine_vm_by_name(const struct map_engine *e, const char *name);
-/* The most recent leak records of all VMs, oldest first: fills out[] with at
+/* The most recent leak records of all VMs (the last MAP_LEAK_RING of VMs
+ * removed included), oldest first: fills out[] with at
  * most max pointers (valid until the engine changes); returns how many. */
 unsigned map_engine_recent_leaks(const struct map_engine *e, const struct map_leak **out, unsigned max);
 /* Per-VM usage (pages mapped, mappings) for tests and diagnostics. */
 void map_engine_vm_usage(const struct map_engine *e, const struct map_vm *vm, uint64_t *pages, uint64_t *maps);
+/* MDLs the VM's connections hold locked. */
+uint64_t map_engine_vm_mdls(const struct map_vm *vm);
 
 enum map_prio map_prio_of(uint32_t priority);
 /* Allowed if usage after the request stays within the priority's share of limit. */

@@ -13,3 +13,6 @@ struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only
 void rpc_service_free(struct rpc_service *s);
 /* Serve the RPC port on dev; its connections act for the engine's VM vm. */
 int rpc_service_attach(struct rpc_service *s, struct vsock_dev *dev, struct map_vm *vm);
+/* The VM's device is gone (its connections closed): forget what the service
+ * held for it. VMs removed at run time would otherwise pile up records. */
+void rpc_service_detach(struct rpc_service *s, const struct map_vm *vm);

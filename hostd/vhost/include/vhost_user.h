@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "events.h"
 #include "evloop.h"
 #include "memtable.h"
 #include "vhost_user_proto.h"
@@ -45,6 +46,13 @@ struct vu_backend_config {
      * either, whoever the socket's mode lets connect. */
     bool owner_uid_set, owner_gid_set;
     unsigned owner_uid, owner_gid;
+    /* The daemon's event bus (NULL: none): VM_CONNECTED when a front-end is
+     * taken, VM_DISCONNECTED when it goes (before the device stops, so what
+     * the stop releases follows it), VM_RESET when a running device stops
+     * with the front-end still there (rings stopped, RESET_OWNER/DEVICE).
+     * cid only labels these events. */
+    struct events *events;
+    uint64_t cid;
 };
 
 struct vu_backend;

@@ -84,6 +84,10 @@ static int answer(struct fake_hostd *f, const Mdlmap__V1__Envelope *req)
         break;
     case MDLMAP__V1__ENVELOPE__BODY_LOCK:
         l.mdl_handle = ++f->next_handle;
+        l.pfns = (uint64_t *)f->lock_pfns;
+        l.n_pfns = f->lock_npfns;
+        l.runs = f->lock_runs;
+        l.n_runs = f->lock_nruns;
         f->locked++;
         e.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY;
         e.lock_reply = &l;
@@ -200,11 +204,16 @@ static void fake_close(struct mdl_transport *t)
 
 static const struct mdl_transport_ops fake_ops = { fake_send, fake_recv, fake_close };
 
-struct mdl_session *fake_session(struct fake_hostd *f, void *buf, size_t len)
+struct mdl_session *fake_session_pinner(struct fake_hostd *f, struct mdl_pinner *pinner)
 {
     memset(f, 0, sizeof(*f));
     f->t.ops = &fake_ops;
-    mdl_pinner_linear_init(&lin, buf, len, 0x1000);
     struct mdl_session *s = NULL;
-    return mdl_session_open(&f->t, &lin.pinner, &s) == 0 ? s : NULL;
+    return mdl_session_open(&f->t, pinner, &s) == 0 ? s : NULL;
+}
+
+struct mdl_session *fake_session(struct fake_hostd *f, void *buf, size_t len)
+{
+    mdl_pinner_linear_init(&lin, buf, len, 0x1000);
+    return fake_session_pinner(f, &lin.pinner);
 }

@@ -22,6 +22,12 @@ struct fake_hostd {
     int last_cache;
     char last_consumer[64];
     uint64_t map_mdl[64][2];    /* live mappings: {map handle, mdl handle} */
+    /* Frames every LockResponse carries, as the agent daemon answers (hostd
+     * itself sends none): pfns, runs, both or neither, as set. */
+    const uint64_t *lock_pfns;
+    size_t lock_npfns;
+    Mdlmap__V1__FrameRun **lock_runs;
+    size_t lock_nruns;
     size_t recv_chunk;          /* most bytes one read returns (0: all queued) */
     unsigned recvs;             /* reads the session made */
     uint8_t outq[FAKE_OUTQ];    /* answers not yet read */
@@ -35,3 +41,6 @@ int fake_inject(struct fake_hostd *f, const void *p, size_t n);
 
 /* A session over a fake hostd (linear pinner over buf/len, pfn base 0x1000). */
 struct mdl_session *fake_session(struct fake_hostd *f, void *buf, size_t len);
+/* The same with the caller's pinner (e.g. one that leaves the frames to the
+ * peer, as the agent daemon's does). */
+struct mdl_session *fake_session_pinner(struct fake_hostd *f, struct mdl_pinner *pinner);
