@@ -227,6 +227,20 @@ def vsock_hdr_seeds():
             'request': vsock_hdr(3, 2, 1000, 1100, OP_REQUEST, typ=SEQPACKET)}
 
 
+def client_seeds():
+    """fuzz_client: a selector byte, then what the server answers (request ids from 1)."""
+    def reply(req_id, field, body=b'', status=0):
+        env = f_varint(1, 1) + f_varint(2, req_id) + (f_varint(3, status) if status else b'') + f_bytes(field, body)
+        return frame(env)
+    event = frame(f_varint(1, 1) + f_varint(2, 7) + f_bytes(72, f_varint(1, 5) + f_varint(2, 8)))
+    range_ok = f_bytes(1, f_bytes(2, bytes(16)))
+    return {'list': bytes([0]) + reply(1, 31, f_bytes(1, f_varint(1, 0x1234) + f_varint(7, 100))),
+            'stats-after-event': bytes([3]) + event + reply(1, 37, f_varint(1, 2)),
+            'phys-read': bytes([6]) + reply(1, 51, range_ok + f_bytes(1, f_varint(1, 0xC00000A0 - (1 << 32)))),
+            'translate': bytes([9]) + reply(1, 57, f_bytes(1, f_varint(2, 0x5000)) * 3),
+            'subscribe': bytes([14]) + reply(1, 71, f_varint(1, 5)) + event + event}
+
+
 # ---- fuzz_introspect -------------------------------------------------------------
 # pokes (count, then kind, where u16, flags, target), then operations (see
 # fuzz_introspect.c): a 4-level walk T0 -> T1 -> T2 -> T3 -> frame 5 and a
@@ -304,7 +318,7 @@ def main():
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
                'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
-               'peer_frames': peer_frames_seeds(), 'events': events_seeds()}
+               'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'client': client_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)
