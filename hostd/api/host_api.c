@@ -436,7 +436,7 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
         log_err("api: bad socket path or no engine");
         return NULL;
     }
-    int fd = usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
+    int fd = cfg->inherited ? cfg->inherited_fd : usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
     if (fd < 0) {
         log_err("api: %s: %s", path,
                 fd == -EADDRINUSE ? "in use by another process" :
@@ -492,6 +492,12 @@ void host_api_stop(struct host_api *api)
     evloop_del(api->loop, &api->th);
     close(api->tfd);
     close(api->fd);
-    unlink(api->path);
+    if (!api->cfg.keep_path)
+        unlink(api->path);
     free(api);
+}
+
+int host_api_listener(const struct host_api *api)
+{
+    return api ? api->fd : -1;
 }

@@ -13,6 +13,7 @@
 #include "memtable.h"
 #include "qmp.h"
 #include "rpc_service.h"
+#include "usock.h"
 #include "vhost_user.h"
 #include "vsock.h"
 
@@ -181,6 +182,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         log_err("mdl: host page size %ld is not %u; MDL mapping needs it", page, MAP_PAGE_SIZE);
         return -ENOTSUP;
     }
+    fdstore_open(&h->store);
     h->loop = evloop_new();
     h->events = events_new();
     if (!h->loop || !h->events)
@@ -208,10 +210,20 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.path = o->api_path;
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
+        ac.inherited_fd = fdstore_take(&h->store, "api.listen");
+        ac.inherited = ac.inherited_fd >= 0 && usock_adopt_listener_at(ac.inherited_fd, o->api_path) == 0;
+        if (ac.inherited_fd >= 0 && !ac.inherited) {
+            log_warn("api: the kept socket is not listening on %s any more: a new one", o->api_path);
+            close(ac.inherited_fd);
+            fdstore_drop(&h->store, "api.listen");
+        }
+        ac.keep_path = h->store.active;
         ac.events = h->events;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;
+        if (h->store.active && !ac.inherited)
+            fdstore_put(&h->store, "api.listen", host_api_listener(h->api));
     }
     return 0;
 }
@@ -232,6 +244,7 @@ static void vm_qmp_free(struct vm *vm)
 static void vm_free(struct hostd *h, struct vm *vm)
 {
     vu_backend_free(vm->vu);
+    vm_keep_free(h, vm);
     vsock_dev_free(vm->vsock);
     vm->vsock = NULL;
     if (vm->mdl) {
@@ -254,6 +267,8 @@ static int vm_build(struct hostd *h, struct vm *vm)
         .owner_gid_set = vm->cfg.owner_gid_set,
         .owner_uid = vm->cfg.owner_uid,
         .owner_gid = vm->cfg.owner_gid,
+        .state_changed = vm_keep_changed,
+        .state_ctx = vm,
         .events = h->events,
         .cid = vm->cfg.cid,
     };
@@ -332,9 +347,10 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
         return -ENOMEM;
     vm->hostd = h;
     vm->cfg = *c;
+    vm->kept.state_fd = -1;
     r = vm_build(h, vm);
     if (r == 0 && c->socket_path[0])
-        r = vu_backend_listen(vm->vu);
+        r = vm_keep_start(h, vm);
     if (r < 0) {
         log_err("vm %s: cannot start: %s", c->name, strerror(-r));
         vm_free(h, vm);
@@ -380,8 +396,18 @@ int hostd_vm_remove(struct hostd *h, const char *name)
     return 0;
 }
 
+void hostd_started(struct hostd *h)
+{
+    fdstore_drop_untaken(&h->store);
+    /* now that every sibling is there: work that arrived during the restart */
+    for (unsigned i = 0; i < h->nvms; i++)
+        if (h->vms[i]->kept.resumed)
+            vu_backend_kick(h->vms[i]->vu);
+}
+
 void hostd_fini(struct hostd *h)
 {
+    h->stopping = true;
     /* QEMU connections first, QMP ahead of the rest (see vm_qmp_free):
      * stopping each device closes its connections, whose services release
      * what they hold in the engine. A device's reset looks its siblings up
@@ -389,6 +415,8 @@ void hostd_fini(struct hostd *h)
     for (unsigned i = 0; i < h->nvms; i++)
         vm_qmp_free(h->vms[i]);
     for (unsigned i = 0; i < h->nvms; i++) {
+        if (h->store.active)   /* the next hostd listens on it */
+            vu_backend_keep_socket(h->vms[i]->vu);
         vu_backend_free(h->vms[i]->vu);
         h->vms[i]->vu = NULL;
     }
@@ -416,4 +444,5 @@ void hostd_fini(struct hostd *h)
     h->loop = NULL;
     events_free(h->events); /* last: everything above held its pointer */
     h->events = NULL;
+    fdstore_close(&h->store);
 }

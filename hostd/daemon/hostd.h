@@ -9,8 +9,10 @@
 
 #include "events.h"
 #include "evloop.h"
+#include "fdstore.h"
 #include "host_api.h"
 #include "vm_config.h"
+#include "vm_keep.h"
 
 struct vu_backend;
 struct vsock_dev;
@@ -32,6 +34,7 @@ struct vm {
     struct vsock_dev *vsock;     /* the device on that transport */
     struct map_vm *mdl;          /* the MDL engine's view of this VM */
     struct qmp_client *qmp;      /* QEMU's QMP socket (qmp=PATH); NULL: none */
+    struct vm_kept kept;         /* what of it is in the fd store (restarts) */
 };
 
 struct hostd_options {
@@ -64,6 +67,8 @@ struct hostd {
     struct map_engine *maps;
     struct rpc_service *rpc;
     struct host_api *api;
+    struct fdstore store;        /* the service manager's fd store ($NOTIFY_SOCKET) */
+    bool stopping;               /* hostd_fini: what is stored stays for the next hostd */
 };
 
 /* Event loop, mapping engine, RPC service and host API. On failure
@@ -73,6 +78,9 @@ int hostd_init(struct hostd *h, const struct hostd_options *o);
  * must be unique: -EEXIST otherwise. A VM without a socket path does not
  * listen: its owner hands it a connection (vu_backend_adopt_conn; tests). */
 int hostd_vm_add(struct hostd *h, const struct vm_config *c);
+/* Every VM of the configuration was added: descriptors the previous hostd
+ * kept for anything else leave the fd store. */
+void hostd_started(struct hostd *h);
 /* Would c clash with a VM served (name, CID, socket) or exceed the limit?
  * 0, -EEXIST or -ENOSPC with err saying which. */
 int hostd_vm_clash(const struct hostd *h, const struct vm_config *c, char *err, size_t errlen);

@@ -90,7 +90,9 @@ static void usage(FILE *f, bool full)
         "        or 1 (2: a syntax error), listening on nothing\n"
         "  --version              print the version and exit\n"
         "  --help                 this text\n"
-        "\nSignals: SIGTERM/SIGINT stop cleanly; SIGUSR1 logs per-VM statistics.\n"
+        "\nSignals: SIGTERM/SIGINT stop cleanly; SIGUSR1 logs per-VM statistics. Under\n"
+        "systemd with an fd store (the unit's FileDescriptorStoreMax=) QEMU's connections\n"
+        "are kept for the next hostd: a restart does not cost the guests their devices.\n"
         "Documentation: docs/operations.md (installed in the documentation directory).\n");
 }
 
@@ -558,6 +560,7 @@ int main(int argc, char **argv)
         log_err("metrics: %s: %s", cl.metrics_path, strerror(-r));
         goto out;
     }
+    hostd_started(&h);
     log_info("ready: %u VM(s), sibling routing %s", h.nvms, mo.sibling_routing ? "on" : "off");
 
     while (!evloop_stopped(h.loop)) {

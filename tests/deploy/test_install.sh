@@ -88,6 +88,8 @@ check "the unit runs $sbindir/mdlmap-hostd --config $sysconfdir/mdlmap/hostd.con
 check "the unit has a RuntimeDirectory and no hard-coded /usr/local or shell" \
     bash -c "grep -qx 'RuntimeDirectory=mdlmap' '$unit' && { [ '$prefix' = /usr/local ] || ! grep -q /usr/local '$unit'; } && ! grep -q '/bin/sh' '$unit'"
 check "systemd-analyze verify passes on the installed unit" verify_unit "$unit" "$dest"
+check "the unit lets restarts keep the guests (fd store, notify access, kept runtime directory)" \
+    bash -c "grep -qx 'FileDescriptorStoreMax=16384' '$unit' && grep -qx 'NotifyAccess=main' '$unit' && grep -qx 'RuntimeDirectoryPreserve=restart' '$unit'"
 check "the example config is not installed over $sysconfdir/mdlmap/hostd.conf" test ! -e "$dest$sysconfdir/mdlmap/hostd.conf"
 got=$("$dest$sbindir/mdlmap-hostd" --version 2>&1)
 check "installed mdlmap-hostd --version: '$got' (project version $version)" test "$got" = "mdlmap-hostd $version"

@@ -312,13 +312,29 @@ def qmp_regs_seeds():
                      b'EFER=0000000000000000\r\n'}
 
 
+# ---- fuzz_vu_state -----------------------------------------------------------
+# flags byte, then (offset le16, value) edits of the exported record
+def vu_state_seeds():
+    edit = lambda off, v: struct.pack('<HB', off, v)
+    return {
+        'intact': b'\x00',
+        'bad-checksum': b'\x01' + edit(40, 1),
+        'no-connection': b'\x02',
+        'no-region': b'\x04',
+        'no-kick': b'\x08',
+        'conn-eventfd': b'\x80',
+        'edits': b'\x00' + edit(16, 0xff) + edit(48, 0) + edit(1100, 3),
+    }
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
                'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
-               'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'client': client_seeds()}
+               'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'client': client_seeds(),
+               'vu_state': vu_state_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)
