@@ -96,19 +96,6 @@ static void usage(FILE *f, bool full)
         "Documentation: docs/operations.md (installed in the documentation directory).\n");
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 /* --vm SPEC: parsed by the daemon layer (the same parser serves the host
  * API's VmAdd); here only the uniqueness among the VMs given at start. */
 static int parse_vm(struct vm_config **vms, unsigned *nvms, const char *arg, const char *where)
@@ -342,7 +329,7 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
     case OPT_CONSUMER_TMO:
     case OPT_QMP_TMO:
         /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
-        if (parse_u64(arg, 600000, &v) < 0 || v < 100) {
+        if (config_parse_u64(arg, 600000, &v) < 0 || v < 100) {
             snprintf(err, sizeof(err), "100..600000 ms");
             break;
         }
@@ -356,7 +343,7 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
     case OPT_VMQ:
     case OPT_GQ:
     case OPT_VMAS:
-        if (parse_u64(arg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
+        if (config_parse_u64(arg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
             snprintf(err, sizeof(err), "bad number '%s'", arg);
             break;
         }
@@ -385,7 +372,7 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
         cl->metrics_path = arg;
         return 0;
     case OPT_METRICS_IVAL:
-        if (parse_u64(arg, 3600, &v) < 0 || v < 1) {
+        if (config_parse_u64(arg, 3600, &v) < 0 || v < 1) {
             snprintf(err, sizeof(err), "1..3600 seconds");
             break;
         }
