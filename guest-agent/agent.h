@@ -8,3 +8,4 @@ int cmd_map(int argc, char **argv);      /* agent_mdl.c */
 int cmd_selftest(int argc, char **argv); /* agent_mdl.c */
 int cmd_daemon(int argc, char **argv);   /* agent_mdl.c */
 int cmd_mapbench(int argc, char **argv); /* agent_mdl_bench.c */
+int cmd_hold_string(int argc, char **argv); /* agent_hold.c */

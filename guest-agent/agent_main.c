@@ -26,6 +26,9 @@ static const struct command commands[] = {
     { "selftest", cmd_selftest, "...   MDL self test" },
     { "daemon", cmd_daemon, "...   MDL daemon" },
     { "mapbench", cmd_mapbench, "[--bytes N]... [--iterations K]   MDL map/unmap vs echo round trips" },
+    { "hold-string", cmd_hold_string,
+      "[--secret STR] [--seconds S]   hold STR at a printed virtual address and spin\n"
+      "            until the host writes the printed stop byte (introspection tests)" },
 };
 
 static void usage(FILE *f)
