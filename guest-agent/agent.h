@@ -12,3 +12,4 @@ int cmd_grant(int argc, char **argv);    /* agent_grant.c */
 int cmd_copy(int argc, char **argv);     /* agent_grant.c */
 int cmd_revoke(int argc, char **argv);   /* agent_grant.c */
 int cmd_pool(int argc, char **argv);     /* agent_grant.c */
+int cmd_hold_string(int argc, char **argv); /* agent_hold.c */

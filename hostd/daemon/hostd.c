@@ -202,16 +202,20 @@ int hostd_sharing_pool_add(struct hostd_options *o, const char *spec)
     return rc;
 }
 
-/* The grant policy (--sharing, --sharing-pair): a pair allows both directions. */
-static bool sharing_allowed(void *ctx, const char *granter, const char *peer)
+bool hostd_sharing_allowed(const struct hostd_options *o, const char *granter, const char *peer)
 {
-    const struct hostd_options *o = ctx;
     for (unsigned i = 0; i < o->nsharing_pairs; i++) {
         const char *a = o->sharing_pairs[i].a, *b = o->sharing_pairs[i].b;
         if ((!strcmp(a, granter) && !strcmp(b, peer)) || (!strcmp(b, granter) && !strcmp(a, peer)))
             return true;
     }
     return o->nsharing_pairs == 0;
+}
+
+/* The grant policy (--sharing, --sharing-pair): a pair allows both directions. */
+static bool sharing_allowed(void *ctx, const char *granter, const char *peer)
+{
+    return hostd_sharing_allowed(ctx, granter, peer);
 }
 
 int hostd_init(struct hostd *h, const struct hostd_options *o)
@@ -248,7 +252,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
                  o->sharing && o->nsharing_pairs ? ", between listed pairs only" : "");
     for (unsigned i = 0; i < o->npools; i++) {
         const struct share_pool_spec *ps = &o->pools[i];
-        if (!o->sharing || !sharing_allowed(&h->opt, ps->vm_a, ps->vm_b)) {
+        if (!o->sharing || !hostd_sharing_allowed(o, ps->vm_a, ps->vm_b)) {
             log_err("pool %s: needs --sharing on and %s,%s allowed by --sharing-pair", ps->name, ps->vm_a, ps->vm_b);
             return -EINVAL;
         }

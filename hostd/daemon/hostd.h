@@ -64,6 +64,8 @@ struct hostd_options {
 int hostd_sharing_pair_add(struct hostd_options *o, const char *spec);
 /* --sharing-pool "NAME,VM_A,VM_B,SIZE[,DIR]" (share_pool_parse): -EINVAL, -ENOSPC. */
 int hostd_sharing_pool_add(struct hostd_options *o, const char *spec);
+/* May granter grant to peer (VM names) by the pairs (any pair when none is listed)? */
+bool hostd_sharing_allowed(const struct hostd_options *o, const char *granter, const char *peer);
 
 struct hostd {
     struct hostd_options opt;

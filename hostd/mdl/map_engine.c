@@ -217,6 +217,7 @@ static int lock_store(struct map_engine *e, const struct map_owner *o, uint32_t 
                  MAP_MAX_MDLS_PER_VM, (unsigned long long)MAP_MAX_LOCKED_PAGES_PER_VM);
         map_layout_cache_drop(&lc);
         free(fr);
+        a->quota_refusals++;
         return -ENOSPC;
     }
     struct mdl_obj *m = calloc(1, sizeof(*m));
@@ -553,7 +554,6 @@ int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj 
 static int map_do(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
-    *out = NULL;
     struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
     if (!mdl) {
         snprintf(detail, dlen, "unknown MDL handle 0x%llx", (unsigned long long)mdl_handle);
@@ -632,13 +632,26 @@ static int map_do(struct map_engine *e, const struct map_owner *o, uint64_t mdl_
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
+    *out = NULL;
     int rc = map_do(e, o, mdl_handle, p, out, detail, dlen);
-    if (rc == -ENOSPC) {
+    if (rc == -ENOSPC) {   /* only quotas and budgets answer ENOSPC on this path */
         const struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
+        map_acct_of(o->vm)->quota_refusals++;
         refused(e, o, mdl_handle, mdl ? mdl->npages : 0,
                 p->access_mode == MAP_MODE_USER && p->consumer ? p->consumer : NULL, detail);
     }
     return rc;
+}
+
+void map_engine_vm_stats(const struct map_vm *vm, struct map_vm_stats *s)
+{
+    s->mappings = vm->acct.maps;
+    s->mapped_pages = vm->acct.pages;
+    s->vmas = vm->acct.vmas;
+    s->locked_mdls = vm->acct.mdls;
+    s->locked_pages = vm->acct.locked_pages;
+    s->quota_refusals = vm->acct.quota_refusals;
+    s->leaks = vm->leaks.total;
 }
 
 int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t map_handle,

@@ -62,6 +62,7 @@ _Static_assert(MAP_MAX_MDL_PAGES <= MAP_MAX_LOCKED_PAGES_PER_VM, "largest MDL ex
 
 struct vm_acct {
     uint64_t pages, maps, mdls, locked_pages, vmas;
+    uint64_t quota_refusals;     /* locks and maps refused for a quota or budget (-ENOSPC) */
 };
 
 struct map_vm {

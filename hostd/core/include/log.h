@@ -1,4 +1,7 @@
-/* Logging for hostd: one line per event, with context, to stderr. */
+/* Logging for hostd: one line per event, with context, to stderr; under
+ * systemd (stderr is the journal stream) to the journal with the fields
+ * PRIORITY, SYSLOG_IDENTIFIER=mdlmap-hostd and MDLMAP_VM (the VM a line names
+ * as "vm NAME"). */
 #pragma once
 #include <stdarg.h>
 #include <stdbool.h>
