@@ -645,3 +645,13 @@ int mdlmap_client_vm_list(struct mdlmap_client *c, mdl_envelope **resp)
     env.vm_list = &rq;
     return call_expect(c, &env, resp, BODY(VM_LIST_REPLY), NULL);
 }
+
+int mdlmap_client_grants(struct mdlmap_client *c, const char *vm_name, mdl_envelope **resp)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__ListGrantsRequest rq = MDLMAP__V1__LIST_GRANTS_REQUEST__INIT;
+    rq.vm_name = str(vm_name);
+    env.body_case = BODY(LIST_GRANTS);
+    env.list_grants = &rq;
+    return call_expect(c, &env, resp, BODY(LIST_GRANTS_REPLY), NULL);
+}

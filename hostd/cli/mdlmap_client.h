@@ -150,3 +150,5 @@ int mdlmap_client_vm_add(struct mdlmap_client *c, const Mdlmap__V1__VmSpec *spec
 int mdlmap_client_vm_remove(struct mdlmap_client *c, const char *name);
 /* *resp has a vm_list_reply. */
 int mdlmap_client_vm_list(struct mdlmap_client *c, mdl_envelope **resp);
+/* Cross-VM grants (vm_name: granter or grantee; NULL: all): *resp has a list_grants_reply. */
+int mdlmap_client_grants(struct mdlmap_client *c, const char *vm_name, mdl_envelope **resp);

@@ -1138,6 +1138,57 @@ static int cmd_vm_remove(struct ctl *x, struct args *a)
     return vm_done(x, mdlmap_client_vm_remove(&x->c, a->pos[0]), a->pos[0], "removed");
 }
 
+/* ---- grants -------------------------------------------------------------- */
+
+static int cmd_grants(struct ctl *x, struct args *a)
+{
+    mdl_envelope *r;
+    int rc = mdlmap_client_grants(&x->c, a->n ? a->pos[0] : NULL, &r);
+    if (rc < 0) {
+        frame_envelope_free(r);
+        return fail(x, rc, "grants");
+    }
+    const Mdlmap__V1__ListGrantsResponse *l = r->list_grants_reply;
+    if (x->json) {
+        jw_obj(&x->j, NULL);
+        jw_arr(&x->j, "grants");
+    } else {
+        printf("%-18s %-12s %5s %-12s %5s %-10s %-18s %10s %8s %12s\n", "REF", "GRANTER", "CID", "GRANTEE", "CID",
+               "ACCESS", "MDL", "BYTES", "COPIES", "COPIED");
+    }
+    for (size_t i = 0; i < l->n_grants; i++) {
+        const Mdlmap__V1__GrantInfo *g = l->grants[i];
+        const char *acc = g->access == MDLMAP__V1__GRANT_ACCESS__GRANT_READ_WRITE ? "read-write" : "read";
+        if (!x->json) {
+            printf("0x%016" PRIx64 " %-12s %5" PRIu64 " %-12s %5" PRIu64 " %-10s 0x%016" PRIx64 " %10u %8" PRIu64
+                   " %12" PRIu64 "\n",
+                   g->grant_ref, g->granter_vm, g->granter_cid, g->grantee_vm, g->grantee_cid, acc, g->mdl_handle,
+                   g->byte_count, g->copies, g->bytes_copied);
+            continue;
+        }
+        jw_obj(&x->j, NULL);
+        jw_hex64(&x->j, "grant_ref", g->grant_ref);
+        jw_str(&x->j, "granter_vm", g->granter_vm);
+        jw_u64(&x->j, "granter_cid", g->granter_cid);
+        jw_str(&x->j, "grantee_vm", g->grantee_vm);
+        jw_u64(&x->j, "grantee_cid", g->grantee_cid);
+        jw_str(&x->j, "access", acc);
+        jw_hex64(&x->j, "mdl_handle", g->mdl_handle);
+        jw_u64(&x->j, "byte_count", g->byte_count);
+        jw_u64(&x->j, "copies", g->copies);
+        jw_u64(&x->j, "bytes_copied", g->bytes_copied);
+        jw_end(&x->j);
+    }
+    if (x->json) {
+        jw_end(&x->j);
+        jw_end(&x->j);
+    } else {
+        printf("%zu grant%s\n", l->n_grants, l->n_grants == 1 ? "" : "s");
+    }
+    frame_envelope_free(r);
+    return 0;
+}
+
 /* ---- the table ------------------------------------------------------------- */
 
 static const struct cmd cmds[] = {
@@ -1150,6 +1201,7 @@ static const struct cmd cmds[] = {
       "write [--hex] HANDLE OFFSET DATA  write a string (or hex bytes) into the buffer\n"
       "  write [--hex] --vm VM --guest-address A DATA   the same at the guest address A" },
     { "stats", "", 0, 0, cmd_stats, "stats                           counters, quotas and recent leak records" },
+    { "grants", "", 0, 1, cmd_grants, "grants [VM]                     cross-VM grants (VM: as granter or grantee)" },
     { "consume", "--write= --exit-after=", 1, 1, cmd_consume,
       "consume [--write STR] [--exit-after N] NAME\n"
       "                                  be the UserMode consumer NAME: map what guests ask for into this\n"

@@ -38,6 +38,8 @@ REF1=$(field "$T/a.log" '^GRANTED .*bytes=67108864' ref)
 FNV_A=$(field "$T/a.log" '^GRANTED .*bytes=67108864' fnv)
 REF2=$(field "$T/a.log" '^GRANTED .*bytes=1048576' ref)
 note "grants: $REF1 (64 MiB, fnv $FNV_A), $REF2 (1 MiB)"
+grants_of_a() { [ "$(ctl grants a | grep -cE "^$1 +a +3 +b +4 +read ")" = 1 ]; }
+check "mdlmapctl grants a: both grants, a -> b read-only" bash -c "$(declare -f ctl grants_of_a); CTL='$CTL' API='$API'; grants_of_a $REF1 && grants_of_a $REF2"
 
 guest_bg c --socket "$T/c.sock" -- mdlmap-agent copy --granter 3 --ref "$REF1" --bytes 4096
 c_pid=$GUEST_BG_PID

@@ -8,7 +8,8 @@
  * by the granting connection closing, by device reset, by QEMU going away,
  * by the granting VM's removal at run time)
  * with its notice, the host view (ListGrants), and a hostd without
- * --sharing. usage: test_grants HOSTD */
+ * --sharing; `mdlmapctl grants` when its path is given.
+ * usage: test_grants HOSTD [MDLMAPCTL] */
 #include <inttypes.h>
 #include <poll.h>
 #include <string.h>
@@ -195,6 +196,25 @@ static void grant_events(struct world *w, uint64_t a_big)
     if (v)
         frame_envelope_free(v);
     close(fd);
+}
+
+/* mdlmapctl grants (argv[2]): the same grant as the host API shows it. */
+static void ctl_grants(struct world *w, const char *ctl, uint64_t ref)
+{
+    if (!ctl)
+        return;
+    char cmd[512], line[512], want[64];
+    snprintf(cmd, sizeof(cmd), "'%s' --api '%s' grants vm1 2>&1", ctl, w->rig.api);
+    snprintf(want, sizeof(want), "0x%016" PRIx64 " vm0", ref);
+    FILE *f = popen(cmd, "r");
+    bool row = false, total = false;
+    while (f && fgets(line, sizeof(line), f)) {
+        row |= strncmp(line, want, strlen(want)) == 0 && strstr(line, " vm1 ") && strstr(line, " read ") &&
+               strstr(line, " 67108864 ");
+        total |= strcmp(line, "1 grant\n") == 0;
+    }
+    int rc = f ? pclose(f) : -1;
+    tap_check(rc == 0 && row && total, "mdlmapctl grants vm1: the grant's row (vm0 -> vm1, read, 64 MiB), 1 grant");
 }
 
 static void validation(struct world *w, uint64_t ref, uint64_t a_big, uint64_t b_big, uint64_t b_small)
@@ -659,6 +679,7 @@ int main(int argc, char **argv)
     uint64_t b_small = lock_buf(&w.rb, RW_GPA, MIB, IO_WRITE, "B small");
     uint64_t ref = 0;
     basic(&w, a_big, b_big, &ref);
+    ctl_grants(&w, argc > 2 ? argv[2] : NULL, ref);
     grant_events(&w, a_big);
     validation(&w, ref, a_big, b_big, b_small);
     rw_and_scattered(&w, b_small);
