@@ -295,6 +295,8 @@ static void on_socket(void *opaque, uint32_t events)
             drop(q, -ENOTCONN, why);
             return;
         }
+        if (q->freeing)
+            return; /* a completion removed the VM: q is freed after this event */
         start = scanned = end + 1;
     }
     q->in_len -= start;
@@ -371,7 +373,10 @@ void qmp_client_free(struct qmp_client *q)
     drop(q, -ENOTCONN, "the VM is going away");
     evloop_del(q->loop, &q->th);
     close(q->tfd);
-    free(q);
+    /* this may run inside one of q's own completions (its VM removed by
+     * the request a completion resumed): the memory outlives this event */
+    if (evloop_defer_free(q->loop, free, q) < 0)
+        free(q);
 }
 
 bool qmp_client_ready(const struct qmp_client *q)

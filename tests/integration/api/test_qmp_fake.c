@@ -449,6 +449,27 @@ int main(int argc, char **argv)
     atomic_store(&mode, M_NORMAL);
     tap_check(qa_wait_ready(r.api, "q", 15000), "never greeted: hostd gives up on it and reconnects");
 
+    /* A VM removed from inside its own QMP completion: the VmRemove waits
+     * behind the VcpuState on one connection, so it runs when QEMU's answer
+     * resumes that connection, within the QMP client's read handler. */
+    fd = api_connect(r.api);
+    sent = fd >= 0 && qa_send_vcpu(fd, 201, "q") == 0 && qa_send_vm_remove(fd, 202, "q") == 0;
+    tap_check(sent, "VcpuState and VmRemove of the same VM pipelined");
+    for (int k = 0; k < 2; k++) {
+        mdl_envelope *a = fd >= 0 ? qa_read(fd, 20000) : NULL;
+        ids[k] = a ? a->request_id : 0;
+        sts[k] = a ? a->status : RPC_NO_REPLY;
+        frame_envelope_free(a);
+    }
+    tap_check(ids[0] == 201 && ids[1] == 202 && !sts[0] && !sts[1], "both answered in order: %llu %llu (%s %s)",
+              (unsigned long long)ids[0], (unsigned long long)ids[1], rpc_status_name(sts[0]),
+              rpc_status_name(sts[1]));
+    if (fd >= 0)
+        close(fd);
+    st = qa_status(qa_vcpu(r.api, "q"), "removed VM");
+    tap_check(st == ST_NOT_FOUND && hd_alive(&r.p), "hostd goes on after the VM's removal from its QMP "
+              "completion (%s)", rpc_status_name(st));
+
     atomic_store(&stopping, true);
     pthread_join(th, NULL);
     close(listen_fd);
