@@ -5,7 +5,10 @@
  * the bound on pending calls per VM; and a hostile QEMU: garbage, an
  * oversized line, no answer (STATUS_DEVICE_NOT_READY after
  * --qmp-timeout-ms), closing mid-answer, an answer to no command, no
- * greeting. After each, hostd reconnects and serves again. */
+ * greeting, a QEMU that hangs up after every negotiation (its log lines are
+ * rate-limited). After each, hostd reconnects and serves again. Then a VM
+ * removed from inside its own QMP completion, and hostd stopping while VM
+ * requests wait behind a QMP call. */
 #include <errno.h>
 #include <grp.h>
 #include <pthread.h>
@@ -32,7 +35,8 @@ enum mode {
     M_WRONG_ID,   /* an answer carrying another command's id */
     M_NO_GREETING, /* new connections are never greeted */
     M_ERROR,      /* every command fails with a QMP error */
-    M_BAD_DUMP    /* the register dump has a vCPU without CR3 */
+    M_BAD_DUMP,   /* the register dump has a vCPU without CR3 */
+    M_FLAP        /* a command closes the connection; so does every negotiation */
 };
 
 static atomic_int mode;
@@ -89,7 +93,7 @@ static bool answer(int fd, const char *line)
     if (!strcmp(cmd, "qmp_capabilities")) {
         snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": %llu}\r\n", id);
         puts_fd(fd, buf);
-        return true;
+        return atomic_load(&mode) != M_FLAP;
     }
     int m = atomic_load(&mode);
     while (m == M_HOLD && !atomic_load(&stopping)) {
@@ -99,6 +103,8 @@ static bool answer(int fd, const char *line)
     switch (m) {
     case M_SILENT:
         return true;
+    case M_FLAP:
+        return false;
     case M_GARBAGE:
         puts_fd(fd, "this is not {json\r\n");
         return true;
@@ -541,6 +547,21 @@ int main(int argc, char **argv)
     tap_check(st == ST_NOT_READY, "never greeted: STATUS_DEVICE_NOT_READY (%s)", rpc_status_name(st));
     atomic_store(&mode, M_NORMAL);
     tap_check(qa_wait_ready(r.api, "q", 15000), "never greeted: hostd gives up on it and reconnects");
+
+    /* A QEMU that negotiates and hangs up, again and again: hostd's lines
+     * about each connection are rate-limited (one per connection before). */
+    unsigned lines0 = hd_log_count(&r.p, "QMP connected");
+    int conns0 = atomic_load(&connections);
+    atomic_store(&mode, M_FLAP);
+    qa_status(qa_vcpu(r.api, "q"), "flapping");
+    for (int i = 0; i < 600 && atomic_load(&connections) - conns0 < 60; i++)
+        usleep(50000);
+    atomic_store(&mode, M_NORMAL);
+    int flaps = atomic_load(&connections) - conns0;
+    unsigned lines = hd_log_count(&r.p, "QMP connected") - lines0;
+    tap_check(flaps >= 30 && lines < (unsigned)flaps, "a flapping QEMU: %u 'QMP connected' lines for %d connections",
+              lines, flaps);
+    tap_check(qa_wait_ready(r.api, "q", 15000), "served again once QEMU stays");
 
     /* A VM removed from inside its own QMP completion: the VmRemove waits
      * behind the VcpuState on one connection, so it runs when QEMU's answer
