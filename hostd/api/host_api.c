@@ -456,7 +456,7 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
     api->cfg = *cfg;
     snprintf(api->path, sizeof(api->path), "%s", path);
     api->cfg.path = api->path;
-    api->ctx = (struct api_ctx){ .eng = eng, .vm_ops = cfg->vm_ops, .vm_ctx = cfg->vm_ctx };
+    api->ctx = (struct api_ctx){ .eng = eng, .vm_ops = cfg->vm_ops, .vm_ctx = cfg->vm_ctx, .op_log = &api->op_log };
     if (!api->cfg.frame_timeout_ms)
         api->cfg.frame_timeout_ms = API_FRAME_TIMEOUT_MS;
     if (!api->cfg.consumer_timeout_ms)

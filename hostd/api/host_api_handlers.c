@@ -133,8 +133,8 @@ static int do_read(struct map_engine *e, const Mdlmap__V1__ReadRequest *rq, uint
     return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
 
-static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, uint64_t rid, uint8_t **out,
-                    size_t *out_len)
+static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, uint64_t rid, struct log_limit *lim,
+                    uint8_t **out, size_t *out_len)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__WriteResponse rp = MDLMAP__V1__WRITE_RESPONSE__INIT;
@@ -153,8 +153,8 @@ static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, ui
         if (rq->data.len)
             memcpy(p, rq->data.data, rq->data.len);
         rp.written = (uint32_t)rq->data.len;
-        log_info("api: wrote %zu bytes at offset %llu of map 0x%llx", rq->data.len,
-                 (unsigned long long)rq->offset, (unsigned long long)rq->map_handle);
+        log_info_limited(lim, "api: request lines", "api: wrote %zu bytes at offset %llu of map 0x%llx",
+                         rq->data.len, (unsigned long long)rq->offset, (unsigned long long)rq->map_handle);
     }
     return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
@@ -236,7 +236,7 @@ int host_api_handle_fds(const struct api_ctx *ctx, const mdl_envelope *req, unsi
     case MDLMAP__V1__ENVELOPE__BODY_READ:
         return do_read(e, req->read, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
-        return do_write(e, req->write, req->request_id, out, out_len);
+        return do_write(e, req->write, req->request_id, ctx->op_log, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return do_stats(e, req->stats, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_LIST_GRANTS:

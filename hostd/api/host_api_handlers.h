@@ -20,6 +20,9 @@ struct api_ctx {
     struct map_engine *eng;
     const struct host_api_vm_ops *vm_ops; /* NULL: no VMs to look up */
     void *vm_ctx;
+    /* per-request audit lines (writes, fds handed out): a client can send
+     * these as fast as it likes, so they share one limiter. NULL: none */
+    struct log_limit *op_log;
 };
 
 /* *out: encoded response frame (free()). Returns 0 or negative errno if no

@@ -91,9 +91,18 @@ struct vm *hostd_vm_by_name(struct hostd *h, const char *name)
     return NULL;
 }
 
+/* While hostd_fini runs, the host API sees no VMs and changes none: freeing
+ * the QMP clients answers waiting requests, and the requests behind them
+ * then run while the VM table is being torn down. */
+static struct hostd *api_hostd(void *ctx)
+{
+    struct hostd *h = ctx;
+    return h->stopping ? NULL : h;
+}
+
 static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
 {
-    struct vm *vm = hostd_vm_by_name(ctx, name);
+    struct vm *vm = hostd_vm_by_name(api_hostd(ctx), name);
     if (!vm)
         return -ENOENT;
     *out = (struct host_api_vm){
@@ -108,7 +117,11 @@ static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
 
 static int api_vm_add(void *ctx, const struct host_api_vm_kv *kv, unsigned n, char *err, size_t errlen)
 {
-    struct hostd *h = ctx;
+    struct hostd *h = api_hostd(ctx);
+    if (!h) {
+        snprintf(err, errlen, "hostd is stopping");
+        return -ENOTCONN;
+    }
     struct vm_config c;
     memset(&c, 0, sizeof(c));
     for (unsigned i = 0; i < n; i++) {
@@ -129,13 +142,14 @@ static int api_vm_add(void *ctx, const struct host_api_vm_kv *kv, unsigned n, ch
 
 static int api_vm_remove(void *ctx, const char *name)
 {
-    return hostd_vm_remove(ctx, name);
+    struct hostd *h = api_hostd(ctx);
+    return h ? hostd_vm_remove(h, name) : -ENOTCONN;
 }
 
 static int api_vm_info(void *ctx, unsigned i, struct host_api_vm_info *out)
 {
-    struct hostd *h = ctx;
-    if (i >= h->nvms)
+    struct hostd *h = api_hostd(ctx);
+    if (!h || i >= h->nvms)
         return -ENOENT;
     const struct vm *vm = h->vms[i];
     struct vsock_stats vs;
@@ -290,8 +304,8 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
 }
 
 /* In hostd_fini a VM's QMP client goes first: freeing it answers the host
- * API requests waiting on it, and those clients may go on to requests that
- * look VMs up, so the VM table must still be whole. */
+ * API requests waiting on it, and those clients may go on to further
+ * requests (which see no VMs while stopping: api_hostd). */
 static void vm_qmp_free(struct vm *vm)
 {
     struct qmp_client *q = vm->qmp;

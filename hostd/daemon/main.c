@@ -437,21 +437,22 @@ static int read_config(struct cli *cl, const char *path, char **text)
     unsigned lineno = 0;
     for (char *line = buf, *next; line; line = next) {
         lineno++;
-        next = strchr(line, '\n');
+        /* by length, not strchr: a NUL byte must not end the file early */
+        next = memchr(line, '\n', (size_t)(buf + n - line));
         if (next)
             *next++ = 0;
         snprintf(where, sizeof(where), "%s:%u: ", path, lineno);
         cl->where = where;
+        if (memchr(line, 0, (size_t)((next ? next - 1 : buf + n) - line))) {
+            fprintf(stderr, "%sa NUL byte in the line\n", where);
+            return -1;
+        }
         line += strspn(line, " \t\r");
         size_t len = strlen(line);
         while (len && strchr(" \t\r", line[len - 1]))
             line[--len] = 0;
         if (!*line || *line == '#')
             continue;
-        if (strlen(line) != len) {
-            fprintf(stderr, "%sa NUL byte in the line\n", where);
-            return -1;
-        }
         if (!strncmp(line, "--", 2))
             line += 2;   /* files written for the old shell-split unit ("--vm ...") still read */
         char *val = line + strcspn(line, " \t");

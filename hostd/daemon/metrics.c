@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -109,10 +110,18 @@ int metrics_write_file(struct hostd *h, const char *path, char *err, size_t errl
         snprintf(err, errlen, "%s: path too long", path);
         return -ENAMETOOLONG;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    /* O_NONBLOCK and a regular file only: whoever may write the directory
+     * could put a FIFO there, and opening or writing one blocks the loop */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        fd = -1;
+        errno = EINVAL;
+    }
     if (fd < 0) {
         int e = errno;
-        snprintf(err, errlen, "%s: %s", tmp, strerror(e));
+        snprintf(err, errlen, "%s: %s", tmp, e == EINVAL ? "not a regular file" : strerror(e));
         return -e;
     }
     FILE *f = fdopen(fd, "w");

@@ -319,6 +319,23 @@ def qmp_regs_seeds():
                      b'EFER=0000000000000000\r\n'}
 
 
+# ---- fuzz_qmp_client ---------------------------------------------------------
+# first byte 1: the harness negotiates; then op bytes (fuzz_qmp_client.c's ops
+# table: 0 raw, 1 canned, 4 call, 6 cancel, 7 loop, 8 read, 9 close, 10 free)
+def qmp_client_seeds():
+    call = lambda cmd, free=0: bytes([4, cmd, free])
+    answer, error, read = bytes([1, 2]), bytes([1, 3]), bytes([8])
+    ans = b'{"return": {"status": "running", "running": true}, "id": 1}\n'
+    return {
+        'answered': b'\x01' + (call(0) + answer + read) * 3,
+        'free-in-completion': b'\x01' + call(0, 1) + call(2) + answer + read,
+        'error-then-close': b'\x01' + call(1) + error + call(0, 1) + call(2) + bytes([9]),
+        'chunked': b'\x01' + call(0) + bytes([0, 20]) + ans[:20] + bytes([0, len(ans) - 20]) + ans[20:],
+        'cancel': b'\x01' + call(0) + call(2) + bytes([6, 1]) + answer + answer + bytes([10]),
+        'handshake-by-hand': b'\x00' + bytes([1, 0, 7, 8, 1, 1, 7]) + call(3) + answer,
+    }
+
+
 # ---- fuzz_vu_state -----------------------------------------------------------
 # flags byte, then (offset le16, value) edits of the exported record
 def vu_state_seeds():
@@ -341,7 +358,7 @@ def main():
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
                'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
                'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'client': client_seeds(),
-               'vu_state': vu_state_seeds()}
+               'vu_state': vu_state_seeds(), 'qmp_client': qmp_client_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)

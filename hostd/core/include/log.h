@@ -38,3 +38,9 @@ bool log_limit_allow(struct log_limit *l, const char *who);
         if (log_limit_allow((l), (who)))                                                 \
             log_msg(LOG_WARN, __VA_ARGS__);                                             \
     } while (0)
+/* Per-request lines a peer causes at will (audit lines of the host API). */
+#define log_info_limited(l, who, ...)                                                    \
+    do {                                                                                 \
+        if (log_limit_allow((l), (who)))                                                 \
+            log_msg(LOG_INFO, __VA_ARGS__);                                             \
+    } while (0)
