@@ -66,13 +66,18 @@ static int chunked(int fd, const struct guest_mem *gm, uint8_t *dst)
             rq.n_ranges = 1;
             e.body_case = MDLMAP__V1__ENVELOPE__BODY_PHYS_READ;
             e.phys_read = &rq;
-            if (send_env(fd, &e, sent + 1) < 0)
+            if (send_env(fd, &e, sent + 1) < 0) {
+                fprintf(stderr, "PhysRead %u: send failed\n", sent);
                 return -EIO;
+            }
             sent++;
         }
         mdl_envelope *r = NULL;
-        if (frame_read_fd(fd, &r) < 0)
+        int rr = frame_read_fd(fd, &r);
+        if (rr < 0) {
+            fprintf(stderr, "PhysRead %u: reading the reply: %s\n", got, strerror(-rr));
             return -EIO;
+        }
         bool ok = r->status == 0 && r->request_id == got + 1 && r->body_case == MDLMAP__V1__ENVELOPE__BODY_PHYS_READ_REPLY &&
                   r->phys_read_reply->n_ranges == 1 && r->phys_read_reply->ranges[0]->data.len == CHUNK;
         if (ok)
@@ -96,9 +101,13 @@ static int bulk(int fd, uint8_t *dst)
     e.body_case = MDLMAP__V1__ENVELOPE__BODY_PHYS_MAP;
     e.phys_map = &rq;
     struct usock_fds fds = { .n = 0 };
-    if (send_env(fd, &e, 1) < 0 || frame_read_fd_fds(fd, &r, &fds) < 0)
+    if (send_env(fd, &e, 1) < 0 || frame_read_fd_fds(fd, &r, &fds) < 0) {
+        fprintf(stderr, "PhysMap: no reply\n");
         return -EIO;
+    }
     int rc = r->status == 0 && r->body_case == MDLMAP__V1__ENVELOPE__BODY_PHYS_MAP_REPLY ? 0 : -EIO;
+    if (rc < 0)
+        fprintf(stderr, "PhysMap: %s %s\n", ntstatus_name(r->status), r->detail ? r->detail : "");
     uint64_t off = 0;
     for (size_t i = 0; rc == 0 && i < r->phys_map_reply->n_regions; i++) {
         const Mdlmap__V1__RamRegion *rr = r->phys_map_reply->regions[i];
@@ -118,6 +127,8 @@ static int bulk(int fd, uint8_t *dst)
     }
     if (rc == 0 && off != RAM)
         rc = -EIO;
+    if (rc < 0)
+        fprintf(stderr, "PhysMap: mapping the regions: %s\n", strerror(-rc));
     frame_envelope_free(r);
     usock_fds_close(&fds);
     return rc;
@@ -159,6 +170,8 @@ static int translate(int fd, uint64_t cr3, const uint64_t *va, unsigned reqs)
         bool ok = r->status == 0 && r->body_case == MDLMAP__V1__ENVELOPE__BODY_TRANSLATE_REPLY &&
                   r->translate_reply->n_results == NVA && r->translate_reply->results[NVA - 1]->status == 0 &&
                   r->translate_reply->results[NVA - 1]->gpa == (1ull << 20) + (NVA - 1) * 4096ull;
+        if (!ok)
+            fprintf(stderr, "Translate %u: %s %s\n", k, ntstatus_name(r->status), r->detail ? r->detail : "");
         frame_envelope_free(r);
         if (!ok)
             return -EIO;
@@ -224,11 +237,17 @@ int main(int argc, char **argv)
         double t0 = now_s();
         failed |= chunked(fd, gm, dst) < 0;
         double t1 = now_s();
-        failed |= memcmp(dst + RAM - 4096, gm_ptr(gm, gm->r[1].gpa + gm->r[1].size - 4096, 4096), 4096) != 0;
+        if (!failed && memcmp(dst + RAM - 4096, gm_ptr(gm, gm->r[1].gpa + gm->r[1].size - 4096, 4096), 4096)) {
+            fprintf(stderr, "chunked: the last page read differs from guest RAM\n");
+            failed = 1;
+        }
         memset(dst, 1, 4096);
         failed |= bulk(fd, dst) < 0;
         double t2 = now_s();
-        failed |= dst[0] != gm->base[0];
+        if (!failed && dst[0] != gm->base[0]) {
+            fprintf(stderr, "bulk: the first byte differs from guest RAM\n");
+            failed = 1;
+        }
         memcpy(dst, gm->base, RAM);
         double t3 = now_s();
         failed |= translate(fd, cr3, va, treqs) < 0;

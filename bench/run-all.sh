@@ -101,6 +101,10 @@ run "MDL map+unmap round trips next to echo round trips" \
   "Several boots; in each: lock once, then K map+unmap pairs, next to K echo exchanges of the same frame sizes on one vsock connection (the transport floor), alternating in blocks; the ratio is what the MDL RPC adds. Per-boot ratios, then their median/min/max over the boots, and the CPU while it ran." \
   env MDLMAP_MDL_BENCH=none MDLMAP_BENCH_BOOTS=$RPC_BOOTS bash "$HERE/mdl_rpc_bench.sh" "$HOSTD" "$AGENT" "$RPC_K"
 
+run "Cross-VM grant copy next to a sibling vsock stream" \
+  "64 MiB from guest A to guest B (two TCG guests, one hostd --sharing on): one GrantCopy op of a read-only grant into B's locked buffer (rate by B's clock, request to reply), next to a 64 MiB sibling vsock stream A to B (echoed back by B), as a ratio of medians; then the same grant copy inside hostd between harness guests next to a plain memcpy of 64 MiB in one process." \
+  env MDLMAP_GRANT_BENCH="$BUILD/bench/grant_bench" bash "$HERE/grant_copy.sh" "$HOSTD" "$AGENT" 5
+
 run "A thousand VMs on one hostd" \
   "hostd's own memory and fds with 1000 simulated VMs (vhost-user harness): configured, connected, with an idle connection each, and with two mappings each." \
   bash -c "meson test -C '$BUILD' integration-scale-thousand-vms -v 2>&1 | grep -E '^# (hostd|per|idle|  |harness)'"

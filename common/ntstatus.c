@@ -21,6 +21,7 @@
  *   -EADDRNOTAVAIL STATUS_MEMORY_NOT_ALLOCATED introspection: a guest-physical range is not RAM
  *   -EEXIST      STATUS_OBJECT_NAME_COLLISION  VmAdd: the name, CID or socket is taken
  *   -EIO         STATUS_UNSUCCESSFUL           anything else
+ *   -EKEYREVOKED STATUS_MDLMAP_GRANT_REVOKED   a grant was revoked (explicitly, or with its MDL/connection/VM)
  *
  * Forward only, failures of the guest library pinning pages (io_uring
  * registration, pagemap), which MmProbeAndLockPages raises. hostd never
@@ -65,6 +66,7 @@ static const struct {
     { -EADDRNOTAVAIL, ST(MEMORY_NOT_ALLOCATED) },
     { -EEXIST, ST(OBJECT_NAME_COLLISION) },
     { -EIO, ST(UNSUCCESSFUL) },
+    { -EKEYREVOKED, ST(MDLMAP_GRANT_REVOKED) },
     /* forward only: the guest library's pinning failures (see above) */
     { -EPERM, ST(ACCESS_DENIED) },
     { -EAGAIN, ST(INSUFFICIENT_RESOURCES) },

@@ -2,11 +2,38 @@
 #include "usock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+static int adopt(int fd, int listening)
+{
+    int dom = 0, type = 0, acc = -1;
+    socklen_t l1 = sizeof(dom), l2 = sizeof(type), l3 = sizeof(acc);
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l1) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l2) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l3) < 0)
+        return -ENOTSOCK;
+    if (dom != AF_UNIX || type != SOCK_STREAM || acc != listening)
+        return -EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return -errno;
+    return 0;
+}
+
+int usock_adopt_listener(int fd)
+{
+    return adopt(fd, 1);
+}
+
+int usock_adopt_stream(int fd)
+{
+    return adopt(fd, 0);
+}
 
 static int addr_of(const char *path, struct sockaddr_un *sa)
 {
@@ -164,4 +191,20 @@ void usock_fds_close(struct usock_fds *fds)
         close(fds->fd[i]);
     fds->n = 0;
     fds->dropped = false;
+}
+
+int usock_adopt_listener_at(int fd, const char *path)
+{
+    struct sockaddr_un sa, want;
+    socklen_t sl = sizeof(sa);
+    struct stat st;
+    int rc = adopt(fd, 1);
+    if (rc == 0)
+        rc = addr_of(path, &want);
+    memset(&sa, 0, sizeof(sa));
+    if (rc == 0 && (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 ||
+                    strncmp(sa.sun_path, want.sun_path, sizeof(sa.sun_path)) != 0 || lstat(path, &st) < 0 ||
+                    !S_ISSOCK(st.st_mode)))
+        rc = -ESTALE;
+    return rc;
 }

@@ -26,6 +26,13 @@ static const struct command commands[] = {
     { "selftest", cmd_selftest, "...   MDL self test" },
     { "daemon", cmd_daemon, "...   MDL daemon" },
     { "mapbench", cmd_mapbench, "[--bytes N]... [--iterations K]   MDL map/unmap vs echo round trips" },
+    { "grant", cmd_grant, "--peer CID [--bytes N] [--access read|rw] [--revoke-port P] [--hold S]   grant a buffer" },
+    { "copy", cmd_copy, "--granter CID --ref REF [--bytes N] [--write] [--loop N]   grant copy" },
+    { "revoke", cmd_revoke, "--ref REF   revoke a grant of this VM" },
+    { "pool", cmd_pool, "write|read [--name N] [--bytes N] [--offset K]   a shared pool (ivshmem) in place" },
+    { "hold-string", cmd_hold_string,
+      "[--secret STR] [--seconds S]   hold STR at a printed virtual address and spin\n"
+      "            until the host writes the printed stop byte (introspection tests)" },
 };
 
 static void usage(FILE *f)

@@ -1,8 +1,9 @@
 #!/bin/bash
 # scripts/demo.sh - the mdlmap demo: a guest program locks and maps a buffer,
 # the host reads the guest's bytes through hostd's zero-copy mapping, writes
-# a reply the guest sees, and the guest unmaps. Runs scripts/setup.sh first
-# (MDLMAP_SKIP_SETUP=1 skips it).
+# a reply the guest sees, and the guest unmaps; an event watcher
+# (mdlmapctl --json watch) shows hostd's events for all of it. Runs
+# scripts/setup.sh first (MDLMAP_SKIP_SETUP=1 skips it).
 #
 #   scripts/demo.sh [BUILD_DIR]      (default: $MDLMAP_BUILD, else ./build; built if missing)
 #
@@ -38,9 +39,10 @@ AGENT=$BUILD/guest-agent/mdlmap-agent
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/mdlmap-demo.XXXXXX")
 API=$T/api.sock
-HOSTD_PID="" GUEST_PID=""
+HOSTD_PID="" GUEST_PID="" WATCH_PID=""
 cleanup() {
   [ -n "$GUEST_PID" ] && kill -TERM "$GUEST_PID" 2>/dev/null && wait "$GUEST_PID" 2>/dev/null
+  [ -n "$WATCH_PID" ] && kill -TERM "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
   [ -n "$HOSTD_PID" ] && kill -TERM "$HOSTD_PID" 2>/dev/null && wait "$HOSTD_PID" 2>/dev/null
   if [ "${MDLMAP_DEMO_KEEP:-0}" = 1 ]; then echo "logs kept in $T"; else rm -rf "$T"; fi
 }
@@ -58,6 +60,13 @@ HOSTD_PID=$!
 for _ in $(seq 100); do [ -S "$API" ] && [ -S "$T/vm.sock" ] && break; sleep 0.1; done
 [ -S "$API" ] || die "hostd did not come up"
 info "hostd pid $HOSTD_PID is listening"
+# The watcher's first line says its subscription is in place: from then on
+# it sees every event, the guest's included.
+ctl --json watch >"$T/watch.jsonl" 2>"$T/watch.err" &
+WATCH_PID=$!
+for _ in $(seq 100); do [ -s "$T/watch.jsonl" ] && break; sleep 0.1; done
+[ -s "$T/watch.jsonl" ] || die "mdlmapctl watch did not subscribe: $(cat "$T/watch.err")"
+info "an event watcher (mdlmapctl --json watch, pid $WATCH_PID) is subscribed: $(head -n1 "$T/watch.jsonl")"
 
 say "2. Booting a guest (QEMU ${MDLMAP_ACCEL:-tcg}); in it, a program fills 8192 bytes at page offset 100"
 info "with \"$PATTERN\", locks the pages (MmProbeAndLockPages) and asks hostd to map them (MmMapLockedPagesSpecifyCache)"
@@ -105,6 +114,16 @@ LEFT=$(ctl stats | awk '/^mappings:/ { print $2 }')
 MDLS=$(ctl stats | awk '/^locked MDLs:/ { print $3 }')
 [ "$LEFT" = 0 ] && [ "$MDLS" = 0 ] || die "hostd still holds $LEFT mappings and $MDLS MDLs"
 kill -0 "$HOSTD_PID" 2>/dev/null || die "hostd died"
+
+say "8. The events the watcher received meanwhile (one JSON object per line)"
+# MDL_UNLOCKED is the last one of the buffer's life; the watcher may print it
+# a moment after the guest saw its unlock answered
+for _ in $(seq 50); do grep -q '"type":"MDL_UNLOCKED"' "$T/watch.jsonl" && break; sleep 0.1; done
+tail -n +2 "$T/watch.jsonl" | sed 's/^/   /'
+for t in MDL_LOCKED MAPPING_CREATED MAPPING_REMOVED MDL_UNLOCKED; do
+  grep -q "\"type\":\"$t\"" "$T/watch.jsonl" || die "the watcher saw no $t event"
+done
+info "the watcher saw the buffer's MDL_LOCKED, MAPPING_CREATED, MAPPING_REMOVED and MDL_UNLOCKED"
 
 say "DEMO PASSED: the host read and wrote the guest's own pages through one contiguous mapping, and nothing leaked."
 exit 0

@@ -26,6 +26,7 @@ PACKAGES=(
   libclang-rt-14-dev valgrind
   libvirt-daemon-system libvirt-clients libxml2-utils libvirt-dev libxml2-dev
   socat procps iproute2 coreutils util-linux
+  debhelper dpkg-dev systemd
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -4,8 +4,9 @@
 #   2. the same fast tests in an ASan+UBSan build (LeakSanitizer on)
 #   3. libFuzzer smoke runs of every fuzz target (clang), a few seconds each
 #   4. end-to-end tests in real QEMU TCG guests (suite e2e)
+#   5. the installed tree and the Debian packages (suite deploy, a few minutes)
 # and prints one closing line "N passed, M failed".
-# Environment: MDLMAP_SKIP_E2E=1 skips stage 4; MDLMAP_FUZZ_SECONDS (default 10);
+# Environment: MDLMAP_SKIP_E2E=1 skips stage 4; MDLMAP_SKIP_DEPLOY=1 skips stage 5; MDLMAP_FUZZ_SECONDS (default 10);
 # MDLMAP_FUZZ_BUILD (default build-fuzz) is stage 3's build dir.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -134,6 +135,12 @@ if [ "${MDLMAP_SKIP_E2E:-0}" != 1 ]; then
     echo "== stage 4: end-to-end tests in QEMU guests"
     meson test -C build --suite e2e --print-errorlogs --num-processes 1
     tally build "e2e"
+fi
+
+if [ "${MDLMAP_SKIP_DEPLOY:-0}" != 1 ]; then
+    echo "== stage 5: install and Debian packages"
+    meson test -C build --suite deploy --print-errorlogs --num-processes 1
+    tally build "deploy"
 fi
 
 for f in "${failures[@]}"; do echo "FAILED: $f"; done

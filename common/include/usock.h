@@ -23,6 +23,17 @@ int usock_remove_stale(const char *path);
  * call this before starting threads that create files. */
 int usock_listen(const char *path, mode_t mode, gid_t gid, int backlog, int sock_flags);
 
+/* An inherited descriptor (e.g. from the service manager) checked to be a
+ * Unix stream socket: listening (usock_adopt_listener) or connected
+ * (usock_adopt_stream); made non-blocking and close-on-exec. 0 or -ENOTSOCK
+ * / -EINVAL; fd stays the caller's either way. */
+int usock_adopt_listener(int fd);
+int usock_adopt_stream(int fd);
+/* usock_adopt_listener for a socket that must be bound to path, and path
+ * must still be there (a socket file): -ESTALE when it moved or its file
+ * was removed (nobody could connect to it). */
+int usock_adopt_listener_at(int fd, const char *path);
+
 /* Connect to path. Returns the fd (SOCK_CLOEXEC plus sock_flags). */
 int usock_connect(const char *path, int sock_flags);
 

@@ -49,7 +49,44 @@ struct mdl_session {
     bool async_unmap;
     struct pending_unmap pending;
     struct late_failure late;
+    /* GrantRevokedNotices hostd pushed (request_id 0) between replies:
+     * newest MDL_GRANT_NOTICES kept until taken, older ones counted */
+    struct mdl_grant_notice notices[MDL_GRANT_NOTICES];
+    unsigned nnotices;
+    uint64_t notices_dropped;
 };
+
+/* An unsolicited frame: a GrantRevokedNotice (request_id 0) is kept for
+ * mdl_session_grant_notices and is never taken for a reply. */
+static bool take_notice(struct mdl_session *s, const Mdlmap__V1__Envelope *r)
+{
+    if (r->request_id != 0 || r->body_case != MDLMAP__V1__ENVELOPE__BODY_GRANT_REVOKED || !r->grant_revoked)
+        return false;
+    if (s->nnotices == MDL_GRANT_NOTICES) {
+        memmove(&s->notices[0], &s->notices[1], sizeof(s->notices[0]) * (MDL_GRANT_NOTICES - 1));
+        s->nnotices--;
+        s->notices_dropped++;
+    }
+    struct mdl_grant_notice *n = &s->notices[s->nnotices++];
+    n->granter_cid = r->grant_revoked->granter_cid;
+    n->ref = r->grant_revoked->grant_ref;
+    snprintf(n->reason, sizeof(n->reason), "%s", r->grant_revoked->reason ? r->grant_revoked->reason : "");
+    return true;
+}
+
+size_t mdl_session_grant_notices(struct mdl_session *s, struct mdl_grant_notice *out, size_t max,
+                                 uint64_t *dropped)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->nnotices < max ? s->nnotices : max;
+    memcpy(out, s->notices, n * sizeof(*out));
+    memmove(&s->notices[0], &s->notices[n], (s->nnotices - n) * sizeof(s->notices[0]));
+    s->nnotices -= (unsigned)n;
+    if (dropped)
+        *dropped = s->notices_dropped;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
 
 /* Encode req into the session's frame buffer, growing it if need be. */
 static int encode(struct mdl_session *s, const Mdlmap__V1__Envelope *req, size_t *len)
@@ -87,8 +124,12 @@ static int read_reply(struct mdl_session *s, Mdlmap__V1__Envelope **out)
         const uint8_t *payload;
         size_t plen;
         int rc = frame_reader_next(&s->rd, &payload, &plen);   /* length 0 or > max: -EMSGSIZE */
-        if (rc == 1)
-            return frame_decode_with(payload, plen, &s->arena.pc, out);
+        if (rc == 1) {
+            rc = frame_decode_with(payload, plen, &s->arena.pc, out);
+            if (rc == 0 && take_notice(s, *out))
+                continue;
+            return rc;
+        }
         if (rc < 0)
             return rc;
         uint8_t *p;

@@ -51,6 +51,9 @@ typedef int32_t mdl_status;   /* an NTSTATUS */
 #define MDL_STATUS_NOT_SUPPORTED          MDL_NT(0xC00000BBu)
 #define MDL_STATUS_INVALID_ADDRESS        MDL_NT(0xC0000141u)
 #define MDL_STATUS_NOT_FOUND              MDL_NT(0xC0000225u)
+/* mdlmap's own: a grant was revoked (by its granter, or with its MDL,
+ * program or VM). */
+#define MDL_STATUS_GRANT_REVOKED          MDL_NT(0xE0010001u)
 #define MDL_SUCCESS(s) ((mdl_status)(s) >= 0)
 
 /* "STATUS_ACCESS_VIOLATION" or "STATUS_0x...". */
@@ -228,6 +231,63 @@ mdl_status mdl_unmap(struct mdl *m, uint64_t address);
 bool mdl_find_mapping(const struct mdl *m, uint64_t address, struct mdl_map_info *out);
 uint64_t mdl_lock_handle(const struct mdl *m);
 unsigned mdl_user_mapping_count(const struct mdl *m);
+
+/* ------------------------------------------- cross-VM grants (no Windows analogue) */
+/* A VM grants one peer VM (by CID) access to a locked MDL; the peer copies
+ * between the grant and its own locked MDLs through hostd (one memcpy
+ * between the two guests' pages). hostd must run with --sharing on; the
+ * session must be a direct one (AF_VSOCK from a privileged port). See
+ * docs/semantics.md for revocation. */
+enum mdl_grant_access { MDL_GRANT_READ = 0, MDL_GRANT_READ_WRITE = 1 };
+/* Grant peer_cid access to m (locked; READ_WRITE needs MDL_IO_WRITE or
+ * MDL_IO_MODIFY) through m's session; *ref gets the grant reference. */
+mdl_status mdl_grant(struct mdl *m, uint64_t peer_cid, enum mdl_grant_access access, uint64_t *ref);
+/* Revoke a grant this session made (or, from a privileged port, any grant of this VM). */
+mdl_status mdl_revoke(struct mdl_session *s, uint64_t ref);
+/* One end of a copy: another VM's grant (granter_cid, ref), or mdl, an MDL
+ * locked through the same session (granter_cid 0). offset: into the buffer. */
+struct mdl_copy_end {
+    uint64_t granter_cid;
+    uint64_t ref;
+    const struct mdl *mdl;
+    uint64_t offset;
+};
+struct mdl_copy_op {
+    struct mdl_copy_end src, dst;
+    uint64_t length;
+};
+#define MDL_COPY_MAX_OPS 64u
+/* Up to MDL_COPY_MAX_OPS copies; statuses[i] and copied[i] (either may be
+ * NULL) get each op's status and bytes copied. Returns the request's status:
+ * SUCCESS when hostd processed the batch (each op may still have failed). */
+mdl_status mdl_grant_copy(struct mdl_session *s, const struct mdl_copy_op *ops, size_t n, mdl_status *statuses,
+                          uint64_t *copied);
+/* Revocation notices hostd pushed on the session (read with the replies of
+ * later calls, never mistaken for one). Takes up to max, oldest first;
+ * *dropped (may be NULL): notices lost since the session opened (more than
+ * MDL_GRANT_NOTICES arrived untaken). */
+#define MDL_GRANT_NOTICES 16u
+struct mdl_grant_notice {
+    uint64_t granter_cid, ref;
+    char reason[64];
+};
+size_t mdl_session_grant_notices(struct mdl_session *s, struct mdl_grant_notice *out, size_t max,
+                                 uint64_t *dropped);
+
+/* Shared pools (docs/zero-copy-sharing.md): a file hostd creates for a pair
+ * of VMs (--sharing-pool), attached to both as an ivshmem-plain device. What
+ * one guest writes in data[] the other reads in place. Root only (sysfs). */
+struct mdl_pool {
+    void *base;                 /* the whole BAR */
+    size_t map_len;
+    uint8_t *data;              /* after hostd's header page */
+    size_t data_size;
+    char name[64], vm_a[64], vm_b[64];
+};
+/* Find and map the pool called name (NULL: the first one). 0, -ENOENT (no
+ * such pool attached), or the errno of opening / mapping it. */
+int mdl_pool_open(const char *name, struct mdl_pool *out);
+void mdl_pool_close(struct mdl_pool *p);
 
 /* ---------------------------------------------------------- IRQL */
 #define MDL_PASSIVE_LEVEL 0

@@ -80,6 +80,7 @@ static const char *missing_right(const struct api_client *c, const mdl_envelope 
     case MDLMAP__V1__ENVELOPE__BODY_LIST:
     case MDLMAP__V1__ENVELOPE__BODY_READ:
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
+    case MDLMAP__V1__ENVELOPE__BODY_LIST_GRANTS:
         return c->peer.can_read ? NULL : "list, read or stats (--api-read)";
     case MDLMAP__V1__ENVELOPE__BODY_SUBSCRIBE:
         return c->peer.can_read ? NULL : "subscribe to events (--api-read)";
@@ -436,7 +437,7 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
         log_err("api: bad socket path or no engine");
         return NULL;
     }
-    int fd = usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
+    int fd = cfg->inherited ? cfg->inherited_fd : usock_listen(path, 0660, USOCK_NO_GROUP, 16, SOCK_NONBLOCK);
     if (fd < 0) {
         log_err("api: %s: %s", path,
                 fd == -EADDRINUSE ? "in use by another process" :
@@ -455,7 +456,7 @@ struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, con
     api->cfg = *cfg;
     snprintf(api->path, sizeof(api->path), "%s", path);
     api->cfg.path = api->path;
-    api->ctx = (struct api_ctx){ .eng = eng, .vm_ops = cfg->vm_ops, .vm_ctx = cfg->vm_ctx };
+    api->ctx = (struct api_ctx){ .eng = eng, .vm_ops = cfg->vm_ops, .vm_ctx = cfg->vm_ctx, .op_log = &api->op_log };
     if (!api->cfg.frame_timeout_ms)
         api->cfg.frame_timeout_ms = API_FRAME_TIMEOUT_MS;
     if (!api->cfg.consumer_timeout_ms)
@@ -492,6 +493,12 @@ void host_api_stop(struct host_api *api)
     evloop_del(api->loop, &api->th);
     close(api->tfd);
     close(api->fd);
-    unlink(api->path);
+    if (!api->cfg.keep_path)
+        unlink(api->path);
     free(api);
+}
+
+int host_api_listener(const struct host_api *api)
+{
+    return api ? api->fd : -1;
 }

@@ -34,6 +34,13 @@ static void fill_info(Mdlmap__V1__MappingInfo *mi, const struct map_info *m)
     mi->guest_address = m->guest_address;
 }
 
+/* The guest_address lookup of ListMappings: the buffer [guest_address,
+ * guest_address + byte_count) the guest was told contains addr (0: no filter). */
+static bool list_match_address(const struct map_info *mi, uint64_t addr)
+{
+    return !addr || (addr >= mi->guest_address && addr - mi->guest_address < mi->byte_count);
+}
+
 static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *rq, uint64_t rid,
                    uint8_t **out, size_t *out_len)
 {
@@ -43,8 +50,13 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
     env.list_reply = &rp;
     size_t n = 0;
     const char *filter = rq->vm_name && *rq->vm_name ? rq->vm_name : NULL;
-    for (const struct map_obj *m = map_engine_next_map(e, NULL); m; m = map_engine_next_map(e, m))
-        n++;
+    /* A handle lookup is one mapping at most: no walk. */
+    const struct map_obj *only = rq->map_handle ? map_engine_find_map(e, rq->map_handle) : NULL;
+    if (rq->map_handle)
+        n = only ? 1 : 0;
+    else
+        for (const struct map_obj *m = map_engine_next_map(e, NULL); m; m = map_engine_next_map(e, m))
+            n++;
     if (n > HOST_API_MAX_LIST)
         n = HOST_API_MAX_LIST;
     Mdlmap__V1__MappingInfo *infos = calloc(n ? n : 1, sizeof(*infos));
@@ -55,10 +67,11 @@ static int do_list(struct map_engine *e, const Mdlmap__V1__ListMappingsRequest *
         return fconn_reply_encode(&env, rid, -ENOMEM, "out of memory", out, out_len);
     }
     size_t k = 0;
-    for (const struct map_obj *m = map_engine_next_map(e, NULL); m && k < n; m = map_engine_next_map(e, m)) {
+    for (const struct map_obj *m = rq->map_handle ? only : map_engine_next_map(e, NULL); m && k < n;
+         m = rq->map_handle ? NULL : map_engine_next_map(e, m)) {
         struct map_info mi;
         map_obj_info(m, &mi);
-        if (filter && strcmp(mi.vm_name, filter) != 0)
+        if ((filter && strcmp(mi.vm_name, filter) != 0) || !list_match_address(&mi, rq->guest_address))
             continue;
         fill_info(&infos[k], &mi);
         ptrs[k] = &infos[k];
@@ -120,8 +133,8 @@ static int do_read(struct map_engine *e, const Mdlmap__V1__ReadRequest *rq, uint
     return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
 
-static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, uint64_t rid, uint8_t **out,
-                    size_t *out_len)
+static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, uint64_t rid, struct log_limit *lim,
+                    uint8_t **out, size_t *out_len)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
     Mdlmap__V1__WriteResponse rp = MDLMAP__V1__WRITE_RESPONSE__INIT;
@@ -140,8 +153,8 @@ static int do_write(struct map_engine *e, const Mdlmap__V1__WriteRequest *rq, ui
         if (rq->data.len)
             memcpy(p, rq->data.data, rq->data.len);
         rp.written = (uint32_t)rq->data.len;
-        log_info("api: wrote %zu bytes at offset %llu of map 0x%llx", rq->data.len,
-                 (unsigned long long)rq->offset, (unsigned long long)rq->map_handle);
+        log_info_limited(lim, "api: request lines", "api: wrote %zu bytes at offset %llu of map 0x%llx",
+                         rq->data.len, (unsigned long long)rq->offset, (unsigned long long)rq->map_handle);
     }
     return fconn_reply_encode(&env, rid, rc, detail, out, out_len);
 }
@@ -223,9 +236,11 @@ int host_api_handle_fds(const struct api_ctx *ctx, const mdl_envelope *req, unsi
     case MDLMAP__V1__ENVELOPE__BODY_READ:
         return do_read(e, req->read, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_WRITE:
-        return do_write(e, req->write, req->request_id, out, out_len);
+        return do_write(e, req->write, req->request_id, ctx->op_log, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_STATS:
         return do_stats(e, req->stats, req->request_id, out, out_len);
+    case MDLMAP__V1__ENVELOPE__BODY_LIST_GRANTS:
+        return host_api_list_grants(e, req->list_grants, req->request_id, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_VM_ADD:
         return host_api_vm_add(ctx, req, out, out_len);
     case MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE:

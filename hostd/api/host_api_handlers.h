@@ -8,6 +8,7 @@
 #include "map_engine.h"
 
 #define HOST_API_MAX_LIST 8192u /* mappings per ListMappingsResponse */
+#define HOST_API_MAX_GRANTS 8192u /* grants per ListGrantsResponse (about 100 bytes each) */
 #define HOST_API_RECENT_LEAKS 64u /* leak records per StatsResponse, newest of all VMs */
 /* VMs per VmListResponse (= HOSTD_MAX_VMS); fewer when their entries would
  * not fit one frame (MDLMAP_MAX_FRAME: ~3000 VMs with the longest paths). */
@@ -19,6 +20,9 @@ struct api_ctx {
     struct map_engine *eng;
     const struct host_api_vm_ops *vm_ops; /* NULL: no VMs to look up */
     void *vm_ctx;
+    /* per-request audit lines (writes, fds handed out): a client can send
+     * these as fast as it likes, so they share one limiter. NULL: none */
+    struct log_limit *op_log;
 };
 
 /* *out: encoded response frame (free()). Returns 0 or negative errno if no
@@ -50,3 +54,6 @@ int api_reopen_read_only(int fd);
 int host_api_vm_add(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
 int host_api_vm_remove(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
 int host_api_vm_list(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len);
+/* ListGrants (host_api_grants.c). */
+int host_api_list_grants(struct map_engine *e, const Mdlmap__V1__ListGrantsRequest *rq, uint64_t rid,
+                         uint8_t **out, size_t *out_len);

@@ -109,6 +109,7 @@ struct host_api {
     unsigned nclients;
     struct log_limit refuse_log; /* connection refusals and evictions */
     struct log_limit deny_log;   /* requests refused for lack of rights */
+    struct log_limit op_log;     /* per-request audit lines (api_ctx.op_log) */
 };
 
 /* Re-arm epoll only (safe from any context: never closes the client). */

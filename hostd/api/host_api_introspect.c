@@ -161,8 +161,9 @@ static int do_phys_write(const struct api_ctx *ctx, const mdl_envelope *req, uin
     if (rc == 0) {
         rp.n_status = n;
         rp.status = st;
-        log_info("api: wrote %llu bytes of guest-physical memory of VM '%s' in %zu chunks (%u refused)",
-                 (unsigned long long)total, rq->vm_name, n, failed);
+        log_info_limited(ctx->op_log, "api: request lines",
+                         "api: wrote %llu bytes of guest-physical memory of VM '%s' in %zu chunks (%u refused)",
+                         (unsigned long long)total, rq->vm_name, n, failed);
     }
     rc = reply(&env, req, rc, detail, out, out_len);
     free(v);
@@ -225,8 +226,8 @@ static int do_phys_map(const struct api_ctx *ctx, const mdl_envelope *req, unsig
     } else {
         rp.n_regions = n;
         rp.regions = rrp;
-        log_info("api: VM '%s': %u RAM region fds handed out (%s)", rq->vm_name, n,
-                 rq->writable ? "writable" : "read-only");
+        log_info_limited(ctx->op_log, "api: request lines", "api: VM '%s': %u RAM region fds handed out (%s)",
+                         rq->vm_name, n, rq->writable ? "writable" : "read-only");
     }
     rc = reply(&env, req, rc, detail, out, out_len);
     if (rc < 0)
@@ -341,8 +342,9 @@ static int do_virt_write(const struct api_ctx *ctx, const mdl_envelope *req, uin
         virt_detail(detail, rc, done, fault);
     rp.written = (uint32_t)done;
     rp.fault_vaddr = fault;
-    log_info("api: wrote %zu of %zu bytes of guest-virtual memory of VM '%s' at 0x%llx", done, rq->data.len,
-             rq->vm_name, (unsigned long long)rq->vaddr);
+    log_info_limited(ctx->op_log, "api: request lines",
+                     "api: wrote %zu of %zu bytes of guest-virtual memory of VM '%s' at 0x%llx", done, rq->data.len,
+                     rq->vm_name, (unsigned long long)rq->vaddr);
     return reply(&env, req, rc, detail, out, out_len);
 }
 

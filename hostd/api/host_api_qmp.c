@@ -146,8 +146,9 @@ static void on_done(void *ctx, int status, const struct json_doc *d, int result,
         if (p->kind == MDLMAP__V1__ENVELOPE__BODY_VCPU_STATE)
             status = take_registers(p, d, result, detail);
         else
-            log_info("api: pid %d uid %u: vm %s %s", (int)p->c->peer.pid, (unsigned)p->c->peer.uid, p->vm,
-                     p->op == MDLMAP__V1__RUN_STATE_REQUEST__OP__PAUSE ? "paused" : "resumed");
+            log_info_limited(&p->c->api->op_log, "api: request lines", "api: pid %d uid %u: vm %s %s",
+                             (int)p->c->peer.pid, (unsigned)p->c->peer.uid, p->vm,
+                             p->op == MDLMAP__V1__RUN_STATE_REQUEST__OP__PAUSE ? "paused" : "resumed");
         if (status == 0) {
             p->status_step = true;
             if (next_call(p, detail) == 0)

@@ -201,16 +201,11 @@ static bool in_sockdir(const struct ctx *c, const char *path, char uuid[VIR_UUID
 /* hostd's VMs whose sockets are in --socket-dir: the ones this companion manages. */
 static int api_list_owned(struct ctx *c, struct mdlmap_client *cl)
 {
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
-    Mdlmap__V1__VmListRequest rq = MDLMAP__V1__VM_LIST_REQUEST__INIT;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_LIST;
-    e.vm_list = &rq;
+    mdl_envelope *r = NULL;
     c->nowned = 0;
-    int rc = mdlmap_client_call(cl, &e, &r);
-    if (rc == 0 && r->body_case != MDLMAP__V1__ENVELOPE__BODY_VM_LIST_REPLY)
-        rc = -EPROTO;
+    int rc = mdlmap_client_vm_list(cl, &r);
     if (rc < 0) {
-        logm("warn", "VmList: %s %s", strerror(-rc), cl->last_detail);
+        report(c, "warn", "VmList: %s %s", strerror(-rc), cl->last_detail);
         frame_envelope_free(r);
         return rc;
     }
@@ -232,42 +227,30 @@ static int api_list_owned(struct ctx *c, struct mdlmap_client *cl)
 
 static int api_vm_add(struct ctx *c, struct mdlmap_client *cl, const struct vmspec *s)
 {
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
-    Mdlmap__V1__VmAddRequest rq = MDLMAP__V1__VM_ADD_REQUEST__INIT;
     Mdlmap__V1__VmSpec spec = MDLMAP__V1__VM_SPEC__INIT;
     spec.name = (char *)s->name;
     spec.cid = s->cid;
     spec.socket = (char *)s->socket;
     spec.qmp = (char *)s->qmp;
     spec.introspect = s->introspect;
-    spec.group = (char *)(c->o.qemu_group ? c->o.qemu_group : "");
-    rq.vm = &spec;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_ADD;
-    e.vm_add = &rq;
-    int rc = mdlmap_client_call(cl, &e, &r);
+    spec.group = (char *)c->o.qemu_group;
+    int rc = mdlmap_client_vm_add(cl, &spec);
     if (rc < 0)
         report(c, "error", "domain %s: VmAdd %s cid %" PRIu64 ": %s %s", s->uuid, s->name, s->cid, strerror(-rc),
-             cl->last_detail);
+               cl->last_detail);
     else
         logm("info", "domain %s: VM %s (cid %" PRIu64 ") added to hostd, socket %s", s->uuid, s->name, s->cid,
              s->socket);
-    frame_envelope_free(r);
     return rc;
 }
 
 static int api_vm_remove(struct mdlmap_client *cl, const struct vmspec *s)
 {
-    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *r = NULL;
-    Mdlmap__V1__VmRemoveRequest rq = MDLMAP__V1__VM_REMOVE_REQUEST__INIT;
-    rq.name = (char *)s->name;
-    e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE;
-    e.vm_remove = &rq;
-    int rc = mdlmap_client_call(cl, &e, &r);
+    int rc = mdlmap_client_vm_remove(cl, s->name);
     if (rc < 0)
         logm("error", "domain %s: VmRemove %s: %s %s", s->uuid, s->name, strerror(-rc), cl->last_detail);
     else
         logm("info", "domain %s: VM %s removed from hostd", s->uuid, s->name);
-    frame_envelope_free(r);
     return rc;
 }
 

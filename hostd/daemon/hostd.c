@@ -10,9 +10,11 @@
 #include "host_api.h"
 #include "log.h"
 #include "map_engine.h"
+#include "map_grant.h"
 #include "memtable.h"
 #include "qmp.h"
 #include "rpc_service.h"
+#include "usock.h"
 #include "vhost_user.h"
 #include "vsock.h"
 
@@ -89,9 +91,18 @@ struct vm *hostd_vm_by_name(struct hostd *h, const char *name)
     return NULL;
 }
 
+/* While hostd_fini runs, the host API sees no VMs and changes none: freeing
+ * the QMP clients answers waiting requests, and the requests behind them
+ * then run while the VM table is being torn down. */
+static struct hostd *api_hostd(void *ctx)
+{
+    struct hostd *h = ctx;
+    return h->stopping ? NULL : h;
+}
+
 static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
 {
-    struct vm *vm = hostd_vm_by_name(ctx, name);
+    struct vm *vm = hostd_vm_by_name(api_hostd(ctx), name);
     if (!vm)
         return -ENOENT;
     *out = (struct host_api_vm){
@@ -106,7 +117,11 @@ static int api_vm_lookup(void *ctx, const char *name, struct host_api_vm *out)
 
 static int api_vm_add(void *ctx, const struct host_api_vm_kv *kv, unsigned n, char *err, size_t errlen)
 {
-    struct hostd *h = ctx;
+    struct hostd *h = api_hostd(ctx);
+    if (!h) {
+        snprintf(err, errlen, "hostd is stopping");
+        return -ENOTCONN;
+    }
     struct vm_config c;
     memset(&c, 0, sizeof(c));
     for (unsigned i = 0; i < n; i++) {
@@ -127,13 +142,14 @@ static int api_vm_add(void *ctx, const struct host_api_vm_kv *kv, unsigned n, ch
 
 static int api_vm_remove(void *ctx, const char *name)
 {
-    return hostd_vm_remove(ctx, name);
+    struct hostd *h = api_hostd(ctx);
+    return h ? hostd_vm_remove(h, name) : -ENOTCONN;
 }
 
 static int api_vm_info(void *ctx, unsigned i, struct host_api_vm_info *out)
 {
-    struct hostd *h = ctx;
-    if (i >= h->nvms)
+    struct hostd *h = api_hostd(ctx);
+    if (!h || i >= h->nvms)
         return -ENOENT;
     const struct vm *vm = h->vms[i];
     struct vsock_stats vs;
@@ -172,6 +188,50 @@ static struct vsock_dev *peer_dev(void *ctx, uint64_t cid)
     return vm ? vm->vsock : NULL;
 }
 
+int hostd_sharing_pair_add(struct hostd_options *o, const char *spec)
+{
+    const char *comma = spec ? strchr(spec, ',') : NULL;
+    if (!comma || comma == spec || !comma[1] || strchr(comma + 1, ',') || (size_t)(comma - spec) >= 64 ||
+        strlen(comma + 1) >= 64)
+        return -EINVAL;
+    if (o->nsharing_pairs >= HOSTD_MAX_SHARING_PAIRS)
+        return -ENOSPC;
+    char *a = o->sharing_pairs[o->nsharing_pairs].a, *b = o->sharing_pairs[o->nsharing_pairs].b;
+    memcpy(a, spec, (size_t)(comma - spec));
+    a[comma - spec] = 0;
+    strcpy(b, comma + 1);
+    if (!strcmp(a, b))
+        return -EINVAL;
+    o->nsharing_pairs++;
+    return 0;
+}
+
+int hostd_sharing_pool_add(struct hostd_options *o, const char *spec)
+{
+    if (o->npools >= SHARE_POOL_MAX)
+        return -ENOSPC;
+    int rc = share_pool_parse(spec, &o->pools[o->npools]);
+    if (rc == 0)
+        o->npools++;
+    return rc;
+}
+
+bool hostd_sharing_allowed(const struct hostd_options *o, const char *granter, const char *peer)
+{
+    for (unsigned i = 0; i < o->nsharing_pairs; i++) {
+        const char *a = o->sharing_pairs[i].a, *b = o->sharing_pairs[i].b;
+        if ((!strcmp(a, granter) && !strcmp(b, peer)) || (!strcmp(b, granter) && !strcmp(a, peer)))
+            return true;
+    }
+    return o->nsharing_pairs == 0;
+}
+
+/* The grant policy (--sharing, --sharing-pair): a pair allows both directions. */
+static bool sharing_allowed(void *ctx, const char *granter, const char *peer)
+{
+    return hostd_sharing_allowed(ctx, granter, peer);
+}
+
 int hostd_init(struct hostd *h, const struct hostd_options *o)
 {
     memset(h, 0, sizeof(*h));
@@ -181,6 +241,7 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         log_err("mdl: host page size %ld is not %u; MDL mapping needs it", page, MAP_PAGE_SIZE);
         return -ENOTSUP;
     }
+    fdstore_open(&h->store);
     h->loop = evloop_new();
     h->events = events_new();
     if (!h->loop || !h->events)
@@ -193,10 +254,26 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         .events = h->events,
     };
     h->maps = map_engine_new(&lim);
-    h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port) : NULL;
+    h->rpc = h->maps ? rpc_service_new(h->maps, !o->rpc_any_port, h->loop) : NULL;
     if (!h->maps || !h->rpc) {
         log_err("mdl: cannot create the mapping engine");
         return -ENOMEM;
+    }
+    struct map_grant_hooks gh = { .allowed = o->sharing ? sharing_allowed : NULL, .ctx = &h->opt };
+    map_engine_set_grant_hooks(h->maps, &gh);
+    if (o->sharing || o->nsharing_pairs)
+        log_info("grants: sharing %s%s", o->sharing ? "on" : "off (--sharing-pair ignored)",
+                 o->sharing && o->nsharing_pairs ? ", between listed pairs only" : "");
+    for (unsigned i = 0; i < o->npools; i++) {
+        const struct share_pool_spec *ps = &o->pools[i];
+        if (!o->sharing || !hostd_sharing_allowed(o, ps->vm_a, ps->vm_b)) {
+            log_err("pool %s: needs --sharing on and %s,%s allowed by --sharing-pair", ps->name, ps->vm_a, ps->vm_b);
+            return -EINVAL;
+        }
+        int rc = share_pool_create(&h->pools[h->npools], ps);
+        if (rc < 0)
+            return rc;
+        h->npools++;
     }
     struct map_stats st;
     map_engine_stats(h->maps, &st);
@@ -208,17 +285,27 @@ int hostd_init(struct hostd *h, const struct hostd_options *o)
         ac.path = o->api_path;
         ac.vm_ops = &api_vm_ops;
         ac.vm_ctx = h;
+        ac.inherited_fd = fdstore_take(&h->store, "api.listen");
+        ac.inherited = ac.inherited_fd >= 0 && usock_adopt_listener_at(ac.inherited_fd, o->api_path) == 0;
+        if (ac.inherited_fd >= 0 && !ac.inherited) {
+            log_warn("api: the kept socket is not listening on %s any more: a new one", o->api_path);
+            close(ac.inherited_fd);
+            fdstore_drop(&h->store, "api.listen");
+        }
+        ac.keep_path = h->store.active;
         ac.events = h->events;
         h->api = host_api_start(h->loop, h->maps, &ac);
         if (!h->api)
             return -EIO;
+        if (h->store.active && !ac.inherited)
+            fdstore_put(&h->store, "api.listen", host_api_listener(h->api));
     }
     return 0;
 }
 
 /* In hostd_fini a VM's QMP client goes first: freeing it answers the host
- * API requests waiting on it, and those clients may go on to requests that
- * look VMs up, so the VM table must still be whole. */
+ * API requests waiting on it, and those clients may go on to further
+ * requests (which see no VMs while stopping: api_hostd). */
 static void vm_qmp_free(struct vm *vm)
 {
     struct qmp_client *q = vm->qmp;
@@ -232,6 +319,7 @@ static void vm_qmp_free(struct vm *vm)
 static void vm_free(struct hostd *h, struct vm *vm)
 {
     vu_backend_free(vm->vu);
+    vm_keep_free(h, vm);
     vsock_dev_free(vm->vsock);
     vm->vsock = NULL;
     if (vm->mdl) {
@@ -254,6 +342,8 @@ static int vm_build(struct hostd *h, struct vm *vm)
         .owner_gid_set = vm->cfg.owner_gid_set,
         .owner_uid = vm->cfg.owner_uid,
         .owner_gid = vm->cfg.owner_gid,
+        .state_changed = vm_keep_changed,
+        .state_ctx = vm,
         .events = h->events,
         .cid = vm->cfg.cid,
     };
@@ -332,9 +422,10 @@ int hostd_vm_add(struct hostd *h, const struct vm_config *c)
         return -ENOMEM;
     vm->hostd = h;
     vm->cfg = *c;
+    vm->kept.state_fd = -1;
     r = vm_build(h, vm);
     if (r == 0 && c->socket_path[0])
-        r = vu_backend_listen(vm->vu);
+        r = vm_keep_start(h, vm);
     if (r < 0) {
         log_err("vm %s: cannot start: %s", c->name, strerror(-r));
         vm_free(h, vm);
@@ -380,8 +471,18 @@ int hostd_vm_remove(struct hostd *h, const char *name)
     return 0;
 }
 
+void hostd_started(struct hostd *h)
+{
+    fdstore_drop_untaken(&h->store);
+    /* now that every sibling is there: work that arrived during the restart */
+    for (unsigned i = 0; i < h->nvms; i++)
+        if (h->vms[i]->kept.resumed)
+            vu_backend_kick(h->vms[i]->vu);
+}
+
 void hostd_fini(struct hostd *h)
 {
+    h->stopping = true;
     /* QEMU connections first, QMP ahead of the rest (see vm_qmp_free):
      * stopping each device closes its connections, whose services release
      * what they hold in the engine. A device's reset looks its siblings up
@@ -389,6 +490,8 @@ void hostd_fini(struct hostd *h)
     for (unsigned i = 0; i < h->nvms; i++)
         vm_qmp_free(h->vms[i]);
     for (unsigned i = 0; i < h->nvms; i++) {
+        if (h->store.active)   /* the next hostd listens on it */
+            vu_backend_keep_socket(h->vms[i]->vu);
         vu_backend_free(h->vms[i]->vu);
         h->vms[i]->vu = NULL;
     }
@@ -411,9 +514,13 @@ void hostd_fini(struct hostd *h)
     h->rpc = NULL;
     map_engine_free(h->maps);
     h->maps = NULL;
+    for (unsigned i = 0; i < h->npools; i++)
+        share_pool_destroy(&h->pools[i]);
+    h->npools = 0;
     if (h->loop)
         evloop_free(h->loop);
     h->loop = NULL;
     events_free(h->events); /* last: everything above held its pointer */
     h->events = NULL;
+    fdstore_close(&h->store);
 }

@@ -9,8 +9,11 @@
 
 #include "events.h"
 #include "evloop.h"
+#include "fdstore.h"
 #include "host_api.h"
+#include "share_pool.h"
 #include "vm_config.h"
+#include "vm_keep.h"
 
 struct vu_backend;
 struct vsock_dev;
@@ -32,7 +35,10 @@ struct vm {
     struct vsock_dev *vsock;     /* the device on that transport */
     struct map_vm *mdl;          /* the MDL engine's view of this VM */
     struct qmp_client *qmp;      /* QEMU's QMP socket (qmp=PATH); NULL: none */
+    struct vm_kept kept;         /* what of it is in the fd store (restarts) */
 };
+
+#define HOSTD_MAX_SHARING_PAIRS 64u
 
 struct hostd_options {
     bool sibling_routing;        /* route guest-to-guest connections */
@@ -46,8 +52,20 @@ struct hostd_options {
     uint64_t vm_page_quota;      /* max mapped pages per VM; 0: default */
     uint64_t global_page_quota;  /* max mapped pages in hostd; 0: default */
     uint32_t max_vmas;           /* VMA budget for mappings; 0: derived from vm.max_map_count */
+    bool sharing;                /* cross-VM grants (--sharing on) */
+    unsigned nsharing_pairs;     /* 0: any two VMs may share (when sharing) */
+    struct { char a[64], b[64]; } sharing_pairs[HOSTD_MAX_SHARING_PAIRS];
+    unsigned npools;             /* --sharing-pool: shared pools for pairs of VMs */
+    struct share_pool_spec pools[SHARE_POOL_MAX];
     unsigned qmp_timeout_ms;     /* a QMP command must be answered by then; 0: 5000 */
 };
+/* --sharing-pair "A,B": allow grants between A and B, both directions.
+ * -EINVAL (malformed, same name twice, too long) or -ENOSPC (too many). */
+int hostd_sharing_pair_add(struct hostd_options *o, const char *spec);
+/* --sharing-pool "NAME,VM_A,VM_B,SIZE[,DIR]" (share_pool_parse): -EINVAL, -ENOSPC. */
+int hostd_sharing_pool_add(struct hostd_options *o, const char *spec);
+/* May granter grant to peer (VM names) by the pairs (any pair when none is listed)? */
+bool hostd_sharing_allowed(const struct hostd_options *o, const char *granter, const char *peer);
 
 struct hostd {
     struct hostd_options opt;
@@ -64,6 +82,10 @@ struct hostd {
     struct map_engine *maps;
     struct rpc_service *rpc;
     struct host_api *api;
+    struct fdstore store;        /* the service manager's fd store ($NOTIFY_SOCKET) */
+    bool stopping;               /* hostd_fini: what is stored stays for the next hostd */
+    struct share_pool pools[SHARE_POOL_MAX];
+    unsigned npools;
 };
 
 /* Event loop, mapping engine, RPC service and host API. On failure
@@ -73,6 +95,9 @@ int hostd_init(struct hostd *h, const struct hostd_options *o);
  * must be unique: -EEXIST otherwise. A VM without a socket path does not
  * listen: its owner hands it a connection (vu_backend_adopt_conn; tests). */
 int hostd_vm_add(struct hostd *h, const struct vm_config *c);
+/* Every VM of the configuration was added: descriptors the previous hostd
+ * kept for anything else leave the fd store. */
+void hostd_started(struct hostd *h);
 /* Would c clash with a VM served (name, CID, socket) or exceed the limit?
  * 0, -EEXIST or -ENOSPC with err saying which. */
 int hostd_vm_clash(const struct hostd *h, const struct vm_config *c, char *err, size_t errlen);

@@ -13,54 +13,95 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include "config_check.h"
 #include "hostd.h"
 #include "log.h"
+#include "mdlmap_version.h"
+#include "metrics.h"
 #include "memtable.h"
 #include "vhost_user.h"
 #include "virtq.h"
 #include "vsock.h"
 
-static void usage(FILE *f)
+/* The short form on a usage error; --help teaches every option. */
+static void usage(FILE *f, bool full)
 {
+    fprintf(f, "usage: mdlmap-hostd [--config FILE] [--vm name=NAME,cid=CID,socket=PATH[,...] ...] [OPTION...]\n"
+               "       mdlmap-hostd --check-config [--config FILE] [OPTION...] | --version | --help\n");
+    if (!full) {
+        fprintf(f, "mdlmap-hostd --help explains every option.\n");
+        return;
+    }
     fprintf(f,
-            "usage: mdlmap-hostd [--vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH]\n"
-            "                         [,introspect=on|off]] [--vm ...]\n"
-            "                    [--sibling-routing on|off] [--rpc-privileged-ports on|off]\n"
-            "                    [--guest-addresses real|alias] [--api PATH] [--socket-group GROUP]\n"
-            "                    [--vm-page-quota N] [--global-page-quota N] [--max-vmas N]\n"
-            "                    [--log-level error|warn|info|debug] [--help]\n"
-            "                    [--api-read WHO[,WHO...]] [--api-write WHO[,...]] [--api-admin WHO[,...]]\n"
-            "                    [--consumer NAME=WHO[,WHO...]] [--api-frame-timeout-ms MS]\n"
-            "                    [--consumer-timeout-ms MS] [--qmp-timeout-ms MS] [--config FILE]\n"
-            "Serves virtio-vsock (vhost-user, one socket per VM) for QEMU guests.\n"
-            "With --api, hostd may start without a VM (VmAdd adds them later).\n"
-            "--config FILE: one option per line, without its leading --, then its value\n"
-            "  (\"vm name=a,cid=3,socket=/run/mdlmap/a.sock\"); # starts a comment line.\n"
-            "  The file is read first: the command line wins for single-valued options,\n"
-            "  repeatable ones (--vm, --api-read/-write/-admin, --consumer) add up.\n"
-            "Host API rights (WHO: user:NAME|UID or group:NAME|GID, matched against the\n"
-            "connecting process's credentials; root and hostd's own user always have\n"
-            "every right, everyone else none unless named):\n"
-            "  --api-read       may list mappings, read guest memory, get stats\n"
-            "  --api-write      may also write guest memory\n"
-            "  --api-admin      every right; always gets a connection, even at the limit\n"
-            "  --consumer N=WHO may register the UserMode consumer N (repeatable)\n"
-            "  --api-frame-timeout-ms  a started request frame must complete by then (5000)\n"
-            "  --consumer-timeout-ms   a consumer must answer MapInto by then (10000)\n"
-            "  --qmp-timeout-ms        QEMU must answer a QMP command (and greet) by then (5000)\n");
-}
-
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
+        "Serves virtio-vsock to QEMU guests through vhost-user (one socket per VM) and\n"
+        "maps guest memory described by MDLs. Runs in the foreground; logs to stderr,\n"
+        "or to the journal under systemd.\n"
+        "\nConfiguration file:\n"
+        "  --config FILE\n"
+        "        read options from FILE first: one per line, its long name without the\n"
+        "        leading --, whitespace, then its value (\"vm name=a,cid=3,socket=/run/mdlmap/a.sock\");\n"
+        "        empty lines and lines starting with # are skipped. Every option below\n"
+        "        that takes a value may be set there. The command line wins for\n"
+        "        single-valued options; repeatable ones (--vm, --api-read/-write/-admin,\n"
+        "        --consumer) add up\n"
+        "\nVMs:\n"
+        "  --vm name=NAME,cid=CID,socket=PATH[,uid=USER][,group=GROUP][,qmp=PATH][,introspect=on|off]\n"
+        "        one per VM: hostd listens on PATH for the VM's QEMU and gives the guest\n"
+        "        CID (3..4294967294). uid/group: only that user / a member of that group\n"
+        "        may be its QEMU. qmp: QEMU's monitor socket; introspect: whole-guest\n"
+        "        access through the host API. At least one --vm is needed unless --api\n"
+        "        is given: then hostd may start with no VM and VMs are added and removed\n"
+        "        at run time through the host API (VmAdd/VmRemove)\n"
+        "  --socket-group GROUP\n"
+        "        VM sockets become root:GROUP mode 0660 (libvirt: libvirt-qemu); else 0600\n"
+        "\nGuest traffic:\n"
+        "  --sibling-routing on|off\n"
+        "        route guest-to-guest vsock connections between these VMs (default on)\n"
+        "  --rpc-privileged-ports on|off\n"
+        "        on (default): only guest ports below 1024 (root in a guest) may lock and map\n"
+        "  --guest-addresses real|alias\n"
+        "        the address a guest is told for a mapping: hostd's own (default) or a\n"
+        "        per-VM alias that hides hostd's address-space layout\n"
+        "\nLimits:\n"
+        "  --vm-page-quota N      pages one VM may have mapped (default 262144: 1 GiB)\n"
+        "  --global-page-quota N  pages all VMs together may have mapped (default 1048576: 4 GiB)\n"
+        "  --max-vmas N           VMAs all mappings may cost (default: from vm.max_map_count)\n"
+        "\nHost API (mdlmapctl, host tools):\n"
+        "  --api PATH             the host API Unix socket (mode 0660, hostd's user and group)\n"
+        "  --api-read WHO[,WHO...]   may list mappings, read guest memory, get stats\n"
+        "  --api-write WHO[,...]     may also write guest memory\n"
+        "  --api-admin WHO[,...]     every right; always gets a connection, even at the limit\n"
+        "  --consumer NAME=WHO[,...] may register the UserMode consumer NAME (repeatable)\n"
+        "        WHO: user:NAME|UID or group:NAME|GID. Root and hostd's own user have\n"
+        "        every right, everyone else none unless named\n"
+        "  --api-frame-timeout-ms MS  a started request frame must complete by then (5000)\n"
+        "  --consumer-timeout-ms MS   a consumer must answer MapInto by then (10000)\n"
+        "  --qmp-timeout-ms MS    QEMU must greet on its QMP socket (qmp=) and answer each\n"
+        "        command by then (5000)\n"
+        "\nSharing between guests (docs/semantics.md, docs/zero-copy-sharing.md):\n"
+        "  --sharing on|off       cross-VM grants and grant copies (default off)\n"
+        "  --sharing-pair VM_A,VM_B\n"
+        "        with --sharing on, only between listed pairs, both directions (repeatable)\n"
+        "  --sharing-pool NAME,VM_A,VM_B,SIZE[,DIR]\n"
+        "        a shared pool for two VMs: a sealed memfd of SIZE (a power of two, 8K..1G)\n"
+        "        reachable as DIR/mdlmap-pool-NAME (default /dev/shm) for both QEMUs to\n"
+        "        attach as ivshmem-plain; needs --sharing on and the pair allowed (repeatable)\n"
+        "\nOperations:\n"
+        "  --log-level error|warn|info|debug   (default info)\n"
+        "  --metrics-file PATH\n"
+        "        write per-VM metrics in the Prometheus text format to PATH (atomically,\n"
+        "        for the node exporter's textfile collector: name it *.prom)\n"
+        "  --metrics-interval S   rewrite the metrics file every S seconds (1..3600, default 15)\n"
+        "  --check-config\n"
+        "        read --config and the command line, check directories, users and groups,\n"
+        "        print the effective configuration in config file form and exit 0 (usable)\n"
+        "        or 1 (2: a syntax error), listening on nothing\n"
+        "  --version              print the version and exit\n"
+        "  --help                 this text\n"
+        "\nSignals: SIGTERM/SIGINT stop cleanly; SIGUSR1 logs per-VM statistics. Under\n"
+        "systemd with an fd store (the unit's FileDescriptorStoreMax=) QEMU's connections\n"
+        "are kept for the next hostd: a restart does not cost the guests their devices.\n"
+        "Documentation: docs/operations.md (installed in the documentation directory).\n");
 }
 
 /* --vm SPEC: parsed by the daemon layer (the same parser serves the host
@@ -195,7 +236,8 @@ static void on_signal(void *opaque, uint32_t events)
 
 enum { OPT_SIBLING = 256, OPT_PRIVPORTS, OPT_GADDR, OPT_API, OPT_VMQ, OPT_GQ, OPT_VMAS, OPT_LOG, OPT_SOCKGRP,
        OPT_API_READ, OPT_API_WRITE, OPT_API_ADMIN, OPT_CONSUMER, OPT_FRAME_TMO, OPT_CONSUMER_TMO,
-       OPT_QMP_TMO, OPT_CONFIG };
+       OPT_QMP_TMO, OPT_CONFIG, OPT_METRICS, OPT_METRICS_IVAL, OPT_CHECK, OPT_VERSION,
+       OPT_SHARING, OPT_SHARING_PAIR, OPT_SHARING_POOL };
 
 /* The one option table: getopt reads the command line from it, the config
  * file's keys are looked up in it. */
@@ -218,6 +260,13 @@ static const struct option opts[] = {
     { "consumer-timeout-ms", required_argument, NULL, OPT_CONSUMER_TMO },
     { "qmp-timeout-ms", required_argument, NULL, OPT_QMP_TMO },
     { "config", required_argument, NULL, OPT_CONFIG },
+    { "metrics-file", required_argument, NULL, OPT_METRICS },
+    { "metrics-interval", required_argument, NULL, OPT_METRICS_IVAL },
+    { "check-config", no_argument, NULL, OPT_CHECK },
+    { "sharing", required_argument, NULL, OPT_SHARING },
+    { "sharing-pair", required_argument, NULL, OPT_SHARING_PAIR },
+    { "sharing-pool", required_argument, NULL, OPT_SHARING_POOL },
+    { "version", no_argument, NULL, OPT_VERSION },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -227,6 +276,8 @@ struct cli {
     struct hostd_options mo;
     struct vm_config *vms;
     unsigned nvms;
+    const char *metrics_path;    /* NULL: no metrics file */
+    unsigned metrics_interval_s;
     const char *where; /* error prefix: "" on the command line, "FILE:LINE: " in the config file */
 };
 
@@ -249,15 +300,27 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
         return parse_vm(&cl->vms, &cl->nvms, arg, cl->where);
     case OPT_SIBLING:
     case OPT_PRIVPORTS:
+    case OPT_SHARING:
         if (strcmp(arg, "on") && strcmp(arg, "off")) {
             snprintf(err, sizeof(err), "on or off");
             break;
         }
         if (c == OPT_SIBLING)
             mo->sibling_routing = !strcmp(arg, "on");
+        else if (c == OPT_SHARING)
+            mo->sharing = !strcmp(arg, "on");
         else
             mo->rpc_any_port = !strcmp(arg, "off");
         return 0;
+    case OPT_SHARING_PAIR:
+    case OPT_SHARING_POOL:
+        if ((c == OPT_SHARING_PAIR ? hostd_sharing_pair_add(mo, arg) : hostd_sharing_pool_add(mo, arg)) == 0)
+            return 0;
+        snprintf(err, sizeof(err), c == OPT_SHARING_PAIR ? "VM_A,VM_B: two different names, at most %u pairs"
+                                                         : "NAME,VM_A,VM_B,SIZE[,/DIR]: SIZE a power of two "
+                                                           "8K..1G, at most %u pools",
+                 c == OPT_SHARING_PAIR ? HOSTD_MAX_SHARING_PAIRS : SHARE_POOL_MAX);
+        break;
     case OPT_GADDR:
         if (strcmp(arg, "real") && strcmp(arg, "alias")) {
             snprintf(err, sizeof(err), "real or alias");
@@ -290,7 +353,7 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
     case OPT_CONSUMER_TMO:
     case OPT_QMP_TMO:
         /* 100 ms .. 10 min: shorter would drop honest clients on a busy host */
-        if (parse_u64(arg, 600000, &v) < 0 || v < 100) {
+        if (config_parse_u64(arg, 600000, &v) < 0 || v < 100) {
             snprintf(err, sizeof(err), "100..600000 ms");
             break;
         }
@@ -304,7 +367,7 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
     case OPT_VMQ:
     case OPT_GQ:
     case OPT_VMAS:
-        if (parse_u64(arg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
+        if (config_parse_u64(arg, c == OPT_VMAS ? UINT32_MAX : UINT64_MAX, &v) < 0) {
             snprintf(err, sizeof(err), "bad number '%s'", arg);
             break;
         }
@@ -328,6 +391,16 @@ static int apply_opt(struct cli *cl, int c, const char *arg)
             snprintf(err, sizeof(err), "error|warn|info|debug");
             break;
         }
+        return 0;
+    case OPT_METRICS:
+        cl->metrics_path = arg;
+        return 0;
+    case OPT_METRICS_IVAL:
+        if (config_parse_u64(arg, 3600, &v) < 0 || v < 1) {
+            snprintf(err, sizeof(err), "1..3600 seconds");
+            break;
+        }
+        cl->metrics_interval_s = (unsigned)v;
         return 0;
     default:
         snprintf(err, sizeof(err), "not allowed here");
@@ -364,21 +437,22 @@ static int read_config(struct cli *cl, const char *path, char **text)
     unsigned lineno = 0;
     for (char *line = buf, *next; line; line = next) {
         lineno++;
-        next = strchr(line, '\n');
+        /* by length, not strchr: a NUL byte must not end the file early */
+        next = memchr(line, '\n', (size_t)(buf + n - line));
         if (next)
             *next++ = 0;
         snprintf(where, sizeof(where), "%s:%u: ", path, lineno);
         cl->where = where;
+        if (memchr(line, 0, (size_t)((next ? next - 1 : buf + n) - line))) {
+            fprintf(stderr, "%sa NUL byte in the line\n", where);
+            return -1;
+        }
         line += strspn(line, " \t\r");
         size_t len = strlen(line);
         while (len && strchr(" \t\r", line[len - 1]))
             line[--len] = 0;
         if (!*line || *line == '#')
             continue;
-        if (strlen(line) != len) {
-            fprintf(stderr, "%sa NUL byte in the line\n", where);
-            return -1;
-        }
         if (!strncmp(line, "--", 2))
             line += 2;   /* files written for the old shell-split unit ("--vm ...") still read */
         char *val = line + strcspn(line, " \t");
@@ -407,13 +481,14 @@ int main(int argc, char **argv)
 {
     struct hostd h;
     memset(&h, 0, sizeof(h));
-    struct cli cl = { .where = "" };
+    struct cli cl = { .where = "", .metrics_interval_s = 15 };
     cl.mo.sibling_routing = true;
     char *config_text = NULL;
     const char *config = NULL;
     int rc = 2, c;
     struct sig_ctx sc = { .h = &h, .fd = -1 };
-    bool ran = false;
+    bool ran = false, check_only = false;
+    struct metrics_writer mw = { .tfd = -1 };
 
     /* The config file first, then the command line: single-valued options
      * given in both take the command line's value; repeatable ones (--vm,
@@ -425,31 +500,44 @@ int main(int argc, char **argv)
         }
         if (c == OPT_CONFIG)
             config = optarg;
-        else if (c == 'h' || c == '?') {
-            usage(c == 'h' ? stdout : stderr);
+        else if (c == OPT_CHECK)
+            check_only = true;
+        else if (c == OPT_VERSION) {
+            printf("mdlmap-hostd %s\n", MDLMAP_VERSION);
+            rc = 0;
+            goto out;
+        } else if (c == 'h' || c == '?') {
+            usage(c == 'h' ? stdout : stderr, c == 'h');
             rc = c == 'h' ? 0 : 2;
             goto out;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+        usage(stderr, false);
         goto out;
     }
     if (config && read_config(&cl, config, &config_text) < 0)
         goto out;
     optind = 0;   /* glibc: a full re-initialisation of getopt */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
-        if (c != OPT_CONFIG && apply_opt(&cl, c, optarg) < 0)
+        if (c != OPT_CONFIG && c != OPT_CHECK && apply_opt(&cl, c, optarg) < 0)
             goto out;
     if (cl.nvms == 0 && !cl.mo.api_path) {
         fprintf(stderr, "no VM: give --vm (or --api, to add VMs through the host API later)\n");
-        usage(stderr);
+        usage(stderr, false);
         goto out;
     }
     struct hostd_options mo = cl.mo;
     struct vm_config *vms = cl.vms;
     unsigned nvms = cl.nvms;
+    if (check_only) {
+        struct hostd_run_config run = { .opt = &mo, .vms = vms, .nvms = nvms,
+                                        .metrics_path = cl.metrics_path,
+                                        .metrics_interval_s = cl.metrics_interval_s };
+        rc = hostd_check_config(stdout, stderr, &run) ? 1 : 0;
+        goto out;
+    }
 
     rc = 1;
     raise_fd_limit(nvms);
@@ -480,6 +568,11 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < nvms; i++)
         if (hostd_vm_add(&h, &vms[i]) < 0)
             goto out;
+    if (cl.metrics_path && (r = metrics_writer_start(&mw, &h, cl.metrics_path, cl.metrics_interval_s)) < 0) {
+        log_err("metrics: %s: %s", cl.metrics_path, strerror(-r));
+        goto out;
+    }
+    hostd_started(&h);
     log_info("ready: %u VM(s), sibling routing %s", h.nvms, mo.sibling_routing ? "on" : "off");
 
     while (!evloop_stopped(h.loop)) {
@@ -489,6 +582,7 @@ int main(int argc, char **argv)
     rc = 0;
     ran = true;
 out:
+    metrics_writer_stop(&mw);
     if (h.loop && sc.fd >= 0)
         evloop_del(h.loop, &sc.eh);
     hostd_fini(&h);

@@ -11,7 +11,7 @@
 
 #include "vsock.h"
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+int config_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
     if (!s || !*s || *s == '-' || *s == '+')
         return -EINVAL;
@@ -44,7 +44,7 @@ int vm_lookup_uid(const char *s, unsigned *out)
         *out = pw->pw_uid;
         return 0;
     }
-    if (parse_u64(s, 0xfffffffeull, &v) < 0)
+    if (config_parse_u64(s, 0xfffffffeull, &v) < 0)
         return -ENOENT;
     *out = (unsigned)v;
     return 0;
@@ -58,7 +58,7 @@ int vm_lookup_gid(const char *s, unsigned *out)
         *out = gr->gr_gid;
         return 0;
     }
-    if (parse_u64(s, 0xfffffffeull, &v) < 0)
+    if (config_parse_u64(s, 0xfffffffeull, &v) < 0)
         return -ENOENT;
     *out = (unsigned)v;
     return 0;
@@ -85,7 +85,7 @@ int vm_config_set(struct vm_config *c, const char *key, const char *v, char *err
     } else if (!strcmp(key, "cid")) {
         uint64_t cid;
         /* the spec's field is 64-bit but Linux uses 32-bit CIDs; 0,1,2 and ~0 are reserved */
-        if (parse_u64(v, 0xfffffffeull, &cid) < 0 || cid <= VSOCK_HOST_CID) {
+        if (config_parse_u64(v, 0xfffffffeull, &cid) < 0 || cid <= VSOCK_HOST_CID) {
             snprintf(err, errlen, "bad cid '%s' (3..4294967294)", v);
             return -EINVAL;
         }

@@ -19,6 +19,9 @@ struct vm_config {
     unsigned owner_uid, owner_gid;
 };
 
+/* An unsigned number (decimal, 0x hex or 0 octal) up to max, nothing else
+ * on the line: 0 or -EINVAL. Every numeric option and key uses it. */
+int config_parse_u64(const char *s, uint64_t max, uint64_t *out);
 /* 1..63 chars of [A-Za-z0-9._-]. */
 bool vm_name_valid(const char *s);
 /* A user or group by name, or by number. 0 or -ENOENT. */

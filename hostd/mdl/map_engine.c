@@ -51,6 +51,7 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
     map_engine_release(e, &o, true, why ? why : "VM removed");
     for (unsigned i = 0; i < map_leaks_count(&vm->leaks); i++)
         map_leaks_add(&e->removed_leaks, map_leaks_get(&vm->leaks, i));
+    map_grant_vm_gone(e, vm);
     if (vm->prev)
         vm->prev->next = vm->next;
     else
@@ -58,6 +59,7 @@ void map_engine_vm_remove(struct map_engine *e, struct map_vm *vm, const char *w
     if (vm->next)
         vm->next->prev = vm->prev;
     e->nvms--;
+    free(vm->tombs);
     free(vm);
 }
 
@@ -95,6 +97,7 @@ struct map_engine *map_engine_new(const struct map_limits *lim)
     map_handle_gen_init(&e->gen);
     map_table_init(&e->mdls);
     map_table_init(&e->maps);
+    map_table_init(&e->grants);
     return e;
 }
 
@@ -172,9 +175,11 @@ static void refused(struct map_engine *e, const struct map_owner *o, uint64_t md
 
 /* ---- MDLs ---- */
 
-/* why: the MDL_UNLOCKED detail; NULL: publish nothing (engine freed). */
+/* why: the MDL_UNLOCKED detail and the reason its grants are revoked;
+ * NULL: publish nothing (engine freed). */
 static void mdl_destroy(struct map_engine *e, struct mdl_obj *m, const char *why)
 {
+    map_grant_mdl_gone(e, m, why);
     if (why)
         mdl_event(e, EV_MDL_UNLOCKED, m, why);
     map_table_del(&e->mdls, m->handle);
@@ -212,6 +217,7 @@ static int lock_store(struct map_engine *e, const struct map_owner *o, uint32_t 
                  MAP_MAX_MDLS_PER_VM, (unsigned long long)MAP_MAX_LOCKED_PAGES_PER_VM);
         map_layout_cache_drop(&lc);
         free(fr);
+        a->quota_refusals++;
         return -ENOSPC;
     }
     struct mdl_obj *m = calloc(1, sizeof(*m));
@@ -548,7 +554,6 @@ int map_prepare(struct map_engine *e, const struct map_owner *o, struct mdl_obj 
 static int map_do(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                   const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
-    *out = NULL;
     struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
     if (!mdl) {
         snprintf(detail, dlen, "unknown MDL handle 0x%llx", (unsigned long long)mdl_handle);
@@ -627,13 +632,26 @@ static int map_do(struct map_engine *e, const struct map_owner *o, uint64_t mdl_
 int map_engine_map(struct map_engine *e, const struct map_owner *o, uint64_t mdl_handle,
                    const struct map_params *p, const struct map_obj **out, char *detail, size_t dlen)
 {
+    *out = NULL;
     int rc = map_do(e, o, mdl_handle, p, out, detail, dlen);
-    if (rc == -ENOSPC) {
+    if (rc == -ENOSPC) {   /* only quotas and budgets answer ENOSPC on this path */
         const struct mdl_obj *mdl = mdl_get(e, o, mdl_handle);
+        map_acct_of(o->vm)->quota_refusals++;
         refused(e, o, mdl_handle, mdl ? mdl->npages : 0,
                 p->access_mode == MAP_MODE_USER && p->consumer ? p->consumer : NULL, detail);
     }
     return rc;
+}
+
+void map_engine_vm_stats(const struct map_vm *vm, struct map_vm_stats *s)
+{
+    s->mappings = vm->acct.maps;
+    s->mapped_pages = vm->acct.pages;
+    s->vmas = vm->acct.vmas;
+    s->locked_mdls = vm->acct.mdls;
+    s->locked_pages = vm->acct.locked_pages;
+    s->quota_refusals = vm->acct.quota_refusals;
+    s->leaks = vm->leaks.total;
 }
 
 int map_engine_unmap(struct map_engine *e, const struct map_owner *o, uint64_t map_handle,
@@ -714,6 +732,7 @@ int map_engine_unlock(struct map_engine *e, const struct map_owner *o, uint64_t 
     *released = release_maps_of(e, mdl);
     log_debug("mdl: vm %s conn %llu unlocked mdl 0x%llx (%u mappings released)", mdl->vm_name,
               (unsigned long long)o->conn_id, (unsigned long long)mdl_handle, *released);
+    map_grant_mdl_gone(e, mdl, "MDL unlocked"); /* the notice's reason; the event says "unlocked" */
     mdl_destroy(e, mdl, "unlocked");
     return 0;
 }
@@ -786,12 +805,13 @@ unsigned map_engine_release(struct map_engine *e, const struct map_owner *o, boo
         snprintf(rec.vm_name, sizeof(rec.vm_name), "%s", it->vm_name);
         snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
         leak_add(e, it->owner.vm, &rec);
-        map_vm_warn(o->vm, "mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages: %s", rec.vm_name,
+        map_vm_warn(o->vm, "mdl: leak (0x76-style, locked): vm %s conn %llu mdl 0x%llx, %u pages%s: %s", rec.vm_name,
                  (unsigned long long)rec.conn_id, (unsigned long long)rec.mdl_handle, rec.page_count,
-                 reason);
+                 it->grants ? ", its grants to other VMs revoked" : "", reason);
         nmdls++;
         mdl_destroy(e, it, reason);
     }
+    map_grant_owner_gone(e, o, vm_only);
     if (nmaps || nmdls)
         map_vm_warn(o->vm, "mdl: %s conn %llu went away (%s): released %u mappings (%llu pages) and %u MDLs",
                  vm_only ? "VM" : "connection", (unsigned long long)o->conn_id, reason, nmaps,
@@ -804,17 +824,20 @@ void map_engine_free(struct map_engine *e)
     if (!e)
         return;
     e->nconsumers = 0; /* hostd is stopping: nobody to tell */
+    memset(&e->gh, 0, sizeof(e->gh));
     while (e->map_head)
         map_destroy(e, e->map_head, NULL);
     while (e->orphan_head)
         map_destroy(e, e->orphan_head, NULL);
     while (e->mdl_head)
         mdl_destroy(e, e->mdl_head, NULL);
+    map_grant_fini(e);
     map_table_free(&e->mdls);
     map_table_free(&e->maps);
     while (e->vms) {
         struct map_vm *vm = e->vms;
         e->vms = vm->next;
+        free(vm->tombs);
         free(vm);
     }
     free(e->consumers);

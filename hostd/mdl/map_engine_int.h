@@ -3,6 +3,7 @@
 #pragma once
 #include "log.h"
 #include "map_engine.h"
+#include "map_grant.h"
 #include "map_handle.h"
 #include "map_table.h"
 
@@ -20,6 +21,7 @@ struct mdl_obj {
     struct map_layout_cache layout; /* runs from lock time, reused by map while the memtable is unchanged */
     unsigned nmaps;
     struct map_obj *system_map;  /* the KernelMode mapping, if any (MDL_MAPPED_TO_SYSTEM_VA) */
+    struct map_grant *grants;    /* grants of this MDL to peers (map_grant.c) */
     struct mdl_obj *prev, *next;
 };
 
@@ -60,6 +62,7 @@ _Static_assert(MAP_MAX_MDL_PAGES <= MAP_MAX_LOCKED_PAGES_PER_VM, "largest MDL ex
 
 struct vm_acct {
     uint64_t pages, maps, mdls, locked_pages, vmas;
+    uint64_t quota_refusals;     /* locks and maps refused for a quota or budget (-ENOSPC) */
 };
 
 struct map_vm {
@@ -70,6 +73,13 @@ struct map_vm {
     struct log_limit rl;         /* warnings the VM's requests cause */
     struct map_leaks leaks;      /* its own recent leak records */
     uint64_t alias;              /* added to addresses told to the guest (0: real addresses) */
+    unsigned grants_granted;     /* live grants it made (MAP_GRANTS_GRANTED_PER_VM) */
+    unsigned grants_held;        /* live grants naming it as peer (MAP_GRANTS_HELD_PER_VM) */
+    /* refs of grants to it that were revoked, newest last (a ring of
+     * MAP_GRANT_TOMBSTONES, allocated at the first revocation): a later use
+     * is told "revoked" rather than "unknown" */
+    struct map_grant_tomb { uint64_t ref, granter_cid; } *tombs;
+    unsigned ntombs, tomb_next;
     struct map_vm *prev, *next;
 };
 
@@ -102,6 +112,10 @@ struct map_engine {
     struct map_consumer *consumers;
     unsigned nconsumers;
     uint64_t next_consumer_id;
+    struct map_table grants;     /* ref -> struct map_grant */
+    struct map_grant *grant_head;
+    struct map_grant_hooks gh;
+    struct map_copy *copies;     /* grant copies in progress (revocation marks their ops) */
 };
 
 bool map_owner_eq(const struct map_owner *a, const struct map_owner *b);
@@ -130,6 +144,17 @@ void map_orphan(struct map_engine *e, struct map_obj *m);
 /* Add a (mapped, 0xCB-style) record for m to the leak ring. */
 void map_leak_record(struct map_engine *e, const struct map_obj *m, const char *reason);
 
+/* map_grant.c */
+/* The MDL goes (unlock, release): revoke its grants (why: the notice's and
+ * event's reason; NULL: the engine is being freed, tell nobody) and fail
+ * the copy operations that use it. */
+void map_grant_mdl_gone(struct map_engine *e, struct mdl_obj *m, const char *why);
+/* An owner goes (a connection, or with vm_only the whole VM): nothing of its
+ * side as a peer stays (uses, and for a VM its tombstones). */
+void map_grant_owner_gone(struct map_engine *e, const struct map_owner *o, bool vm_only);
+/* The VM leaves the engine: grants naming it as peer are revoked. */
+void map_grant_vm_gone(struct map_engine *e, struct map_vm *vm);
+void map_grant_fini(struct map_engine *e);
 /* Events about m (its VM, connection, MDL, handles, pages, addresses). */
 void map_publish_map(struct map_engine *e, enum event_type t, const struct map_obj *m, const char *detail);
 static inline void map_event_map(struct map_engine *e, enum event_type t, const struct map_obj *m,

@@ -221,7 +221,9 @@ static int handle_message(struct qmp_client *q, char *text, size_t len, const ch
             json_u64(&d, json_get(&d, v, "major"), &ma);
             json_u64(&d, json_get(&d, v, "minor"), &mi);
             json_u64(&d, json_get(&d, v, "micro"), &mc);
-            log_info("vm %s: QMP %s: QEMU %" PRIu64 ".%" PRIu64 ".%" PRIu64 " greets", q->name, q->path, ma, mi, mc);
+            /* per connection, which QEMU may end at once: limited like the drops */
+            log_info_limited(&q->log, q->name, "vm %s: QMP %s: QEMU %" PRIu64 ".%" PRIu64 ".%" PRIu64 " greets",
+                             q->name, q->path, ma, mi, mc);
             q->st = Q_NEGOTIATING;
             q->out = negotiate;
             q->out_len = sizeof(negotiate) - 1;
@@ -242,7 +244,7 @@ static int handle_message(struct qmp_client *q, char *text, size_t len, const ch
             q->st = Q_READY;
             q->backoff_ms = QMP_BACKOFF_MIN_MS;
             timer_in(q, 0);
-            log_info("vm %s: QMP connected", q->name);
+            log_info_limited(&q->log, q->name, "vm %s: QMP connected", q->name);
         }
     } else if (ret != JSON_NONE) {
         complete(q, 0, &d, ret, NULL);
@@ -295,6 +297,8 @@ static void on_socket(void *opaque, uint32_t events)
             drop(q, -ENOTCONN, why);
             return;
         }
+        if (q->freeing)
+            return; /* a completion removed the VM: q is freed after this event */
         start = scanned = end + 1;
     }
     q->in_len -= start;
@@ -371,7 +375,10 @@ void qmp_client_free(struct qmp_client *q)
     drop(q, -ENOTCONN, "the VM is going away");
     evloop_del(q->loop, &q->th);
     close(q->tfd);
-    free(q);
+    /* this may run inside one of q's own completions (its VM removed by
+     * the request a completion resumed): the memory outlives this event */
+    if (evloop_defer_free(q->loop, free, q) < 0)
+        free(q);
 }
 
 bool qmp_client_ready(const struct qmp_client *q)

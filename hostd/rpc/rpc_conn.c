@@ -75,6 +75,7 @@ void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct map_vm *vm
     c->sess.version = 0;
     c->sess.done = rpc_conn_map_done;
     c->sess.done_ctx = c;
+    c->sess.notice_ctx = c;
     c->send = send;
     c->send_ctx = send_ctx;
     struct fconn_config cfg = { .out_high = RPC_OUTQ_HIGH, .budget = budget, .name_empty_body = true };
@@ -97,6 +98,36 @@ void rpc_conn_map_done(void *ctx, int err, const struct map_obj *m, const char *
     fconn_resume(&c->fc);
 }
 
+bool rpc_conn_copy_step(struct rpc_conn *c, uint64_t budget)
+{
+    if (!c->sess.copy)
+        return true;
+    bool done = false;
+    map_copy_step(c->sess.eng, c->sess.copy, budget, &done);
+    if (!done)
+        return false;
+    uint8_t *f;
+    size_t n;
+    if (rpc_encode_copy_reply(&c->sess, &f, &n) == 0)
+        fconn_queue(&c->fc, f, n);
+    else
+        fconn_fail(&c->fc, -EINVAL, "response could not be encoded");
+    fconn_resume(&c->fc);
+    return true;
+}
+
+void rpc_conn_grant_notice(void *ctx, uint64_t granter_cid, uint64_t ref, const char *reason)
+{
+    struct rpc_conn *c = ctx;
+    uint8_t *f;
+    size_t n;
+    if (rpc_encode_revoked_notice(granter_cid, ref, reason, &f, &n) < 0 || fconn_push(&c->fc, f, n, NULL, 0, 0) < 0)
+        log_warn_limited(c->rl, map_vm_name(c->sess.owner.vm), "rpc: conn %llu: grant notice lost (out of memory)",
+                         (unsigned long long)c->sess.owner.conn_id);
+    if (c->sess.later)
+        c->sess.later(c->sess.later_ctx);
+}
+
 size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len)
 {
     return fconn_input(&c->fc, data, len);
@@ -114,6 +145,10 @@ bool rpc_conn_done(const struct rpc_conn *c)
 
 void rpc_conn_fini(struct rpc_conn *c, const char *why)
 {
+    if (c->sess.copy) {
+        map_copy_free(c->sess.eng, c->sess.copy);
+        c->sess.copy = NULL;
+    }
     if (c->sess.eng)
         map_engine_release(c->sess.eng, &c->sess.owner, false, why ? why : "connection closed");
     fconn_fini(&c->fc);

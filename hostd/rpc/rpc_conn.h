@@ -47,6 +47,13 @@ void rpc_conn_init(struct rpc_conn *c, struct map_engine *eng, struct map_vm *vm
  * any call into the connection: the engine completes UserMode maps from the
  * host API side and its timer, never from inside map_engine_map. */
 void rpc_conn_map_done(void *ctx, int err, const struct map_obj *m, const char *detail);
+/* Run up to budget bytes of the connection's grant copy; when it finishes,
+ * its reply is queued and the connection resumes. True when no copy is left. */
+bool rpc_conn_copy_step(struct rpc_conn *c, uint64_t budget);
+/* The engine's notice hook (map_grant_hooks.notice): a grant this
+ * connection used was revoked. Queues a GrantRevokedNotice and asks for a
+ * later flush (sess.later); never sends from inside the engine. */
+void rpc_conn_grant_notice(void *ctx, uint64_t granter_cid, uint64_t ref, const char *reason);
 /* Offer stream bytes; returns how many were consumed (the rest is offered again later). */
 size_t rpc_conn_input(struct rpc_conn *c, const uint8_t *data, size_t len);
 /* Output space freed: flush, then handle frames still buffered. */

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "fconn.h"
+#include "ntstatus.h"
 
 #define DETAIL_LEN 200
 
@@ -170,6 +171,118 @@ static int do_unlock(struct rpc_session *s, const Mdlmap__V1__UnlockRequest *rq,
     return rc;
 }
 
+static bool may_revoke_any(const struct rpc_session *s)
+{
+    return !s->require_privileged || s->peer_port < 1024;
+}
+
+static int do_grant(struct rpc_session *s, const Mdlmap__V1__GrantRequest *rq, mdl_envelope *env,
+                    Mdlmap__V1__GrantResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT_REPLY;
+    env->grant_reply = rp;
+    int prc = check_privileged(s, "grant", detail);
+    if (prc < 0)
+        return prc;
+    return map_grant_create(s->eng, &s->owner, rq->mdl_handle, rq->peer_cid, (uint32_t)rq->access, &rp->grant_ref,
+                            detail, DETAIL_LEN);
+}
+
+static int do_revoke(struct rpc_session *s, const Mdlmap__V1__RevokeRequest *rq, mdl_envelope *env,
+                     Mdlmap__V1__RevokeResponse *rp, char *detail)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_REVOKE_REPLY;
+    env->revoke_reply = rp;
+    /* the granting connection may always revoke; root in the granting VM
+     * (a privileged port) may revoke any grant of its VM */
+    return map_grant_revoke(s->eng, &s->owner, rq->grant_ref, may_revoke_any(s), detail, DETAIL_LEN);
+}
+
+static void copy_end_of(const Mdlmap__V1__CopyEnd *w, struct map_copy_end *e)
+{
+    *e = (struct map_copy_end){ 0, 0, 0 };
+    if (w)
+        *e = (struct map_copy_end){ w->granter_cid, w->ref, w->offset };
+}
+
+int rpc_encode_copy_reply(struct rpc_session *s, uint8_t **out, size_t *out_len)
+{
+    struct map_copy *c = s->copy;
+    size_t n = map_copy_count(c);
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__GrantCopyResponse rp = MDLMAP__V1__GRANT_COPY_RESPONSE__INIT;
+    Mdlmap__V1__NtStatus st[MAP_COPY_MAX_OPS];
+    uint64_t copied[MAP_COPY_MAX_OPS];
+    for (size_t i = 0; i < n; i++) {
+        int err;
+        map_copy_result(c, i, &err, &copied[i]);
+        st[i] = (Mdlmap__V1__NtStatus)ntstatus_from_errno(err);
+    }
+    rp.n_status = rp.n_copied = n;
+    rp.status = st;
+    rp.copied = copied;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT_COPY_REPLY;
+    env.grant_copy_reply = &rp;
+    if (map_copy_detail(c)[0])
+        log_debug("rpc: conn %llu grant copy %llu: %s", (unsigned long long)s->owner.conn_id,
+                  (unsigned long long)s->copy_id, map_copy_detail(c));
+    int rc = fconn_reply_encode(&env, s->copy_id, 0, NULL, out, out_len);
+    map_copy_free(s->eng, c);
+    s->copy = NULL;
+    return rc;
+}
+
+int rpc_encode_revoked_notice(uint64_t granter_cid, uint64_t ref, const char *reason, uint8_t **out,
+                              size_t *out_len)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__GrantRevokedNotice n = MDLMAP__V1__GRANT_REVOKED_NOTICE__INIT;
+    n.granter_cid = granter_cid;
+    n.grant_ref = ref;
+    n.reason = (char *)(reason ? reason : "revoked");
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT_REVOKED;
+    env.grant_revoked = &n;
+    return fconn_reply_encode(&env, 0, 0, NULL, out, out_len);
+}
+
+/* Validate every op, copy the first slice now; the rest later (when the
+ * service schedules slices) or here (no scheduler: unit tests, fuzzing). */
+static int do_grant_copy(struct rpc_session *s, const Mdlmap__V1__GrantCopyRequest *rq, uint64_t request_id,
+                         mdl_envelope *env, Mdlmap__V1__GrantCopyResponse *rp, char *detail, uint8_t **out,
+                         size_t *out_len)
+{
+    env->body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT_COPY_REPLY;
+    env->grant_copy_reply = rp;
+    int prc = check_privileged(s, "grant copy", detail);
+    if (prc < 0)
+        return prc;
+    if (rq->n_ops > MAP_COPY_MAX_OPS) {
+        snprintf(detail, DETAIL_LEN, "%zu copy operations, at most %u", rq->n_ops, MAP_COPY_MAX_OPS);
+        return -EINVAL;
+    }
+    struct map_copy_op ops[MAP_COPY_MAX_OPS];
+    for (size_t i = 0; i < rq->n_ops; i++) {
+        const Mdlmap__V1__CopyOp *o = rq->ops[i];
+        copy_end_of(o ? o->src : NULL, &ops[i].src);
+        copy_end_of(o ? o->dst : NULL, &ops[i].dst);
+        ops[i].length = o ? o->length : 0;
+    }
+    int rc = map_copy_begin(s->eng, &s->owner, ops, rq->n_ops, s->notice_ctx, &s->copy, detail, DETAIL_LEN);
+    if (rc < 0)
+        return rc;
+    s->copy_id = request_id;
+    bool done = false;
+    do
+        map_copy_step(s->eng, s->copy, RPC_COPY_SLICE, &done);
+    while (!done && !s->later);
+    if (!done) {
+        s->later(s->later_ctx);
+        return -EINPROGRESS;
+    }
+    rc = rpc_encode_copy_reply(s, out, out_len);
+    return rc < 0 ? rc : 1;
+}
+
 int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t **out, size_t *out_len)
 {
     mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
@@ -179,6 +292,9 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
     Mdlmap__V1__UnmapResponse unmap = MDLMAP__V1__UNMAP_RESPONSE__INIT;
     Mdlmap__V1__UnlockResponse unlock = MDLMAP__V1__UNLOCK_RESPONSE__INIT;
     Mdlmap__V1__ErrorResponse error = MDLMAP__V1__ERROR_RESPONSE__INIT;
+    Mdlmap__V1__GrantResponse grant = MDLMAP__V1__GRANT_RESPONSE__INIT;
+    Mdlmap__V1__RevokeResponse revoke = MDLMAP__V1__REVOKE_RESPONSE__INIT;
+    Mdlmap__V1__GrantCopyResponse copy = MDLMAP__V1__GRANT_COPY_RESPONSE__INIT;
     char detail[DETAIL_LEN] = "";
     int rc;
 
@@ -197,6 +313,22 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
         break;
     case MDLMAP__V1__ENVELOPE__BODY_UNLOCK:
         rc = do_unlock(s, req->unlock, &env, &unlock, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_GRANT:
+        rc = do_grant(s, req->grant, &env, &grant, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_REVOKE:
+        rc = do_revoke(s, req->revoke, &env, &revoke, detail);
+        break;
+    case MDLMAP__V1__ENVELOPE__BODY_GRANT_COPY:
+        rc = do_grant_copy(s, req->grant_copy, req->request_id, &env, &copy, detail, out, out_len);
+        if (rc == 1)
+            return 0; /* answered in full */
+        if (rc == -EINPROGRESS) {
+            *out = NULL;
+            *out_len = 0;
+            return 1;
+        }
         break;
     default:
         env.body_case = MDLMAP__V1__ENVELOPE__BODY_ERROR_REPLY;

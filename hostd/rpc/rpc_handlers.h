@@ -7,6 +7,7 @@
 
 #include "frame.h"
 #include "map_engine.h"
+#include "map_grant.h"
 
 #define RPC_MIN_VERSION 1u
 #define RPC_MAX_VERSION 1u
@@ -24,7 +25,20 @@ struct rpc_session {
      * map guest memory, when the service asks for it (--rpc-privileged-ports). */
     bool require_privileged;
     uint32_t peer_port;
+    /* Grant copy: a copy larger than one slice (RPC_COPY_SLICE) continues
+     * outside the request when later() is set (the service runs its slices
+     * round-robin with other connections' across loop iterations, see
+     * rpc_conn_copy_step); without it, the whole copy runs in the request. */
+    struct map_copy *copy;    /* in progress; its reply is owed */
+    uint64_t copy_id;         /* its request_id */
+    void (*later)(void *ctx);
+    void *later_ctx;
+    void *notice_ctx;         /* handed to the engine for GrantRevokedNotice (the rpc_conn) */
 };
+
+/* Bytes a grant copy moves per slice: the most one connection's copy holds
+ * hostd's loop before the next connection's turn. */
+#define RPC_COPY_SLICE (1u << 20)
 
 /* Handle one request whose envelope version is served (the framed
  * connection answers newer ones); *out gets the encoded response frame (free()).
@@ -35,6 +49,11 @@ int rpc_handle_request(struct rpc_session *s, const mdl_envelope *req, uint8_t *
 /* The MapResponse (or failure) for request_id; m may be NULL on failure. */
 int rpc_encode_map_reply(uint64_t request_id, int err, const char *detail, const struct map_obj *m,
                          uint8_t **out, size_t *out_len);
+/* The GrantCopyResponse for s's finished copy (frees it). */
+int rpc_encode_copy_reply(struct rpc_session *s, uint8_t **out, size_t *out_len);
+/* A GrantRevokedNotice frame (request_id 0). */
+int rpc_encode_revoked_notice(uint64_t granter_cid, uint64_t ref, const char *reason, uint8_t **out,
+                              size_t *out_len);
 /* LockRequest.runs as engine frame runs (*out malloc'ed, caller frees; an
  * empty array for no runs). -EINVAL when the request carries both pfns and
  * runs, or more runs than any MDL can have; -ENOMEM. The runs themselves are

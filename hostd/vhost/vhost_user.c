@@ -92,10 +92,24 @@ static int rx_step(struct vu_backend *c)
     }
 }
 
+/* Requests that only ask: no reason to tell the state's keeper. */
+static bool only_asks(uint32_t req)
+{
+    return req == VHOST_USER_GET_FEATURES || req == VHOST_USER_GET_PROTOCOL_FEATURES ||
+           req == VHOST_USER_GET_QUEUE_NUM || req == VHOST_USER_GET_MAX_MEM_SLOTS || req == VHOST_USER_GET_CONFIG;
+}
+
+static void state_changed(struct vu_backend *be)
+{
+    if (be->state_changed)
+        be->state_changed(be->state_ctx);
+}
+
 static void on_conn(void *opaque, uint32_t events)
 {
     struct vu_backend *be = opaque;
     int fd = be->conn_fd;
+    bool handled = false;
     for (int budget = VU_MSGS_PER_EVENT; budget > 0; budget--) {
         if (be->conn_fd != fd || fd < 0)
             return;
@@ -112,6 +126,7 @@ static void on_conn(void *opaque, uint32_t events)
         be->fds.n = 0; /* vu_process_msg owns them now */
         r = vu_process_msg(be, &h, be->payload, be->fds.fd, nfds);
         rx_next(be);
+        handled |= !only_asks(h.request);
         if (r < 0) {
             vu_backend_disconnect(be, "protocol violation");
             return;
@@ -119,6 +134,8 @@ static void on_conn(void *opaque, uint32_t events)
     }
     if (be->conn_fd == fd && !(events & EPOLLIN) && (events & (EPOLLHUP | EPOLLERR)))
         vu_backend_disconnect(be, "connection hung up");
+    else if (handled && be->conn_fd == fd)
+        state_changed(be);
 }
 
 void vu_event(struct vu_backend *be, enum event_type t, const char *detail)
@@ -198,8 +215,10 @@ static void on_accept(void *opaque, uint32_t events)
     }
     char detail[64];
     snprintf(detail, sizeof(detail), "front-end pid %d uid %d", (int)cred.pid, (int)cred.uid);
-    if (adopt(be, fd, detail) == 0)
+    if (adopt(be, fd, detail) == 0) {
         log_info("vm %s: vhost-user front-end connected (pid %d)", be->name, (int)cred.pid);
+        state_changed(be);
+    }
 }
 
 struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
@@ -219,6 +238,8 @@ struct vu_backend *vu_backend_new(const struct vu_backend_config *cfg)
     be->owner_gid_set = cfg->owner_gid_set;
     be->owner_uid = cfg->owner_uid;
     be->owner_gid = cfg->owner_gid;
+    be->state_changed = cfg->state_changed;
+    be->state_ctx = cfg->state_ctx;
     be->events = cfg->events;
     be->cid = cfg->cid;
     be->listen_fd = -1;
@@ -300,9 +321,27 @@ int vu_backend_listen(struct vu_backend *be)
     return 0;
 }
 
+int vu_backend_listen_on(struct vu_backend *be, int fd)
+{
+    /* not bound to the configured path any more (moved, or its file gone):
+     * no QEMU could connect to it */
+    int ret = be && be->loop && be->ops ? usock_adopt_listener_at(fd, be->socket_path) : -EINVAL;
+    if (ret == 0)
+        ret = evloop_add(be->loop, &be->listen_h, fd, EPOLLIN, on_accept, be);
+    if (ret < 0) {
+        log_err("vm %s: inherited listening socket refused: %s", be ? be->name : "?", strerror(-ret));
+        close(fd);
+        return ret;
+    }
+    be->listen_fd = fd;
+    log_info("vm %s: listening on %s (inherited socket)", be->name, be->socket_path);
+    return 0;
+}
+
 void vu_backend_disconnect(struct vu_backend *be, const char *why)
 {
-    if (be->conn_fd >= 0) {
+    bool was = be->conn_fd >= 0;
+    if (was) {
         log_info("vm %s: vhost-user front-end disconnected: %s", be->name, why);
         if (be->loop)
             evloop_del(be->loop, &be->conn_h);
@@ -316,6 +355,14 @@ void vu_backend_disconnect(struct vu_backend *be, const char *why)
     be->features = 0;
     be->protocol_features = 0;
     be->owner_set = false;
+    if (was)
+        state_changed(be);
+}
+
+void vu_backend_keep_socket(struct vu_backend *be)
+{
+    if (be)
+        be->socket_outlives = true;
 }
 
 void vu_backend_free(struct vu_backend *be)
@@ -327,7 +374,8 @@ void vu_backend_free(struct vu_backend *be)
         evloop_del(be->loop, &be->listen_h);
         close(be->listen_fd);
         be->listen_fd = -1;
-        unlink(be->socket_path);
+        if (!be->socket_outlives)
+            unlink(be->socket_path);
     }
     free(be);
 }

@@ -45,12 +45,12 @@ static int reply_u64(struct vu_backend *be, uint32_t request, uint64_t v)
 
 /* ---- helpers ---- */
 
-static uint64_t offered_features(const struct vu_backend *be)
+uint64_t vu_offered_features(const struct vu_backend *be)
 {
     return VU_TRANSPORT_FEATURES | (be->ops && be->ops->features ? be->ops->features(be->dev) : 0);
 }
 
-static void stop_kick(struct vu_backend *be, unsigned q)
+void vu_stop_kick(struct vu_backend *be, unsigned q)
 {
     if (be->loop)
         evloop_del(be->loop, &be->kick[q].h); /* before close: the fd is shared with QEMU/KVM */
@@ -59,7 +59,7 @@ static void stop_kick(struct vu_backend *be, unsigned q)
     be->vq[q].kick_fd = -1;
 }
 
-static void queue_event(struct vu_backend *be, unsigned q)
+void vu_queue_event(struct vu_backend *be, unsigned q)
 {
     if (virtq_ready(&be->vq[q]) && be->ops && be->ops->queue_event)
         be->ops->queue_event(be->dev, q);
@@ -86,7 +86,7 @@ static void on_kick(void *opaque, uint32_t events)
         return;
     }
     virtq_drain_kick(&k->be->vq[k->qidx]);
-    queue_event(k->be, k->qidx);
+    vu_queue_event(k->be, k->qidx);
 }
 
 #define VU_POLL_NS 10000000L /* 10 ms */
@@ -106,13 +106,18 @@ static void on_poll(void *opaque, uint32_t events)
         uint16_t idx = virtq_avail_idx(vq);
         if (idx != be->polled_avail[q]) {
             be->polled_avail[q] = idx;
-            queue_event(be, q);
+            vu_queue_event(be, q);
         }
     }
 }
 
+int vu_watch_kick(struct vu_backend *be, unsigned q)
+{
+    return be->loop ? evloop_add(be->loop, &be->kick[q].h, be->vq[q].kick_fd, EPOLLIN, on_kick, &be->kick[q]) : 0;
+}
+
 /* Run the poll timer exactly while some started ring has no kick fd. */
-static void update_poll(struct vu_backend *be)
+void vu_update_poll(struct vu_backend *be)
 {
     bool need = false;
     for (unsigned q = 0; q < be->nq; q++)
@@ -148,7 +153,7 @@ static void remap_rings(struct vu_backend *be)
                 vu_warn(be, "vm %s: vq %u rings not in the new memory table", be->name, q);
             continue;
         }
-        queue_event(be, q);
+        vu_queue_event(be, q);
     }
 }
 
@@ -156,10 +161,10 @@ void vu_device_teardown(struct vu_backend *be, const char *why)
 {
     device_stop(be, why);
     for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
-        stop_kick(be, q);
+        vu_stop_kick(be, q);
         virtq_reset(&be->vq[q]);
     }
-    update_poll(be);
+    vu_update_poll(be);
 }
 
 static int vring_index(struct vu_backend *be, uint32_t index, const char *req)
@@ -184,7 +189,7 @@ static int take_fd(int *fds, unsigned i)
 
 /* Kick, call and error fds are eventfds (vhost-user spec). Anything else (a
  * pipe whose writer is gone, a socket, a file) could hang up or never drain. */
-static bool is_eventfd(int fd)
+bool vu_is_eventfd(int fd)
 {
     char path[64], target[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -202,7 +207,7 @@ static bool is_eventfd(int fd)
  * it here. Anything that cannot be sealed (memory-backend-file, hugetlbfs
  * files, plain shared memory) is refused: memory-backend-memfd,hugetlb=on
  * gives huge pages with sealing. Takes fd (closed on failure). */
-static int region_fd_sealed(struct vu_backend *be, int fd)
+int vu_region_fd_sealed(struct vu_backend *be, int fd)
 {
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals >= 0 && (seals & F_SEAL_SHRINK))
@@ -221,7 +226,7 @@ static int h_set_features(struct vu_backend *be, const uint8_t *p)
 {
     uint64_t f;
     memcpy(&f, p, sizeof(f));
-    if (f & ~offered_features(be)) {
+    if (f & ~vu_offered_features(be)) {
         vu_warn(be, "vm %s: SET_FEATURES 0x%llx has unoffered bits", be->name, (unsigned long long)f);
         return -EINVAL;
     }
@@ -264,7 +269,7 @@ static int h_set_mem_table(struct vu_backend *be, const uint8_t *p, int *fds, un
         memcpy(&r, p + 8 + i * sizeof(r), sizeof(r));
         int fd = fds[i];
         fds[i] = -1;
-        int ret = region_fd_sealed(be, fd);
+        int ret = vu_region_fd_sealed(be, fd);
         if (ret == 0)
             ret = memtable_add(nt, r.gpa, r.size, r.uva, r.mmap_offset, fd);
         if (ret < 0) {
@@ -304,7 +309,7 @@ static int h_add_mem_reg(struct vu_backend *be, const uint8_t *p, int *fds)
         vu_warn(be, "vm %s: ADD_MEM_REG: all %u slots used", be->name, VU_MAX_MEM_SLOTS);
         return -ENOSPC;
     }
-    int ret = region_fd_sealed(be, fd);
+    int ret = vu_region_fd_sealed(be, fd);
     if (ret == 0)
         ret = memtable_add(&be->mem, m.r.gpa, m.r.size, m.r.uva, m.r.mmap_offset, fd);
     if (ret < 0)
@@ -361,7 +366,7 @@ static int h_vring_addr(struct vu_backend *be, const uint8_t *p)
     int ret = virtq_map_rings(vq);
     if (ret < 0)
         return ret;
-    queue_event(be, (unsigned)q);
+    vu_queue_event(be, (unsigned)q);
     return 0;
 }
 
@@ -386,11 +391,11 @@ static int h_get_vring_base(struct vu_backend *be, const struct vu_vring_state *
         r.num = vq->last_avail_idx;
         bool was_running = vq->started;
         /* Stop the ring; keep last_avail_idx, num and negotiated flags. */
-        stop_kick(be, (unsigned)q);
+        vu_stop_kick(be, (unsigned)q);
         vq->started = false;
         vq->enabled = false;
         vq->broken = false;
-        update_poll(be);
+        vu_update_poll(be);
         /* The device is stopping (guest reset/reboot, QEMU stop). */
         if (was_running) {
             log_info("vm %s: vq %d stopped at avail idx %u", be->name, q, r.num);
@@ -410,7 +415,7 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
         return q;
     struct virtq *vq = &be->vq[q];
     int fd = (v & VHOST_USER_VRING_NOFD_MASK) || nfds == 0 ? -1 : take_fd(fds, 0);
-    if (fd >= 0 && !is_eventfd(fd)) {
+    if (fd >= 0 && !vu_is_eventfd(fd)) {
         vu_warn(be, "vm %s: %s for vq %d: the fd is not an eventfd", be->name, vu_request_name(req), q);
         close(fd);
         return -EINVAL;
@@ -431,10 +436,10 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
     }
     /* SET_VRING_KICK starts the ring; with NOFD the ring is scanned when
      * enabled and whenever the device runs (no kicks arrive). */
-    stop_kick(be, (unsigned)q);
+    vu_stop_kick(be, (unsigned)q);
     vq->kick_fd = fd;
     if (fd >= 0) {
-        int ret = be->loop ? evloop_add(be->loop, &be->kick[q].h, fd, EPOLLIN, on_kick, &be->kick[q]) : 0;
+        int ret = vu_watch_kick(be, (unsigned)q);
         if (ret < 0) {
             vu_warn(be, "vm %s: cannot watch kick fd of vq %d: %s", be->name, q, strerror(-ret));
             close(fd);
@@ -445,8 +450,8 @@ static int h_vring_fd(struct vu_backend *be, uint32_t req, const uint8_t *p, int
     vq->started = true;
     vq->broken = false;
     be->dev_running = true;
-    update_poll(be);
-    queue_event(be, (unsigned)q);
+    vu_update_poll(be);
+    vu_queue_event(be, (unsigned)q);
     return 0;
 }
 
@@ -463,7 +468,7 @@ static int h_vring_enable(struct vu_backend *be, const struct vu_vring_state *s)
         log_info("vm %s: vq %d enabled: num %u, avail idx %u, %s%s%s", be->name, q, vq->num, vq->last_avail_idx,
                  vq->desc ? "mapped" : "NOT MAPPED", vq->event_idx ? ", event_idx" : "",
                  vq->indirect ? ", indirect" : "");
-        queue_event(be, (unsigned)q); /* scan on enable, not only on kick */
+        vu_queue_event(be, (unsigned)q); /* scan on enable, not only on kick */
     }
     return 0;
 }
@@ -491,7 +496,7 @@ static int dispatch(struct vu_backend *be, const struct vu_msg_hdr *hdr, const u
 
     switch (hdr->request) {
     case VHOST_USER_GET_FEATURES:
-        return reply_u64(be, hdr->request, offered_features(be));
+        return reply_u64(be, hdr->request, vu_offered_features(be));
     case VHOST_USER_SET_FEATURES:
         return h_set_features(be, p);
     case VHOST_USER_GET_PROTOCOL_FEATURES:

@@ -77,6 +77,11 @@ struct vu_backend {
     int poll_fd;
     struct ev_handler poll_h;
     uint16_t polled_avail[VU_MAX_QUEUES]; /* avail idx seen at the last poll tick */
+
+    /* vu_backend_export's reader (vu_backend_config.state_changed) */
+    void (*state_changed)(void *ctx);
+    void *state_ctx;
+    bool socket_outlives;        /* free leaves the socket file (vu_backend_keep_socket) */
 };
 
 /* Warnings a front-end (or its guest) can cause, through the backend's limiter. */
@@ -90,3 +95,13 @@ void vu_event(struct vu_backend *be, enum event_type t, const char *detail);
 /* Stop the device and every ring (RESET_*, hangup). Keeps the memory table
  * and the connection. */
 void vu_device_teardown(struct vu_backend *be, const char *why);
+
+/* Helpers shared by the handlers and the state restore (vhost_user_state.c). */
+uint64_t vu_offered_features(const struct vu_backend *be);
+void vu_stop_kick(struct vu_backend *be, unsigned q);
+int vu_watch_kick(struct vu_backend *be, unsigned q);   /* epoll on vq[q].kick_fd */
+void vu_queue_event(struct vu_backend *be, unsigned q);
+void vu_update_poll(struct vu_backend *be);
+bool vu_is_eventfd(int fd);
+/* Takes fd: 0 when sealed against shrinking (sealed here if it can be), else closed and -EPERM. */
+int vu_region_fd_sealed(struct vu_backend *be, int fd);

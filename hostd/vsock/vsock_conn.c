@@ -410,6 +410,7 @@ static void accept_conn(struct vsock_dev *dev, const struct vsock_hdr *h)
         return;
     }
     c->accepted = true;
+    dev->st.conns_accepted++;
     log_debug("vm %s: vsock conn %llu: guest port %u -> %s (%s)", dev->name, (unsigned long long)c->id,
               h->src_port, svc->name, h->type == VSOCK_TYPE_STREAM ? "stream" : "seqpacket");
     vsock_conn_update_pend(c);

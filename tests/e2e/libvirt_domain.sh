@@ -16,17 +16,12 @@
 # no mount namespaces), see prepare-libvirtd.sh.
 # usage: libvirt_domain.sh HOSTD AGENT
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/libvirt_lib.sh"
 
-PREP=$TOP/scripts/libvirt/prepare-libvirtd.sh
-CACHE=${MDLMAP_CACHE:-/var/cache/mdlmap}
 VM=vm1
 CID=3
 DOMS=()
 QPIDS=()
-LV=$T/libvirt
-URI=""
-
-virsh_() { virsh -q -c "$URI" "$@"; }
 
 lv_cleanup() {
   local d
@@ -35,7 +30,7 @@ lv_cleanup() {
       virsh_ domstate "$d" >/dev/null 2>&1 && virsh_ destroy "$d" >/dev/null 2>&1
     done
   fi
-  [ ! -d "$LV" ] || "$PREP" --stop "$LV" >/dev/null 2>&1
+  lv_stop
   for d in "${QPIDS[@]+"${QPIDS[@]}"}"; do
     grep -qa qemu "/proc/$d/cmdline" 2>/dev/null && kill -KILL "$d" 2>/dev/null
   done
@@ -52,32 +47,7 @@ lv_finish() {
   finish
 }
 
-if [ "$(id -u)" != 0 ]; then
-  echo "SKIP: needs root (libvirtd runs as root, QEMU as libvirt-qemu)" >&2
-  exit 77
-fi
-
-# QEMU runs as libvirt-qemu: it must traverse $T and connect to hostd's socket.
-chmod 0711 "$T"
-KROOT=$(readlink -f "$CACHE/kernel/current")
-KVER=$(ls "$KROOT/lib/modules" | head -n1)
-# A private copy: libvirt's DAC driver chowns the kernel/initrd while a
-# domain runs, the shared cache must not be touched.
-install -m 0644 "$KROOT/boot/vmlinuz-$KVER" "$T/vmlinuz"
-
-t0=$(date +%s)
-URI=$("$PREP" --private "$LV" 2>"$T/prepare.log")
-prc=$?
-if [ "$prc" = 77 ]; then
-  cat "$T/prepare.log" >&2
-  exit 77
-fi
-if [ "$prc" != 0 ] || [ -z "$URI" ]; then
-  fail "private libvirtd starts (prepare-libvirtd.sh exit $prc)"
-  sed 's/^/#   /' "$T/prepare.log"
-  lv_finish
-fi
-pass "private libvirtd + virtlogd answer on $URI ($(( $(date +%s) - t0 ))s)"
+lv_setup
 QGROUP=libvirt-qemu
 
 mkdir -p "$T/sock"
@@ -86,16 +56,6 @@ SOCK=$T/sock/$VM.sock
 start_hostd --vm "name=$VM,cid=$CID,socket=$SOCK" --socket-group "$QGROUP" || { fail "hostd starts"; lv_finish; }
 check "hostd made $SOCK group $QGROUP mode 0660 (--socket-group)" \
   [ "$(stat -c '%G %a' "$SOCK")" = "$QGROUP 660" ]
-
-# initrd NAME CMD...: per-domain initramfs whose /init runs CMD.
-initrd() {
-  local name=$1 w sep=""
-  shift
-  for w in "$@"; do printf "%s'%s'" "$sep" "${w//\'/\'\\\'\'}"; sep=" "; done > "$T/$name.cmd"
-  echo >> "$T/$name.cmd"
-  "$TOP/scripts/mkinitramfs.sh" -o "$T/$name.initrd" --agent "$AGENT" \
-    --add "$T/$name.cmd:/mdlmap/cmd" 2>>"$T/mkinitramfs.log"
-}
 
 # The parts of deploy/libvirt/domain-example.xml under test, taken verbatim
 # (socket path replaced): <memoryBacking> and <qemu:commandline>.
@@ -124,22 +84,9 @@ domxml() {
   <memory unit='MiB'>512</memory>
 $EX_MEM
   <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$T/vmlinuz</kernel>
-    <initrd>$T/$name.initrd</initrd>
-    <cmdline>console=ttyS0 loglevel=4 panic=-1 rdinit=/init mdlmap.boots=1</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
+$(lv_os "$name")
   <devices>
-    <serial type='file'>
-      <source path='$T/$name.console.log'/>
-      <target port='0'/>
-    </serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
+$(lv_devices "$name")
   </devices>
 $EX_QEMU
 </domain>

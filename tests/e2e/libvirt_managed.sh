@@ -22,21 +22,17 @@
 # usage: libvirt_managed.sh HOSTD AGENT VMCTL
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-150}
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/libvirt_lib.sh"
 
 VMCTL=$(readlink -f "${3:-${MDLMAP_VMCTL:-}}" 2>/dev/null || true)
 [ -x "$VMCTL" ] || { echo "usage: $0 HOSTD AGENT VMCTL" >&2; exit 2; }
 CTL=$(dirname "$HOSTD")/cli/mdlmapctl
 COMPANION=$(dirname "$HOSTD")/cli/mdlmap-libvirt
-PREP=$TOP/scripts/libvirt/prepare-libvirtd.sh
-CACHE=${MDLMAP_CACHE:-/var/cache/mdlmap}
 NS=https://mdlmap.dev/libvirt/1
 API=$T/api.sock
-LV=$T/libvirt
-URI=""
 COMP_PID=""
 DOMS=()
 
-virsh_() { virsh -q -c "$URI" "$@"; }
 vms() { "$VMCTL" "$API" list 2>/dev/null; }
 
 lv_cleanup() {
@@ -48,7 +44,7 @@ lv_cleanup() {
       virsh_ undefine "$d" >/dev/null 2>&1
     done
   fi
-  [ ! -d "$LV" ] || "$PREP" --stop "$LV" >/dev/null 2>&1
+  lv_stop
   e2e_cleanup
 }
 trap lv_cleanup EXIT
@@ -61,29 +57,12 @@ lv_finish() {
   finish
 }
 
-if [ "$(id -u)" != 0 ]; then
-  echo "SKIP: needs root (libvirtd runs as root, QEMU as libvirt-qemu)" >&2
-  exit 77
-fi
 if [ ! -x "$COMPANION" ]; then
   echo "SKIP: $COMPANION not built (libvirt-dev missing at meson setup)" >&2
   exit 77
 fi
 
-chmod 0711 "$T"
-KROOT=$(readlink -f "$CACHE/kernel/current")
-KVER=$(ls "$KROOT/lib/modules" | head -n1)
-install -m 0644 "$KROOT/boot/vmlinuz-$KVER" "$T/vmlinuz"
-
-URI=$("$PREP" --private "$LV" 2>"$T/prepare.log")
-prc=$?
-if [ "$prc" = 77 ]; then cat "$T/prepare.log" >&2; exit 77; fi
-if [ "$prc" != 0 ] || [ -z "$URI" ]; then
-  fail "private libvirtd starts (prepare-libvirtd.sh exit $prc)"
-  sed 's/^/#   /' "$T/prepare.log"
-  lv_finish
-fi
-pass "private libvirtd answers on $URI"
+lv_setup
 
 start_hostd --api "$API" || { fail "hostd starts with no VM"; lv_finish; }
 SOCKDIR=$T/vsock
@@ -93,16 +72,6 @@ COMP_PID=$!
 check "mdlmap-libvirt watches libvirt" wait_for_line "$T/companion.log" 'watching ' 10
 check "socket dir is group libvirt-qemu, mode 0750" [ "$(stat -c '%G %a' "$SOCKDIR" 2>/dev/null)" = "libvirt-qemu 750" ]
 
-# initrd NAME CMD...: per-domain initramfs whose /init runs CMD.
-initrd() {
-  local name=$1 w sep=""
-  shift
-  for w in "$@"; do printf "%s'%s'" "$sep" "${w//\'/\'\\\'\'}"; sep=" "; done > "$T/$name.cmd"
-  echo >> "$T/$name.cmd"
-  "$TOP/scripts/mkinitramfs.sh" -o "$T/$name.initrd" --agent "$AGENT" \
-    --add "$T/$name.cmd:/mdlmap/cmd" 2>>"$T/mkinitramfs.log"
-}
-
 # domxml NAME EXTRA-IN-DOMAIN EXTRA-IN-DEVICES: TCG, direct kernel boot, console to a file.
 domxml() {
   cat <<EOF
@@ -111,22 +80,9 @@ domxml() {
   <memory unit='MiB'>512</memory>
   <vcpu>1</vcpu>
 $2
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$T/vmlinuz</kernel>
-    <initrd>$T/$1.initrd</initrd>
-    <cmdline>console=ttyS0 loglevel=4 panic=-1 rdinit=/init mdlmap.boots=1</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
+$(lv_os "$1")
   <devices>
-    <serial type='file'>
-      <source path='$T/$1.console.log'/>
-      <target port='0'/>
-    </serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
+$(lv_devices "$1")
 $3
   </devices>
 </domain>

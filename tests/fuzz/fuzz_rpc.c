@@ -2,8 +2,10 @@
  * handlers, against a small memfd-backed VM. Input byte 0 picks the mode:
  *  even: the rest is a raw guest byte stream fed in fuzzed chunk sizes;
  *  odd:  the rest is a program of structured operations (lock/map/unmap/
- *        unlock/read/write/raw, lock by frame runs) that reuse the handles
- *        hostd returned, so the handlers are reached past the handle checks. */
+ *        unlock/read/write/raw, lock by frame runs; grant, revoke, and grant
+ *        copies from a second VM's connection) that reuse the handles and
+ *        grant refs hostd returned, so the handlers are reached past the
+ *        handle checks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +15,8 @@
 #include "log.h"
 #include "rpc_conn.h"
 
-static struct fake_vm vm;
-static struct map_vm *fuzz_vm;
+static struct fake_vm vm, peer_vm;
+static struct map_vm *fuzz_vm, *fuzz_peer;
 static struct map_engine *eng;
 static uint64_t conn_ids;
 static uint64_t consumer_id;
@@ -38,7 +40,7 @@ static const struct map_consumer_ops fake_ops = { .map_into = fake_map_into, .un
 struct sink {
     struct frame_reader rd;
     size_t budget;
-    uint64_t mdl, map, addr;
+    uint64_t mdl, map, addr, ref;
 };
 
 static long sink_send(void *ctx, const uint8_t *p, size_t n)
@@ -70,6 +72,8 @@ static void drain(struct sink *s)
             continue;
         if (e->status == 0 && e->body_case == MDLMAP__V1__ENVELOPE__BODY_LOCK_REPLY)
             s->mdl = e->lock_reply->mdl_handle;
+        if (e->status == 0 && e->body_case == MDLMAP__V1__ENVELOPE__BODY_GRANT_REPLY)
+            s->ref = e->grant_reply->grant_ref;
         if (e->status == 0 && e->body_case == MDLMAP__V1__ENVELOPE__BODY_MAP_REPLY) {
             s->map = e->map_reply->map_handle;
             s->addr = e->map_reply->address;
@@ -127,12 +131,83 @@ static void api(mdl_envelope *env)
         free(f);
 }
 
-static void program(struct rpc_conn *c, struct sink *s, struct in *in)
+static bool allow_all(void *ctx, const char *a, const char *b)
+{
+    return true;
+}
+
+/* One end of a copy: the grant (as the peer names it), the peer's own MDL,
+ * or something wrong. */
+static void copy_end(Mdlmap__V1__CopyEnd *e, struct in *in, const struct sink *s, const struct sink *ps)
+{
+    mdlmap__v1__copy_end__init(e);
+    uint8_t sel = (uint8_t)take(in, 1);
+    switch (sel & 3) {
+    case 0:
+        e->granter_cid = 3;
+        e->ref = s->ref;
+        break;
+    case 1:
+        e->ref = ps->mdl;
+        break;
+    case 2:
+        e->granter_cid = sel & 4 ? 4 : 3;
+        e->ref = sel & 8 ? s->mdl : s->ref ^ sel;
+        break;
+    default:
+        e->granter_cid = take(in, 1);
+        e->ref = take(in, 8);
+        break;
+    }
+    e->offset = sel & 0x10 ? take(in, 8) : take(in, 3);
+}
+
+/* Requests of the peer VM's connection pc: lock its own buffer, copy. */
+static void peer_request(struct rpc_conn *pc, struct sink *ps, const struct sink *s, struct in *in, uint64_t *id)
+{
+    mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
+    uint8_t sel = (uint8_t)take(in, 1);
+    if (sel & 1) {
+        Mdlmap__V1__LockRequest rq = MDLMAP__V1__LOCK_REQUEST__INIT;
+        Mdlmap__V1__FrameRun fr = MDLMAP__V1__FRAME_RUN__INIT, *frp = &fr;
+        rq.byte_offset = (uint32_t)take(in, 2) % 4096;
+        fr.first_pfn = take(in, 2) % 0x1000;
+        fr.count = 1 + (uint32_t)take(in, 1) % 32;
+        rq.byte_count = fr.count * 4096 - rq.byte_offset;
+        rq.runs = &frp;
+        rq.n_runs = 1;
+        rq.operation = (Mdlmap__V1__LockOperation)(sel >> 1 & 1);
+        env.body_case = MDLMAP__V1__ENVELOPE__BODY_LOCK;
+        env.lock = &rq;
+        send_env(pc, &env, (*id)++);
+        return;
+    }
+    Mdlmap__V1__GrantCopyRequest rq = MDLMAP__V1__GRANT_COPY_REQUEST__INIT;
+    Mdlmap__V1__CopyOp ops[66], *ptrs[66];
+    Mdlmap__V1__CopyEnd ends[2 * 66];
+    size_t n = (size_t)take(in, 1) % 67;
+    for (size_t i = 0; i < n; i++) {
+        mdlmap__v1__copy_op__init(&ops[i]);
+        copy_end(&ends[2 * i], in, s, ps);
+        copy_end(&ends[2 * i + 1], in, s, ps);
+        ops[i].src = &ends[2 * i];
+        ops[i].dst = take(in, 1) & 0x80 ? NULL : &ends[2 * i + 1];
+        ops[i].length = sel & 2 ? take(in, 8) : take(in, 2);
+        ptrs[i] = &ops[i];
+    }
+    rq.ops = ptrs;
+    rq.n_ops = n;
+    env.body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT_COPY;
+    env.grant_copy = &rq;
+    send_env(pc, &env, (*id)++);
+}
+
+static void program(struct rpc_conn *c, struct sink *s, struct rpc_conn *pc, struct sink *ps, struct in *in)
 {
     uint64_t pfns[64];
     uint64_t id = 1;
     while (in->n) {
-        unsigned op = (unsigned)take(in, 1) % 10;
+        unsigned op = (unsigned)take(in, 1) % 13;
         mdl_envelope env = MDLMAP__V1__ENVELOPE__INIT;
         switch (op) {
         case 0: {
@@ -262,6 +337,36 @@ static void program(struct rpc_conn *c, struct sink *s, struct in *in)
             send_env(c, &env, id++);
             break;
         }
+        case 10: { /* Grant to the peer VM (or elsewhere), ListGrants */
+            Mdlmap__V1__GrantRequest rq = MDLMAP__V1__GRANT_REQUEST__INIT;
+            uint8_t sel = (uint8_t)take(in, 1);
+            rq.mdl_handle = sel & 1 ? s->mdl : sel;
+            rq.peer_cid = sel & 2 ? 4 : sel & 4 ? 3 : take(in, 8);
+            rq.access = (Mdlmap__V1__GrantAccess)(sel >> 4 & 3);
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT;
+            env.grant = &rq;
+            send_env(c, &env, id++);
+            Mdlmap__V1__ListGrantsRequest lr = MDLMAP__V1__LIST_GRANTS_REQUEST__INIT;
+            lr.vm_name = sel & 8 ? "peer" : "";
+            mdl_envelope le = MDLMAP__V1__ENVELOPE__INIT;
+            le.body_case = MDLMAP__V1__ENVELOPE__BODY_LIST_GRANTS;
+            le.list_grants = &lr;
+            api(&le);
+            break;
+        }
+        case 11: { /* Revoke: by the granter, or by the peer (refused) */
+            Mdlmap__V1__RevokeRequest rq = MDLMAP__V1__REVOKE_REQUEST__INIT;
+            uint8_t sel = (uint8_t)take(in, 1);
+            rq.grant_ref = sel & 1 ? s->ref : take(in, 8);
+            env.body_case = MDLMAP__V1__ENVELOPE__BODY_REVOKE;
+            env.revoke = &rq;
+            send_env(sel & 2 ? pc : c, &env, id++);
+            break;
+        }
+        case 12:
+            peer_request(pc, ps, s, in, &id);
+            drain(ps);
+            break;
         default: {
             size_t n = (size_t)take(in, 1);
             if (n > in->n)
@@ -288,8 +393,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!eng || map_engine_consumer_add(eng, "fuzz", &fake_ops, NULL, &consumer_id) < 0)
             abort();
         fuzz_vm = fake_vm_add(&vm, eng);
-        if (!fuzz_vm)
+        if (!fuzz_vm || fake_vm_init(&peer_vm, "peer", 4) < 0 || !(fuzz_peer = fake_vm_add(&peer_vm, eng)))
             abort();
+        struct map_grant_hooks gh = { .allowed = allow_all, .notice = rpc_conn_grant_notice };
+        map_engine_set_grant_hooks(eng, &gh);
     }
     if (size < 1)
         return 0;
@@ -299,9 +406,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fconn_budget rx;
     rpc_rx_budget_init(&rx);
     rpc_conn_init(&c, eng, fuzz_vm, ++conn_ids, sink_send, &s, &rx);
+    struct sink ps = { .budget = SIZE_MAX };
+    frame_reader_init(&ps.rd, MDLMAP_MAX_FRAME);
+    struct rpc_conn pc;
+    struct fconn_budget prx;
+    rpc_rx_budget_init(&prx);
+    rpc_conn_init(&pc, eng, fuzz_peer, ++conn_ids, sink_send, &ps, &prx);
     struct in in = { data + 1, size - 1 };
     if (data[0] & 1) {
-        program(&c, &s, &in);
+        program(&c, &s, &pc, &ps, &in);
     } else {
         while (in.n) {
             size_t n = 1 + (size_t)(in.p[0] % 97);
@@ -314,7 +427,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     s.budget = SIZE_MAX;
     rpc_conn_pump(&c);
-    rpc_conn_fini(&c, "fuzz input done");
+    rpc_conn_fini(&c, "fuzz input done"); /* revokes its grants: notices to pc */
+    rpc_conn_pump(&pc);
+    rpc_conn_fini(&pc, "fuzz input done");
     frame_reader_free(&s.rd);
+    frame_reader_free(&ps.rd);
     return 0;
 }

@@ -218,13 +218,34 @@ def rpc_seeds():
                    0x10, 0x00, 0x02, 0x00, 0x20, 0x00, 0x03, 0x00, 1])  # (0x10, 2), (0x20, 3), write
     prun += bytes([1, 0x01, 0x01, 16, 0, 0, 0]) + bytes([4, 0x10, 0, 0, 0x00, 0x01, 0])
     prun += bytes([2, 7]) + bytes([3, 1])
-    return {'program': prog, 'user-mode': user, 'raw-frames': raw, 'runs-frames': runs, 'runs-program': prun}
+    # grants: lock (op 0), grant it to the peer VM (op 10), the peer locks a
+    # writable buffer (op 12, lock) and copies 4 KiB from the grant into it
+    # (op 12, one CopyOp), then the granter revokes (op 11)
+    grant = bytes([0x01]) + bytes([0, 0x10, 0x00, 0x00, 0x20, 0x00, 3, 0x10, 0, 0x11, 0, 0x12, 0, 0])
+    grant += bytes([10, 0x03]) + bytes([12, 0x03, 0x00, 0x00, 0x00, 0x01, 4])
+    grant += bytes([12, 0x00, 0x01, 0x00, 0, 0, 0, 0x01, 0, 0, 0, 0x00, 0x00, 0x10]) + bytes([11, 0x01])
+    return {'program': prog, 'user-mode': user, 'raw-frames': raw, 'runs-frames': runs, 'runs-program': prun,
+            'grants-program': grant}
 
 
 # ---- fuzz_vsock_hdr ------------------------------------------------------------
 def vsock_hdr_seeds():
     return {'rw': vsock_hdr(3, 2, 1000, 7, OP_RW, 4) + b'data',
             'request': vsock_hdr(3, 2, 1000, 1100, OP_REQUEST, typ=SEQPACKET)}
+
+
+def client_seeds():
+    """fuzz_client: a selector byte, then what the server answers (request ids from 1)."""
+    def reply(req_id, field, body=b'', status=0):
+        env = f_varint(1, 1) + f_varint(2, req_id) + (f_varint(3, status) if status else b'') + f_bytes(field, body)
+        return frame(env)
+    event = frame(f_varint(1, 1) + f_varint(2, 7) + f_bytes(72, f_varint(1, 5) + f_varint(2, 8)))
+    range_ok = f_bytes(1, f_bytes(2, bytes(16)))
+    return {'list': bytes([0]) + reply(1, 31, f_bytes(1, f_varint(1, 0x1234) + f_varint(7, 100))),
+            'stats-after-event': bytes([3]) + event + reply(1, 37, f_varint(1, 2)),
+            'phys-read': bytes([6]) + reply(1, 51, range_ok + f_bytes(1, f_varint(1, 0xC00000A0 - (1 << 32)))),
+            'translate': bytes([9]) + reply(1, 57, f_bytes(1, f_varint(2, 0x5000)) * 3),
+            'subscribe': bytes([14]) + reply(1, 71, f_varint(1, 5)) + event + event}
 
 
 # ---- fuzz_introspect -------------------------------------------------------------
@@ -316,13 +337,46 @@ def lv_xml_seeds():
                         b"</qemu:commandline></domain>"}
 
 
+# ---- fuzz_qmp_client ---------------------------------------------------------
+# first byte 1: the harness negotiates; then op bytes (fuzz_qmp_client.c's ops
+# table: 0 raw, 1 canned, 4 call, 6 cancel, 7 loop, 8 read, 9 close, 10 free)
+def qmp_client_seeds():
+    call = lambda cmd, free=0: bytes([4, cmd, free])
+    answer, error, read = bytes([1, 2]), bytes([1, 3]), bytes([8])
+    ans = b'{"return": {"status": "running", "running": true}, "id": 1}\n'
+    return {
+        'answered': b'\x01' + (call(0) + answer + read) * 3,
+        'free-in-completion': b'\x01' + call(0, 1) + call(2) + answer + read,
+        'error-then-close': b'\x01' + call(1) + error + call(0, 1) + call(2) + bytes([9]),
+        'chunked': b'\x01' + call(0) + bytes([0, 20]) + ans[:20] + bytes([0, len(ans) - 20]) + ans[20:],
+        'cancel': b'\x01' + call(0) + call(2) + bytes([6, 1]) + answer + answer + bytes([10]),
+        'handshake-by-hand': b'\x00' + bytes([1, 0, 7, 8, 1, 1, 7]) + call(3) + answer,
+    }
+
+
+# ---- fuzz_vu_state -----------------------------------------------------------
+# flags byte, then (offset le16, value) edits of the exported record
+def vu_state_seeds():
+    edit = lambda off, v: struct.pack('<HB', off, v)
+    return {
+        'intact': b'\x00',
+        'bad-checksum': b'\x01' + edit(40, 1),
+        'no-connection': b'\x02',
+        'no-region': b'\x04',
+        'no-kick': b'\x08',
+        'conn-eventfd': b'\x80',
+        'edits': b'\x00' + edit(16, 0xff) + edit(48, 0) + edit(1100, 3),
+    }
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     targets = {'vu_msg': vu_msg_seeds(), 'vsock_dev': vsock_dev_seeds(), 'virtq': virtq_seeds(),
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
                'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
-               'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'lv_xml': lv_xml_seeds()}
+               'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'client': client_seeds(),
+               'vu_state': vu_state_seeds(), 'qmp_client': qmp_client_seeds(), 'lv_xml': lv_xml_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)

@@ -154,12 +154,152 @@ int rpc_wait(struct rpc_session *r, mdl_envelope **out, int timeout_ms)
     }
 }
 
+static bool take_notice(struct rpc_session *r, mdl_envelope *o)
+{
+    if (o->request_id != 0 || o->body_case != MDLMAP__V1__ENVELOPE__BODY_GRANT_REVOKED)
+        return false;
+    r->notices++;
+    r->notice_cid = o->grant_revoked->granter_cid;
+    r->notice_ref = o->grant_revoked->grant_ref;
+    snprintf(r->notice_reason, sizeof(r->notice_reason), "%s", o->grant_revoked->reason ? o->grant_revoked->reason : "");
+    return true;
+}
+
+int rpc_reply(struct rpc_session *r, uint64_t id, mdl_envelope **out, int timeout_ms)
+{
+    *out = NULL;
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int left = (int)(deadline - now_ms());
+        int rc = rpc_wait(r, out, left > 0 ? left : 0);
+        if (rc != 1 || !take_notice(r, *out))
+            return rc;
+        frame_envelope_free(*out);
+        *out = NULL;
+        (void)id;
+    }
+}
+
+bool rpc_wait_notice(struct rpc_session *r, unsigned seen, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    while (r->notices <= seen) {
+        mdl_envelope *o;
+        int left = (int)(deadline - now_ms());
+        if (left <= 0 || rpc_wait(r, &o, left) != 1)
+            return false;
+        if (!take_notice(r, o))
+            tap_diag("unexpected frame (request %" PRIu64 ", body %d) while waiting for a notice", o->request_id,
+                     (int)o->body_case);
+        frame_envelope_free(o);
+    }
+    return true;
+}
+
+int32_t rpc_grant(struct rpc_session *r, uint64_t mdl, uint64_t peer_cid, uint32_t access, uint64_t *ref)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    Mdlmap__V1__GrantRequest g = MDLMAP__V1__GRANT_REQUEST__INIT;
+    g.mdl_handle = mdl;
+    g.peer_cid = peer_cid;
+    g.access = (Mdlmap__V1__GrantAccess)access;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT;
+    e.grant = &g;
+    int32_t st = rpc_call(r, &e, &o);
+    if (ref)
+        *ref = st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_GRANT_REPLY ? o->grant_reply->grant_ref : 0;
+    if (o)
+        frame_envelope_free(o);
+    return st;
+}
+
+int32_t rpc_revoke(struct rpc_session *r, uint64_t ref)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT, *o;
+    Mdlmap__V1__RevokeRequest q = MDLMAP__V1__REVOKE_REQUEST__INIT;
+    q.grant_ref = ref;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_REVOKE;
+    e.revoke = &q;
+    int32_t st = rpc_call(r, &e, &o);
+    if (o)
+        frame_envelope_free(o);
+    return st;
+}
+
+uint64_t rpc_grant_copy_send(struct rpc_session *r, const struct rpc_copy *ops, size_t n)
+{
+    Mdlmap__V1__CopyEnd *ends = calloc(2 * (n ? n : 1), sizeof(*ends));
+    Mdlmap__V1__CopyOp *w = calloc(n ? n : 1, sizeof(*w));
+    Mdlmap__V1__CopyOp **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    uint64_t id = 0;
+    if (ends && w && ptrs) {
+        for (size_t i = 0; i < n; i++) {
+            mdlmap__v1__copy_end__init(&ends[2 * i]);
+            mdlmap__v1__copy_end__init(&ends[2 * i + 1]);
+            ends[2 * i] = (Mdlmap__V1__CopyEnd){ ends[2 * i].base, ops[i].src_cid, ops[i].src_ref, ops[i].src_off };
+            ends[2 * i + 1] =
+                (Mdlmap__V1__CopyEnd){ ends[2 * i + 1].base, ops[i].dst_cid, ops[i].dst_ref, ops[i].dst_off };
+            mdlmap__v1__copy_op__init(&w[i]);
+            w[i].src = &ends[2 * i];
+            w[i].dst = &ends[2 * i + 1];
+            w[i].length = ops[i].len;
+            ptrs[i] = &w[i];
+        }
+        mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+        Mdlmap__V1__GrantCopyRequest q = MDLMAP__V1__GRANT_COPY_REQUEST__INIT;
+        q.n_ops = n;
+        q.ops = ptrs;
+        e.body_case = MDLMAP__V1__ENVELOPE__BODY_GRANT_COPY;
+        e.grant_copy = &q;
+        if (rpc_send(r, &e) == 0)
+            id = e.request_id;
+    }
+    free(ends);
+    free(w);
+    free(ptrs);
+    return id;
+}
+
+int32_t rpc_grant_copy_reply(struct rpc_session *r, uint64_t id, size_t n, int32_t *status, uint64_t *copied,
+                             int timeout_ms)
+{
+    if (status)
+        memset(status, 0, n * sizeof(*status));
+    if (copied)
+        memset(copied, 0, n * sizeof(*copied));
+    mdl_envelope *o = NULL;
+    r->detail[0] = 0;
+    if (!id || rpc_reply(r, id, &o, timeout_ms) != 1)
+        return RPC_NO_REPLY;
+    snprintf(r->detail, sizeof(r->detail), "%s", o->detail ? o->detail : "");
+    int32_t st = o->request_id == id ? o->status : RPC_NO_REPLY;
+    if (st == 0 && o->body_case == MDLMAP__V1__ENVELOPE__BODY_GRANT_COPY_REPLY &&
+        o->grant_copy_reply->n_status == n && o->grant_copy_reply->n_copied == n) {
+        for (size_t i = 0; i < n; i++) {
+            if (status)
+                status[i] = o->grant_copy_reply->status[i];
+            if (copied)
+                copied[i] = o->grant_copy_reply->copied[i];
+        }
+    } else if (st == 0) {
+        st = RPC_NO_REPLY;
+    }
+    frame_envelope_free(o);
+    return st;
+}
+
+int32_t rpc_grant_copy(struct rpc_session *r, const struct rpc_copy *ops, size_t n, int32_t *status,
+                       uint64_t *copied)
+{
+    return rpc_grant_copy_reply(r, rpc_grant_copy_send(r, ops, n), n, status, copied, r->timeout_ms);
+}
+
 int32_t rpc_call(struct rpc_session *r, mdl_envelope *e, mdl_envelope **out)
 {
     *out = NULL;
     r->detail[0] = 0;
     r->body = 0;
-    if (rpc_send(r, e) < 0 || rpc_wait(r, out, r->timeout_ms) != 1)
+    if (rpc_send(r, e) < 0 || rpc_reply(r, e->request_id, out, r->timeout_ms) != 1)
         return RPC_NO_REPLY;
     snprintf(r->detail, sizeof(r->detail), "%s", (*out)->detail ? (*out)->detail : "");
     r->body = (int)(*out)->body_case;

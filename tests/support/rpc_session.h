@@ -50,6 +50,11 @@ struct rpc_session {
     int timeout_ms;     /* per send / per response; 5000 unless the test changes it */
     char detail[256];   /* of the last response */
     int body;           /* body case of the last response */
+    /* GrantRevokedNotices (request_id 0) that arrived while responses were
+     * awaited: rpc_call keeps waiting for its response past them */
+    unsigned notices;
+    uint64_t notice_cid, notice_ref;   /* the last one */
+    char notice_reason[64];
 };
 
 /* Connect a stream from the guest d to hostd's RPC port; false (with a "#"
@@ -72,6 +77,11 @@ int rpc_wait(struct rpc_session *r, mdl_envelope **out, int timeout_ms);
  * arrived or its request id differs ("#" line). *out (free it) is set to
  * whatever arrived. */
 int32_t rpc_call(struct rpc_session *r, mdl_envelope *e, mdl_envelope **out);
+/* The response to request id (notices on the way are counted, see above):
+ * 1 with *out, 0 closed, <0 error / timeout. */
+int rpc_reply(struct rpc_session *r, uint64_t id, mdl_envelope **out, int timeout_ms);
+/* Wait until more than seen notices have arrived (true) or timeout_ms passed. */
+bool rpc_wait_notice(struct rpc_session *r, unsigned seen, int timeout_ms);
 /* Status as text, RPC_NO_REPLY included. */
 const char *rpc_status_name(int32_t st);
 
@@ -99,6 +109,25 @@ int32_t rpc_map(struct rpc_session *r, Mdlmap__V1__MapRequest *rq, struct rpc_ma
 int32_t rpc_map_kernel(struct rpc_session *r, uint64_t mdl, uint32_t priority, struct rpc_mapping *out);
 int32_t rpc_unmap(struct rpc_session *r, uint64_t map, uint64_t address, uint64_t mdl);
 int32_t rpc_unlock(struct rpc_session *r, uint64_t mdl, unsigned *released);
+
+/* Cross-VM grants. */
+int32_t rpc_grant(struct rpc_session *r, uint64_t mdl, uint64_t peer_cid, uint32_t access, uint64_t *ref);
+int32_t rpc_revoke(struct rpc_session *r, uint64_t ref);
+struct rpc_copy {
+    uint64_t src_cid, src_ref, src_off; /* cid 0: an MDL of this connection (ref = its handle) */
+    uint64_t dst_cid, dst_ref, dst_off;
+    uint64_t len;
+};
+/* A GrantCopyRequest of n ops: the envelope status; status[] and copied[]
+ * (n entries each, may be NULL) get the per-op results (zeroed unless a
+ * GrantCopyResponse with n results came back). */
+int32_t rpc_grant_copy(struct rpc_session *r, const struct rpc_copy *ops, size_t n, int32_t *status,
+                       uint64_t *copied);
+/* The same request sent without waiting: its request id (0 on failure);
+ * collect it with rpc_grant_copy_reply. */
+uint64_t rpc_grant_copy_send(struct rpc_session *r, const struct rpc_copy *ops, size_t n);
+int32_t rpc_grant_copy_reply(struct rpc_session *r, uint64_t id, size_t n, int32_t *status, uint64_t *copied,
+                             int timeout_ms);
 
 /* ----------------------------------------------------------- host API */
 /* A connection to the host API socket at path; fd or -1. */

@@ -111,6 +111,13 @@ static void hd_cleanup_dir(struct hd_proc *p)
     }
 }
 
+static const char *const *hd_wrapper;
+
+void hd_set_wrapper(const char *const *argv)
+{
+    hd_wrapper = argv;
+}
+
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra)
 {
@@ -132,7 +139,10 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
     p->vm = nvms <= HD_INLINE_VMS ? p->vm_inline : calloc(nvms, sizeof(*p->vm));
     enum { SPEC = 256, ARGS = 32 };
     char (*specs)[SPEC] = malloc((size_t)(nvms ? nvms : 1) * SPEC);
-    const char **argv = malloc((2 * (size_t)nvms + ARGS) * sizeof(*argv));
+    unsigned nwrap = 0;
+    while (hd_wrapper && hd_wrapper[nwrap])
+        nwrap++;
+    const char **argv = malloc((2 * (size_t)nvms + ARGS + nwrap) * sizeof(*argv));
     if (!p->vm || !specs || !argv) {
         free(specs);
         free(argv);
@@ -141,6 +151,8 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
     }
     p->nvms = nvms;
     int argc = 0;
+    for (unsigned i = 0; i < nwrap; i++)
+        argv[argc++] = hd_wrapper[i];
     argv[argc++] = bin;
     for (unsigned i = 0; i < nvms; i++) {
         snprintf(p->vm[i].name, sizeof(p->vm[i].name), "vm%u", i);
@@ -157,7 +169,7 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
         argv[argc++] = "--log-level";
         argv[argc++] = "debug";
     }
-    for (int i = 0; extra && extra[i] && argc < 2 * (int)nvms + ARGS - 1; i++)
+    for (int i = 0; extra && extra[i] && argc < 2 * (int)nvms + ARGS + (int)nwrap - 1; i++)
         argv[argc++] = extra[i];
     argv[argc] = NULL;
 
@@ -193,8 +205,10 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
             }
             closedir(d);
         }
-        execv(bin, (char *const *)argv);
-        fprintf(stderr, "harness: execv %s: %s\n", bin, strerror(errno));
+        /* the harness's own service manager is not hostd's (a wrapper sets its own) */
+        unsetenv("NOTIFY_SOCKET");
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "harness: execv %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     p->pid = pid;
@@ -226,6 +240,18 @@ int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint6
     hd_log_tail(p, 30);
     hd_kill(p);
     return -ETIMEDOUT;
+}
+
+unsigned hd_log_count(const struct hd_proc *p, const char *s)
+{
+    FILE *f = fopen(p->log, "r");
+    char line[1024];
+    unsigned n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        n += strstr(line, s) != NULL;
+    if (f)
+        fclose(f);
+    return n;
 }
 
 void hd_kill(struct hd_proc *p)

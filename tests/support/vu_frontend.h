@@ -49,6 +49,10 @@ struct hd_proc {
  * Env MDLMAP_HARNESS_DEBUG=1 adds --log-level debug. Waits (<= 20 s) for "ready". */
 int hd_start(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
              const char *const *extra);
+/* Start hostd under a wrapper from now on: argv (NULL-terminated, kept by
+ * the caller; NULL: none) goes before hostd's own (e.g. the fd-store
+ * supervisor "fdstore-sup --pidfile F --"). p->pid is then the wrapper's. */
+void hd_set_wrapper(const char *const *argv);
 /* The same with options appended to each VM's --vm spec: vm_opts NULL, or
  * nvms entries, each NULL or e.g. "introspect=on". */
 int hd_start_opts(struct hd_proc *p, const char *bin, unsigned nvms, const uint64_t *cids,
@@ -62,6 +66,8 @@ int hd_stop(struct hd_proc *p);
 void hd_kill(struct hd_proc *p);
 /* "exited 0", "exited 23", "killed by signal 11", "running". */
 const char *hd_describe_exit(struct hd_proc *p, char *buf, size_t len);
+/* Lines of hostd's log that contain s. */
+unsigned hd_log_count(const struct hd_proc *p, const char *s);
 /* Print the last `lines` lines of hostd's log as "# " diagnostics. */
 void hd_log_tail(const struct hd_proc *p, int lines);
 

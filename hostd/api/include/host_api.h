@@ -95,6 +95,12 @@ struct host_api_config {
     unsigned nconsumers;
     unsigned frame_timeout_ms;    /* a started frame must complete by then; 0: 5000 */
     unsigned consumer_timeout_ms; /* a consumer must answer MapInto by then; 0: 10000 */
+    /* An inherited listening socket for path (service manager's fd store;
+     * checked by the caller, taken) instead of a new one; with keep_path the
+     * socket file outlives hostd (the store still holds the socket). */
+    bool inherited;
+    int inherited_fd;
+    bool keep_path;
     /* The daemon's event bus: Subscribe serves it, consumers coming and
      * going are published on it. NULL: Subscribe is STATUS_NOT_SUPPORTED. */
     struct events *events;
@@ -108,3 +114,5 @@ int host_api_consumer_rule_parse(struct host_api_config *cfg, const char *arg, c
 
 struct host_api *host_api_start(struct evloop *loop, struct map_engine *eng, const struct host_api_config *cfg);
 void host_api_stop(struct host_api *api);
+/* The listening socket (to keep it in the fd store). */
+int host_api_listener(const struct host_api *api);

@@ -28,6 +28,8 @@ enum event_type {
     EV_CONSUMER_REGISTERED = 11,
     EV_CONSUMER_LOST = 12,
     EV_QUOTA_REFUSED = 13,
+    EV_GRANT_CREATED = 14,    /* a cross-VM grant (hostd/mdl/map_grant.c) */
+    EV_GRANT_REVOKED = 15,
     EV_TYPE_COUNT
 };
 #define EVENTS_ALL_TYPES (((1u << EV_TYPE_COUNT) - 1u) & ~1u) /* every type but EV_NONE */

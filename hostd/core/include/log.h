@@ -1,4 +1,7 @@
-/* Logging for hostd: one line per event, with context, to stderr. */
+/* Logging for hostd: one line per event, with context, to stderr; under
+ * systemd (stderr is the journal stream) to the journal with the fields
+ * PRIORITY, SYSLOG_IDENTIFIER=mdlmap-hostd and MDLMAP_VM (the VM a line names
+ * as "vm NAME"). */
 #pragma once
 #include <stdarg.h>
 #include <stdbool.h>
@@ -34,4 +37,10 @@ bool log_limit_allow(struct log_limit *l, const char *who);
     do {                                                                                 \
         if (log_limit_allow((l), (who)))                                                 \
             log_msg(LOG_WARN, __VA_ARGS__);                                             \
+    } while (0)
+/* Per-request lines a peer causes at will (audit lines of the host API). */
+#define log_info_limited(l, who, ...)                                                    \
+    do {                                                                                 \
+        if (log_limit_allow((l), (who)))                                                 \
+            log_msg(LOG_INFO, __VA_ARGS__);                                             \
     } while (0)

@@ -203,6 +203,13 @@ const struct map_obj *map_engine_find_map(const struct map_engine *e, uint64_t m
 /* Iterate over live mappings: prev NULL gives the first, NULL ends. */
 const struct map_obj *map_engine_next_map(const struct map_engine *e, const struct map_obj *prev);
 void map_engine_stats(const struct map_engine *e, struct map_stats *s);
+/* One VM's share: what it holds now, and counters since it was added. */
+struct map_vm_stats {
+    uint64_t mappings, mapped_pages, vmas, locked_mdls, locked_pages;
+    uint64_t quota_refusals;     /* locks and maps refused for a quota or budget */
+    uint64_t leaks;              /* leak records ever made for it (its ring keeps the last 16) */
+};
+void map_engine_vm_stats(const struct map_vm *vm, struct map_vm_stats *s);
 /* The VM's own leak records. */
 const struct map_leaks *map_engine_vm_leaks(const struct map_vm *vm);
 /* The engine's VM of that name, or NULL. */

@@ -41,7 +41,8 @@ struct qmp_config {
 /* Starts connecting at once (a missing socket is retried). NULL: out of
  * memory or a path too long for a Unix socket. */
 struct qmp_client *qmp_client_new(const struct qmp_config *cfg);
-/* Calls still pending complete with -ENOTCONN before it returns. */
+/* Calls still pending complete with -ENOTCONN before it returns. May be
+ * called from one of q's completions: the memory goes after the event. */
 void qmp_client_free(struct qmp_client *q);
 /* Greeting read and capabilities negotiated. */
 bool qmp_client_ready(const struct qmp_client *q);

@@ -7,8 +7,11 @@
 
 struct rpc_service;
 
-/* privileged_only: lock and map only from guest ports below 1024 */
-struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only);
+/* privileged_only: lock and map only from guest ports below 1024. loop:
+ * where grant copies larger than one slice continue (NULL: each copy runs
+ * to its end inside its request). Delivers the engine's grant notices. */
+struct evloop;
+struct rpc_service *rpc_service_new(struct map_engine *eng, bool privileged_only, struct evloop *loop);
 /* After every device it serves is gone (their connections hold its state). */
 void rpc_service_free(struct rpc_service *s);
 /* Serve the RPC port on dev; its connections act for the engine's VM vm. */

@@ -46,6 +46,11 @@ struct vu_backend_config {
      * either, whoever the socket's mode lets connect. */
     bool owner_uid_set, owner_gid_set;
     unsigned owner_uid, owner_gid;
+    /* Called (from the event loop) after the state vu_backend_export
+     * describes may have changed: a batch of vhost-user messages was
+     * handled, a front-end connected or went away. Never per packet. */
+    void (*state_changed)(void *ctx);
+    void *state_ctx;
     /* The daemon's event bus (NULL: none): VM_CONNECTED when a front-end is
      * taken, VM_DISCONNECTED when it goes (before the device stops, so what
      * the stop releases follows it), VM_RESET when a running device stops
@@ -65,6 +70,9 @@ int vu_backend_listen(struct vu_backend *be);
 /* Close the front-end connection (if any); the device is stopped and the
  * memory table dropped. The backend keeps listening. */
 void vu_backend_disconnect(struct vu_backend *be, const char *why);
+/* The listening socket outlives this process (the service manager's fd
+ * store holds it for the next hostd): vu_backend_free leaves its file. */
+void vu_backend_keep_socket(struct vu_backend *be);
 /* Stop listening, disconnect, free. */
 void vu_backend_free(struct vu_backend *be);
 
@@ -83,3 +91,41 @@ int vu_backend_adopt_conn(struct vu_backend *be, int fd);
  * dropped. */
 int vu_backend_process(struct vu_backend *be, const struct vu_msg_hdr *hdr, const uint8_t *payload, int *fds,
                        unsigned nfds);
+
+/* ---- state export / restore (a new hostd process resumes a front-end) ----
+ *
+ * What a new process needs to go on serving a connected front-end without
+ * any vhost-user message: the record (features, memory table layout, per
+ * ring: size, addresses, flags, indices) and the descriptors it refers to.
+ * The backend knows nothing about where they are kept. A ring's next avail
+ * index is not kept (it changes per packet): the device completes every
+ * chain it pops before it returns to the event loop, so the used index in
+ * guest memory, plus the distance between the two at the time of the
+ * record, gives it back. */
+#define VU_STATE_REC_SIZE 1536u  /* bytes of a record (fixed); the last 8: FNV-1a 64 of the others */
+
+struct vu_state_fds {
+    int listen;                   /* export only; restore ignores it */
+    int conn;
+    int region[VU_MAX_MEM_SLOTS];
+    int kick[VU_MAX_QUEUES], call[VU_MAX_QUEUES], err[VU_MAX_QUEUES];
+};
+
+/* All -1. */
+void vu_state_fds_init(struct vu_state_fds *f);
+/* Fill rec (VU_STATE_REC_SIZE bytes) and f (borrowed: still the backend's).
+ * Without a front-end the record says so and f holds only the listener. */
+void vu_backend_export(const struct vu_backend *be, uint8_t rec[VU_STATE_REC_SIZE], struct vu_state_fds *f);
+/* Resume from a record and its fds, validated as if they came from a peer
+ * (the record is ours, but a corrupt one must fail cleanly): every fd in f
+ * (but listen) is taken on success and on failure. 0; -ENODATA when the
+ * record says no front-end was connected; else -EINVAL/-EBADF/... with
+ * detail logged, and the backend is as new (not connected). The device is
+ * not called: vu_backend_kick once its peers are there too. */
+int vu_backend_restore(struct vu_backend *be, const uint8_t *rec, size_t len, struct vu_state_fds *f);
+/* Let the device look at every ready queue once (work that arrived, with
+ * or without a kick, while no process served the rings). */
+void vu_backend_kick(struct vu_backend *be);
+/* Take fd, an inherited listening Unix socket bound to the configured
+ * path, instead of vu_backend_listen (fd is taken on failure too). */
+int vu_backend_listen_on(struct vu_backend *be, int fd);

@@ -48,6 +48,7 @@ struct vsock_stats {
     uint64_t rx_pkts, tx_pkts, rx_bytes, tx_bytes;
     uint64_t dropped_pkts, bad_pkts, rst_sent;
     unsigned conns;
+    uint64_t conns_accepted;     /* connections to a host service ever accepted */
     /* Sibling packets refused for not fitting a connection hostd tracks
      * (answered with RST unless they were RSTs). */
     uint64_t sib_refused;

@@ -56,6 +56,18 @@ static inline int qa_send_stats(int fd, uint64_t id)
     return frame_write_fd(fd, &e);
 }
 
+static inline int qa_send_vm_remove(int fd, uint64_t id, const char *vm)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__VmRemoveRequest rq = MDLMAP__V1__VM_REMOVE_REQUEST__INIT;
+    rq.name = (char *)vm;
+    e.version = MDLMAP_PROTO_VERSION;
+    e.request_id = id;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_REMOVE;
+    e.vm_remove = &rq;
+    return frame_write_fd(fd, &e);
+}
+
 /* The next response on fd within ms (a generous bound: a test hang guard,
  * not a pass/fail timing), or NULL. */
 static inline mdl_envelope *qa_read(int fd, int ms)

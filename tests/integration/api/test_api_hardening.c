@@ -241,18 +241,6 @@ static unsigned count_fds(pid_t pid)
     return n;
 }
 
-static unsigned log_count(const struct hd_proc *p, const char *s)
-{
-    FILE *f = fopen(p->log, "r");
-    char line[1024];
-    unsigned n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, s) != NULL;
-    if (f)
-        fclose(f);
-    return n;
-}
-
 static void start_hostd(struct hd_proc *p, const char *bin, unsigned nvms, const char *const *opts)
 {
     const char *extra[24] = { "--api", api };
@@ -547,7 +535,7 @@ static void consumer_queue(const char *bin, const char *ctl, const char *dir)
     g_send_map(conns[0], mdls[0], "stall", 0);
     int st = g_status(conns[0], 5000, NULL);
     tap_check(st == ST(NOT_FOUND), "maps into 'stall' now fail at once: %s", ntstatus_name(st));
-    tap_check(log_count(&p, "disconnecting it") == 1, "the disconnect is logged");
+    tap_check(hd_log_count(&p, "disconnecting it") == 1, "the disconnect is logged");
     after = count_fds(p.pid);
     tap_check(after < base, "hostd's fds back below the start: %u -> %u", base, after);
     /* everyone else is still served */
@@ -603,7 +591,7 @@ static void admission(const char *bin, const char *ctl)
         h_final(fd, 500, &closed);
         close(fd);
     }
-    unsigned refusals = log_count(&p, "api: refusing");
+    unsigned refusals = hd_log_count(&p, "api: refusing");
     tap_check(refusals >= 1 && refusals <= 10, "21 refusals, %u logged (rate-limited)", refusals);
 
     char out[200];
@@ -632,8 +620,8 @@ static void admission(const char *bin, const char *ctl)
     tap_check(dropped == n && timed >= n - 2 && took >= A_TIMEOUT_MS - 100,
               "all %u stalled clients were closed (%u with the timeout's error, %u made room for root), after %lld ms",
               dropped, timed, n - timed, took);
-    tap_check(log_count(&p, "did not complete") <= 10, "the drops are rate-limited in the log (%u lines)",
-              log_count(&p, "did not complete"));
+    tap_check(hd_log_count(&p, "did not complete") <= 10, "the drops are rate-limited in the log (%u lines)",
+              hd_log_count(&p, "did not complete"));
     fd = connect1_as(NOBODY, NOBODY, 0);
     st = h_list(fd);
     tap_check(st == 0, "an unprivileged client is served again: list %s", ntstatus_name(st));

@@ -5,7 +5,10 @@
  * the bound on pending calls per VM; and a hostile QEMU: garbage, an
  * oversized line, no answer (STATUS_DEVICE_NOT_READY after
  * --qmp-timeout-ms), closing mid-answer, an answer to no command, no
- * greeting. After each, hostd reconnects and serves again. */
+ * greeting, a QEMU that hangs up after every negotiation (its log lines are
+ * rate-limited). After each, hostd reconnects and serves again. Then a VM
+ * removed from inside its own QMP completion, and hostd stopping while VM
+ * requests wait behind a QMP call. */
 #include <errno.h>
 #include <grp.h>
 #include <pthread.h>
@@ -32,7 +35,8 @@ enum mode {
     M_WRONG_ID,   /* an answer carrying another command's id */
     M_NO_GREETING, /* new connections are never greeted */
     M_ERROR,      /* every command fails with a QMP error */
-    M_BAD_DUMP    /* the register dump has a vCPU without CR3 */
+    M_BAD_DUMP,   /* the register dump has a vCPU without CR3 */
+    M_FLAP        /* a command closes the connection; so does every negotiation */
 };
 
 static atomic_int mode;
@@ -89,7 +93,7 @@ static bool answer(int fd, const char *line)
     if (!strcmp(cmd, "qmp_capabilities")) {
         snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": %llu}\r\n", id);
         puts_fd(fd, buf);
-        return true;
+        return atomic_load(&mode) != M_FLAP;
     }
     int m = atomic_load(&mode);
     while (m == M_HOLD && !atomic_load(&stopping)) {
@@ -99,6 +103,8 @@ static bool answer(int fd, const char *line)
     switch (m) {
     case M_SILENT:
         return true;
+    case M_FLAP:
+        return false;
     case M_GARBAGE:
         puts_fd(fd, "this is not {json\r\n");
         return true;
@@ -256,6 +262,99 @@ static void hostile(const char *api, enum mode m, const char *what)
     tap_check(qa_wait_ready(api, "q", 10000), "%s: hostd reconnects and serves again", what);
     tap_check(atomic_load(&connections) > before, "%s: on a new connection (%d -> %d)", what, before,
               atomic_load(&connections));
+}
+
+/* A QEMU that greets, negotiates and then holds every command: a thread
+ * per socket; *held is set once a command came. */
+struct holder {
+    char path[160];
+    int lfd;
+    atomic_bool held;
+    pthread_t th;
+};
+
+static void *hold_serve(void *arg)
+{
+    struct holder *h = arg;
+    struct pollfd p = { .fd = h->lfd, .events = POLLIN };
+    while (!atomic_load(&stopping) && poll(&p, 1, 50) != 1)
+        ;
+    int fd = atomic_load(&stopping) ? -1 : accept(h->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    puts_fd(fd, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}}, "
+                "\"capabilities\": []}}\r\n");
+    char buf[4096];
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof(buf) - 1, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR) && !atomic_load(&stopping))
+            continue;
+        if (r <= 0)
+            break;
+        buf[r] = 0;
+        if (strstr(buf, "qmp_capabilities"))
+            puts_fd(fd, "{\"return\": {}, \"id\": 0}\r\n");
+        else
+            atomic_store(&h->held, true);
+    }
+    close(fd);
+    return NULL;
+}
+
+static bool hold_start(struct holder *h, const char *dir, const char *name)
+{
+    snprintf(h->path, sizeof(h->path), "%s/%s.qmp", dir, name);
+    h->lfd = usock_listen(h->path, 0600, USOCK_NO_GROUP, 4, 0);
+    atomic_store(&h->held, false);
+    return h->lfd >= 0 && pthread_create(&h->th, NULL, hold_serve, h) == 0;
+}
+
+static void hold_stop(struct holder *h)
+{
+    pthread_join(h->th, NULL);
+    close(h->lfd);
+    unlink(h->path);
+}
+
+static int32_t add_vm(const char *api, const char *name, uint64_t cid, const char *sock, const char *qmp)
+{
+    mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+    Mdlmap__V1__VmAddRequest rq = MDLMAP__V1__VM_ADD_REQUEST__INIT;
+    Mdlmap__V1__VmSpec s = MDLMAP__V1__VM_SPEC__INIT;
+    s.name = (char *)name;
+    s.cid = cid;
+    s.socket = (char *)sock;
+    s.qmp = (char *)qmp;
+    s.introspect = true;
+    rq.vm = &s;
+    e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_ADD;
+    e.vm_add = &rq;
+    return qa_status(api_call(api, &e), name);
+}
+
+/* Both VMs' QMP clients connected (VmList), polled for at most ms. */
+static bool qmp_both_ready(const char *api, const char *a, const char *b, int ms)
+{
+    for (int waited = 0; waited < ms; waited += 50) {
+        mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+        Mdlmap__V1__VmListRequest rq = MDLMAP__V1__VM_LIST_REQUEST__INIT;
+        e.body_case = MDLMAP__V1__ENVELOPE__BODY_VM_LIST;
+        e.vm_list = &rq;
+        mdl_envelope *r = api_call(api, &e);
+        int n = 0;
+        for (size_t i = 0; r && r->body_case == MDLMAP__V1__ENVELOPE__BODY_VM_LIST_REPLY &&
+                           i < r->vm_list_reply->n_vms; i++) {
+            const Mdlmap__V1__VmInfo *v = r->vm_list_reply->vms[i];
+            n += v->qmp_connected && v->vm && (!strcmp(v->vm->name, a) || !strcmp(v->vm->name, b));
+        }
+        frame_envelope_free(r);
+        if (n == 2)
+            return true;
+        usleep(50000);
+    }
+    return false;
 }
 
 int main(int argc, char **argv)
@@ -449,11 +548,74 @@ int main(int argc, char **argv)
     atomic_store(&mode, M_NORMAL);
     tap_check(qa_wait_ready(r.api, "q", 15000), "never greeted: hostd gives up on it and reconnects");
 
+    /* A QEMU that negotiates and hangs up, again and again: hostd's lines
+     * about each connection are rate-limited (one per connection before). */
+    unsigned lines0 = hd_log_count(&r.p, "QMP connected");
+    int conns0 = atomic_load(&connections);
+    atomic_store(&mode, M_FLAP);
+    qa_status(qa_vcpu(r.api, "q"), "flapping");
+    for (int i = 0; i < 600 && atomic_load(&connections) - conns0 < 60; i++)
+        usleep(50000);
+    atomic_store(&mode, M_NORMAL);
+    int flaps = atomic_load(&connections) - conns0;
+    unsigned lines = hd_log_count(&r.p, "QMP connected") - lines0;
+    tap_check(flaps >= 30 && lines < (unsigned)flaps, "a flapping QEMU: %u 'QMP connected' lines for %d connections",
+              lines, flaps);
+    tap_check(qa_wait_ready(r.api, "q", 15000), "served again once QEMU stays");
+
+    /* A VM removed from inside its own QMP completion: the VmRemove waits
+     * behind the VcpuState on one connection, so it runs when QEMU's answer
+     * resumes that connection, within the QMP client's read handler. */
+    fd = api_connect(r.api);
+    sent = fd >= 0 && qa_send_vcpu(fd, 201, "q") == 0 && qa_send_vm_remove(fd, 202, "q") == 0;
+    tap_check(sent, "VcpuState and VmRemove of the same VM pipelined");
+    for (int k = 0; k < 2; k++) {
+        mdl_envelope *a = fd >= 0 ? qa_read(fd, 20000) : NULL;
+        ids[k] = a ? a->request_id : 0;
+        sts[k] = a ? a->status : RPC_NO_REPLY;
+        frame_envelope_free(a);
+    }
+    tap_check(ids[0] == 201 && ids[1] == 202 && !sts[0] && !sts[1], "both answered in order: %llu %llu (%s %s)",
+              (unsigned long long)ids[0], (unsigned long long)ids[1], rpc_status_name(sts[0]),
+              rpc_status_name(sts[1]));
+    if (fd >= 0)
+        close(fd);
+    st = qa_status(qa_vcpu(r.api, "q"), "removed VM");
+    tap_check(st == ST_NOT_FOUND && hd_alive(&r.p), "hostd goes on after the VM's removal from its QMP "
+              "completion (%s)", rpc_status_name(st));
+
+    /* Shutdown with a VM request waiting on QMP: stopping frees the QMP
+     * clients first, which answers the waiting VcpuState and resumes its
+     * connection; the requests behind it (VmRemove of that VM, a VcpuState
+     * that waits on the next VM's QMP, VmRemove of that one) must not
+     * change or read the VM table hostd is tearing down. */
+    struct holder h1, h2;
+    char s1[160], s2[160];
+    snprintf(s1, sizeof(s1), "%s/h1.sock", dir);
+    snprintf(s2, sizeof(s2), "%s/h2.sock", dir);
+    bool up = hold_start(&h1, dir, "h1") && hold_start(&h2, dir, "h2") &&
+              add_vm(r.api, "h1", 21, s1, h1.path) == ST_OK && add_vm(r.api, "h2", 22, s2, h2.path) == ST_OK &&
+              qmp_both_ready(r.api, "h1", "h2", 10000);
+    tap_check(up, "two VMs whose QEMU holds every command");
+    fd = up ? api_connect(r.api) : -1;
+    sent = fd >= 0 && qa_send_vcpu(fd, 301, "h1") == 0 && qa_send_vm_remove(fd, 302, "h1") == 0 &&
+           qa_send_vcpu(fd, 303, "h2") == 0 && qa_send_vm_remove(fd, 304, "h2") == 0;
+    for (int i = 0; i < 200 && sent && !atomic_load(&h1.held); i++)
+        usleep(10000);
+    tap_check(sent && atomic_load(&h1.held), "VcpuState h1 held, VmRemove h1, VcpuState h2, VmRemove h2 behind it");
+    usleep(100000); /* hostd has read them all (a request not read yet only makes this check weaker) */
+
     atomic_store(&stopping, true);
     pthread_join(th, NULL);
     close(listen_fd);
     unlink(qmp);
-    rig_stop(&r);
+    rig_stop(&r); /* checks that hostd exits cleanly */
+    if (fd >= 0)
+        close(fd);
+    hold_stop(&h1);
+    hold_stop(&h2);
+    unlink(s1);
+    unlink(s2);
     char p[160];
     const char *socks[] = { "q.sock", "noq.sock", "closed.sock" };
     for (int k = 0; k < 3; k++) {

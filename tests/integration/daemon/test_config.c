@@ -21,13 +21,18 @@
 
 static char dir[64];
 
-static void write_file(const char *path, const char *text)
+static void write_bytes(const char *path, const char *text, size_t len)
 {
     FILE *f = fopen(path, "w");
     if (f) {
-        fputs(text, f);
+        fwrite(text, 1, len, f);
         fclose(f);
     }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    write_bytes(path, text, strlen(text));
 }
 
 /* Run hostd with args (NULL-terminated, after bin) to its exit; its exit
@@ -70,12 +75,13 @@ static int run_hostd(const char *bin, const char *const *args, char *out, size_t
     return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* A bad file: exit 2 with `want` in the message. */
-static void bad_file(const char *bin, const char *text, const char *const *more, const char *want, const char *what)
+/* A bad file of len bytes: exit 2 with `want` in the message. */
+static void bad_bytes(const char *bin, const char *text, size_t len, const char *const *more, const char *want,
+                      const char *what)
 {
     char path[128], out[2048];
     snprintf(path, sizeof(path), "%s/bad.conf", dir);
-    write_file(path, text);
+    write_bytes(path, text, len);
     const char *args[12] = { "--config", path };
     for (unsigned i = 0; more && more[i] && i + 3 < 12; i++)
         args[2 + i] = more[i];
@@ -87,6 +93,11 @@ static void bad_file(const char *bin, const char *text, const char *const *more,
         *nl = 0;
     tap_check(rc == 2 && strstr(out, where), "%s: exit 2, message names %s (exit %d: %s)", what, where, rc, out);
     unlink(path);
+}
+
+static void bad_file(const char *bin, const char *text, const char *const *more, const char *want, const char *what)
+{
+    bad_bytes(bin, text, strlen(text), more, want, what);
 }
 
 static mdl_envelope *vm_list(const char *api)
@@ -206,6 +217,8 @@ int main(int argc, char **argv)
     bad_file(bin, "vm name=a,cid=1,socket=/tmp/x.sock\n", NULL, ":1: --vm", "bad VM spec on line 1");
     bad_file(bin, "config /etc/other.conf\n", NULL, ":1:", "--config inside a config file");
     bad_file(bin, "help x\n", NULL, ":1:", "help in a config file");
+    static const char nul[] = "sibling-routing off\0 junk\nno-such-option 1\n";
+    bad_bytes(bin, nul, sizeof(nul) - 1, NULL, ":1: a NUL byte", "a NUL byte on line 1 (not the end of the file)");
     snprintf(t, sizeof(t), "api %s/a.sock\n#\nvm name=a,cid=3,socket=%s\n", dir, sock);
     const char *dup[] = { "--vm", "name=a,cid=5,socket=/tmp/y.sock", NULL };
     bad_file(bin, t, dup, "--vm a: name, cid and socket must be unique", "a VM in the file and on the command line");

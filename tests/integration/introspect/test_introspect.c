@@ -352,6 +352,38 @@ static void test_refusals(int fd)
     frame_envelope_free(r);
 }
 
+/* Lines a client causes per request are bounded (rate-limited): many
+ * PhysMaps (the read right is enough) and writes leave a few lines each,
+ * not one per request. The bound is far below the request count so that
+ * a slow run (several limiter windows) still passes. */
+static void test_log_bound(struct hd_proc *p, int fd)
+{
+    enum { N = 200 };
+    unsigned maps0 = hd_log_count(p, "RAM region fds handed out");
+    unsigned pw0 = hd_log_count(p, "of guest-physical memory");
+    unsigned vw0 = hd_log_count(p, "of guest-virtual memory");
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        struct usock_fds fds = { .n = 0 };
+        mdl_envelope *r = phys_map(fd, "vm0", false, &fds);
+        ok += status_of(r) == 0;
+        frame_envelope_free(r);
+        usock_fds_close(&fds);
+        int32_t cst;
+        ok += phys_write1(fd, "vm0", DATA_LOW, "x", 1, &cst) == 0;
+        r = virt_write(fd, 0, 0, "x", 1); /* answered (a fault): still a write request */
+        ok += r != NULL;
+        frame_envelope_free(r);
+    }
+    unsigned maps = hd_log_count(p, "RAM region fds handed out") - maps0;
+    unsigned pw = hd_log_count(p, "of guest-physical memory") - pw0;
+    unsigned vw = hd_log_count(p, "of guest-virtual memory") - vw0;
+    tap_check(ok == 3 * N, "%d PhysMap, PhysWrite and VirtWrite requests answered (%d)", N, ok);
+    tap_check(maps < N / 4 && pw < N / 4 && vw < N / 4,
+              "their log lines are rate-limited: %u PhysMap, %u PhysWrite, %u VirtWrite lines for %d each", maps,
+              pw, vw, N);
+}
+
 /* A client with the read right only: its statuses as exit code bits. */
 static void test_read_only_client(void)
 {
@@ -417,6 +449,7 @@ int main(int argc, char **argv)
     test_walks(fd);
     test_map(fd);
     test_refusals(fd);
+    test_log_bound(&rig.p, fd);
     test_read_only_client();
     close(fd);
     tap_check(hd_alive(&rig.p), "hostd alive");

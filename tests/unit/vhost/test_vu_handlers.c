@@ -13,30 +13,15 @@
 #include "memtable.h"
 #include "tap.h"
 #include "vhost_user.h"
+#include "vu_direct.h"
 
 #define MEM_SZ (1u << 20)
 #define UVA_BASE 0x7f3400000000ull
 
-static unsigned two_queues(void *dev)
-{
-    return 2;
-}
-
-static const struct vu_dev_ops null_dev = { .queue_count = two_queues };
-
-static int send_msg(struct vu_backend *be, uint32_t req, const void *pl, uint32_t size, int fd)
-{
-    struct vu_msg_hdr h = { req, VHOST_USER_VERSION, size };
-    uint8_t buf[VHOST_USER_MAX_PAYLOAD];
-    memcpy(buf, pl, size);
-    int fds[1] = { fd };
-    return vu_backend_process(be, &h, buf, fds, fd >= 0 ? 1 : 0);
-}
-
 static int set_num(struct vu_backend *be, uint32_t q, uint32_t num)
 {
     struct vu_vring_state s = { q, num };
-    return send_msg(be, VHOST_USER_SET_VRING_NUM, &s, sizeof(s), -1);
+    return vu_direct_send(be, VHOST_USER_SET_VRING_NUM, &s, sizeof(s), -1);
 }
 
 /* A ring mapped for one size must never stay mapped after SET_VRING_NUM grows
@@ -46,7 +31,7 @@ static void test_vring_num_after_addr(void)
 {
     struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "t" });
     CHECK(be != NULL);
-    vu_backend_attach(be, &null_dev, NULL);
+    vu_backend_attach(be, &vu_direct_null_dev, NULL);
     const struct memtable *mem = vu_backend_mem(be);
 
     int fd = memfd_create("vu-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -55,7 +40,7 @@ static void test_vring_num_after_addr(void)
     memset(&t, 0, sizeof(t));
     t.nregions = 1;
     t.r[0] = (struct vu_region){ 0, MEM_SZ, UVA_BASE, 0 };
-    CHECK(send_msg(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd) == 0);
+    CHECK(vu_direct_send(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd) == 0);
     CHECK(mem->n == 1);
 
     struct virtq *vq = vu_backend_queue(be, 1);
@@ -63,7 +48,7 @@ static void test_vring_num_after_addr(void)
     /* 256 descriptors fill the last 4 KiB of guest memory exactly */
     struct vu_vring_addr a = { .index = 1, .desc = UVA_BASE + MEM_SZ - 4096,
                                .avail = UVA_BASE + 0x1000, .used = UVA_BASE + 0x2000 };
-    CHECK(send_msg(be, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1) == 0);
+    CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), -1) == 0);
     CHECK(vq->desc != NULL && vq->num == 256);
 
     /* grow the ring: the descriptor table would now run 508 KiB past the end */
@@ -85,7 +70,7 @@ static int one_region(struct vu_backend *be, int fd)
     memset(&t, 0, sizeof(t));
     t.nregions = 1;
     t.r[0] = (struct vu_region){ 0, MEM_SZ, UVA_BASE, 0 };
-    return send_msg(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd);
+    return vu_direct_send(be, VHOST_USER_SET_MEM_TABLE, &t, 8 + sizeof(t.r[0]), fd);
 }
 
 /* A region whose file the front-end can still shrink would SIGBUS hostd (and
@@ -94,7 +79,7 @@ static void test_region_seals(void)
 {
     struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "t" });
     CHECK(be != NULL);
-    vu_backend_attach(be, &null_dev, NULL);
+    vu_backend_attach(be, &vu_direct_null_dev, NULL);
     const struct memtable *mem = vu_backend_mem(be);
 
     /* not sealable (memfd without MFD_ALLOW_SEALING, like shared memory or a
@@ -127,19 +112,19 @@ static void test_vring_fd_type(void)
 {
     struct vu_backend *be = vu_backend_new(&(struct vu_backend_config){ .name = "t" });
     CHECK(be != NULL);
-    vu_backend_attach(be, &null_dev, NULL);
+    vu_backend_attach(be, &vu_direct_null_dev, NULL);
     uint64_t idx = 1;
     int p[2];
     CHECK(pipe(p) == 0);
     close(p[1]);
-    send_msg(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), p[0]);
+    vu_direct_send(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), p[0]);
     CHECK(!vu_backend_queue(be, 1)->started && vu_backend_queue(be, 1)->kick_fd < 0);
     CHECK(pipe(p) == 0);
     close(p[1]);
-    send_msg(be, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), p[0]);
+    vu_direct_send(be, VHOST_USER_SET_VRING_CALL, &idx, sizeof(idx), p[0]);
     CHECK(vu_backend_queue(be, 1)->call_fd < 0);
     int efd = eventfd(0, EFD_CLOEXEC);
-    CHECK(send_msg(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), efd) == 0);
+    CHECK(vu_direct_send(be, VHOST_USER_SET_VRING_KICK, &idx, sizeof(idx), efd) == 0);
     CHECK(vu_backend_queue(be, 1)->started && vu_backend_queue(be, 1)->kick_fd >= 0);
     vu_backend_free(be);
 }
