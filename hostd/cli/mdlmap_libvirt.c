@@ -632,16 +632,18 @@ static void nothing(int timer, void *opaque)
 
 /* The main thread: a pass when libvirt's thread wakes it, when a pass asked
  * to look again, and every --resync-ms; until SIGTERM/SIGINT/SIGHUP. */
+static void stop_signals(sigset_t *ss)
+{
+    sigemptyset(ss);
+    sigaddset(ss, SIGTERM);
+    sigaddset(ss, SIGINT);
+    sigaddset(ss, SIGHUP);
+}
+
 static int serve(struct ctx *c)
 {
     sigset_t ss;
-    sigemptyset(&ss);
-    sigaddset(&ss, SIGTERM);
-    sigaddset(&ss, SIGINT);
-    sigaddset(&ss, SIGHUP);
-    /* blocked before the thread starts, so only signalfd sees them */
-    pthread_sigmask(SIG_BLOCK, &ss, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    stop_signals(&ss);
     int sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_t th;
@@ -789,6 +791,14 @@ int main(int argc, char **argv)
     c.owned = calloc(MAX_OWNED, sizeof(*c.owned));
     if (!c.owned || make_sockdir(&c.o) < 0)
         return 1;
+    if (!c.o.once) {
+        /* Blocked before libvirt starts any thread, so that only the
+         * signalfd in serve() sees them. */
+        sigset_t ss;
+        stop_signals(&ss);
+        pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    }
+    signal(SIGPIPE, SIG_IGN);
     virSetErrorFunc(NULL, quiet_errors);
     if (virInitialize() < 0 || virEventRegisterDefaultImpl() < 0) {
         logm("error", "libvirt: %s", lverr());

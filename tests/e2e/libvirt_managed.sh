@@ -10,13 +10,14 @@
 #      through hostd (the host reads the guest's write through the mapping,
 #      the guest sees the host's write); hostd saw that QEMU connect
 #   3. virsh destroy m, start it again: it echoes and maps again
-#   4. virsh undefine m: hostd no longer lists it, its socket is gone
-#   5. domain h (transient, shared memfd RAM, a spare pcie-root-port, no mdlmap
+#   4. hostd restarted (no VM): the companion adds m again
+#   5. virsh undefine m: hostd no longer lists it, its socket is gone
+#   6. domain h (transient, shared memfd RAM, a spare pcie-root-port, no mdlmap
 #      element) runs; `virsh metadata --live` gives it the element: the
 #      companion adds VM h and hot-plugs the device; the guest echoes
-#   6. `virsh metadata --live --remove`: the device is unplugged (QEMU no
+#   7. `virsh metadata --live --remove`: the device is unplugged (QEMU no
 #      longer has it) and hostd no longer lists h
-#   7. the companion exits 0 on SIGTERM, hostd too
+#   8. the companion exits 0 on SIGTERM, hostd too
 # Skips (77) when libvirt cannot run here (see prepare-libvirtd.sh) or
 # mdlmap-libvirt was not built (no libvirt-dev).
 # usage: libvirt_managed.sh HOSTD AGENT VMCTL
@@ -154,6 +155,11 @@ boot_m() {
 }
 boot_m first
 boot_m "after destroy"
+
+# A restarted hostd has no run-time VMs: the companion's next pass adds m again.
+stop_hostd >/dev/null
+start_hostd --api "$API" || { fail "hostd starts again"; lv_finish; }
+check "after a hostd restart the companion adds m again" within 30 listed m 5
 
 check "virsh undefine m" virsh_ undefine mdlmap-e2e-m
 check "hostd no longer lists m" within 20 not_listed m
