@@ -405,6 +405,14 @@ static void listen_event(void *opaque, uint32_t events)
         c->api = api;
         c->fd = fd;
         c->peer = peer;
+        /* One maximal reply fits the socket: a 512 KiB PhysRead goes out in
+         * one sendmsg instead of three (the default ~208 KiB), and the
+         * client wakes once per reply. The kernel clamps to wmem_max; this
+         * is the bound on what a client that stops reading makes the kernel
+         * hold for hostd, next to API_OUTQ_HIGH in hostd's own queue. */
+        int sndbuf = API_SNDBUF;
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+            log_debug("api: SO_SNDBUF: %m");
         c->last_active_ms = map_now_ms();
         /* the host API names every undecodable frame alike */
         struct fconn_config cfg = { .out_high = API_OUTQ_HIGH, .name_empty_body = false };

@@ -19,6 +19,7 @@
 #define API_MAX_CLIENTS 64
 #define API_PRIV_RESERVE 16
 #define API_OUTQ_HIGH (2u * 1024u * 1024u)
+#define API_SNDBUF (int)(MDLMAP_MAX_FRAME + 64u * 1024u) /* API socket send buffer (host_api.c) */
 
 #define API_FRAME_TIMEOUT_MS 5000u     /* a started frame must complete by then */
 #define API_CONSUMER_TIMEOUT_MS 10000u /* a UserMode consumer must answer MapInto by then */
