@@ -132,7 +132,9 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
     unsigned nfds = 0;
     /* fds of replies the client has not read yet stay in hostd: bounded */
     unsigned queued = fc->out.nfds, room = queued < API_REPLY_QUEUE_FDS ? API_REPLY_QUEUE_FDS - queued : 0;
+    c->api->ctx.reply_q = &fc->out;
     int rc = host_api_handle_fds(&c->api->ctx, req, room, &f, &n, fds, &nfds);
+    c->api->ctx.reply_q = NULL;
     if (rc < 0)
         return rc;
     if (nfds)
@@ -417,6 +419,9 @@ static void listen_event(void *opaque, uint32_t events)
         /* the host API names every undecodable frame alike */
         struct fconn_config cfg = { .out_high = API_OUTQ_HIGH, .name_empty_body = false };
         fconn_init(&c->fc, &client_ops, c, &cfg);
+        /* sent PhysRead frames are packed into again (reply_q): kept within
+         * the bound of unsent output, so no client holds more than before */
+        c->fc.out.spare_limit = API_OUTQ_HIGH;
         if (evloop_add(api->loop, &c->h, fd, EPOLLIN, client_event, c) < 0) {
             close(fd);
             client_free(c);

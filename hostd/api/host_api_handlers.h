@@ -19,6 +19,10 @@ struct api_ctx {
     struct map_engine *eng;
     const struct host_api_vm_ops *vm_ops; /* NULL: no VMs to look up */
     void *vm_ctx;
+    /* The output queue of the client whose request runs (NULL: none), set
+     * only around one dispatch: large replies are packed into its spare
+     * buffer (outq_take_spare) instead of a fresh allocation. */
+    struct outq *reply_q;
 };
 
 /* *out: encoded response frame (free()). Returns 0 or negative errno if no
