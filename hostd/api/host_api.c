@@ -132,6 +132,19 @@ static int client_dispatch(void *ctx, struct fconn *fc, const mdl_envelope *req)
     unsigned nfds = 0;
     /* fds of replies the client has not read yet stay in hostd: bounded */
     unsigned queued = fc->out.nfds, room = queued < API_REPLY_QUEUE_FDS ? API_REPLY_QUEUE_FDS - queued : 0;
+    if (!c->big_sndbuf && !c->consumer_id && (req->body_case == MDLMAP__V1__ENVELOPE__BODY_PHYS_READ ||
+                                              req->body_case == MDLMAP__V1__ENVELOPE__BODY_VIRT_READ)) {
+        /* A reader of guest memory gets a send buffer that holds one
+         * maximal reply: a 512 KiB PhysRead goes out in one sendmsg instead
+         * of three (the default ~208 KiB) and the client wakes once per
+         * reply. Only readers: small frames carrying fds (a consumer's
+         * MapInto) would pile up in a larger buffer past their bound. The
+         * kernel clamps to wmem_max. */
+        int sndbuf = API_SNDBUF;
+        if (setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+            log_debug("api: SO_SNDBUF: %m");
+        c->big_sndbuf = true;
+    }
     c->api->ctx.reply_q = &fc->out;
     int rc = host_api_handle_fds(&c->api->ctx, req, room, &f, &n, fds, &nfds);
     c->api->ctx.reply_q = NULL;
@@ -407,14 +420,6 @@ static void listen_event(void *opaque, uint32_t events)
         c->api = api;
         c->fd = fd;
         c->peer = peer;
-        /* One maximal reply fits the socket: a 512 KiB PhysRead goes out in
-         * one sendmsg instead of three (the default ~208 KiB), and the
-         * client wakes once per reply. The kernel clamps to wmem_max; this
-         * is the bound on what a client that stops reading makes the kernel
-         * hold for hostd, next to API_OUTQ_HIGH in hostd's own queue. */
-        int sndbuf = API_SNDBUF;
-        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
-            log_debug("api: SO_SNDBUF: %m");
         c->last_active_ms = map_now_ms();
         /* the host API names every undecodable frame alike */
         struct fconn_config cfg = { .out_high = API_OUTQ_HIGH, .name_empty_body = false };

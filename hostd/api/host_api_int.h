@@ -81,6 +81,7 @@ struct api_client {
     struct fconn fc;        /* framing, output queue, protocol errors */
     bool dead;              /* closed; memory freed after the event batch */
     uint64_t consumer_id;   /* registered UserMode consumer, or 0 */
+    bool big_sndbuf;        /* SO_SNDBUF raised for guest-memory reads */
     struct api_peer peer;
     uint64_t last_active_ms;  /* last byte in or out: the oldest idle client is evicted first */
     uint64_t partial_since_ms; /* an incomplete frame is buffered since then; 0: none */
