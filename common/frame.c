@@ -324,8 +324,10 @@ static int wire_varint(struct wire *w, uint64_t *v)
 static int wire_field(struct wire *w, uint32_t *num, unsigned *type, uint64_t *val, struct wire *sub)
 {
     uint64_t key;
-    if (wire_varint(w, &key) < 0 || (key >> 3) == 0 || (key >> 3) > 0x1fffffff)
+    if (wire_varint(w, &key) < 0)
         return -EBADMSG;
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
+        return -ENOMSG; /* decoders differ on these keys: the full one says */
     *num = (uint32_t)(key >> 3);
     *type = key & 7;
     switch (*type) {
@@ -363,8 +365,9 @@ static int view_range(struct wire w, struct frame_range_view *r)
         unsigned type;
         uint64_t val = 0;
         struct wire sub = { NULL, NULL };
-        if (wire_field(&w, &num, &type, &val, &sub) < 0)
-            return -EBADMSG;
+        int fr = wire_field(&w, &num, &type, &val, &sub);
+        if (fr < 0)
+            return fr;
         if (num == 1 && type == 0)
             r->status = (int32_t)val;
         else if (num == 2 && type == 2) {
@@ -389,8 +392,9 @@ int frame_view_phys_read(const uint8_t *payload, size_t len, struct frame_phys_r
         unsigned type;
         uint64_t val = 0;
         struct wire sub = { NULL, NULL };
-        if (wire_field(&w, &num, &type, &val, &sub) < 0)
-            return -EBADMSG;
+        int fr = wire_field(&w, &num, &type, &val, &sub);
+        if (fr < 0)
+            return fr;
         if (num == 1 && type == 0)
             v->version = (uint32_t)val;
         else if (num == 2 && type == 0)
@@ -414,8 +418,9 @@ int frame_view_phys_read(const uint8_t *payload, size_t len, struct frame_phys_r
         unsigned type;
         uint64_t val = 0;
         struct wire sub = { NULL, NULL };
-        if (wire_field(&body, &num, &type, &val, &sub) < 0)
-            return -EBADMSG;
+        int fr = wire_field(&body, &num, &type, &val, &sub);
+        if (fr < 0)
+            return fr;
         if (num != 1)
             continue; /* unknown to this version: skipped */
         if (type != 2 || v->n_ranges == max)
