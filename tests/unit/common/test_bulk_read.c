@@ -154,7 +154,9 @@ static int agree(const uint8_t *p, size_t len, size_t max, bool *same)
     if (rc == 0) {
         *same = e && e->body_case == MDLMAP__V1__ENVELOPE__BODY_PHYS_READ_REPLY && e->version == v.version &&
                 e->request_id == v.request_id && e->status == v.status &&
-                strlen(e->detail) == v.detail_len && !memcmp(e->detail, v.detail ? v.detail : "", v.detail_len) &&
+                /* protobuf-c's detail is a C string: it ends at an embedded NUL */
+                strlen(e->detail) == (v.detail_len ? strnlen(v.detail, v.detail_len) : 0) &&
+                !memcmp(e->detail, v.detail ? v.detail : "", strlen(e->detail)) &&
                 e->phys_read_reply->n_ranges == v.n_ranges;
         for (size_t i = 0; *same && i < v.n_ranges; i++) {
             const Mdlmap__V1__RangeData *d = e->phys_read_reply->ranges[i];
