@@ -321,21 +321,29 @@ static int wire_varint(struct wire *w, uint64_t *v)
 
 /* The next field: its number, wire type, and for a length-delimited one
  * its bytes (checked against the end); other values are read or skipped. */
-static int wire_field(struct wire *w, uint32_t *num, unsigned *type, uint64_t *val, struct wire *sub)
+struct wire_fld {
+    uint32_t num;
+    unsigned type;
+    uint64_t val;
+    struct wire sub;
+};
+
+static int wire_field(struct wire *w, struct wire_fld *f)
 {
     uint64_t key;
+    *f = (struct wire_fld){ 0, 0, 0, { NULL, NULL } };
     if (wire_varint(w, &key) < 0)
         return -EBADMSG;
     if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
         return -ENOMSG; /* decoders differ on these keys: the full one says */
-    *num = (uint32_t)(key >> 3);
-    *type = key & 7;
-    switch (*type) {
+    f->num = (uint32_t)(key >> 3);
+    f->type = key & 7;
+    switch (f->type) {
     case 0:
-        return wire_varint(w, val);
+        return wire_varint(w, &f->val);
     case 1:
     case 5: {
-        size_t n = *type == 1 ? 8 : 4;
+        size_t n = f->type == 1 ? 8 : 4;
         if ((size_t)(w->end - w->p) < n)
             return -EBADMSG;
         w->p += n;
@@ -345,8 +353,8 @@ static int wire_field(struct wire *w, uint32_t *num, unsigned *type, uint64_t *v
         uint64_t n;
         if (wire_varint(w, &n) < 0 || n > (uint64_t)(w->end - w->p))
             return -EBADMSG;
-        sub->p = w->p;
-        sub->end = w->p + n;
+        f->sub.p = w->p;
+        f->sub.end = w->p + n;
         w->p += n;
         return 0;
     }
@@ -361,19 +369,16 @@ static int view_range(struct wire w, struct frame_range_view *r)
 {
     *r = (struct frame_range_view){ 0, NULL, 0 };
     while (w.p < w.end) {
-        uint32_t num;
-        unsigned type;
-        uint64_t val = 0;
-        struct wire sub = { NULL, NULL };
-        int fr = wire_field(&w, &num, &type, &val, &sub);
+        struct wire_fld f;
+        int fr = wire_field(&w, &f);
         if (fr < 0)
             return fr;
-        if (num == 1 && type == 0)
-            r->status = (int32_t)val;
-        else if (num == 2 && type == 2) {
-            r->data = sub.p;
-            r->len = (size_t)(sub.end - sub.p);
-        } else if (num <= 2)
+        if (f.num == 1 && f.type == 0)
+            r->status = (int32_t)f.val;
+        else if (f.num == 2 && f.type == 2) {
+            r->data = f.sub.p;
+            r->len = (size_t)(f.sub.end - f.sub.p);
+        } else if (f.num <= 2)
             return -ENOMSG; /* a known field with an unexpected wire type: the full decoder says */
     }
     return 0;
@@ -388,44 +393,38 @@ int frame_view_phys_read(const uint8_t *payload, size_t len, struct frame_phys_r
         return -EMSGSIZE;
     bool have_body = false;
     while (w.p < w.end) {
-        uint32_t num;
-        unsigned type;
-        uint64_t val = 0;
-        struct wire sub = { NULL, NULL };
-        int fr = wire_field(&w, &num, &type, &val, &sub);
+        struct wire_fld f;
+        int fr = wire_field(&w, &f);
         if (fr < 0)
             return fr;
-        if (num == 1 && type == 0)
-            v->version = (uint32_t)val;
-        else if (num == 2 && type == 0)
-            v->request_id = val;
-        else if (num == 3 && type == 0)
-            v->status = (int32_t)val;
-        else if (num == 4 && type == 2) {
-            v->detail = (const char *)sub.p;
-            v->detail_len = (size_t)(sub.end - sub.p);
-        } else if (num == 51 && type == 2 && !have_body) {
-            body = sub;
+        if (f.num == 1 && f.type == 0)
+            v->version = (uint32_t)f.val;
+        else if (f.num == 2 && f.type == 0)
+            v->request_id = f.val;
+        else if (f.num == 3 && f.type == 0)
+            v->status = (int32_t)f.val;
+        else if (f.num == 4 && f.type == 2) {
+            v->detail = (const char *)f.sub.p;
+            v->detail_len = (size_t)(f.sub.end - f.sub.p);
+        } else if (f.num == 51 && f.type == 2 && !have_body) {
+            body = f.sub;
             have_body = true;
-        } else if (num <= 4 || num >= 10) {
+        } else if (f.num <= 4 || f.num >= 10) {
             return -ENOMSG; /* another body, a repeated body (merged by protobuf), an odd wire type */
         }
     }
     if (!have_body)
         return -ENOMSG;
     while (body.p < body.end) {
-        uint32_t num;
-        unsigned type;
-        uint64_t val = 0;
-        struct wire sub = { NULL, NULL };
-        int fr = wire_field(&body, &num, &type, &val, &sub);
+        struct wire_fld f;
+        int fr = wire_field(&body, &f);
         if (fr < 0)
             return fr;
-        if (num != 1)
+        if (f.num != 1)
             continue; /* unknown to this version: skipped */
-        if (type != 2 || v->n_ranges == max)
+        if (f.type != 2 || v->n_ranges == max)
             return -ENOMSG;
-        int rc = view_range(sub, &r[v->n_ranges]);
+        int rc = view_range(f.sub, &r[v->n_ranges]);
         if (rc < 0)
             return rc;
         v->n_ranges++;
