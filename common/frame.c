@@ -331,11 +331,12 @@ struct wire_fld {
 static int wire_field(struct wire *w, struct wire_fld *f)
 {
     uint64_t key;
+    const uint8_t *at = w->p;
     *f = (struct wire_fld){ 0, 0, 0, { NULL, NULL } };
     if (wire_varint(w, &key) < 0)
         return -EBADMSG;
-    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
-        return -ENOMSG; /* decoders differ on these keys: the full one says */
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff || w->p - at > 5)
+        return -ENOMSG; /* decoders differ on these keys (protobuf-c: 5 bytes at most): the full one says */
     f->num = (uint32_t)(key >> 3);
     f->type = key & 7;
     switch (f->type) {
