@@ -255,6 +255,9 @@ static void test_view(void)
     CHECK_EQ(frame_view_phys_read(longv, sizeof(longv), &v, r, 8), -EBADMSG);
     const uint8_t wt7[] = { 0x0f };
     CHECK_EQ(frame_view_phys_read(wt7, sizeof(wt7), &v, r, 8), -EBADMSG);
+    /* a key padded past 5 bytes: protobuf-c refuses it, so the view leaves it to protobuf-c */
+    const uint8_t longkey[] = { 0x90, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01, 0x9a, 0x03, 0x00 };
+    CHECK_EQ(frame_view_phys_read(longkey, sizeof(longkey), &v, r, 8), -ENOMSG);
 }
 
 /* frame_read_fd_buf: frames of different sizes through one growing buffer. */
