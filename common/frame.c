@@ -352,7 +352,12 @@ static int wire_field(struct wire *w, struct wire_fld *f)
     }
     case 2: {
         uint64_t n;
-        if (wire_varint(w, &n) < 0 || n > (uint64_t)(w->end - w->p))
+        at = w->p;
+        if (wire_varint(w, &n) < 0)
+            return -EBADMSG;
+        if (w->p - at > 5 || n > UINT32_MAX)
+            return -ENOMSG; /* protobuf-c reads lengths as 32-bit varints of at most 5 bytes */
+        if (n > (uint64_t)(w->end - w->p))
             return -EBADMSG;
         f->sub.p = w->p;
         f->sub.end = w->p + n;

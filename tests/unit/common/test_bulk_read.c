@@ -258,6 +258,8 @@ static void test_view(void)
     /* a key padded past 5 bytes: protobuf-c refuses it, so the view leaves it to protobuf-c */
     const uint8_t longkey[] = { 0x90, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01, 0x9a, 0x03, 0x00 };
     CHECK_EQ(frame_view_phys_read(longkey, sizeof(longkey), &v, r, 8), -ENOMSG);
+    const uint8_t longlen[] = { 0x2a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x9a, 0x03, 0x00 };
+    CHECK_EQ(frame_view_phys_read(longlen, sizeof(longlen), &v, r, 8), -ENOMSG);
 }
 
 /* frame_read_fd_buf: frames of different sizes through one growing buffer. */
