@@ -273,3 +273,167 @@ int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds)
     free(buf);
     return rc;
 }
+
+int frame_read_fd_buf(int fd, uint8_t **buf, size_t *cap, size_t *len)
+{
+    uint8_t hdr[MDLMAP_FRAME_HDR];
+    int rc = read_all(fd, hdr, sizeof(hdr), NULL);
+    if (rc < 0)
+        return rc;
+    uint32_t n = hdr_get(hdr);
+    if (n == 0 || n > MDLMAP_MAX_FRAME)
+        return -EMSGSIZE;
+    if (n > *cap) {
+        uint8_t *nb = realloc(*buf, n);
+        if (!nb)
+            return -ENOMEM;
+        *buf = nb;
+        *cap = n;
+    }
+    rc = read_all(fd, *buf, n, NULL);
+    if (rc == 0)
+        *len = n;
+    return rc;
+}
+
+/* ---- PhysRead replies in place (protobuf wire format, by hand) ---------- */
+
+struct wire {
+    const uint8_t *p, *end;
+};
+
+/* A varint of at most 10 bytes; -EBADMSG past the end or longer. */
+static int wire_varint(struct wire *w, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10; i++) {
+        if (w->p == w->end)
+            return -EBADMSG;
+        uint8_t b = *w->p++;
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -EBADMSG;
+}
+
+/* The next field: its number, wire type, and for a length-delimited one
+ * its bytes (checked against the end); other values are read or skipped. */
+struct wire_fld {
+    uint32_t num;
+    unsigned type;
+    uint64_t val;
+    struct wire sub;
+};
+
+static int wire_field(struct wire *w, struct wire_fld *f)
+{
+    uint64_t key;
+    const uint8_t *at = w->p;
+    *f = (struct wire_fld){ 0, 0, 0, { NULL, NULL } };
+    if (wire_varint(w, &key) < 0)
+        return -EBADMSG;
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff || w->p - at > 5)
+        return -ENOMSG; /* decoders differ on these keys (protobuf-c: 5 bytes at most): the full one says */
+    f->num = (uint32_t)(key >> 3);
+    f->type = key & 7;
+    switch (f->type) {
+    case 0:
+        return wire_varint(w, &f->val);
+    case 1:
+    case 5: {
+        size_t n = f->type == 1 ? 8 : 4;
+        if ((size_t)(w->end - w->p) < n)
+            return -EBADMSG;
+        w->p += n;
+        return 0;
+    }
+    case 2: {
+        uint64_t n;
+        at = w->p;
+        if (wire_varint(w, &n) < 0)
+            return -EBADMSG;
+        if (w->p - at > 5 || n > UINT32_MAX)
+            return -ENOMSG; /* protobuf-c reads lengths as 32-bit varints of at most 5 bytes */
+        if (n > (uint64_t)(w->end - w->p))
+            return -EBADMSG;
+        f->sub.p = w->p;
+        f->sub.end = w->p + n;
+        w->p += n;
+        return 0;
+    }
+    default: /* groups (3, 4) are not proto3; 6, 7 do not exist */
+        return -EBADMSG;
+    }
+}
+
+/* One RangeData: status (field 1) and data (field 2), last one wins as in
+ * protobuf; unknown fields skipped. */
+static int view_range(struct wire w, struct frame_range_view *r)
+{
+    *r = (struct frame_range_view){ 0, NULL, 0 };
+    while (w.p < w.end) {
+        struct wire_fld f;
+        int fr = wire_field(&w, &f);
+        if (fr < 0)
+            return fr;
+        if (f.num == 1 && f.type == 0)
+            r->status = (int32_t)f.val;
+        else if (f.num == 2 && f.type == 2) {
+            r->data = f.sub.p;
+            r->len = (size_t)(f.sub.end - f.sub.p);
+        } else if (f.num <= 2)
+            return -ENOMSG; /* a known field with an unexpected wire type: the full decoder says */
+    }
+    return 0;
+}
+
+int frame_view_phys_read(const uint8_t *payload, size_t len, struct frame_phys_read_view *v,
+                         struct frame_range_view *r, size_t max)
+{
+    struct wire w = { payload, payload + len }, body = { NULL, NULL };
+    memset(v, 0, sizeof(*v));
+    if (len == 0 || len > MDLMAP_MAX_FRAME)
+        return -EMSGSIZE;
+    bool have_body = false;
+    while (w.p < w.end) {
+        struct wire_fld f;
+        int fr = wire_field(&w, &f);
+        if (fr < 0)
+            return fr;
+        if (f.num == 1 && f.type == 0)
+            v->version = (uint32_t)f.val;
+        else if (f.num == 2 && f.type == 0)
+            v->request_id = f.val;
+        else if (f.num == 3 && f.type == 0)
+            v->status = (int32_t)f.val;
+        else if (f.num == 4 && f.type == 2) {
+            v->detail = (const char *)f.sub.p;
+            v->detail_len = (size_t)(f.sub.end - f.sub.p);
+        } else if (f.num == 51 && f.type == 2 && !have_body) {
+            body = f.sub;
+            have_body = true;
+        } else if (f.num <= 4 || f.num >= 10) {
+            return -ENOMSG; /* another body, a repeated body (merged by protobuf), an odd wire type */
+        }
+    }
+    if (!have_body)
+        return -ENOMSG;
+    while (body.p < body.end) {
+        struct wire_fld f;
+        int fr = wire_field(&body, &f);
+        if (fr < 0)
+            return fr;
+        if (f.num != 1)
+            continue; /* unknown to this version: skipped */
+        if (f.type != 2 || v->n_ranges == max)
+            return -ENOMSG;
+        int rc = view_range(f.sub, &r[v->n_ranges]);
+        if (rc < 0)
+            return rc;
+        v->n_ranges++;
+    }
+    return 0;
+}

@@ -11,9 +11,42 @@ static void buf_free(struct outq *q, struct outbuf *b)
     for (unsigned i = 0; i < b->nfds; i++)
         close(b->fds[i]);
     q->nfds -= b->nfds;
-    if (b->data != b->inline_data)
-        free(b->data);
+    if (b->data != b->inline_data) {
+        /* a frame sent whole is kept to be packed into again; one withdrawn
+         * or dropped unsent goes (it may be the one a peer never reads) */
+        if (q->nspare < OUTQ_SPARES && b->len >= OUTQ_SPARE_MIN && b->off == b->len &&
+            q->bytes + q->spare_bytes + b->len <= q->spare_limit) {
+            q->spare[q->nspare] = b->data;
+            q->spare_len[q->nspare++] = b->len;
+            q->spare_bytes += b->len;
+        } else {
+            free(b->data);
+        }
+    }
     free(b);
+}
+
+uint8_t *outq_take_spare(struct outq *q, size_t need, size_t *cap)
+{
+    for (unsigned i = q->nspare; i-- > 0;) {
+        if (q->spare_len[i] < need)
+            continue;
+        uint8_t *p = q->spare[i];
+        *cap = q->spare_len[i];
+        q->spare_bytes -= q->spare_len[i];
+        q->nspare--;
+        q->spare[i] = q->spare[q->nspare];
+        q->spare_len[i] = q->spare_len[q->nspare];
+        return p;
+    }
+    return NULL;
+}
+
+void outq_drop_spares(struct outq *q)
+{
+    while (q->nspare)
+        free(q->spare[--q->nspare]);
+    q->spare_bytes = 0;
 }
 
 void outq_init(struct outq *q)
@@ -21,16 +54,22 @@ void outq_init(struct outq *q)
     q->head = q->tail = NULL;
     q->bytes = 0;
     q->nfds = 0;
+    q->nspare = 0;
+    q->spare_bytes = 0;
+    q->spare_limit = 0;
 }
 
 void outq_free(struct outq *q)
 {
+    size_t limit = q->spare_limit;
     while (q->head) {
         struct outbuf *b = q->head;
         q->head = b->next;
         buf_free(q, b);
     }
+    outq_drop_spares(q);
     outq_init(q);
+    q->spare_limit = limit;
 }
 
 int outq_push(struct outq *q, const uint8_t *data, size_t len, const int *fds, unsigned nfds)

@@ -105,5 +105,9 @@ static inline bool fconn_done(const struct fconn *c) { return c->closing && outq
  * the caller set, and encode it. */
 int fconn_reply_encode(mdl_envelope *env, uint64_t request_id, int err, const char *detail,
                        uint8_t **out, size_t *out_len);
+/* fconn_reply_encode packed into q's spare buffer when it is large enough
+ * (see outq_take_spare; q NULL: never), else into a new one. */
+int fconn_reply_encode_reuse(mdl_envelope *env, uint64_t request_id, int err, const char *detail,
+                             struct outq *q, uint8_t **out, size_t *out_len);
 /* A response with an ErrorResponse body. */
 int fconn_reply_error(uint64_t request_id, int err, const char *detail, uint8_t **out, size_t *out_len);

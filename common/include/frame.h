@@ -74,3 +74,34 @@ int frame_read_fd(int fd, mdl_envelope **out);
 /* Same on a Unix socket, collecting fds passed with the frame (SCM_RIGHTS)
  * into fds (see usock.h); fds NULL: any passed fds are closed. */
 int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds);
+
+/* A PhysRead reply read in place: the data of each range points into the
+ * frame payload (valid while the payload is), nothing is allocated or
+ * copied. Built for whole-guest reads, where protobuf-c's unpack would copy
+ * every data field once more. */
+struct frame_range_view {
+    int32_t status;
+    const uint8_t *data;
+    size_t len;
+};
+struct frame_phys_read_view {
+    uint32_t version;
+    uint64_t request_id;
+    int32_t status;
+    const char *detail; /* not NUL-terminated: detail_len bytes */
+    size_t detail_len;
+    size_t n_ranges;    /* ranges filled: at most the caller's max */
+};
+/* Decode payload (one frame, as frame_decode takes it) when it is an
+ * Envelope whose body is a PhysReadResponse with at most max ranges.
+ * 0: *v and r[0 .. v->n_ranges) filled; -ENOMSG: valid or not, the frame is
+ * something this reader does not take (another body, more ranges than max,
+ * a field repeated that protobuf would merge): decode it with frame_decode;
+ * -EBADMSG: malformed (a length past the end, a bad varint or wire type). */
+int frame_view_phys_read(const uint8_t *payload, size_t len, struct frame_phys_read_view *v,
+                         struct frame_range_view *r, size_t max);
+/* Read one frame's payload from a blocking stream fd into *buf (grown with
+ * realloc as needed, capacity *cap; the caller frees it): a client that
+ * reads many large replies reuses one buffer. 0 and *len, -ECONNRESET on
+ * EOF, -EMSGSIZE, -ENOMEM, -errno. */
+int frame_read_fd_buf(int fd, uint8_t **buf, size_t *cap, size_t *len);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #define OUTQ_MAX_FDS 64 /* per frame; usock_send() passes up to USOCK_MAX_FDS */
+#define OUTQ_SPARES 4   /* large sent frames kept for reuse (struct outq) */
 
 struct outbuf {
     struct outbuf *next;
@@ -21,7 +22,23 @@ struct outq {
     struct outbuf *head, *tail;
     size_t bytes;     /* unsent bytes */
     unsigned nfds;    /* descriptors held (not yet sent) */
+    /* Large handed-over frames once sent, kept for the next large replies
+     * (outq_take_spare): a fresh malloc() of that size is an mmap, page
+     * faults on every page and an munmap per frame. Replies leave in bursts
+     * (a client reads several, hostd answers several), so a few are kept:
+     * at most OUTQ_SPARES per queue and only while spares plus unsent
+     * bytes stay within spare_limit (0, the default: none kept), so the
+     * queue never holds more than its owner's bound on unsent output
+     * allows; freed with the queue or by outq_drop_spares. */
+    size_t spare_limit;
+    size_t spare_bytes;
+    unsigned nspare;
+    uint8_t *spare[OUTQ_SPARES];
+    size_t spare_len[OUTQ_SPARES];
 };
+
+/* Frames at least this large are kept as spares when sent. */
+#define OUTQ_SPARE_MIN (128u * 1024u)
 
 /* Bytes sent (> 0), 0 or -EAGAIN when blocked, another negative errno when
  * broken. fds (nfds of them) go with the first byte. */
@@ -39,6 +56,11 @@ int outq_push_tagged(struct outq *q, const uint8_t *data, size_t len, const int 
  * packed once and sent from where they were packed). Ownership of data and
  * fds is taken, even on failure. */
 int outq_push_owned(struct outq *q, uint8_t *data, size_t len, const int *fds, unsigned nfds, uint64_t tag);
+/* A spare buffer that holds at least need bytes (the caller owns it: push
+ * it with outq_push_owned or free() it), else NULL. *cap: its size. */
+uint8_t *outq_take_spare(struct outq *q, size_t need, size_t *cap);
+/* Free the spares (a connection gone idle gives their memory back). */
+void outq_drop_spares(struct outq *q);
 /* Drop the frames tagged tag that have not started to go out, closing their
  * fds (a frame partly sent must be finished: the peer has its beginning).
  * Returns how many were dropped. */

@@ -23,6 +23,10 @@ struct api_ctx {
     /* per-request audit lines (writes, fds handed out): a client can send
      * these as fast as it likes, so they share one limiter. NULL: none */
     struct log_limit *op_log;
+    /* The output queue of the client whose request runs (NULL: none), set
+     * only around one dispatch: large replies are packed into its spare
+     * buffer (outq_take_spare) instead of a fresh allocation. */
+    struct outq *reply_q;
 };
 
 /* *out: encoded response frame (free()). Returns 0 or negative errno if no

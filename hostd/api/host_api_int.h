@@ -19,6 +19,7 @@
 #define API_MAX_CLIENTS 64
 #define API_PRIV_RESERVE 16
 #define API_OUTQ_HIGH (2u * 1024u * 1024u)
+#define API_SNDBUF (int)(MDLMAP_MAX_FRAME + 64u * 1024u) /* API socket send buffer (host_api.c) */
 
 #define API_FRAME_TIMEOUT_MS 5000u     /* a started frame must complete by then */
 #define API_CONSUMER_TIMEOUT_MS 10000u /* a UserMode consumer must answer MapInto by then */
@@ -80,6 +81,7 @@ struct api_client {
     struct fconn fc;        /* framing, output queue, protocol errors */
     bool dead;              /* closed; memory freed after the event batch */
     uint64_t consumer_id;   /* registered UserMode consumer, or 0 */
+    bool big_sndbuf;        /* SO_SNDBUF raised for guest-memory reads */
     struct api_peer peer;
     uint64_t last_active_ms;  /* last byte in or out: the oldest idle client is evicted first */
     uint64_t partial_since_ms; /* an incomplete frame is buffered since then; 0: none */

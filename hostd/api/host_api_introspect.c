@@ -50,6 +50,14 @@ static int reply(mdl_envelope *env, const mdl_envelope *req, int rc, const char 
     return fconn_reply_encode(env, req->request_id, rc, detail, out, out_len);
 }
 
+/* A reply that may be large (guest memory read): packed into the client's
+ * spare frame when it has one. */
+static int reply_large(const struct api_ctx *ctx, mdl_envelope *env, const mdl_envelope *req, int rc,
+                       const char *detail, uint8_t **out, size_t *out_len)
+{
+    return fconn_reply_encode_reuse(env, req->request_id, rc, detail, ctx->reply_q, out, out_len);
+}
+
 static int do_phys_read(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t **out, size_t *out_len)
 {
     const Mdlmap__V1__PhysReadRequest *rq = req->phys_read;
@@ -116,7 +124,7 @@ static int do_phys_read(const struct api_ctx *ctx, const mdl_envelope *req, uint
         rp.n_ranges = n;
         rp.ranges = rdp;
     }
-    rc = reply(&env, req, rc, detail, out, out_len);
+    rc = reply_large(ctx, &env, req, rc, detail, out, out_len);
     free(buf);
     free(v);
     free(rd);
@@ -316,7 +324,7 @@ static int do_virt_read(const struct api_ctx *ctx, const mdl_envelope *req, uint
     rp.data.data = buf;
     rp.data.len = done;
     rp.fault_vaddr = fault;
-    rc = reply(&env, req, rc, detail, out, out_len);
+    rc = reply_large(ctx, &env, req, rc, detail, out, out_len);
     free(buf);
     return rc;
 }

@@ -125,7 +125,7 @@ int host_api_vm_list(const struct api_ctx *ctx, const mdl_envelope *req, uint8_t
          * not (field tag and length: at most 4 bytes more per entry) */
         bytes += mdlmap__v1__vm_info__get_packed_size(&x->info) + 4;
         if (bytes > MDLMAP_MAX_FRAME - 1024) {
-            log_warn("api: VmList lists the first %u of %u VMs (one frame's worth)", k, n);
+            log_warn_limited(ctx->op_log, "api: VM lists", "api: VmList lists the first %u of %u VMs (one frame's worth)", k, n);
             break;
         }
         ptrs[k] = &x->info;

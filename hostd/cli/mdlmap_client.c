@@ -32,6 +32,9 @@ void mdlmap_client_close(struct mdlmap_client *c)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = 0;
     for (; c->evq_n; c->evq_n--) {
         frame_envelope_free(c->evq[c->evq_head]);
         c->evq_head = (c->evq_head + 1) % MDLMAP_CLIENT_EVENT_QUEUE;
@@ -94,6 +97,49 @@ static int call_expect(struct mdlmap_client *c, mdl_envelope *req, mdl_envelope 
     int rc = mdlmap_client_call_fds(c, req, resp, fds);
     if (rc == 0 && (int)(*resp)->body_case != want)
         rc = -EPROTO;
+    return rc;
+}
+
+/* A PhysRead call answered in place: on 0, r[0 .. k) point into c->rbuf
+ * (valid until the next call). Events read meanwhile are queued; an answer
+ * the in-place reader does not take (a failure with another body, more
+ * ranges than asked) is decoded by protobuf-c and judged as call_expect
+ * would. */
+static int call_phys_read(struct mdlmap_client *c, mdl_envelope *req, struct frame_range_view *r, size_t k)
+{
+    req->version = MDLMAP_PROTO_VERSION;
+    req->request_id = c->next_id++;
+    int rc = frame_write_fd(c->fd, req);
+    while (rc == 0) {
+        size_t len = 0;
+        rc = frame_read_fd_buf(c->fd, &c->rbuf, &c->rcap, &len);
+        if (rc < 0)
+            return rc;
+        struct frame_phys_read_view v;
+        rc = frame_view_phys_read(c->rbuf, len, &v, r, k);
+        if (rc == 0) {
+            char d[sizeof(c->last_detail)];
+            snprintf(d, sizeof(d), "%.*s", (int)(v.detail_len < sizeof(d) ? v.detail_len : sizeof(d) - 1),
+                     v.detail ? v.detail : "");
+            set_failure(c, v.status, d);
+            if (v.status)
+                return -EREMOTEIO;
+            return v.request_id == req->request_id && v.n_ranges == k ? 0 : -EPROTO;
+        }
+        if (rc != -ENOMSG)
+            return -EBADMSG;
+        mdl_envelope *e;
+        rc = frame_decode(c->rbuf, len, &e);
+        if (rc < 0)
+            return rc;
+        if (e->body_case == BODY(EVENT)) {
+            evq_push(c, e);
+            continue;
+        }
+        set_failure(c, e->status, e->detail);
+        rc = e->status ? -EREMOTEIO : -EPROTO; /* as mdlmap_client_call_fds judges it */
+        frame_envelope_free(e);
+    }
     return rc;
 }
 
@@ -291,10 +337,11 @@ static int phys_io(struct mdlmap_client *c, const char *vm, struct mdlmap_phys_i
     struct piece *p = calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*p));
     Mdlmap__V1__PhysRange *rs = write ? NULL : calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rs));
     Mdlmap__V1__PhysRange **rp = write ? NULL : calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rp));
+    struct frame_range_view *rv = write ? NULL : calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*rv));
     Mdlmap__V1__PhysChunk *cs = write ? calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*cs)) : NULL;
     Mdlmap__V1__PhysChunk **cp = write ? calloc(MDLMAP_MAX_PHYS_RANGES, sizeof(*cp)) : NULL;
     size_t ri = 0, ro = 0, k, failed = SIZE_MAX;
-    int rc = p && (write ? cs && cp : rs && rp) ? 0 : -ENOMEM;
+    int rc = p && (write ? cs && cp : rs && rp && rv) ? 0 : -ENOMEM;
     for (size_t i = 0; i < n; i++)
         iov[i].status = 0;
     while (rc == 0 && (k = next_batch(iov, n, &ri, &ro, p)) > 0) {
@@ -329,24 +376,28 @@ static int phys_io(struct mdlmap_client *c, const char *vm, struct mdlmap_phys_i
             env.body_case = BODY(PHYS_READ);
             env.phys_read = &rr;
         }
-        rc = call_expect(c, &env, &resp, write ? BODY(PHYS_WRITE_REPLY) : BODY(PHYS_READ_REPLY), NULL);
-        if (rc == 0 && (write ? resp->phys_write_reply->n_status : resp->phys_read_reply->n_ranges) != k)
+        resp = NULL;
+        if (write)
+            rc = call_expect(c, &env, &resp, BODY(PHYS_WRITE_REPLY), NULL);
+        else
+            rc = call_phys_read(c, &env, rv, k); /* checks one range per range asked */
+        if (rc == 0 && write && resp->phys_write_reply->n_status != k)
             rc = -EPROTO; /* one status per range, in order */
         for (size_t j = 0; rc == 0 && j < k; j++) {
-            const Mdlmap__V1__RangeData *d = write ? NULL : resp->phys_read_reply->ranges[j];
-            int32_t st = write ? resp->phys_write_reply->status[j] : d->status;
+            int32_t st = write ? resp->phys_write_reply->status[j] : rv[j].status;
             if (st)
                 piece_failed(iov, &p[j], st, &failed);
-            else if (d && d->data.len != p[j].len)
+            else if (!write && rv[j].len != p[j].len)
                 rc = -EPROTO;
-            else if (d)
-                memcpy((uint8_t *)iov[p[j].idx].buf + p[j].off, d->data.data, p[j].len);
+            else if (!write)
+                memcpy((uint8_t *)iov[p[j].idx].buf + p[j].off, rv[j].data, p[j].len);
         }
         frame_envelope_free(resp);
     }
     free(p);
     free(rs);
     free(rp);
+    free(rv);
     free(cs);
     free(cp);
     return phys_finish(c, iov, failed, rc);

@@ -40,6 +40,10 @@ struct mdlmap_client {
     mdl_envelope *evq[MDLMAP_CLIENT_EVENT_QUEUE];
     unsigned evq_head, evq_n;
     uint64_t events_dropped;
+    /* PhysRead replies are read into this one buffer and decoded in place
+     * (frame_view_phys_read): the data is copied once, into the caller's */
+    uint8_t *rbuf;
+    size_t rcap;
 };
 
 /* path NULL: $MDLMAP_API or MDLMAP_DEFAULT_API. */

@@ -369,6 +369,15 @@ def vu_state_seeds():
     }
 
 
+# ---- fuzz_frame_view ----------------------------------------------------------
+def frame_view_seeds():
+    """fuzz_frame_view: mode 0 builds a reply from the bytes and edits it; mode 1 is a raw payload."""
+    reply = f_varint(1, 1) + f_varint(2, 7) + f_bytes(51, f_bytes(1, f_varint(2 - 1, 0) + f_bytes(2, b'ab')))
+    return {'built-3-ranges': bytes([0, 3, 0, 8, 1, 0, 0, 4, 1, 5, 0]),
+            'built-edited': bytes([0, 2, 0, 8, 1, 2, 1, 9, 0, 40, 0xff, 200, 0x80]),
+            'raw-reply': bytes([1]) + reply}
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -376,7 +385,8 @@ def main():
                'rpc': rpc_seeds(), 'vsock_hdr': vsock_hdr_seeds(), 'qmp_json': qmp_json_seeds(),
                'qmp_regs': qmp_regs_seeds(), 'introspect': introspect_seeds(),
                'peer_frames': peer_frames_seeds(), 'events': events_seeds(), 'client': client_seeds(),
-               'vu_state': vu_state_seeds(), 'qmp_client': qmp_client_seeds(), 'lv_xml': lv_xml_seeds()}
+               'frame_view': frame_view_seeds(), 'vu_state': vu_state_seeds(), 'qmp_client': qmp_client_seeds(),
+               'lv_xml': lv_xml_seeds()}
     for target, seeds in targets.items():
         d = os.path.join(sys.argv[1], target)
         os.makedirs(d, exist_ok=True)

@@ -237,6 +237,61 @@ static void test_phys(int fd)
               "a chunk running into the hole writes nothing (%s)", ntstatus_name(cst));
 }
 
+/* Large replies go out of reused frames (hostd keeps a client's sent
+ * PhysRead frames and packs the next replies into them): replies of
+ * changing sizes, several in flight, with guest RAM rewritten between
+ * rounds, must each carry exactly the bytes of their own range now, never
+ * a tail or a stale copy from an earlier reply in the same buffer. */
+static void test_reused_frames(int fd)
+{
+    static const uint32_t sizes[] = { 512 * 1024, 300 * 1024, 512 * 1024, 140 * 1024, 200 * 1024, 512 * 1024 };
+    enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+    unsigned bad = 0, replies = 0;
+    for (unsigned round = 0; round < 4; round++) {
+        uint64_t gpa[N], off = 0x100000;
+        for (unsigned i = 0; i < N; i++) {
+            gpa[i] = off;
+            uint8_t *p = gp(off, sizes[i]);
+            for (uint32_t k = 0; k < sizes[i]; k += 4096)
+                memset(p + k, (int)(round * 31 + i * 7 + k / 4096), 4096);
+            off += sizes[(i + round) % N]; /* ranges shift between rounds */
+        }
+        for (unsigned i = 0; i < N; i++) { /* all in flight */
+            mdl_envelope e = MDLMAP__V1__ENVELOPE__INIT;
+            Mdlmap__V1__PhysReadRequest rq = MDLMAP__V1__PHYS_READ_REQUEST__INIT;
+            Mdlmap__V1__PhysRange r = MDLMAP__V1__PHYS_RANGE__INIT, *rp = &r;
+            r.gpa = gpa[i];
+            r.length = sizes[(i + round) % N];
+            rq.vm_name = "vm0";
+            rq.ranges = &rp;
+            rq.n_ranges = 1;
+            e.body_case = MDLMAP__V1__ENVELOPE__BODY_PHYS_READ;
+            e.phys_read = &rq;
+            e.version = MDLMAP_PROTO_VERSION;
+            e.request_id = 1000 + i;
+            if (frame_write_fd(fd, &e) < 0)
+                bad++;
+        }
+        for (unsigned i = 0; i < N; i++) {
+            mdl_envelope *r = NULL;
+            uint32_t len = sizes[(i + round) % N];
+            if (frame_read_fd(fd, &r) < 0) {
+                bad++;
+                continue;
+            }
+            replies++;
+            bool ok = r->status == 0 && r->request_id == 1000 + i &&
+                      r->body_case == MDLMAP__V1__ENVELOPE__BODY_PHYS_READ_REPLY && r->phys_read_reply->n_ranges == 1 &&
+                      r->phys_read_reply->ranges[0]->data.len == len &&
+                      !memcmp(r->phys_read_reply->ranges[0]->data.data, gp(gpa[i], len), len);
+            bad += !ok;
+            frame_envelope_free(r);
+        }
+    }
+    tap_check(bad == 0 && replies == 4 * N, "%u PhysRead replies of changing sizes, 6 in flight, out of reused frames: "
+              "each holds exactly its range's current bytes (%u wrong)", replies, bad);
+}
+
 static void test_walks(int fd)
 {
     uint64_t root = new_table();
@@ -446,6 +501,7 @@ int main(int argc, char **argv)
     }
     gm = &d0->g.gm;
     test_phys(fd);
+    test_reused_frames(fd);
     test_walks(fd);
     test_map(fd);
     test_refusals(fd);

@@ -154,11 +154,13 @@ static void serve_phys_read(int fd, const mdl_envelope *req, int arg)
 {
     size_t n = req->phys_read->n_ranges - (arg == 1);
     Mdlmap__V1__RangeData d[4], *dp[4];
-    uint8_t bytes[64] = { 0 };
+    uint8_t bytes[64];
+    for (size_t k = 0; k < sizeof(bytes); k++)
+        bytes[k] = (uint8_t)('A' + k / 16); /* each range its own letter */
     for (size_t i = 0; i < n && i < 4; i++) {
         mdlmap__v1__range_data__init(&d[i]);
         d[i].status = arg == 0 && i == 1 ? MDLMAP__V1__NT_STATUS__STATUS_MEMORY_NOT_ALLOCATED : 0;
-        d[i].data.data = bytes;
+        d[i].data.data = bytes + 16 * i;
         d[i].data.len = d[i].status ? 0 : req->phys_read->ranges[i]->length - (arg == 2);
         dp[i] = &d[i];
     }
@@ -180,6 +182,8 @@ static int phys_read3(struct mdlmap_client *c)
         CHECK(iov[0].status == 0 && iov[2].status == 0);
         CHECK(iov[1].status == MDLMAP__V1__NT_STATUS__STATUS_MEMORY_NOT_ALLOCATED);
         CHECK(c->last_status == MDLMAP__V1__NT_STATUS__STATUS_MEMORY_NOT_ALLOCATED);
+        /* the ranges that succeeded hold their own bytes */
+        CHECK(a[0] == 'A' && a[15] == 'A' && d[0] == 'C' && d[15] == 'C');
     }
     return rc;
 }
