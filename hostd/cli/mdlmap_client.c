@@ -537,8 +537,8 @@ static int virt_chunk(struct mdlmap_client *c, const char *vm, uint64_t cr3, boo
         *fault = rbuf ? resp->virt_read_reply->fault_vaddr : resp->virt_write_reply->fault_vaddr;
         if (k > n || (rc == 0 && k != n))
             rc = -EPROTO; /* more than asked, or short without a fault */
-        else if (rbuf)
-            memcpy(rbuf, resp->virt_read_reply->data.data, k);
+        else if (rbuf && k)
+            memcpy(rbuf, resp->virt_read_reply->data.data, k); /* an empty bytes field decodes as NULL */
         if (rc != -EPROTO)
             *got = k;
     }

@@ -18,7 +18,8 @@ def run(tap, rig, argv):
         """Run mdlmapctl --json; the parsed objects (one per line)."""
         p = subprocess.run([ctl, "--api", api, "--json", *args], capture_output=True, text=True, timeout=30)
         objs = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
-        if p.returncode != want_rc:
+        if p.returncode != want_rc or not objs:
+            # a sanitizer report ends the process before stdout is flushed: say what it printed
             tap.diag("%s: rc %d, stderr: %s" % (" ".join(args), p.returncode, p.stderr.strip()))
         return p.returncode, objs
 
