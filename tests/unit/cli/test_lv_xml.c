@@ -134,6 +134,19 @@ static void test_prepare(void)
     CHECK(lvx_prepare(domain_plain, strlen(domain_plain), &rel, &out, err, sizeof(err)) < 0);
     CHECK(lvx_prepare("<network/>", 10, &dev, &out, err, sizeof(err)) < 0);
     CHECK(lvx_prepare("<domain>", 8, &dev, &out, err, sizeof(err)) < 0);
+    /* An undeclared prefix (xmlns misspelt): libxml2 still builds a tree,
+     * but the prepared text would mean something else once our xmlns:qemu
+     * declares the prefix, so the definition is refused, not rewritten. */
+    const char *undeclared = "<domain xmns:qemu='" LVX_QEMU_NS "'><qemu:commandline>"
+                             "<qemu:arg value='-S'/></qemu:commandline></domain>";
+    err[0] = '\0';
+    CHECK(lvx_prepare(undeclared, strlen(undeclared), &dev, &out, err, sizeof(err)) < 0 && out == NULL &&
+          strstr(err, "namespace"));
+    CHECK(lvx_inspect(undeclared, strlen(undeclared), &l, err, sizeof(err)) < 0);
+    /* bytes no encoding accepts: refused with a reason (and nothing on stderr) */
+    const char *badenc = "<?xml version='1.0' encoding='UTF-16'?>\x17";
+    err[0] = '\0';
+    CHECK(lvx_prepare(badenc, strlen(badenc), &dev, &out, err, sizeof(err)) < 0 && out == NULL && err[0]);
 }
 
 static void test_inspect(void)
