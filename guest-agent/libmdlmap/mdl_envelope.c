@@ -1,6 +1,7 @@
 /* Request envelopes for hostd, built on caller-provided storage (a Lock's
  * frame runs excepted: their count is known only from the frames). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "frame.h"
@@ -23,6 +24,12 @@ void mdl_env_hello(Mdlmap__V1__Envelope *e, Mdlmap__V1__HelloRequest *b, const c
     e->hello = b;
 }
 
+/* pfns[i] continues the run of pfns[i - 1] without wrapping past UINT64_MAX */
+static bool follows(const uint64_t *pfns, size_t i)
+{
+    return pfns[i - 1] != UINT64_MAX && pfns[i] == pfns[i - 1] + 1;
+}
+
 int mdl_env_runs_build(const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
 {
     *rs = (struct mdl_env_runs){ 0 };
@@ -31,10 +38,12 @@ int mdl_env_runs_build(const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
     /* Count first so that both arrays are exact: a contiguous MDL is one
      * run, whatever its size (1 GiB would be 2 MiB of pfns, over the frame
      * limit). A run ends where the next frame does not follow, or where its
-     * count would pass the 32-bit field (never, for an MDL below 4 GiB). */
+     * count would pass the 32-bit field (never, for an MDL below 4 GiB), or
+     * after frame UINT64_MAX: frame 0 "follows" it only by wrapping, and
+     * mdl_env_runs_expand refuses a wrapping run. */
     size_t nr = 1;
     for (size_t i = 1, len = 1; i < n; i++, len++)
-        if (pfns[i] != pfns[i - 1] + 1 || len == UINT32_MAX) {
+        if (!follows(pfns, i) || len == UINT32_MAX) {
             nr++;
             len = 0;
         }
@@ -47,7 +56,7 @@ int mdl_env_runs_build(const uint64_t *pfns, size_t n, struct mdl_env_runs *rs)
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         Mdlmap__V1__FrameRun *r = k ? &rs->runs[k - 1] : NULL;
-        if (r && pfns[i] == pfns[i - 1] + 1 && r->count < UINT32_MAX) {
+        if (r && follows(pfns, i) && r->count < UINT32_MAX) {
             r->count++;
             continue;
         }

@@ -82,9 +82,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (setup_once() < 0)
         abort();
-    static int fds0 = -1;
-    if (fds0 < 0)
-        fds0 = vu_direct_open_fds();
+    /* Counted per input, not once: libFuzzer itself opens fds between
+     * inputs (the llvm-symbolizer pipes behind a NEW_FUNC line stay open),
+     * and only the fds this input handles are its to account for. */
+    int fds0 = vu_direct_open_fds();
     struct fuzz_in in = { data, size };
     uint8_t flags = fuzz_take8(&in);
     uint8_t rec[VU_STATE_REC_SIZE];

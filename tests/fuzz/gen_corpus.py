@@ -276,7 +276,10 @@ def peer_frames_seeds():
     return {'two-runs': struct.pack('<HB', 3, 2) + run(0, 0x100, 2) + run(0, 0x500, 1),
             'last-frame': struct.pack('<HB', 3, 1) + run(1, 2, 3),
             'short': struct.pack('<HB', 5, 2) + run(0, 7, 2) + run(0, 9, 2),
-            'summed': struct.pack('<HB', 0x8000, 3) + run(0, 40, 5) + run(0, 45, 2) + run(1, 0, 1)}
+            'summed': struct.pack('<HB', 0x8000, 3) + run(0, 40, 5) + run(0, 45, 2) + run(1, 0, 1),
+            # frame UINT64_MAX then frames 0, 1: build must not merge them into one wrapping run
+            'wrap-merge': struct.pack('<HB', 0x8000, 3) + run(0, 0xfb00100400000028, 3) + run(1, 0, 1)
+            + run(0, 0, 2)}
 
 
 def events_seeds():
@@ -365,6 +368,8 @@ def vu_state_seeds():
         'no-region': b'\x04',
         'no-kick': b'\x08',
         'conn-eventfd': b'\x80',
+        # CI crash input: the target's once-only fd baseline, not restore, was wrong
+        'conn-eventfd-unsealed': b'\x81',
         'edits': b'\x00' + edit(16, 0xff) + edit(48, 0) + edit(1100, 3),
     }
 
