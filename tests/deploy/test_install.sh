@@ -73,6 +73,9 @@ fi
     echo "$docdir/README.md"; echo "$docdir/LICENSE"; echo "$docdir/examples/hostd.conf"
     echo "$docdir/examples/libvirt/README.md"; echo "$docdir/examples/libvirt/domain-example.xml"
     for d in "$src"/docs/*.md; do echo "$docdir/docs/$(basename "$d")"; done
+    if [ -x "$build/hostd/cli/mdlmap-libvirt" ]; then   # built when libvirt-dev is there
+        echo "$sbindir/mdlmap-libvirt"; echo "$unitdir/mdlmap-libvirt.service"
+    fi
     if [ "$(opt guest)" = True ]; then
         libdir=$prefix/$(opt libdir)
         echo "$bindir/mdlmap-agent"; echo "$libdir/libmdlmap_guest.a"; echo "$libdir/pkgconfig/mdlmap_guest.pc"
@@ -121,7 +124,9 @@ check "mdlmap-host and mdlmap-guest .debs built" test -n "$host_deb" -a -n "$gue
 debver=$(dpkg-deb -f "$host_deb" Version 2>/dev/null)
 check "package version $debver is the project version $version" test "$debver" = "$version"
 root=$scratch/root
-for d in "$host_deb" "$guest_deb"; do [ -n "$d" ] && dpkg -x "$d" "$root"; done
+libvirt_deb=$(ls "$scratch"/pkg/mdlmap-libvirt_*.deb 2>/dev/null | head -n1)
+check "mdlmap-libvirt .deb built" test -n "$libvirt_deb"
+for d in "$host_deb" "$guest_deb" "$libvirt_deb"; do [ -n "$d" ] && dpkg -x "$d" "$root"; done
 {
     echo /usr/sbin/mdlmap-hostd; echo /usr/bin/mdlmapctl; echo /lib/systemd/system/mdlmap-hostd.service
     for f in README.md LICENSE copyright changelog.gz examples/hostd.conf examples/libvirt/README.md \
@@ -131,6 +136,8 @@ for d in "$host_deb" "$guest_deb"; do [ -n "$d" ] && dpkg -x "$d" "$root"; done
     echo /usr/lib/x86_64-linux-gnu/pkgconfig/mdlmap_guest.pc
     for h in mdlmap.h wdm_compat.h mdl_except.h; do echo "/usr/include/mdlmap/$h"; done
     echo /usr/share/doc/mdlmap-guest/copyright; echo /usr/share/doc/mdlmap-guest/changelog.gz
+    echo /usr/sbin/mdlmap-libvirt; echo /lib/systemd/system/mdlmap-libvirt.service
+    echo /usr/share/doc/mdlmap-libvirt/copyright; echo /usr/share/doc/mdlmap-libvirt/changelog.gz
 } >"$scratch/want2"
 (cd "$root" && find . -type f -o -type l | sed 's#^\.##') >"$scratch/got2"
 check "the packages hold exactly the expected files" same_list "$scratch/want2" "$scratch/got2"
@@ -139,6 +146,8 @@ check "packaged mdlmap-hostd --version: '$got'" test "$got" = "mdlmap-hostd $deb
 check "packaged unit runs /usr/sbin/mdlmap-hostd --config /etc/mdlmap/hostd.conf" \
     grep -qx "ExecStart=/usr/sbin/mdlmap-hostd --config /etc/mdlmap/hostd.conf" "$root/lib/systemd/system/mdlmap-hostd.service"
 check "systemd-analyze verify passes on the packaged unit" verify_unit "$root/lib/systemd/system/mdlmap-hostd.service" "$root"
+check "packaged companion unit runs /usr/sbin/mdlmap-libvirt" \
+    grep -q "^ExecStart=/usr/sbin/mdlmap-libvirt " "$root/lib/systemd/system/mdlmap-libvirt.service"
 check "the packaged Documentation= file exists" \
     test -f "$root$(sed -n 's#^Documentation=file:##p' "$root/lib/systemd/system/mdlmap-hostd.service")"
 mkdir -p "$scratch/ctl"
