@@ -254,16 +254,24 @@ int frame_read_fd(int fd, mdl_envelope **out)
     return frame_read_fd_fds(fd, out, NULL);
 }
 
-int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds)
+/* The length prefix of the next frame, checked against the frame bounds. */
+static int read_frame_len(int fd, struct usock_fds *fds, uint32_t *n)
 {
     uint8_t hdr[MDLMAP_FRAME_HDR];
-    *out = NULL;
     int rc = read_all(fd, hdr, sizeof(hdr), fds);
     if (rc < 0)
         return rc;
-    uint32_t n = hdr_get(hdr);
-    if (n == 0 || n > MDLMAP_MAX_FRAME)
-        return -EMSGSIZE;
+    *n = hdr_get(hdr);
+    return *n == 0 || *n > MDLMAP_MAX_FRAME ? -EMSGSIZE : 0;
+}
+
+int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds)
+{
+    uint32_t n;
+    *out = NULL;
+    int rc = read_frame_len(fd, fds, &n);
+    if (rc < 0)
+        return rc;
     uint8_t *buf = malloc(n);
     if (!buf)
         return -ENOMEM;
@@ -276,13 +284,10 @@ int frame_read_fd_fds(int fd, mdl_envelope **out, struct usock_fds *fds)
 
 int frame_read_fd_buf(int fd, uint8_t **buf, size_t *cap, size_t *len)
 {
-    uint8_t hdr[MDLMAP_FRAME_HDR];
-    int rc = read_all(fd, hdr, sizeof(hdr), NULL);
+    uint32_t n;
+    int rc = read_frame_len(fd, NULL, &n);
     if (rc < 0)
         return rc;
-    uint32_t n = hdr_get(hdr);
-    if (n == 0 || n > MDLMAP_MAX_FRAME)
-        return -EMSGSIZE;
     if (n > *cap) {
         uint8_t *nb = realloc(*buf, n);
         if (!nb)
