@@ -141,7 +141,10 @@ static void try_connect(struct qmp_client *q)
 /* Start the next call if the connection is ready for it. */
 static void start_next(struct qmp_client *q)
 {
-    while (q->n && !q->calls[q->head].cb) { /* cancelled before it went out */
+    /* Calls cancelled before they went out are dropped here; a cancelled
+     * call in flight stays at the head until its answer (complete() drops
+     * it): q->out may point into its text. */
+    while (!q->inflight && q->n && !q->calls[q->head].cb) {
         free(q->calls[q->head].text);
         q->head = (q->head + 1) % QMP_MAX_PENDING;
         q->n--;

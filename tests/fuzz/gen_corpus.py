@@ -354,6 +354,9 @@ def qmp_client_seeds():
         'chunked': b'\x01' + call(0) + bytes([0, 20]) + ans[:20] + bytes([0, len(ans) - 20]) + ans[20:],
         'cancel': b'\x01' + call(0) + call(2) + bytes([6, 1]) + answer + answer + bytes([10]),
         'handshake-by-hand': b'\x00' + bytes([1, 0, 7, 8, 1, 1, 7]) + call(3) + answer,
+        # found by libFuzzer: the call in flight cancelled, then another queued: its text was
+        # freed while still being sent, and again later (double free)
+        'cancel-in-flight': bytes.fromhex('01047572dededededededede6e7e01240000000000000022'),
     }
 
 
